@@ -1,0 +1,171 @@
+"""The built-in load driver: streams /v1/completions at a fixed concurrency or Poisson rate.
+
+``LoadDriver`` is the boundary (``run(endpoint, workload, slos) → BenchResult``); the built-in
+``HttpLoadDriver`` is async (httpx). Warm-up requests run first and are not measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import httpx
+
+from autotune.bench.metrics import RequestRecord, summarize
+from autotune.bench.workload import Prompt, build_prompts
+from autotune.space import ConcurrencyLoad, PoissonLoad, WorkloadSpec
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str
+    served_name: str
+
+
+@dataclass
+class BenchResult:
+    metrics: dict[str, float]
+    records: list[RequestRecord] = field(default_factory=list)
+    warmup_s: float = 0.0
+    benchmark_s: float = 0.0
+
+
+@runtime_checkable
+class LoadDriver(Protocol):
+    """Drives ``workload`` against a running OpenAI-compatible endpoint and measures it.
+
+    Never raises for request errors: they are counted in ``failed`` / ``error_rate``. Raises
+    only when the workload itself cannot be built (e.g. an unreadable prompts file).
+    """
+
+    def run(
+        self, endpoint: Endpoint, workload: WorkloadSpec, slos: Mapping[str, float]
+    ) -> BenchResult: ...
+
+
+async def _one_request(
+    client: httpx.AsyncClient, endpoint: Endpoint, prompt: Prompt, ignore_eos: bool
+) -> RequestRecord:
+    payload = {
+        "model": endpoint.served_name,
+        "prompt": prompt.body,
+        "max_tokens": prompt.max_tokens,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ignore_eos": ignore_eos,
+    }
+    record = RequestRecord(ok=False)
+    sent = time.perf_counter()
+    last: float | None = None
+    try:
+        async with client.stream(
+            "POST", f"{endpoint.base_url}/v1/completions", json=payload
+        ) as response:
+            if response.status_code != 200:
+                body = (await response.aread()).decode(errors="replace")[:300]
+                record.error = f"HTTP {response.status_code}: {body}"
+                return record
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    record.error = str(chunk["error"])[:300]
+                    return record
+                now = time.perf_counter()
+                choices = chunk.get("choices") or []
+                if choices and choices[0].get("text"):
+                    if last is None:
+                        record.ttft = now - sent
+                    else:
+                        record.itls.append(now - last)
+                    last = now
+                usage = chunk.get("usage")
+                if usage:
+                    record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                    record.output_tokens = int(usage.get("completion_tokens") or 0)
+    except (httpx.HTTPError, json.JSONDecodeError, OSError) as exc:
+        record.error = f"{type(exc).__name__}: {exc}"[:300]
+        return record
+    record.e2e = time.perf_counter() - sent
+    if record.ttft is None:
+        record.error = "no token received"
+    elif ignore_eos and record.output_tokens < prompt.max_tokens:
+        record.error = f"truncated: {record.output_tokens} of {prompt.max_tokens} tokens"
+    else:
+        record.ok = True
+    return record
+
+
+async def _run_load(
+    endpoint: Endpoint,
+    prompts: Sequence[Prompt],
+    load: ConcurrencyLoad | PoissonLoad,
+    timeout_s: float,
+    seed: int,
+    ignore_eos: bool,
+) -> tuple[list[RequestRecord], float]:
+    limit = load.concurrency if isinstance(load, ConcurrencyLoad) else load.max_concurrency
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=limit or 256)
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+        started = time.perf_counter()
+        if isinstance(load, ConcurrencyLoad):
+            queue = list(enumerate(prompts))
+            records: list[RequestRecord | None] = [None] * len(prompts)
+
+            async def worker() -> None:
+                while queue:
+                    index, prompt = queue.pop(0)
+                    records[index] = await _one_request(client, endpoint, prompt, ignore_eos)
+
+            await asyncio.gather(*(worker() for _ in range(min(load.concurrency, len(prompts)))))
+            done = [r for r in records if r is not None]
+        else:
+            rng = random.Random(seed)
+            gate = asyncio.Semaphore(limit) if limit else None
+
+            async def send(prompt: Prompt) -> RequestRecord:
+                if gate is None:
+                    return await _one_request(client, endpoint, prompt, ignore_eos)
+                async with gate:
+                    return await _one_request(client, endpoint, prompt, ignore_eos)
+
+            tasks = []
+            for prompt in prompts:
+                tasks.append(asyncio.create_task(send(prompt)))
+                await asyncio.sleep(rng.expovariate(load.rate))
+            done = list(await asyncio.gather(*tasks))
+        return done, time.perf_counter() - started
+
+
+class HttpLoadDriver:
+    """The built-in driver (implements LoadDriver)."""
+
+    def __init__(self, ignore_eos: bool = True) -> None:
+        self.ignore_eos = ignore_eos
+
+    def run(
+        self, endpoint: Endpoint, workload: WorkloadSpec, slos: Mapping[str, float]
+    ) -> BenchResult:
+        prompts = build_prompts(workload, endpoint.base_url, endpoint.served_name)
+        warmup, measured = prompts[: workload.warmup_requests], prompts[workload.warmup_requests:]
+        warmup_s = 0.0
+        if warmup:
+            _, warmup_s = asyncio.run(_run_load(
+                endpoint, warmup, workload.load, workload.request_timeout_s, workload.seed,
+                self.ignore_eos,
+            ))
+        records, duration = asyncio.run(_run_load(
+            endpoint, measured, workload.load, workload.request_timeout_s, workload.seed + 1,
+            self.ignore_eos,
+        ))
+        return BenchResult(summarize(records, duration, slos), records, warmup_s, duration)

@@ -1,0 +1,160 @@
+"""Per-request records → headline metrics: percentiles, throughput, goodput, error rate.
+
+Metric names are ``<latency>_<stat>_ms`` (latency in ttft, tpot, itl, e2e; stat in mean, p50,
+p90, p95, p99) plus throughput and count metrics. ``to_vllm_bench_keys`` renames them to the
+JSON keys ``vllm bench serve --save-result`` writes, so existing plotting tools read our files.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+LATENCIES = ("ttft", "tpot", "itl", "e2e")
+PERCENTILES = (50, 90, 95, 99)
+STATS = ("mean",) + tuple(f"p{p}" for p in PERCENTILES)
+
+THROUGHPUT_METRICS = {
+    "output_throughput": "maximize",
+    "request_throughput": "maximize",
+    "total_token_throughput": "maximize",
+    "request_goodput": "maximize",
+    "goodput_fraction": "maximize",
+}
+COUNT_METRICS = ("completed", "failed", "error_rate", "duration_s", "total_input_tokens",
+                 "total_output_tokens")
+
+LATENCY_METRIC = re.compile(r"^(ttft|tpot|itl|e2e)_(mean|p50|p90|p95|p99)_ms$")
+
+
+def known_metric_names() -> list[str]:
+    names = list(THROUGHPUT_METRICS)
+    names += [f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS]
+    names += list(COUNT_METRICS)
+    return names
+
+
+def natural_direction(metric: str) -> str:
+    """Which way is better for ``metric`` ('maximize' or 'minimize')."""
+    if metric in THROUGHPUT_METRICS:
+        return "maximize"
+    return "minimize"
+
+
+@dataclass
+class RequestRecord:
+    """One measured request. Times in seconds, relative to the request's own send time."""
+
+    ok: bool
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    ttft: float | None = None
+    e2e: float | None = None
+    itls: list[float] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def tpot(self) -> float | None:
+        """Mean time per output token after the first (vLLM's definition)."""
+        if self.ttft is None or self.e2e is None or self.output_tokens < 2:
+            return None
+        return (self.e2e - self.ttft) / (self.output_tokens - 1)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile, the same definition as ``numpy.percentile``."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = math.ceil(pos)
+    if lo == hi:
+        return float(ordered[lo])
+    return float(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo))
+
+
+def _latency_stats(name: str, seconds: Sequence[float]) -> dict[str, float]:
+    ms = [s * 1000.0 for s in seconds]
+    out = {f"{name}_mean_ms": (sum(ms) / len(ms)) if ms else math.nan}
+    for p in PERCENTILES:
+        out[f"{name}_p{p}_ms"] = percentile(ms, p)
+    return out
+
+
+def meets_slos(record: RequestRecord, slos: Mapping[str, float]) -> bool:
+    """Whether one request met every SLO threshold.
+
+    Per request, an SLO ``ttft_p95_ms: 500`` means "this request's TTFT ≤ 500 ms" (the
+    percentile says how many requests must meet it; goodput counts those that do, as
+    ``vllm bench serve --goodput`` does).
+    """
+    if not record.ok:
+        return False
+    for key, limit in slos.items():
+        m = LATENCY_METRIC.match(key)
+        if not m:
+            continue
+        lat = m.group(1)
+        if lat == "itl":
+            values = record.itls
+            if values and max(values) * 1000.0 > limit:
+                return False
+            continue
+        value = {"ttft": record.ttft, "tpot": record.tpot, "e2e": record.e2e}[lat]
+        if value is not None and value * 1000.0 > limit:
+            return False
+    return True
+
+
+def summarize(
+    records: Sequence[RequestRecord], duration_s: float, slos: Mapping[str, float]
+) -> dict[str, float]:
+    """Headline metrics over the measured (non-warm-up) requests."""
+    ok = [r for r in records if r.ok]
+    out_tokens = sum(r.output_tokens for r in ok)
+    in_tokens = sum(r.prompt_tokens for r in ok)
+    dur = max(duration_s, 1e-9)
+    good = sum(1 for r in ok if meets_slos(r, slos))
+    metrics: dict[str, float] = {
+        "completed": float(len(ok)),
+        "failed": float(len(records) - len(ok)),
+        "error_rate": (len(records) - len(ok)) / len(records) if records else 1.0,
+        "duration_s": duration_s,
+        "total_input_tokens": float(in_tokens),
+        "total_output_tokens": float(out_tokens),
+        "request_throughput": len(ok) / dur,
+        "output_throughput": out_tokens / dur,
+        "total_token_throughput": (in_tokens + out_tokens) / dur,
+        "request_goodput": good / dur,
+        "goodput_fraction": good / len(records) if records else 0.0,
+    }
+    metrics |= _latency_stats("ttft", [r.ttft for r in ok if r.ttft is not None])
+    metrics |= _latency_stats("tpot", [t for r in ok if (t := r.tpot) is not None])
+    metrics |= _latency_stats("itl", [x for r in ok for x in r.itls])
+    metrics |= _latency_stats("e2e", [r.e2e for r in ok if r.e2e is not None])
+    return metrics
+
+
+_VLLM_STAT = {"mean": "mean", "p50": "median", "p90": "p90", "p95": "p95", "p99": "p99"}
+
+
+def to_vllm_bench_keys(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Rename to ``vllm bench serve`` result keys (``p99_ttft_ms``, ``median_e2el_ms``...)."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        m = LATENCY_METRIC.match(key)
+        if m:
+            lat = "e2el" if m.group(1) == "e2e" else m.group(1)
+            out[f"{_VLLM_STAT[m.group(2)]}_{lat}_ms"] = value
+            if m.group(2) == "p50":
+                out[f"p50_{lat}_ms"] = value
+        elif key in ("completed", "failed", "total_input_tokens", "total_output_tokens"):
+            out[key] = int(value)
+        elif key == "duration_s":
+            out["duration"] = value
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,325 @@
+"""The ``autotune`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from autotune.errors import AutotuneError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Find the best vLLM serving configuration for your model, load and SLOs.")
+study_app = typer.Typer(no_args_is_help=True, help="Create, run and inspect tuning studies.")
+db_app = typer.Typer(no_args_is_help=True, help="Manage autotune's database tables.")
+app.add_typer(study_app, name="study")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option("--storage", help="database URL (default: $AUTOTUNE_STORAGE or "
+                 "sqlite:///autotune.db)", show_default=False),
+]
+
+
+def _fail(exc: AutotuneError) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    return typer.Exit(exc.exit_code)
+
+
+def _storage(value: str | None) -> str:
+    from pydantic import ValidationError
+
+    from autotune.settings import resolve_storage
+
+    try:
+        return resolve_storage(value)
+    except ValidationError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.errors()[0]['msg']}")
+        raise typer.Exit(2) from None
+
+
+def _short_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+class RichReporter:
+    """Live progress: trial i of N, phase, elapsed, ETA; one line per finished trial."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("preparing", total=None)
+        self.trial_label = ""
+
+    def study_started(self, name: str, done: int, total: int) -> None:
+        self.progress.update(self.task, total=total, completed=done,
+                             description=f"study {name}")
+        if done:
+            self.progress.console.print(f"resuming study [bold]{name}[/]: {done} of {total} "
+                                        "trials already done")
+
+    def trial_started(self, index: int, total: int, number: int, params: dict[str, Any]) -> None:
+        self.trial_label = f"trial {index} of {total} (#{number})"
+        self.progress.console.print(f"[bold]{self.trial_label}[/] {_short_params(params) or 'vLLM defaults'}")
+        self.phase("starting")
+
+    def phase(self, phase: str) -> None:
+        self.progress.update(self.task, description=f"{self.trial_label}: {phase}")
+
+    def trial_finished(self, number: int, outcome: Any) -> None:
+        t = outcome.timings
+        if outcome.state == "complete":
+            m = outcome.metrics
+            text = (f"  [green]complete[/] {m.get('output_throughput', 0):.0f} tok/s, "
+                    f"TTFT p95 {m.get('ttft_p95_ms', 0):.0f} ms, "
+                    f"E2E p95 {m.get('e2e_p95_ms', 0):.0f} ms, errors {m.get('error_rate', 0):.1%}"
+                    f" (startup {t.get('startup_s', 0):.1f}s, benchmark "
+                    f"{t.get('benchmark_s', 0):.1f}s, teardown {t.get('teardown_s', 0):.1f}s)")
+        else:
+            kind = outcome.failure.kind.value if outcome.failure else "?"
+            reason = outcome.failure.reason if outcome.failure else ""
+            text = f"  [red]{outcome.state}[/] [{kind}] {reason}"
+        for note in outcome.notes:
+            text += f"\n  [yellow]note:[/] {note}"
+        self.progress.console.print(text, highlight=False)
+        self.progress.advance(self.task)
+
+
+@study_app.command("start")
+def study_start(
+    space: Annotated[Path, typer.Option("--space", help="search-space YAML file")],
+    name: Annotated[str | None, typer.Option(help="study name (default: the space's name)")] = None,
+    storage: StorageOpt = None,
+    trials: Annotated[int | None, typer.Option(help="total trials in the study", min=1)] = None,
+    timeout: Annotated[float | None, typer.Option(help="stop starting trials after S seconds")] = None,
+    log_dir: Annotated[Path | None, typer.Option(help="engine logs folder")] = None,
+    no_run: Annotated[bool, typer.Option("--no-run", help="create the study, run nothing")] = False,
+) -> None:
+    """Run a tuning study: each trial launches, measures and tears down a real engine."""
+    from autotune.space import load_space
+
+    url = _storage(storage)
+    try:
+        spec = load_space(space)
+    except AutotuneError as exc:
+        raise _fail(exc) from None
+    study_name = name or spec.name or space.stem
+    from autotune.devices import NoDevicesError, detect_pool
+    from autotune.engines.base import create
+    from autotune.settings import Settings
+    from autotune.study import StudyRunner
+
+    try:
+        pool = detect_pool(spec.engine.devices)
+    except NoDevicesError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    if spec.model.build_demo:
+        from autotune.demo_model import build_demo_model, is_built
+
+        if not is_built(spec.model.resolved_path):
+            console.print(f"building the demo model at {spec.model.resolved_path} ...")
+            build_demo_model(spec.model.resolved_path)
+    runner = StudyRunner(
+        spec, name=study_name, storage=url, launcher=create(spec.engine.kind), pool=pool,
+        log_dir=log_dir or Path(Settings().log_dir), space_path=str(space),
+        space_yaml=space.read_text(),
+    )
+    total = trials or spec.search.trials
+    if no_run:
+        runner.prepare()
+        console.print(f"study [bold]{study_name}[/] ready in {url}")
+        return
+    console.print(f"study [bold]{study_name}[/] on {pool.describe()}, storage {url}")
+    started = time.monotonic()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console, transient=True,
+    ) as progress:
+        runner.reporter = RichReporter(progress)
+        run = runner.run(total, timeout or spec.search.timeout_s)
+    _print_summary(url, study_name)
+    console.print(f"{run.trials_run} trial(s) run in {time.monotonic() - started:.0f}s")
+    if run.interrupted:
+        console.print(f"[yellow]interrupted[/]: the engine was torn down; resume with "
+                      f"`autotune study start --space {space} --name {study_name}`")
+        raise typer.Exit(130)
+
+
+def _print_summary(url: str, name: str) -> None:
+    from autotune.report import load_report
+
+    report = load_report(url, name)
+    states: dict[str, int] = {}
+    for t in report.trials:
+        states[t.state] = states.get(t.state, 0) + 1
+    console.print("trials: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    if not report.pareto_front:
+        console.print("[yellow]no feasible trial yet: no Pareto front[/]")
+        return
+    console.print(_pareto_table(report))
+
+
+def _pareto_table(report: Any) -> Table:
+    table = Table(title=f"Pareto front of {report.name} (feasible trials)")
+    table.add_column("trial", justify="right")
+    table.add_column("parameters")
+    for metric, direction in zip(report.metrics, report.directions, strict=True):
+        arrow = "↑" if direction == "maximize" else "↓"
+        table.add_column(f"{metric} {arrow}", justify="right")
+        table.add_column("vs default", justify="right")
+    for number in report.pareto_front:
+        t = report.trial(number)
+        gains = report.gains(t)
+        row = [str(number) + (" (default)" if t.is_default else ""),
+               _short_params(t.params) if not t.is_default else "vLLM defaults"]
+        for metric in report.metrics:
+            row.append(f"{t.metrics.get(metric, float('nan')):.4g}")
+            g = gains.get(metric)
+            row.append("—" if g is None else f"{g:.2f}x")
+        table.add_row(*row)
+    return table
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+@study_app.command("list")
+def study_list(storage: StorageOpt = None) -> None:
+    """List the studies in a storage."""
+    from autotune.db import repository
+    from autotune.db.session import has_schema
+
+    url = _storage(storage)
+    if not has_schema(url):
+        console.print(f"no autotune studies in {url}")
+        return
+    table = Table(title=f"studies in {url}")
+    for col in ("name", "model", "hardware", "trials", "complete", "failed", "updated"):
+        table.add_column(col)
+    for study in repository.list_studies(url=url):
+        trials = repository.list_trials(url=url, study_name=study.name)
+        table.add_row(
+            study.name, study.model, study.hardware, str(len(trials)),
+            str(sum(t.state == "complete" for t in trials)),
+            str(sum(t.state in ("failed", "rejected") for t in trials)),
+            study.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    console.print(table)
+
+
+@study_app.command("show")
+def study_show(
+    name: str,
+    storage: StorageOpt = None,
+    format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+) -> None:
+    """Show a study's trials and Pareto front (table, json or csv)."""
+    from autotune.report import load_report
+
+    url = _storage(storage)
+    try:
+        report = load_report(url, name)
+    except AutotuneError as exc:
+        raise _fail(exc) from None
+    if format is OutputFormat.json:
+        sys.stdout.write(report.to_json() + "\n")
+        return
+    if format is OutputFormat.csv:
+        sys.stdout.write(report.to_csv())
+        return
+    table = Table(title=f"study {name}: {report.model} on {report.hardware}")
+    for col in ("trial", "state", "feasible", "parameters", *report.metrics, "startup s",
+                "bench s", "failure"):
+        table.add_column(col)
+    for t in report.trials:
+        failure = f"{t.failure_kind}: {t.failure_reason}" if t.failure_kind else ""
+        table.add_row(
+            str(t.number) + ("*" if t.number in report.pareto_front else ""), t.state,
+            "yes" if t.feasible else "no",
+            "vLLM defaults" if t.is_default else _short_params(t.params),
+            *(f"{t.metrics[m]:.4g}" if m in t.metrics else "—" for m in report.metrics),
+            f"{t.startup_s:.1f}" if t.startup_s is not None else "—",
+            f"{t.benchmark_s:.1f}" if t.benchmark_s is not None else "—",
+            failure[:120],
+        )
+    console.print(table)
+    console.print("* = on the feasible Pareto front")
+    if report.pareto_front:
+        console.print(_pareto_table(report))
+
+
+@app.command("export")
+def export(
+    name: str,
+    storage: StorageOpt = None,
+    trial: Annotated[int | None, typer.Option("--trial", help="trial number to export")] = None,
+    pick: Annotated[str | None, typer.Option("--pick", help="max:METRIC or min:METRIC")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="write to FILE")] = None,
+) -> None:
+    """Write a trial's configuration as a YAML for `vllm serve --config`."""
+    from autotune.export import export_yaml, pick_trial
+    from autotune.report import load_report
+
+    if trial is not None and pick is not None:
+        err_console.print("[bold red]error:[/] give --trial or --pick, not both")
+        raise typer.Exit(2)
+    url = _storage(storage)
+    try:
+        report = load_report(url, name)
+        record = pick_trial(report, number=trial, pick=pick)
+    except AutotuneError as exc:
+        raise _fail(exc) from None
+    text = export_yaml(report, record)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(output)
+    err_console.print(f"wrote trial {record.number} of {name} to {output}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(storage: StorageOpt = None) -> None:
+    """Create or migrate autotune's tables to the latest revision."""
+    from autotune.db.session import upgrade
+
+    url = _storage(storage)
+    revision = upgrade(url)
+    console.print(f"autotune tables in {url} at revision {revision}")
+
+
+@app.command("build-demo-model")
+def build_demo(
+    path: Annotated[Path, typer.Argument()] = Path("~/.cache/autotune/demo-llama"),
+) -> None:
+    """Build the CPU quickstart's tiny demo model (offline, seconds)."""
+    from autotune.demo_model import build_demo_model
+
+    console.print(f"demo model at {build_demo_model(path.expanduser())}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,111 @@
+"""Reads and writes of autotune's tables. Keyword-only functions, one short transaction each."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from autotune.db.models import StudyRecord, TrialRecord
+from autotune.db.session import session_factory
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def save_study(
+    *, url: str, name: str, space_yaml: str, space_path: str, model: str, hardware: str,
+    objectives: list[dict[str, Any]], slos: dict[str, float],
+) -> None:
+    """Create the study record, or refresh it when the study is resumed."""
+    with session_factory(url)() as session, session.begin():
+        record = session.scalar(select(StudyRecord).where(StudyRecord.name == name))
+        if record is None:
+            record = StudyRecord(name=name, created_at=_now())
+            session.add(record)
+        record.space_yaml = space_yaml
+        record.space_path = space_path
+        record.model = model
+        record.hardware = hardware
+        record.objectives = objectives
+        record.slos = slos
+        record.updated_at = _now()
+
+
+def get_study(*, url: str, name: str) -> StudyRecord | None:
+    with session_factory(url)() as session:
+        return session.scalar(select(StudyRecord).where(StudyRecord.name == name))
+
+
+def list_studies(*, url: str) -> list[StudyRecord]:
+    with session_factory(url)() as session:
+        return list(session.scalars(select(StudyRecord).order_by(StudyRecord.created_at)))
+
+
+def start_trial(
+    *, url: str, study_name: str, number: int, optuna_trial_id: int, params: dict[str, Any],
+    is_default: bool, host: str,
+) -> None:
+    with session_factory(url)() as session, session.begin():
+        record = session.scalar(
+            select(TrialRecord).where(
+                TrialRecord.study_name == study_name, TrialRecord.number == number
+            )
+        )
+        if record is None:
+            record = TrialRecord(study_name=study_name, number=number)
+            session.add(record)
+        record.optuna_trial_id = optuna_trial_id
+        record.state = "running"
+        record.params = params
+        record.is_default = is_default
+        record.host = host
+        record.metrics = {}
+        record.violations = {}
+        record.engine_command = []
+        record.engine_flags = {}
+        record.started_at = _now()
+        session.query(StudyRecord).filter(StudyRecord.name == study_name).update(
+            {StudyRecord.updated_at: _now()}
+        )
+
+
+def update_trial(*, url: str, study_name: str, number: int, **fields: Any) -> None:
+    """Set columns of one trial; ``finished=True`` also stamps ``finished_at``."""
+    finished = fields.pop("finished", False)
+    with session_factory(url)() as session, session.begin():
+        record = session.scalar(
+            select(TrialRecord).where(
+                TrialRecord.study_name == study_name, TrialRecord.number == number
+            )
+        )
+        if record is None:
+            raise KeyError(f"trial {number} of study {study_name!r} has no record")
+        for key, value in fields.items():
+            if not hasattr(TrialRecord, key):
+                raise AttributeError(f"TrialRecord has no column {key!r}")
+            setattr(record, key, value)
+        if finished:
+            record.finished_at = _now()
+        session.query(StudyRecord).filter(StudyRecord.name == study_name).update(
+            {StudyRecord.updated_at: _now()}
+        )
+
+
+def list_trials(*, url: str, study_name: str, after: int | None = None) -> list[TrialRecord]:
+    with session_factory(url)() as session:
+        query = select(TrialRecord).where(TrialRecord.study_name == study_name)
+        if after is not None:
+            query = query.where(TrialRecord.number > after)
+        return list(session.scalars(query.order_by(TrialRecord.number)))
+
+
+def get_trial(*, url: str, study_name: str, number: int) -> TrialRecord | None:
+    with session_factory(url)() as session:
+        return session.scalar(
+            select(TrialRecord).where(
+                TrialRecord.study_name == study_name, TrialRecord.number == number
+            )
+        )

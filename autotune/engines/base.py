@@ -1,0 +1,95 @@
+"""The engine boundary: launch a serving engine for one configuration, serve, tear down.
+
+An engine implementation registers itself with ``@register("name")``; ``create(name)`` returns
+one. Every implementation passes tests/integration/test_engine_conformance.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from autotune.devices import DeviceSet
+from autotune.engines.failures import EngineFailure, FailureKind
+
+__all__ = [
+    "EngineConfig", "EngineFailure", "EngineLauncher", "FailureKind", "RunningEngine",
+    "create", "register",
+]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything needed to start one engine, independent of the devices it gets.
+
+    ``flags`` are the engine's own options (name → value, underscores), in the order they are
+    rendered; ``model`` is the checkpoint to load (after quantization variants are applied).
+    """
+
+    model: str
+    served_name: str
+    flags: Mapping[str, Any]
+    command: tuple[str, ...]
+    model_as_flag: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+    startup_timeout_s: float = 600.0
+    shutdown_grace_s: float = 15.0
+
+
+@runtime_checkable
+class RunningEngine(Protocol):
+    """A started, healthy engine. ``stop`` is idempotent and returns teardown seconds only after
+    confirming that no process of the engine remains."""
+
+    base_url: str
+    served_name: str
+    argv: list[str]
+    log_path: Path
+    startup_s: float
+    version: str
+
+    def alive(self) -> bool: ...
+
+    def failure(self) -> EngineFailure:
+        """Classify why the engine stopped serving (reads its exit status and log)."""
+        ...
+
+    def pids(self) -> list[int]:
+        """Live processes of the engine (empty once stopped)."""
+        ...
+
+    def stop(self) -> float: ...
+
+
+@runtime_checkable
+class EngineLauncher(Protocol):
+    """Starts engines. ``start`` blocks until the engine is healthy or raises EngineFailure
+    (and then leaves no process behind)."""
+
+    name: str
+
+    def argv(self, config: EngineConfig, port: int | None = None) -> list[str]: ...
+
+    def start(self, config: EngineConfig, devices: DeviceSet, log_path: Path) -> RunningEngine: ...
+
+
+_REGISTRY: dict[str, Callable[[], EngineLauncher]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[], EngineLauncher]], Callable[[], EngineLauncher]]:
+    def deco(factory: Callable[[], EngineLauncher]) -> Callable[[], EngineLauncher]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def create(name: str) -> EngineLauncher:
+    if name not in _REGISTRY:
+        import autotune.engines.vllm  # noqa: F401 - registers the built-in engine
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; known: {', '.join(_REGISTRY)}") from None

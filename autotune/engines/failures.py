@@ -1,0 +1,101 @@
+"""Classify an engine failure from its exit status and log into a small set of kinds.
+
+Signatures come from vLLM's source and from real logs collected on the CPU build
+(tests/fixtures/engine_logs/). Root causes are searched before their consequences:
+"Engine core initialization failed" follows almost every startup error, so it only decides the
+kind when nothing more specific is in the log.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class FailureKind(StrEnum):
+    INVALID_CONFIG = "invalid_config"  # vLLM rejected the flag combination
+    OUT_OF_MEMORY = "out_of_memory"  # weights or KV cache did not fit
+    UNSUPPORTED = "unsupported"  # method/dtype not available on this hardware or build
+    STARTUP_TIMEOUT = "startup_timeout"  # no /health within the timeout
+    CRASHED = "crashed"  # the engine died for a reason we do not recognise
+    BENCHMARK_FAILED = "benchmark_failed"  # started, but the load could not be served
+    HOST_FAULT = "host_fault"  # the host, not the config (e.g. SIGILL from a bf16 kernel)
+    INTERRUPTED = "interrupted"  # the user stopped the study during this trial
+
+    @property
+    def caused_by_config(self) -> bool:
+        """Whether a sampler should learn to avoid this configuration."""
+        return self in (
+            FailureKind.INVALID_CONFIG, FailureKind.OUT_OF_MEMORY, FailureKind.UNSUPPORTED
+        )
+
+
+@dataclass
+class EngineFailure(Exception):
+    """An engine could not start or serve. ``line`` is the log line that decided the kind."""
+
+    kind: FailureKind
+    reason: str
+    line: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.reason}"
+
+
+_SIGNATURES: list[tuple[FailureKind, re.Pattern[str]]] = [
+    (FailureKind.HOST_FAULT, re.compile(
+        r"exit ?code:? -4\b|Illegal instruction|SIGILL|signal 4\b")),
+    (FailureKind.OUT_OF_MEMORY, re.compile(
+        r"CUDA out of memory|OutOfMemoryError|No available memory for the cache blocks|"
+        r"larger than the available KV cache memory|Cannot allocate memory|"
+        r"not enough (?:KV cache|memory)|insufficient memory", re.I)),
+    (FailureKind.UNSUPPORTED, re.compile(
+        r"Unknown quantization method|Cannot find the config file for|"
+        r"is not supported for the current GPU|not supported on (?:the )?CPU|"
+        r"static_scaled_fp8_quant|NotImplementedError|is not supported|"
+        r"expected at most \d+ argument")),
+    (FailureKind.INVALID_CONFIG, re.compile(
+        r"is smaller than max_model_len|must be divisible by|ValidationError|"
+        r"error: argument|unrecognized arguments|invalid choice|"
+        r"must be (?:greater|less) than|should be (?:greater|less) than|"
+        r"Value error,|ValueError:")),
+    (FailureKind.STARTUP_TIMEOUT, re.compile(
+        r"Timed out waiting for engine core processes to start")),
+]
+_GENERIC = re.compile(r"Error|Exception|Traceback|died unexpectedly|failed", re.I)
+
+
+def classify(log_text: str, returncode: int | None) -> EngineFailure:
+    """Kind, reason and deciding line for an engine that exited or stopped serving."""
+    lines = log_text.splitlines()
+    if returncode is not None and returncode in (-signal.SIGILL, 128 + signal.SIGILL):
+        return EngineFailure(FailureKind.HOST_FAULT, "engine killed by SIGILL (host CPU fault)")
+    for kind, pattern in _SIGNATURES:
+        for line in lines:
+            if pattern.search(line):
+                return EngineFailure(kind, _short(line), line.strip())
+    for line in reversed(lines):
+        if _GENERIC.search(line):
+            return EngineFailure(FailureKind.CRASHED, _short(line), line.strip())
+    status = "still running" if returncode is None else f"exit status {returncode}"
+    return EngineFailure(FailureKind.CRASHED, f"engine stopped ({status}) with no error in its log")
+
+
+def _short(line: str, limit: int = 300) -> str:
+    line = re.sub(r"^\S*\(?\w*\)?\s*(?:ERROR|WARNING|INFO)\s+\S+\s+\S+\s+\[[^\]]*\]\s*", "", line)
+    line = line.strip()
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def log_excerpt(log_text: str, line: str, context: int = 20, limit: int = 8000) -> str:
+    """Lines around ``line`` (or the log's tail) for storing with the trial."""
+    lines = log_text.splitlines()
+    index = next((i for i, candidate in enumerate(lines) if line and line in candidate), None)
+    if index is None:
+        chosen = lines[-2 * context:]
+    else:
+        chosen = lines[max(0, index - context): index + context]
+    text = "\n".join(chosen)
+    return text[-limit:]

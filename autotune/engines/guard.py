@@ -1,0 +1,137 @@
+"""Engine guard: runs the engine and makes sure it dies with the controller.
+
+Started by the controller as ``python -m autotune.engines.guard ARGV...`` in a new session
+(so the guard's pid is the process-group id of the whole engine tree), with a pipe on stdin.
+When that pipe reaches EOF — the controller closed it to stop the engine, or the controller
+died, even by ``kill -9`` — the guard terminates the group (TERM, then KILL after a grace
+period), reaps every descendant (it is a child subreaper, so orphans come back to it) and exits.
+Standard library only: it must start fast and import nothing heavy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+GRACE_ENV = "AUTOTUNE_GUARD_GRACE_S"
+
+
+def _become_subreaper() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the process group still covers the usual case
+
+
+def _descendants() -> list[int]:
+    """Pids whose ancestry leads to this guard (children, and orphans reparented to it)."""
+    me = os.getpid()
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        parents[int(entry)] = int(fields[1])
+    found: list[int] = []
+    frontier = [me]
+    while frontier:
+        pid = frontier.pop()
+        kids = [child for child, parent in parents.items() if parent == pid]
+        found += kids
+        frontier += kids
+    return found
+
+
+def _signal_all(sig: int) -> None:
+    try:
+        os.killpg(os.getpgid(0), sig)
+    except ProcessLookupError:
+        pass
+    for pid in _descendants():
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def shutdown(engine: subprocess.Popen[bytes], grace_s: float) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _signal_all(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        _reap()
+        if engine.poll() is not None and not _descendants():
+            return
+        time.sleep(0.1)
+    print(f"[autotune-guard] engine still alive after {grace_s:.0f}s: SIGKILL", flush=True)
+    _signal_all(signal.SIGKILL)
+    for _ in range(50):
+        _reap()
+        if not _descendants():
+            return
+        time.sleep(0.1)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: python -m autotune.engines.guard COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    grace_s = float(os.environ.get(GRACE_ENV, "10"))
+    _become_subreaper()
+    stop = threading.Event()
+
+    def watch_stdin() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        stop.set()
+
+    # SIGTERM to the group reaches the guard too: treat it as a stop request.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    engine = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    print(f"[autotune-guard] engine pid {engine.pid} in process group {os.getpgid(0)}", flush=True)
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    while not stop.is_set():
+        if engine.poll() is not None:
+            break
+        stop.wait(0.2)
+    code = engine.poll()
+    if code is None:
+        shutdown(engine, grace_s)
+        code = engine.returncode if engine.returncode is not None else -signal.SIGKILL
+    else:
+        shutdown(engine, min(grace_s, 5.0))  # the engine's own children may outlive it
+        if code < 0:
+            print(f"[autotune-guard] engine killed by signal {-code} "
+                  f"({signal.Signals(-code).name})", flush=True)
+        else:
+            print(f"[autotune-guard] engine exited with status {code}", flush=True)
+    return 128 - code if code < 0 else code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

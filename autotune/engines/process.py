@@ -1,0 +1,114 @@
+"""A guarded engine process tree: started under autotune.engines.guard, torn down completely.
+
+The guard is a session leader, so every process of the engine shares its session id; teardown
+closes the guard's stdin (the guard then TERMs and KILLs the tree) and confirms from /proc that
+no process of that session remains.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from autotune.engines.guard import GRACE_ENV
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of live (non-zombie) processes whose session id is ``sid``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, session = fields[0], int(fields[3])
+        if session == sid and state != "Z":
+            members.append(int(entry))
+    return members
+
+
+class GuardedProcess:
+    """One engine command running under the guard, logging to ``log_path``."""
+
+    def __init__(
+        self, argv: list[str], env: Mapping[str, str], log_path: Path, grace_s: float
+    ) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        self.grace_s = grace_s
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        full_env = {**os.environ, **env, GRACE_ENV: str(grace_s)}
+        with open(log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "autotune.engines.guard", *argv],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                start_new_session=True,
+            )
+        self.pid = self._proc.pid
+        self._stopped_after: float | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll()
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def pids(self) -> list[int]:
+        return session_members(self.pid)
+
+    def read_log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> float:
+        """Tear the whole tree down; return seconds taken. Raises if a process survives."""
+        if self._stopped_after is not None:
+            return self._stopped_after
+        started = time.monotonic()
+        if self._proc.stdin and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()  # EOF: the guard's signal to stop the engine
+            except OSError:
+                pass
+        try:
+            self._proc.wait(timeout=self.grace_s + 10)
+        except subprocess.TimeoutExpired:
+            self._kill_session()
+            self._proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while self.pids() and time.monotonic() < deadline:
+            self._kill_session()
+            time.sleep(0.2)
+        survivors = self.pids()
+        if survivors:
+            raise RuntimeError(f"engine processes {survivors} survived teardown")
+        self._stopped_after = time.monotonic() - started
+        return self._stopped_after
+
+    def _kill_session(self) -> None:
+        for pid in session_members(self.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

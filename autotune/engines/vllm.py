@@ -1,0 +1,174 @@
+"""vLLM behind the engine boundary: flags from parameters, a guarded server, health, teardown.
+
+The controller never imports vLLM: the server is a subprocess whose command comes from the
+space file (``vllm serve`` on GPU hosts; ``{python} -m vllm.entrypoints.openai.api_server``
+with the CPU build), so vLLM may live in another virtual environment or a container.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from autotune.devices import DeviceSet
+from autotune.engines.base import EngineConfig, register
+from autotune.engines.failures import EngineFailure, FailureKind, classify
+from autotune.engines.process import GuardedProcess, free_port
+from autotune.parameters import KNOWN_PARAMETERS, NONE_CHOICE
+from autotune.space import Space
+
+HEALTH_POLL_S = 0.5
+
+
+def engine_flags(space: Space, params: Mapping[str, Any], *, is_default: bool) -> dict[str, Any]:
+    """Engine flags for one trial, in rendering order (underscored names).
+
+    The default trial passes no swept flag at all, so the engine runs on its own defaults.
+    """
+    flags: dict[str, Any] = {"max_model_len": space.model.max_model_len}
+    flags.update({k.replace("-", "_"): v for k, v in space.engine.flags.items()})
+    if is_default:
+        return flags
+    for name, value in params.items():
+        if KNOWN_PARAMETERS[name].style != "special":
+            flags[name] = value
+    variant = space.model.quantization_variants.get(params.get("quantization", NONE_CHOICE))
+    if variant is not None and variant.method:
+        flags["quantization"] = variant.method
+    method = params.get("speculative_method", NONE_CHOICE)
+    if method != NONE_CHOICE:
+        spec: dict[str, Any] = {"method": method}
+        spec.update(space.model.speculative_variants.get(method, {}))
+        if "num_speculative_tokens" in params:
+            spec["num_speculative_tokens"] = params["num_speculative_tokens"]
+        spec.setdefault("num_speculative_tokens", KNOWN_PARAMETERS["num_speculative_tokens"].default)
+        flags["speculative_config"] = spec
+    return flags
+
+
+def model_for(space: Space, params: Mapping[str, Any]) -> str:
+    variant = space.model.quantization_variants.get(params.get("quantization", NONE_CHOICE))
+    if variant is not None and variant.checkpoint:
+        return variant.checkpoint
+    return space.model.resolved_path
+
+
+def engine_config(space: Space, params: Mapping[str, Any], *, is_default: bool) -> EngineConfig:
+    return EngineConfig(
+        model=model_for(space, params),
+        served_name=space.model.name_to_serve,
+        flags=engine_flags(space, params, is_default=is_default),
+        command=tuple(space.engine.command),
+        model_as_flag=space.engine.model_as_flag,
+        env=dict(space.engine.env),
+        startup_timeout_s=space.engine.startup_timeout_s,
+        shutdown_grace_s=space.engine.shutdown_grace_s,
+    )
+
+
+def render_flags(flags: Mapping[str, Any]) -> list[str]:
+    """``{"enable_chunked_prefill": False, "max_num_seqs": 8}`` →
+    ``["--no-enable-chunked-prefill", "--max-num-seqs", "8"]`` (vLLM's own conventions: booleans
+    are --x/--no-x, dicts are JSON, lists are repeated values)."""
+    argv: list[str] = []
+    for name, value in flags.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + name.replace("_", "-"))
+        elif isinstance(value, dict):
+            argv += [flag, json.dumps(value, separators=(",", ":"))]
+        elif isinstance(value, list):
+            argv += [flag, *(str(v) for v in value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def resolve_command(command: tuple[str, ...] | list[str]) -> list[str]:
+    return [sys.executable if part == "{python}" else part for part in command]
+
+
+class VllmServer:
+    """A running vLLM OpenAI-compatible server (implements RunningEngine)."""
+
+    def __init__(self, process: GuardedProcess, base_url: str, served_name: str) -> None:
+        self._process = process
+        self.base_url = base_url
+        self.served_name = served_name
+        self.argv = process.argv
+        self.log_path = process.log_path
+        self.startup_s = 0.0
+        self.version = ""
+
+    def alive(self) -> bool:
+        return self._process.alive()
+
+    def pids(self) -> list[int]:
+        return self._process.pids()
+
+    def failure(self) -> EngineFailure:
+        return classify(self._process.read_log(), self._process.returncode)
+
+    def stop(self) -> float:
+        return self._process.stop()
+
+    def wait_until_healthy(self, timeout_s: float) -> None:
+        started = time.monotonic()
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                if not self._process.alive():
+                    raise self.failure()
+                try:
+                    if client.get(f"{self.base_url}/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() - started > timeout_s:
+                    found = classify(self._process.read_log(), None)
+                    if found.kind != FailureKind.CRASHED:
+                        raise found  # an error in the log explains the hang better
+                    raise EngineFailure(
+                        FailureKind.STARTUP_TIMEOUT,
+                        f"no healthy /health within {timeout_s:.0f}s",
+                    )
+                time.sleep(HEALTH_POLL_S)
+            self.startup_s = time.monotonic() - started
+            try:
+                self.version = str(client.get(f"{self.base_url}/version").json()["version"])
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                self.version = "unknown"
+
+
+@register("vllm")
+class VllmLauncher:
+    name = "vllm"
+
+    def argv(self, config: EngineConfig, port: int | None = None) -> list[str]:
+        argv = resolve_command(config.command)
+        argv += ["--model", config.model] if config.model_as_flag else [config.model]
+        argv += ["--served-model-name", config.served_name]
+        argv += render_flags(config.flags)
+        if port is not None:
+            argv += ["--host", "127.0.0.1", "--port", str(port)]
+        return argv
+
+    def start(self, config: EngineConfig, devices: DeviceSet, log_path: Path) -> VllmServer:
+        port = free_port()
+        argv = self.argv(config, port)
+        env = {**config.env, **devices.env}
+        process = GuardedProcess(argv, env, log_path, config.shutdown_grace_s)
+        server = VllmServer(process, f"http://127.0.0.1:{port}", config.served_name)
+        try:
+            server.wait_until_healthy(config.startup_timeout_s)
+        except BaseException:
+            server.stop()
+            raise
+        return server

@@ -1,0 +1,100 @@
+"""Export a trial as a YAML file that ``vllm serve --config FILE`` accepts as is.
+
+Keys are vLLM's long option names (dashes); booleans become --x / --no-x, mappings (e.g.
+speculative-config) become JSON, exactly as vLLM's own config-file loader turns them into
+arguments. The header comments carry the study figures and the equivalent command line.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import yaml
+
+from autotune.db.models import TrialRecord
+from autotune.engines.vllm import render_flags
+from autotune.errors import AutotuneError, TrialNotFoundError
+from autotune.report import StudyReport
+
+HEADLINE_METRICS = (
+    "output_throughput", "request_throughput", "request_goodput", "ttft_p95_ms",
+    "tpot_p99_ms", "e2e_p95_ms", "error_rate",
+)
+
+
+def pick_trial(report: StudyReport, *, number: int | None, pick: str | None) -> TrialRecord:
+    """The trial to export: ``number``, or ``pick`` = ``max:METRIC`` / ``min:METRIC`` over the
+    feasible complete trials, or by default the Pareto trial best on the first objective."""
+    if number is not None:
+        record = report.trial(number)
+        if record is None:
+            raise TrialNotFoundError(f"study {report.name!r} has no trial {number}")
+        if record.state != "complete":
+            raise AutotuneError(
+                f"trial {number} did not complete ({record.state}, {record.failure_kind}): "
+                "nothing to export"
+            )
+        return record
+    candidates = [t for t in report.trials if t.state == "complete" and t.feasible]
+    if not candidates:
+        raise AutotuneError(
+            f"study {report.name!r} has no feasible complete trial yet; pass --trial N to "
+            "export a specific one"
+        )
+    if pick is None:
+        metric, direction = report.metrics[0], report.directions[0]
+        pareto = [t for t in candidates if t.number in report.pareto_front] or candidates
+        candidates = pareto
+    else:
+        how, _, metric = pick.partition(":")
+        if how not in ("max", "min") or not metric:
+            raise AutotuneError(f"--pick {pick!r}: use max:METRIC or min:METRIC")
+        direction = "maximize" if how == "max" else "minimize"
+        candidates = [t for t in candidates if metric in t.metrics]
+        if not candidates:
+            raise AutotuneError(f"--pick {pick!r}: no feasible trial has metric {metric!r}")
+    sign = 1 if direction == "maximize" else -1
+    return max(candidates, key=lambda t: (sign * t.metrics[metric], -t.number))
+
+
+def config_mapping(record: TrialRecord, served_name: str | None = None) -> dict[str, Any]:
+    mapping: dict[str, Any] = {"model": record.model}
+    name = served_name or _served_name(record)
+    if name:
+        mapping["served-model-name"] = name
+    for key, value in record.engine_flags.items():
+        mapping[key.replace("_", "-")] = value
+    return mapping
+
+
+def _served_name(record: TrialRecord) -> str | None:
+    argv = record.engine_command
+    if "--served-model-name" in argv:
+        index = argv.index("--served-model-name")
+        if index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
+
+def export_yaml(report: StudyReport, record: TrialRecord) -> str:
+    mapping = config_mapping(record)
+    command = ["vllm", "serve", str(mapping["model"])]
+    command += render_flags({k: v for k, v in mapping.items() if k != "model"})
+    lines = [
+        f"# autotune export: study {report.name!r}, trial {record.number}"
+        + (" (vLLM defaults)" if record.is_default else ""),
+        f"# engine: vLLM {record.engine_version or 'unknown'} on {record.devices or 'unknown'}",
+        f"# workload SLOs: {report.slos or 'none'}",
+    ]
+    figures = [f"{m}={record.metrics[m]:.4g}" for m in HEADLINE_METRICS if m in record.metrics]
+    if figures:
+        lines.append("# measured: " + ", ".join(figures))
+    gains = {m: g for m, g in report.gains(record).items() if g is not None}
+    if gains:
+        lines.append("# vs vLLM defaults: " + ", ".join(f"{m} {g:.2f}x" for m, g in gains.items()))
+    lines.append("# equivalent command line:")
+    lines.append("#   " + shlex.join(command))
+    lines.append("# start it with: vllm serve --config THIS_FILE")
+    body = yaml.safe_dump(mapping, sort_keys=False, default_flow_style=False)
+    return "\n".join(lines) + "\n" + body

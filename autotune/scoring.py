@@ -1,0 +1,90 @@
+"""How a trial is scored: objective values, SLO constraints, feasibility, Pareto front, gains.
+
+Constraints follow Optuna's convention (feasible when every value ≤ 0). Each SLO gives
+``(measured − limit) / limit``; the error-rate limit gives ``error_rate − max_error_rate``.
+A trial whose engine failed is told to Optuna as infeasible with the worst values below, so
+samplers learn to avoid that region instead of ignoring it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from autotune.space import Space
+
+# Objective values told to Optuna for a failed trial: no throughput, 100 s latency.
+FAILED_MAXIMIZE_VALUE = 0.0
+FAILED_MINIMIZE_VALUE = 1e5
+ERROR_RATE_CONSTRAINT = "error_rate"
+
+
+def constraint_names(space: Space) -> list[str]:
+    return [*space.slos, ERROR_RATE_CONSTRAINT]
+
+
+def violations(space: Space, metrics: Mapping[str, float]) -> dict[str, float]:
+    """Constraint value per SLO (≤ 0 means met), plus the error-rate constraint."""
+    out: dict[str, float] = {}
+    for key, limit in space.slos.items():
+        measured = metrics.get(key, math.nan)
+        out[key] = 1.0 if not math.isfinite(measured) else (measured - limit) / limit
+    error_rate = metrics.get("error_rate", 1.0)
+    out[ERROR_RATE_CONSTRAINT] = error_rate - space.max_error_rate
+    return out
+
+
+def failed_violations(space: Space) -> dict[str, float]:
+    return {name: 1.0 for name in constraint_names(space)}
+
+
+def is_feasible(constraints: Mapping[str, float]) -> bool:
+    return all(value <= 0 for value in constraints.values())
+
+
+def objective_values(space: Space, metrics: Mapping[str, float]) -> list[float]:
+    values = []
+    for objective in space.objectives:
+        value = metrics.get(objective.metric, math.nan)
+        if not math.isfinite(value):
+            value = failed_value(objective.resolved_direction)
+        values.append(float(value))
+    return values
+
+
+def failed_value(direction: str) -> float:
+    return FAILED_MAXIMIZE_VALUE if direction == "maximize" else FAILED_MINIMIZE_VALUE
+
+
+def failed_values(space: Space) -> list[float]:
+    return [failed_value(d) for d in space.directions]
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """Whether ``a`` is at least as good as ``b`` everywhere and better somewhere."""
+    better = False
+    for x, y, direction in zip(a, b, directions, strict=True):
+        if direction == "minimize":
+            x, y = -x, -y
+        if x < y:
+            return False
+        if x > y:
+            better = True
+    return better
+
+
+def pareto_indices(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Indices of the non-dominated points (duplicates all kept)."""
+    return [
+        i for i, p in enumerate(points)
+        if not any(dominates(q, p, directions) for j, q in enumerate(points) if j != i)
+    ]
+
+
+def gain(value: float, default: float, direction: str) -> float | None:
+    """How many times better than the default (> 1 is better), or None when undefined."""
+    if not (math.isfinite(value) and math.isfinite(default)):
+        return None
+    if direction == "maximize":
+        return value / default if default > 0 else None
+    return default / value if value > 0 else None

@@ -1,0 +1,29 @@
+"""Settings read from the environment (prefix AUTOTUNE_) with command-line overrides."""
+
+from __future__ import annotations
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STORAGE = "sqlite:///autotune.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AUTOTUNE_")
+
+    storage: str = DEFAULT_STORAGE
+    log_dir: str = "autotune_logs"
+
+    @field_validator("storage")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        if "://" not in url:
+            raise ValueError(
+                f"storage {url!r} is not a database URL (e.g. sqlite:///autotune.db or "
+                "postgresql+psycopg://user@host/db)"
+            )
+        return url
+
+
+def resolve_storage(cli_value: str | None) -> str:
+    return cli_value or Settings().storage
