@@ -6,7 +6,6 @@ Every key is documented in docs/search-space.md. ``load_space(path)`` either ret
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -369,12 +368,10 @@ def load_space(path: str | os.PathLike[str]) -> Space:
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
             loc = _format_loc(tuple(err["loc"]))
-            if not loc and "; " in msg:
-                problems += [tuple(m.split(": ", 1)) for m in msg.split("; ")]
+            if not loc:  # cross-field checks carry their own field paths: "path: message; ..."
+                for part in msg.split("; "):
+                    field_path, _, text = part.partition(": ")
+                    problems.append((field_path, text) if text else ("", part))
                 continue
             problems.append((loc, msg))
-        raise SpaceError(p, [(str(a), str(b)) for a, b in problems]) from exc
-
-
-def is_finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+        raise SpaceError(p, problems) from exc

@@ -57,19 +57,22 @@ _SIGNATURES: list[tuple[FailureKind, re.Pattern[str]]] = [
         r"static_scaled_fp8_quant|NotImplementedError|is not supported|"
         r"expected at most \d+ argument")),
     (FailureKind.INVALID_CONFIG, re.compile(
-        r"is smaller than max_model_len|must be divisible by|ValidationError|"
+        r"is smaller than max_model_len|must be divisible by|"
         r"error: argument|unrecognized arguments|invalid choice|"
-        r"must be (?:greater|less) than|should be (?:greater|less) than|"
-        r"Value error,|ValueError:")),
+        r"must be (?:greater|less) than|should be (?:greater|less) than|Value error,")),
+    (FailureKind.INVALID_CONFIG, re.compile(r"ValidationError|ValueError:")),
     (FailureKind.STARTUP_TIMEOUT, re.compile(
         r"Timed out waiting for engine core processes to start")),
 ]
 _GENERIC = re.compile(r"Error|Exception|Traceback|died unexpectedly|failed", re.I)
+# vLLM's own INFO/WARNING/DEBUG lines never decide a failure ("... is not supported, falling
+# back" or "failed to increase ulimit" are routine).
+_BENIGN = re.compile(r"\b(?:INFO|WARNING|DEBUG)\b \d\d-\d\d |^\s*warnings\.warn|Warning:")
 
 
 def classify(log_text: str, returncode: int | None) -> EngineFailure:
     """Kind, reason and deciding line for an engine that exited or stopped serving."""
-    lines = log_text.splitlines()
+    lines = [line for line in log_text.splitlines() if not _BENIGN.search(line)]
     if returncode is not None and returncode in (-signal.SIGILL, 128 + signal.SIGILL):
         return EngineFailure(FailureKind.HOST_FAULT, "engine killed by SIGILL (host CPU fault)")
     for kind, pattern in _SIGNATURES:

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "search_spaces" / "quickstart-cpu.yaml"
+ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> Path:
+    """The quickstart's demo model, built once (cached in ~/.cache/autotune)."""
+    from autotune.demo_model import build_demo_model
+
+    return build_demo_model(os.path.expanduser("~/.cache/autotune/demo-llama"))
+
+
+def small_space(tmp_path: Path, model: Path, **overrides) -> dict:
+    """The quickstart space with a short workload, for tests with a real engine."""
+    data = yaml.safe_load(QUICKSTART.read_text())
+    data["model"]["path"] = str(model)
+    data["engine"]["shutdown_grace_s"] = 5
+    data["workload"].update({
+        "prompts": {"kind": "random", "input_tokens": 64, "output_tokens": 32},
+        "num_requests": 24, "warmup_requests": 4,
+        "load": {"kind": "concurrency", "concurrency": 8},
+    })
+    data["slos"] = {"ttft_p95_ms": 20000, "e2e_p95_ms": 60000}
+    for key, value in overrides.items():
+        data[key] = value
+    return data
+
+
+def write_space(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def engine_processes() -> list[int]:
+    """Live vLLM server processes of the module form (what our tests start)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and ENGINE_MODULE.encode() in cmdline:
+            found.append(int(entry))
+    return found

@@ -1,0 +1,139 @@
+"""A real study on the CPU quickstart model: launches, measures and tears down real vLLM
+servers, one forced to fail (fp8_per_tensor is unsupported on the CPU build)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import optuna
+import pytest
+import yaml
+
+from autotune.engines.process import GuardedProcess, free_port
+from tests.conftest import engine_processes, small_space, write_space
+
+pytestmark = pytest.mark.engine
+
+AUTOTUNE = [sys.executable, "-m", "autotune.cli"]
+ENQUEUED = [
+    {"quantization": "fp8", "max_num_batched_tokens": 1024, "max_num_seqs": 16,
+     "enable_chunked_prefill": True, "speculative_method": "none"},
+    {"quantization": "int8", "max_num_batched_tokens": 512, "max_num_seqs": 8,
+     "enable_chunked_prefill": True, "speculative_method": "ngram", "num_speculative_tokens": 2},
+    {"quantization": "none", "max_num_batched_tokens": 2048, "max_num_seqs": 32,
+     "enable_chunked_prefill": False, "speculative_method": "none"},
+]
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([*AUTOTUNE, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, demo_model: Path) -> dict:
+    tmp = tmp_path_factory.mktemp("study")
+    data = small_space(tmp, demo_model)
+    data["model"]["quantization_variants"]["fp8"] = {"method": "fp8_per_tensor"}
+    data["parameters"]["quantization"]["choices"] = ["none", "int8", "fp8"]
+    space = write_space(tmp, data)
+    url = f"sqlite:///{tmp / 'study.db'}"
+    created = run_cli("study", "start", "--space", str(space), "--storage", url,
+                      "--name", "e2e", "--no-run")
+    assert created.returncode == 0, created.stderr
+    handle = optuna.load_study(study_name="e2e", storage=url)
+    for params in ENQUEUED:
+        handle.enqueue_trial(params)
+    ran = run_cli("study", "start", "--space", str(space), "--storage", url, "--name", "e2e",
+                  "--trials", "4", "--log-dir", str(tmp / "logs"))
+    shown = run_cli("study", "show", "e2e", "--storage", url, "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    return {"run": ran, "report": json.loads(shown.stdout), "url": url, "tmp": tmp}
+
+
+def test_study_runs_to_the_end(study: dict) -> None:
+    run = study["run"]
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Pareto front" in run.stdout
+    trials = study["report"]["trials"]
+    assert len(trials) == 4
+    assert trials[0]["is_default"] and trials[0]["state"] == "complete"
+
+
+def test_forced_failure_is_recorded_as_unsupported(study: dict) -> None:
+    fp8 = next(t for t in study["report"]["trials"] if t["params"]["quantization"] == "fp8")
+    assert fp8["state"] == "failed"
+    assert fp8["failure_kind"] == "unsupported"
+    assert "static_scaled_fp8_quant" in fp8["failure_line"]
+    assert fp8["feasible"] is False
+    # Optuna sees it as infeasible (constraints violated), not as a skipped FAIL.
+    handle = optuna.load_study(study_name="e2e", storage=study["url"])
+    frozen = handle.trials[fp8["number"]]
+    assert frozen.state == optuna.trial.TrialState.COMPLETE
+    assert all(v > 0 for v in frozen.constraints.values())
+
+
+def test_completed_trials_have_metrics_and_timings(study: dict) -> None:
+    complete = [t for t in study["report"]["trials"] if t["state"] == "complete"]
+    assert len(complete) >= 3
+    for t in complete:
+        m = t["metrics"]
+        assert m["completed"] == 24 and m["output_throughput"] > 0
+        for key in ("ttft_p95_ms", "tpot_p99_ms", "itl_p50_ms", "e2e_p95_ms", "request_goodput"):
+            assert key in m
+        assert t["timings"]["startup_s"] > 0 and t["timings"]["benchmark_s"] > 0
+        assert t["timings"]["teardown_s"] is not None
+        assert t["engine_version"] == "0.32.0"
+        assert "--port" in t["engine_command"]
+
+
+def test_pareto_front_is_non_empty_and_feasible(study: dict) -> None:
+    report = study["report"]
+    assert report["pareto_front"]
+    by_number = {t["number"]: t for t in report["trials"]}
+    assert all(by_number[n]["feasible"] for n in report["pareto_front"])
+
+
+def test_no_engine_process_left(study: dict) -> None:
+    assert engine_processes() == []
+
+
+def test_exported_yaml_is_served_by_vllm(study: dict) -> None:
+    int8 = next(t for t in study["report"]["trials"]
+                if t["params"]["quantization"] == "int8" and t["state"] == "complete")
+    out = study["tmp"] / "best.yaml"
+    exported = run_cli("export", "e2e", "--storage", study["url"], "--trial",
+                       str(int8["number"]), "-o", str(out))
+    assert exported.returncode == 0, exported.stderr
+    config = yaml.safe_load(out.read_text())
+    assert config["quantization"] == "int8_per_channel_weight_only"
+    assert config["speculative-config"]["num_speculative_tokens"] == 2
+    assert "# equivalent command line:" in out.read_text()
+    port = free_port()
+    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--config", str(out),
+            "--host", "127.0.0.1", "--port", str(port)]
+    server = GuardedProcess(argv, {"HF_HUB_OFFLINE": "1"}, study["tmp"] / "export.log", 5)
+    try:
+        import time
+
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and server.alive():
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        assert server.alive(), server.read_log()[-3000:]
+        reply = httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=60,
+                           json={"model": config["served-model-name"], "prompt": "import os",
+                                 "max_tokens": 4})
+        assert reply.status_code == 200
+        assert reply.json()["usage"]["completion_tokens"] == 4
+        assert "int8_per_channel_weight_only" in server.read_log()
+    finally:
+        server.stop()
+    assert engine_processes() == []

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from autotune.bench.metrics import (
+    RequestRecord,
+    meets_slos,
+    percentile,
+    summarize,
+    to_vllm_bench_keys,
+)
+
+
+def test_percentile_matches_hand_computed_and_numpy() -> None:
+    values = [1.0, 2.0, 3.0, 4.0, 10.0]
+    # position (5-1)*0.9 = 3.6 → 4 + 0.6*(10-4) = 7.6
+    assert percentile(values, 90) == pytest.approx(7.6)
+    assert percentile(values, 50) == 3.0
+    data = list(np.random.default_rng(0).exponential(size=101))
+    for q in (50, 90, 95, 99):
+        assert percentile(data, q) == pytest.approx(float(np.percentile(data, q)))
+    assert math.isnan(percentile([], 50))
+
+
+def _rec(ttft: float, e2e: float, out: int, ok: bool = True) -> RequestRecord:
+    return RequestRecord(ok=ok, prompt_tokens=10, output_tokens=out, ttft=ttft, e2e=e2e,
+                         itls=[(e2e - ttft) / (out - 1)] * (out - 1) if ok else [])
+
+
+def test_tpot_definition() -> None:
+    # (1.1 - 0.1) / (11 - 1) = 0.1 s
+    assert _rec(0.1, 1.1, 11).tpot == pytest.approx(0.1)
+    assert RequestRecord(ok=True, output_tokens=1, ttft=0.1, e2e=0.1).tpot is None
+
+
+def test_summary_throughput_goodput_errors() -> None:
+    records = [
+        _rec(0.1, 1.1, 11),   # ttft 100 ms, tpot 100 ms, e2e 1100 ms: meets both SLOs
+        _rec(0.5, 1.5, 11),   # ttft 500 ms: misses ttft SLO
+        _rec(0.2, 3.2, 11),   # tpot 300 ms: misses tpot SLO
+        RequestRecord(ok=False, error="HTTP 500"),
+    ]
+    slos = {"ttft_p95_ms": 300.0, "tpot_p99_ms": 150.0}
+    m = summarize(records, duration_s=2.0, slos=slos)
+    assert m["completed"] == 3 and m["failed"] == 1
+    assert m["error_rate"] == pytest.approx(0.25)
+    assert m["output_throughput"] == pytest.approx(33 / 2.0)
+    assert m["request_throughput"] == pytest.approx(1.5)
+    assert m["total_token_throughput"] == pytest.approx((33 + 30) / 2.0)
+    assert m["request_goodput"] == pytest.approx(0.5)  # one good request in 2 s
+    assert m["goodput_fraction"] == pytest.approx(0.25)
+    assert m["ttft_p50_ms"] == pytest.approx(200.0)
+    assert m["ttft_mean_ms"] == pytest.approx(800 / 3)
+    assert m["e2e_p90_ms"] == pytest.approx(1500 + 0.8 * 1700)  # pos 1.8 of [1100,1500,3200]
+
+
+def test_failed_request_never_meets_slos() -> None:
+    assert not meets_slos(RequestRecord(ok=False), {"ttft_p95_ms": 1e9})
+
+
+def test_vllm_bench_key_names() -> None:
+    keys = to_vllm_bench_keys({"ttft_p50_ms": 1.0, "e2e_p99_ms": 2.0, "tpot_mean_ms": 3.0,
+                               "output_throughput": 4.0, "completed": 5.0})
+    assert keys["median_ttft_ms"] == 1.0
+    assert keys["p99_e2el_ms"] == 2.0
+    assert keys["mean_tpot_ms"] == 3.0
+    assert keys["output_throughput"] == 4.0
+    assert keys["completed"] == 5
