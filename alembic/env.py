@@ -3,9 +3,9 @@ owns `alembic_version` in the same database)."""
 
 from __future__ import annotations
 
-from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+from alembic import context
 from autotune.db.models import Base
 
 VERSION_TABLE = "autotune_alembic_version"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,8 +22,11 @@ from rich.table import Table
 
 from autotune.errors import AutotuneError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Find the best vLLM serving configuration for your model, load and SLOs.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Find the best vLLM serving configuration for your model, load and SLOs.",
+)
 study_app = typer.Typer(no_args_is_help=True, help="Create, run and inspect tuning studies.")
 db_app = typer.Typer(no_args_is_help=True, help="Manage autotune's database tables.")
 app.add_typer(study_app, name="study")
@@ -34,8 +37,11 @@ err_console = Console(stderr=True)
 
 StorageOpt = Annotated[
     str | None,
-    typer.Option("--storage", help="database URL (default: $AUTOTUNE_STORAGE or "
-                 "sqlite:///autotune.db)", show_default=False),
+    typer.Option(
+        "--storage",
+        help="database URL (default: $AUTOTUNE_STORAGE or sqlite:///autotune.db)",
+        show_default=False,
+    ),
 ]
 
 
@@ -69,15 +75,17 @@ class RichReporter:
         self.trial_label = ""
 
     def study_started(self, name: str, done: int, total: int) -> None:
-        self.progress.update(self.task, total=total, completed=done,
-                             description=f"study {name}")
+        self.progress.update(self.task, total=total, completed=done, description=f"study {name}")
         if done:
-            self.progress.console.print(f"resuming study [bold]{name}[/]: {done} of {total} "
-                                        "trials already done")
+            self.progress.console.print(
+                f"resuming study [bold]{name}[/]: {done} of {total} trials already done"
+            )
 
     def trial_started(self, index: int, total: int, number: int, params: dict[str, Any]) -> None:
         self.trial_label = f"trial {index} of {total} (#{number})"
-        self.progress.console.print(f"[bold]{self.trial_label}[/] {_short_params(params) or 'vLLM defaults'}")
+        self.progress.console.print(
+            f"[bold]{self.trial_label}[/] {_short_params(params) or 'vLLM defaults'}"
+        )
         self.phase("starting")
 
     def phase(self, phase: str) -> None:
@@ -87,11 +95,13 @@ class RichReporter:
         t = outcome.timings
         if outcome.state == "complete":
             m = outcome.metrics
-            text = (f"  [green]complete[/] {m.get('output_throughput', 0):.0f} tok/s, "
-                    f"TTFT p95 {m.get('ttft_p95_ms', 0):.0f} ms, "
-                    f"E2E p95 {m.get('e2e_p95_ms', 0):.0f} ms, errors {m.get('error_rate', 0):.1%}"
-                    f" (startup {t.get('startup_s', 0):.1f}s, benchmark "
-                    f"{t.get('benchmark_s', 0):.1f}s, teardown {t.get('teardown_s', 0):.1f}s)")
+            text = (
+                f"  [green]complete[/] {m.get('output_throughput', 0):.0f} tok/s, "
+                f"TTFT p95 {m.get('ttft_p95_ms', 0):.0f} ms, "
+                f"E2E p95 {m.get('e2e_p95_ms', 0):.0f} ms, errors {m.get('error_rate', 0):.1%}"
+                f" (startup {t.get('startup_s', 0):.1f}s, benchmark "
+                f"{t.get('benchmark_s', 0):.1f}s, teardown {t.get('teardown_s', 0):.1f}s)"
+            )
         else:
             kind = outcome.failure.kind.value if outcome.failure else "?"
             reason = outcome.failure.reason if outcome.failure else ""
@@ -105,12 +115,21 @@ class RichReporter:
 @study_app.command("start")
 def study_start(
     space: Annotated[Path, typer.Option("--space", help="search-space YAML file")],
-    name: Annotated[str | None, typer.Option(help="study name (default: the space's name)")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="study name (default: the space's name)")
+    ] = None,
     storage: StorageOpt = None,
     trials: Annotated[int | None, typer.Option(help="total trials in the study", min=1)] = None,
-    timeout: Annotated[float | None, typer.Option(help="stop starting trials after S seconds")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="stop starting trials after S seconds")
+    ] = None,
     log_dir: Annotated[Path | None, typer.Option(help="engine logs folder")] = None,
-    no_run: Annotated[bool, typer.Option("--no-run", help="create the study, run nothing")] = False,
+    no_run: Annotated[
+        bool, typer.Option("--no-run", help="create the study, run nothing")
+    ] = False,
+    parallel: Annotated[
+        str, typer.Option(help="trials at once on disjoint devices: N or auto (as many as fit)")
+    ] = "1",
 ) -> None:
     """Run a tuning study: each trial launches, measures and tears down a real engine."""
     from autotune.space import load_space
@@ -126,8 +145,16 @@ def study_start(
     from autotune.settings import Settings
     from autotune.study import StudyRunner
 
+    from autotune.devices.cpu import parse_bytes
+
+    if parallel != "auto" and not (parallel.isdigit() and int(parallel) >= 1):
+        err_console.print(f"[bold red]error:[/] --parallel {parallel!r}: use a number ≥ 1 or auto")
+        raise typer.Exit(2)
+    wanted = None if parallel == "auto" else int(parallel)
     try:
-        pool = detect_pool(spec.engine.devices)
+        kv_bytes = parse_bytes(spec.engine.flags.get("kv_cache_memory_bytes")
+                               or spec.engine.flags.get("kv-cache-memory-bytes"))
+        pool = detect_pool(spec.engine.devices, parallel=wanted, kv_cache_bytes=kv_bytes)
     except NoDevicesError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from None
@@ -138,8 +165,13 @@ def study_start(
             console.print(f"building the demo model at {spec.model.resolved_path} ...")
             build_demo_model(spec.model.resolved_path)
     runner = StudyRunner(
-        spec, name=study_name, storage=url, launcher=create(spec.engine.kind), pool=pool,
-        log_dir=log_dir or Path(Settings().log_dir), space_path=str(space),
+        spec,
+        name=study_name,
+        storage=url,
+        launcher=create(spec.engine.kind),
+        pool=pool,
+        log_dir=log_dir or Path(Settings().log_dir),
+        space_path=str(space),
         space_yaml=space.read_text(),
     )
     total = trials or spec.search.trials
@@ -150,17 +182,28 @@ def study_start(
     console.print(f"study [bold]{study_name}[/] on {pool.describe()}, storage {url}")
     started = time.monotonic()
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
     ) as progress:
         runner.reporter = RichReporter(progress)
-        run = runner.run(total, timeout or spec.search.timeout_s)
+        slots = pool.slots if wanted is None else min(wanted, pool.slots)
+        run = runner.run(total, timeout or spec.search.timeout_s, parallel=slots)
     _print_summary(url, study_name)
-    console.print(f"{run.trials_run} trial(s) run in {time.monotonic() - started:.0f}s")
+    console.print(f"{run.trials_run} trial(s) run in {time.monotonic() - started:.0f}s; "
+                  f"at most {run.peak_parallel} ran at once")
+    if pool.stuck():
+        console.print(f"[yellow]devices stuck (memory never released): {pool.stuck()}[/]")
     if run.interrupted:
-        console.print(f"[yellow]interrupted[/]: the engine was torn down; resume with "
-                      f"`autotune study start --space {space} --name {study_name}`")
+        console.print(
+            f"[yellow]interrupted[/]: the engine was torn down; resume with "
+            f"`autotune study start --space {space} --name {study_name}`"
+        )
         raise typer.Exit(130)
 
 
@@ -189,8 +232,10 @@ def _pareto_table(report: Any) -> Table:
     for number in report.pareto_front:
         t = report.trial(number)
         gains = report.gains(t)
-        row = [str(number) + (" (default)" if t.is_default else ""),
-               _short_params(t.params) if not t.is_default else "vLLM defaults"]
+        row = [
+            str(number) + (" (default)" if t.is_default else ""),
+            _short_params(t.params) if not t.is_default else "vLLM defaults",
+        ]
         for metric in report.metrics:
             row.append(f"{t.metrics.get(metric, float('nan')):.4g}")
             g = gains.get(metric)
@@ -199,7 +244,7 @@ def _pareto_table(report: Any) -> Table:
     return table
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
@@ -221,7 +266,10 @@ def study_list(storage: StorageOpt = None) -> None:
     for study in repository.list_studies(url=url):
         trials = repository.list_trials(url=url, study_name=study.name)
         table.add_row(
-            study.name, study.model, study.hardware, str(len(trials)),
+            study.name,
+            study.model,
+            study.hardware,
+            str(len(trials)),
             str(sum(t.state == "complete" for t in trials)),
             str(sum(t.state in ("failed", "rejected") for t in trials)),
             study.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -250,13 +298,22 @@ def study_show(
         sys.stdout.write(report.to_csv())
         return
     table = Table(title=f"study {name}: {report.model} on {report.hardware}")
-    for col in ("trial", "state", "feasible", "parameters", *report.metrics, "startup s",
-                "bench s", "failure"):
+    for col in (
+        "trial",
+        "state",
+        "feasible",
+        "parameters",
+        *report.metrics,
+        "startup s",
+        "bench s",
+        "failure",
+    ):
         table.add_column(col)
     for t in report.trials:
         failure = f"{t.failure_kind}: {t.failure_reason}" if t.failure_kind else ""
         table.add_row(
-            str(t.number) + ("*" if t.number in report.pareto_front else ""), t.state,
+            str(t.number) + ("*" if t.number in report.pareto_front else ""),
+            t.state,
             "yes" if t.feasible else "no",
             "vLLM defaults" if t.is_default else _short_params(t.params),
             *(f"{t.metrics[m]:.4g}" if m in t.metrics else "—" for m in report.metrics),
@@ -309,6 +366,30 @@ def db_upgrade(storage: StorageOpt = None) -> None:
     url = _storage(storage)
     revision = upgrade(url)
     console.print(f"autotune tables in {url} at revision {revision}")
+
+
+@app.command("devices")
+def devices(
+    parallel: Annotated[str, typer.Option(help="slots for N parallel trials, or auto")] = "auto",
+) -> None:
+    """Print the device inventory autotune would use on this host."""
+    from autotune.devices import CpuSlotPool, NvmlGpuPool
+
+    gpus = NvmlGpuPool.discover()
+    if gpus is not None:
+        table = Table(title=f"NVIDIA GPUs: {gpus.describe()}")
+        for col in ("index", "uuid", "name", "memory total MiB", "memory free MiB"):
+            table.add_column(col)
+        for gpu in gpus.inventory():
+            table.add_row(str(gpu["index"]), str(gpu["uuid"]), str(gpu["name"]),
+                          str(gpu["memory_total_mib"]), str(gpu["memory_free_mib"]))
+        console.print(table)
+        return
+    console.print("no NVIDIA GPU found (NVML unavailable or no device): trials run on the CPU")
+    cpu = CpuSlotPool.for_parallel(None if parallel == "auto" else int(parallel))
+    console.print(cpu.describe())
+    for slot in cpu.inventory():
+        console.print(f"  slot {slot['slot']}: cores {slot['cores']}")
 
 
 @app.command("build-demo-model")

@@ -1,23 +1,88 @@
-"""Build the CPU quickstart's demo model offline: a tiny Llama with a locally trained tokenizer.
+"""Build the CPU quickstart's demo model offline: a tiny Llama trained on digit-string tasks.
 
-No model can be downloaded on an offline machine, so autotune makes one: a byte-level BPE
-tokenizer trained on the Python standard library's own source files and a 2-layer Llama with
-seeded random weights, saved in float16 (bf16 kernels can die with SIGILL on some CPU hosts).
-Building takes a few seconds and is cached at the target directory. Needs ``tokenizers``,
-``transformers`` and ``torch`` (the ``cpu`` or ``demo`` extra); the controller never imports
-this module unless a space file asks for ``model.build_demo``.
+No model can be downloaded on an offline machine, so autotune makes one. A random-weight model
+has no accuracy to lose, so this one is *trained*, deterministically, on three small synthetic
+tasks whose answers can be checked exactly::
+
+    copy 48213 =      →  48213
+    reverse 48213 =   →  31284
+    add 57+68 =       →  125
+
+The tokenizer is a byte-level BPE (vocab 2048) trained on the Python standard library's own
+sources, with every digit its own token. The model is a 2-layer Llama (hidden 128), trained in
+float32 for a fixed number of seeded steps, then saved in float16 (bf16 kernels can die with
+SIGILL on some CPU hosts). Prompts whose CRC-32 falls in the held-out split are never trained
+on; ``evals/demo-tasks.jsonl`` (from :func:`eval_rows`) is drawn only from that split.
+
+Building takes a few minutes on 2 cores and is cached at the target directory; the recipe file
+``autotune-demo.json`` there names the recipe version, so a changed recipe is rebuilt. Needs
+``tokenizers``, ``transformers`` and ``torch`` (the ``cpu`` or ``demo`` extra); the controller
+never imports this module unless a space file asks for ``model.build_demo``.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import math
 import os
+import random
 import shutil
 import sysconfig
 import tempfile
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+# Bump whenever anything below changes what gets built: cached builds of other recipes are
+# rebuilt (the version is stored in RECIPE_FILE).
+RECIPE_VERSION = "digit-tasks-1"
+RECIPE_FILE = "autotune-demo.json"
 
 DEMO_VOCAB_SIZE = 2048
 SPECIAL_TOKENS = ["<s>", "</s>", "<unk>", "<pad>"]
+TASKS = ("copy", "reverse", "add")
+MIN_DIGITS, MAX_DIGITS = 3, 8  # copy / reverse operand length
+MAX_ADDEND = 99
+HELD_OUT_BUCKETS = 8  # 1 prompt in 8 is held out from training
+TRAIN_STEPS = 1500
+BATCH_SIZE = 96
+LEARNING_RATE = 3e-3
+WARMUP_STEPS = 100
+TRAIN_THREADS = 2
+MAX_POSITIONS = 4096
+
+
+def task_example(rng: random.Random, task: str | None = None) -> dict[str, str]:
+    """One ``{task, prompt, answer}`` example (the answer without the leading space)."""
+    task = task or rng.choice(TASKS)
+    if task == "add":
+        a, b = rng.randint(0, MAX_ADDEND), rng.randint(0, MAX_ADDEND)
+        return {"task": task, "prompt": f"add {a}+{b} =", "answer": str(a + b)}
+    digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(MIN_DIGITS, MAX_DIGITS)))
+    answer = digits if task == "copy" else digits[::-1]
+    return {"task": task, "prompt": f"{task} {digits} =", "answer": answer}
+
+
+def is_held_out(prompt: str) -> bool:
+    """Whether ``prompt`` belongs to the held-out split (never trained on)."""
+    return zlib.crc32(prompt.encode()) % HELD_OUT_BUCKETS == 0
+
+
+def eval_rows(count: int = 300, seed: int = 1234) -> list[dict[str, str]]:
+    """The held-out eval set: ``count`` distinct prompts, tasks in turn, JSONL-ready rows."""
+    rng = random.Random(seed)
+    rows: list[dict[str, str]] = []
+    seen: set[str] = set()
+    while len(rows) < count:
+        row = task_example(rng, TASKS[len(rows) % len(TASKS)])
+        if is_held_out(row["prompt"]) and row["prompt"] not in seen:
+            seen.add(row["prompt"])
+            rows.append({"prompt": row["prompt"], "answer": row["answer"], "task": row["task"]})
+    return rows
 
 
 def _training_files(limit: int = 400) -> list[str]:
@@ -26,10 +91,23 @@ def _training_files(limit: int = 400) -> list[str]:
     return files[:limit]
 
 
+def recipe(target: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The recipe record of a built model (version, eval accuracy), or None."""
+    try:
+        return json.loads((Path(target) / RECIPE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def is_built(target: str | os.PathLike[str]) -> bool:
-    path = Path(target)
-    return (path / "config.json").is_file() and (path / "tokenizer.json").is_file() and any(
-        path.glob("*.safetensors")
+    path = Path(os.path.expanduser(str(target)))
+    found = recipe(path)
+    return (
+        (path / "config.json").is_file()
+        and (path / "tokenizer.json").is_file()
+        and any(path.glob("*.safetensors"))
+        and found is not None
+        and found.get("recipe") == RECIPE_VERSION
     )
 
 
@@ -38,12 +116,44 @@ def build_demo_model(target: str | os.PathLike[str], seed: int = 0) -> Path:
     target = Path(os.path.expanduser(str(target)))
     if is_built(target):
         return target
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(target):
+        if is_built(target):  # another process built it while we waited
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
+        try:
+            _build_into(staging, seed)
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)  # appears complete or not at all
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@contextmanager
+def _build_lock(target: Path) -> Iterator[None]:
+    with open(target.parent / f".{target.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def make_tokenizer() -> Any:
+    """The byte-level BPE tokenizer (a ``PreTrainedTokenizerFast``); digits are single tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=DEMO_VOCAB_SIZE,
@@ -52,39 +162,160 @@ def build_demo_model(target: str | os.PathLike[str], seed: int = 0) -> Path:
         show_progress=False,
     )
     tokenizer.train(_training_files(), trainer)
-    fast = PreTrainedTokenizerFast(
+    bos = tokenizer.token_to_id("<s>")
+    # Every text prompt starts with <s>, in training and when vLLM tokenizes it.
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)]
+    )
+    return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
-        bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        model_max_length=4096,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        model_max_length=MAX_POSITIONS,
     )
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=tokenizer.get_vocab_size(),
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-        tie_word_embeddings=True,
-        torch_dtype="float16",
-    )
-    model = LlamaForCausalLM(config).to(torch.float16)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
+
+
+def _encode_example(tokenizer: Any, prompt: str, answer: str) -> tuple[list[int], int]:
+    """Token ids of ``<s> prompt answer </s>`` and how many of them are the prompt."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    answer_ids = tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+    return prompt_ids + answer_ids + [tokenizer.eos_token_id], len(prompt_ids)
+
+
+def _training_batch(
+    tokenizer: Any, rng: random.Random, size: int, cache: dict[tuple[str, str], Any]
+) -> tuple[Any, Any]:
+    import torch
+
+    rows: list[tuple[list[int], int]] = []
+    while len(rows) < size:
+        example = task_example(rng)
+        if is_held_out(example["prompt"]):
+            continue
+        key = (example["prompt"], example["answer"])
+        if key not in cache:
+            cache[key] = _encode_example(tokenizer, *key)
+        rows.append(cache[key])
+    width = max(len(ids) for ids, _ in rows)
+    inputs = torch.full((size, width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((size, width), -100, dtype=torch.long)
+    for i, (ids, n_prompt) in enumerate(rows):
+        inputs[i, : len(ids)] = torch.tensor(ids)
+        # Loss on the answer and </s> only: the prompt is random digits, not something to learn.
+        labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+    return inputs, labels
+
+
+def greedy_answers(
+    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 12
+) -> list[str]:
+    """Greedy completions (decoded, stripped) of ``prompts`` with the in-process model."""
+    import torch
+
+    out: dict[int, str] = {}
+    by_length: dict[int, list[int]] = {}
+    encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    for i, ids in enumerate(encoded):
+        by_length.setdefault(len(ids), []).append(i)
+    with torch.no_grad():
+        for indices in by_length.values():
+            seqs = torch.tensor([encoded[i] for i in indices])
+            done = torch.zeros(len(indices), dtype=torch.bool)
+            generated: list[list[int]] = [[] for _ in indices]
+            for _ in range(max_new_tokens):
+                logits = model(input_ids=seqs).logits[:, -1, :]
+                next_ids = logits.float().argmax(dim=-1)
+                for row, token in enumerate(next_ids.tolist()):
+                    if not done[row]:
+                        if token == tokenizer.eos_token_id:
+                            done[row] = True
+                        else:
+                            generated[row].append(token)
+                if bool(done.all()):
+                    break
+                seqs = torch.cat([seqs, next_ids[:, None]], dim=1)
+            for row, i in enumerate(indices):
+                out[i] = tokenizer.decode(generated[row]).strip()
+    return [out[i] for i in range(len(prompts))]
+
+
+def _build_into(directory: Path, seed: int) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    started = time.monotonic()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)  # a fixed reduction order: the same weights each build
     try:
-        model.save_pretrained(staging, safe_serialization=True)
-        fast.save_pretrained(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)  # appears complete or not at all
+        torch.manual_seed(seed)
+        tokenizer = make_tokenizer()
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=128,
+            intermediate_size=384,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=MAX_POSITIONS,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=True,
+        )
+        model = LlamaForCausalLM(config)
+        _train(model, tokenizer, random.Random(seed))
+        model.eval()
+        model = model.to(torch.float16)
+        rows = eval_rows()
+        answers = greedy_answers(model, tokenizer, [r["prompt"] for r in rows])
+        correct = sum(a == r["answer"] for a, r in zip(answers, rows, strict=True))
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+        torch.set_num_threads(threads)
+    model.config.dtype = "float16"
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    (directory / RECIPE_FILE).write_text(
+        json.dumps(
+            {
+                "recipe": RECIPE_VERSION,
+                "seed": seed,
+                "train_steps": TRAIN_STEPS,
+                "eval_rows": len(rows),
+                "eval_accuracy": correct / len(rows),
+                "build_s": round(time.monotonic() - started, 1),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+def _train(model: Any, tokenizer: Any, rng: random.Random) -> None:
+    import torch
+
+    model.train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.98), weight_decay=0.01
+    )
+
+    def schedule(step: int) -> float:
+        if step < WARMUP_STEPS:
+            return (step + 1) / WARMUP_STEPS
+        progress = (step - WARMUP_STEPS) / max(1, TRAIN_STEPS - WARMUP_STEPS)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    cache: dict[tuple[str, str], Any] = {}
+    for _ in range(TRAIN_STEPS):
+        inputs, labels = _training_batch(tokenizer, rng, BATCH_SIZE, cache)
+        loss = model(input_ids=inputs, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
 
 
 if __name__ == "__main__":

@@ -18,8 +18,13 @@ from autotune.errors import AutotuneError, TrialNotFoundError
 from autotune.report import StudyReport
 
 HEADLINE_METRICS = (
-    "output_throughput", "request_throughput", "request_goodput", "ttft_p95_ms",
-    "tpot_p99_ms", "e2e_p95_ms", "error_rate",
+    "output_throughput",
+    "request_throughput",
+    "request_goodput",
+    "ttft_p95_ms",
+    "tpot_p99_ms",
+    "e2e_p95_ms",
+    "error_rate",
 )
 
 

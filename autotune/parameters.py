@@ -33,7 +33,10 @@ KNOWN_PARAMETERS: dict[str, ParameterInfo] = {
     p.name: p
     for p in [
         ParameterInfo(
-            "quantization", "str", "none", "special",
+            "quantization",
+            "str",
+            "none",
+            "special",
             "name of a model.quantization_variants entry ('none' = the base checkpoint)",
         ),
         ParameterInfo("gpu_memory_utilization", "float", 0.9, doc="fraction of device memory"),
@@ -47,11 +50,17 @@ KNOWN_PARAMETERS: dict[str, ParameterInfo] = {
         ParameterInfo("block_size", "int", 16),
         ParameterInfo("dtype", "str", "auto"),
         ParameterInfo(
-            "speculative_method", "str", "none", "special",
+            "speculative_method",
+            "str",
+            "none",
+            "special",
             "name of a model.speculative_variants entry ('none' = no speculative decoding)",
         ),
         ParameterInfo(
-            "num_speculative_tokens", "int", 3, "special",
+            "num_speculative_tokens",
+            "int",
+            3,
+            "special",
             "draft length; sample it only `when` a speculative method is chosen",
         ),
     ]

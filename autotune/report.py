@@ -67,46 +67,63 @@ class StudyReport:
             "host": record.host,
             "devices": record.devices,
             "timings": {
-                "startup_s": record.startup_s, "warmup_s": record.warmup_s,
-                "benchmark_s": record.benchmark_s, "teardown_s": record.teardown_s,
+                "startup_s": record.startup_s,
+                "warmup_s": record.warmup_s,
+                "benchmark_s": record.benchmark_s,
+                "teardown_s": record.teardown_s,
             },
             "gain_over_default": self.gains(record),
             "log_path": record.log_path,
         }
 
     def to_json(self) -> str:
-        return json.dumps({
-            "study": self.name,
-            "model": self.model,
-            "hardware": self.hardware,
-            "objectives": self.objectives,
-            "slos": self.slos,
-            "default_trial": self.default_number,
-            "pareto_front": self.pareto_front,
-            "trials": [self.trial_dict(t) for t in self.trials],
-        }, indent=2, default=str)
+        return json.dumps(
+            {
+                "study": self.name,
+                "model": self.model,
+                "hardware": self.hardware,
+                "objectives": self.objectives,
+                "slos": self.slos,
+                "default_trial": self.default_number,
+                "pareto_front": self.pareto_front,
+                "trials": [self.trial_dict(t) for t in self.trials],
+            },
+            indent=2,
+            default=str,
+        )
 
     def to_csv(self) -> str:
         params = sorted({k for t in self.trials for k in t.params})
         metrics = sorted({k for t in self.trials for k in t.metrics})
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["number", "state", "feasible", "failure_kind", "pareto", *params,
-                         *metrics])
+        writer.writerow(
+            ["number", "state", "feasible", "failure_kind", "pareto", *params, *metrics]
+        )
         for t in self.trials:
-            writer.writerow([
-                t.number, t.state, t.feasible, t.failure_kind or "",
-                t.number in self.pareto_front,
-                *(t.params.get(p, "") for p in params),
-                *(t.metrics.get(m, "") for m in metrics),
-            ])
+            writer.writerow(
+                [
+                    t.number,
+                    t.state,
+                    t.feasible,
+                    t.failure_kind or "",
+                    t.number in self.pareto_front,
+                    *(t.params.get(p, "") for p in params),
+                    *(t.metrics.get(m, "") for m in metrics),
+                ]
+            )
         return out.getvalue()
 
 
-def pareto_front(trials: list[TrialRecord], metrics: list[str], directions: list[str]) -> list[int]:
+def pareto_front(
+    trials: list[TrialRecord], metrics: list[str], directions: list[str]
+) -> list[int]:
     """Trial numbers of the feasible Pareto set over the objectives."""
-    feasible = [t for t in trials if t.state == "complete" and t.feasible
-                and all(m in t.metrics for m in metrics)]
+    feasible = [
+        t
+        for t in trials
+        if t.state == "complete" and t.feasible and all(m in t.metrics for m in metrics)
+    ]
     points = [[t.metrics[m] for m in metrics] for t in feasible]
     return sorted(feasible[i].number for i in pareto_indices(points, directions))
 
@@ -117,8 +134,12 @@ def load_report(url: str, name: str) -> StudyReport:
         raise StudyNotFoundError(name, url)
     trials = repository.list_trials(url=url, study_name=name)
     report = StudyReport(
-        name=name, model=study.model, hardware=study.hardware, objectives=study.objectives,
-        slos=study.slos, trials=trials,
+        name=name,
+        model=study.model,
+        hardware=study.hardware,
+        objectives=study.objectives,
+        slos=study.slos,
+        trials=trials,
     )
     report.pareto_front = pareto_front(trials, report.metrics, report.directions)
     default = next((t.number for t in trials if t.is_default and t.state != "interrupted"), None)

@@ -19,8 +19,14 @@ FAILED_MINIMIZE_VALUE = 1e5
 ERROR_RATE_CONSTRAINT = "error_rate"
 
 
+COST_METRIC = "cost_per_1m_output_tokens_usd"
+
+
 def constraint_names(space: Space) -> list[str]:
-    return [*space.slos, ERROR_RATE_CONSTRAINT]
+    names = [*space.slos, ERROR_RATE_CONSTRAINT]
+    if space.cost is not None and space.cost.max_per_1m_output_tokens_usd is not None:
+        names.append(COST_METRIC)
+    return names
 
 
 def violations(space: Space, metrics: Mapping[str, float]) -> dict[str, float]:
@@ -31,7 +37,20 @@ def violations(space: Space, metrics: Mapping[str, float]) -> dict[str, float]:
         out[key] = 1.0 if not math.isfinite(measured) else (measured - limit) / limit
     error_rate = metrics.get("error_rate", 1.0)
     out[ERROR_RATE_CONSTRAINT] = error_rate - space.max_error_rate
+    if space.cost is not None and space.cost.max_per_1m_output_tokens_usd is not None:
+        limit = space.cost.max_per_1m_output_tokens_usd
+        cost = metrics.get(COST_METRIC, math.inf)
+        out[COST_METRIC] = 1.0 if not math.isfinite(cost) else (cost - limit) / limit
     return out
+
+
+def cost_per_1m_output_tokens(
+    device_hour_usd: float, n_devices: int, output_throughput: float
+) -> float:
+    """Dollars per million output tokens at the measured rate, the devices fully paid."""
+    if output_throughput <= 0:
+        return math.inf
+    return device_hour_usd * n_devices / 3600.0 / output_throughput * 1e6
 
 
 def failed_violations(space: Space) -> dict[str, float]:
@@ -76,7 +95,8 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str])
 def pareto_indices(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
     """Indices of the non-dominated points (duplicates all kept)."""
     return [
-        i for i, p in enumerate(points)
+        i
+        for i, p in enumerate(points)
         if not any(dominates(q, p, directions) for j, q in enumerate(points) if j != i)
     ]
 

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from autotune.bench.metrics import LATENCY_METRIC, known_metric_names, natural_direction
 from autotune.errors import SpaceError
@@ -119,7 +126,9 @@ class Objective(_Strict):
     @classmethod
     def _known(cls, metric: str) -> str:
         if metric not in known_metric_names():
-            raise ValueError(f"unknown metric {metric!r}; known: {', '.join(known_metric_names())}")
+            raise ValueError(
+                f"unknown metric {metric!r}; known: {', '.join(known_metric_names())}"
+            )
         return metric
 
     @property
@@ -128,7 +137,7 @@ class Objective(_Strict):
 
 
 class ParameterSpec(_Strict):
-    """Either ``choices`` or a ``low``..``high`` range (``step`` or ``log``), optionally ``when``."""
+    """``choices``, or a ``low``..``high`` range (``step`` or ``log``); optionally ``when``."""
 
     choices: list[Any] | None = None
     low: float | None = None
@@ -164,6 +173,15 @@ class ParameterSpec(_Strict):
         return self
 
 
+class CostSpec(_Strict):
+    """Price of the devices, giving each trial a cost per 1M output tokens."""
+
+    device_hour_usd: float = Field(gt=0, description="$ per device-hour (e.g. H100: 2.50)")
+    max_per_1m_output_tokens_usd: float | None = Field(
+        default=None, gt=0, description="constraint: a costlier trial is infeasible"
+    )
+
+
 class SearchSpec(_Strict):
     sampler: Literal["auto", "tpe", "random", "nsga2", "gp"] = "auto"
     seed: int | None = 0
@@ -181,6 +199,7 @@ class Space(_Strict):
     objectives: list[Objective] = Field(min_length=1)
     parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
     search: SearchSpec = Field(default_factory=SearchSpec)
+    cost: CostSpec | None = None
 
     @field_validator("slos")
     @classmethod
@@ -220,7 +239,7 @@ class Space(_Strict):
                     if bound is not None and not float(bound).is_integer():
                         problems.append(f"parameters.{name}: integer range needs integer bounds")
                         break
-            for parent, values in (spec.when or {}).items():
+            for parent in spec.when or {}:
                 if parent not in self.parameters:
                     problems.append(f"parameters.{name}.when: {parent!r} is not a parameter here")
                 elif parent == name:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from autotune.db.session import ensure_schema
 from autotune.devices import DevicePool
 from autotune.engines.base import EngineLauncher
 from autotune.engines.failures import FailureKind
+from autotune.engines.process import stop_all
 from autotune.scoring import (
     failed_values,
     failed_violations,
@@ -45,7 +47,9 @@ NOT_THE_CONFIG = (FailureKind.HOST_FAULT, FailureKind.INTERRUPTED)
 class StudyReporter(Protocol):
     def study_started(self, name: str, done: int, total: int) -> None: ...
 
-    def trial_started(self, index: int, total: int, number: int, params: dict[str, Any]) -> None: ...
+    def trial_started(
+        self, index: int, total: int, number: int, params: dict[str, Any]
+    ) -> None: ...
 
     def phase(self, phase: str) -> None: ...
 
@@ -98,18 +102,19 @@ def open_study(space: Space, name: str, storage: str) -> tuple[optuna.Study, boo
         load_if_exists=True,
     )
     if list(study.directions) != [
-        optuna.study.StudyDirection.MAXIMIZE if d == "maximize"
-        else optuna.study.StudyDirection.MINIMIZE for d in space.directions
+        optuna.study.StudyDirection.MAXIMIZE
+        if d == "maximize"
+        else optuna.study.StudyDirection.MINIMIZE
+        for d in space.directions
     ]:
-        raise ValueError(
-            f"study {name!r} exists with other objectives; use another --name"
-        )
+        raise ValueError(f"study {name!r} exists with other objectives; use another --name")
     return study, created
 
 
 def finished_count(study: optuna.Study) -> int:
     return sum(
-        1 for t in study.get_trials(deepcopy=False)
+        1
+        for t in study.get_trials(deepcopy=False)
         if t.state.is_finished() and t.user_attrs.get(FAILURE_ATTR) != FailureKind.INTERRUPTED
     )
 
@@ -138,6 +143,7 @@ class StudyRun:
     trials_run: int
     wall_s: float
     interrupted: bool
+    peak_parallel: int = 1
 
 
 class StudyRunner:
@@ -163,6 +169,8 @@ class StudyRunner:
         self.space_path = space_path
         self.space_yaml = space_yaml or yaml.safe_dump(space.model_dump(mode="json"))
         self.host = socket.gethostname()
+        self._lock = threading.RLock()
+        self._stop = self.runner.stop_event
 
     def prepare(self) -> optuna.Study:
         """Create or resume the study and record it; starts nothing."""
@@ -173,8 +181,11 @@ class StudyRunner:
         else:
             self._requeue_interrupted(study)
         repository.save_study(
-            url=self.storage, name=self.name, space_yaml=self.space_yaml,
-            space_path=self.space_path, model=self.space.model.path,
+            url=self.storage,
+            name=self.name,
+            space_yaml=self.space_yaml,
+            space_path=self.space_path,
+            model=self.space.model.path,
             hardware=self.pool.describe(),
             objectives=[
                 {"metric": o.metric, "direction": o.resolved_direction}
@@ -184,49 +195,104 @@ class StudyRunner:
         )
         return study
 
-    def run(self, n_trials: int, timeout_s: float | None = None) -> StudyRun:
+    def run(
+        self, n_trials: int, timeout_s: float | None = None, parallel: int = 1
+    ) -> StudyRun:
+        """Run trials until the study holds ``n_trials`` finished ones, up to ``parallel`` at
+        once (each on its own devices). Ctrl-C/SIGTERM tears every running engine down."""
         study = self.prepare()
         started = time.monotonic()
         done = finished_count(study)
         self.reporter.study_started(self.name, done, n_trials)
-        ran = 0
-        with _sigterm_as_interrupt():
+        self._claimed = 0
+        self._ran = 0
+        self._running: dict[int, int] = {}  # trial number → most trials running beside it
+        self._peak = 0
+        self._stop.clear()
+        errors: list[BaseException] = []
+
+        def claim() -> int | None:
+            with self._lock:
+                out_of_time = timeout_s is not None and time.monotonic() - started > timeout_s
+                if self._stop.is_set() or out_of_time or done + self._claimed >= n_trials:
+                    return None
+                self._claimed += 1
+                return done + self._claimed
+
+        def worker() -> None:
             try:
-                while done + ran < n_trials:
-                    if timeout_s is not None and time.monotonic() - started > timeout_s:
-                        break
-                    self._one_trial(study, done + ran + 1, n_trials)
-                    ran += 1
+                while (index := claim()) is not None:
+                    self._one_trial(study, index, n_trials)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                errors.append(exc)
+                self._stop.set()
+
+        threads = [threading.Thread(target=worker, name=f"trial-slot-{i}", daemon=True)
+                   for i in range(max(1, parallel))]
+        interrupted = False
+        with _sigterm_as_interrupt():
+            for thread in threads:
+                thread.start()
+            try:
+                while any(t.is_alive() for t in threads):
+                    for thread in threads:
+                        thread.join(timeout=0.2)
             except KeyboardInterrupt:
-                return StudyRun(self.name, ran, time.monotonic() - started, True)
-        return StudyRun(self.name, ran, time.monotonic() - started, False)
+                interrupted = True
+                self._stop.set()
+                self.runner.stop_event.set()
+                stop_all()
+                for thread in threads:
+                    thread.join()
+        if errors:
+            raise errors[0]
+        return StudyRun(self.name, self._ran, time.monotonic() - started, interrupted,
+                        self._peak)
 
     def _one_trial(self, study: optuna.Study, index: int, total: int) -> None:
-        trial = study.ask()
-        params = suggest_params(self.space, trial)
-        is_default = bool(trial.user_attrs.get(DEFAULT_ATTR))
-        repository.start_trial(
-            url=self.storage, study_name=self.name, number=trial.number,
-            optuna_trial_id=trial._trial_id, params=params, is_default=is_default,
-            host=self.host,
+        with self._lock:
+            trial = study.ask()
+            params = suggest_params(self.space, trial)
+            is_default = bool(trial.user_attrs.get(DEFAULT_ATTR))
+            repository.start_trial(
+                url=self.storage,
+                study_name=self.name,
+                number=trial.number,
+                optuna_trial_id=trial._trial_id,
+                params=params,
+                is_default=is_default,
+                host=self.host,
+            )
+            self._running[trial.number] = 0
+            for number in self._running:
+                self._running[number] = max(self._running[number], len(self._running))
+            self._peak = max(self._peak, len(self._running))
+            self.reporter.trial_started(index, total, trial.number, params)
+        outcome = self.runner.run(
+            trial.number, params, is_default=is_default, on_phase=self.reporter.phase
         )
-        self.reporter.trial_started(index, total, trial.number, params)
-        try:
-            outcome = self.runner.run(
-                trial.number, params, is_default=is_default, on_phase=self.reporter.phase
-            )
-        except KeyboardInterrupt:
-            trial.set_user_attr(FAILURE_ATTR, FailureKind.INTERRUPTED.value)
-            trial.set_user_attr(STATE_ATTR, "interrupted")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            repository.update_trial(
-                url=self.storage, study_name=self.name, number=trial.number,
-                state="interrupted", failure_kind=FailureKind.INTERRUPTED.value,
-                failure_reason="stopped by the user (Ctrl-C or SIGTERM)", finished=True,
-            )
-            raise
-        self._record(study, trial, outcome)
-        self.reporter.trial_finished(trial.number, outcome)
+        with self._lock:
+            outcome.metrics["parallel_trials"] = float(self._running.pop(trial.number))
+            if self._stop.is_set() and outcome.state != "complete":
+                self._record_interrupted(study, trial)
+                return
+            self._record(study, trial, outcome)
+            self._ran += 1
+            self.reporter.trial_finished(trial.number, outcome)
+
+    def _record_interrupted(self, study: optuna.Study, trial: optuna.trial.Trial) -> None:
+        trial.set_user_attr(FAILURE_ATTR, FailureKind.INTERRUPTED.value)
+        trial.set_user_attr(STATE_ATTR, "interrupted")
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        repository.update_trial(
+            url=self.storage,
+            study_name=self.name,
+            number=trial.number,
+            state="interrupted",
+            failure_kind=FailureKind.INTERRUPTED.value,
+            failure_reason="stopped by the user (Ctrl-C or SIGTERM)",
+            finished=True,
+        )
 
     def _record(
         self, study: optuna.Study, trial: optuna.trial.Trial, outcome: TrialOutcome
@@ -251,17 +317,31 @@ class StudyRunner:
             study.tell(trial, values)
         timings = outcome.timings
         repository.update_trial(
-            url=self.storage, study_name=self.name, number=trial.number,
-            state=outcome.state, metrics=metrics, feasible=feasible, violations=constraints,
+            url=self.storage,
+            study_name=self.name,
+            number=trial.number,
+            state=outcome.state,
+            metrics=metrics,
+            feasible=feasible,
+            violations=constraints,
             failure_kind=failure.kind.value if failure else None,
-            failure_reason=("; ".join([failure.reason, *outcome.notes]) if failure
-                            else "; ".join(outcome.notes) or None),
+            failure_reason=(
+                "; ".join([failure.reason, *outcome.notes])
+                if failure
+                else "; ".join(outcome.notes) or None
+            ),
             failure_line=failure.line if failure else None,
-            log_excerpt=outcome.log_excerpt or None, log_path=outcome.log_path or None,
-            engine_command=outcome.argv, engine_flags=outcome.flags, model=outcome.model,
-            engine_version=outcome.engine_version or None, devices=outcome.devices,
-            startup_s=timings.get("startup_s"), warmup_s=timings.get("warmup_s"),
-            benchmark_s=timings.get("benchmark_s"), teardown_s=timings.get("teardown_s"),
+            log_excerpt=outcome.log_excerpt or None,
+            log_path=outcome.log_path or None,
+            engine_command=outcome.argv,
+            engine_flags=outcome.flags,
+            model=outcome.model,
+            engine_version=outcome.engine_version or None,
+            devices=outcome.devices,
+            startup_s=timings.get("startup_s"),
+            warmup_s=timings.get("warmup_s"),
+            benchmark_s=timings.get("benchmark_s"),
+            teardown_s=timings.get("teardown_s"),
             finished=True,
         )
 
@@ -276,16 +356,25 @@ class StudyRunner:
                 study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
                 if repository.get_trial(url=self.storage, study_name=self.name, number=t.number):
                     repository.update_trial(
-                        url=self.storage, study_name=self.name, number=t.number,
-                        state="interrupted", failure_kind=FailureKind.INTERRUPTED.value,
+                        url=self.storage,
+                        study_name=self.name,
+                        number=t.number,
+                        state="interrupted",
+                        failure_kind=FailureKind.INTERRUPTED.value,
                         failure_reason="its controller stopped without finishing it",
                         finished=True,
                     )
         trials = study.get_trials(deepcopy=False)
-        rerun = {repr(sorted(t.params.items())) for t in trials if t.state.is_finished()
-                 and t.user_attrs.get(FAILURE_ATTR) != FailureKind.INTERRUPTED}
-        waiting = {repr(sorted(t.params.items())) for t in trials
-                   if t.state == optuna.trial.TrialState.WAITING}
+        rerun = {
+            repr(sorted(t.params.items()))
+            for t in trials
+            if t.state.is_finished() and t.user_attrs.get(FAILURE_ATTR) != FailureKind.INTERRUPTED
+        }
+        waiting = {
+            repr(sorted(t.params.items()))
+            for t in trials
+            if t.state == optuna.trial.TrialState.WAITING
+        }
         for t in trials:
             if t.user_attrs.get(FAILURE_ATTR) != FailureKind.INTERRUPTED:
                 continue

@@ -8,6 +8,7 @@ so the study can mark the trial interrupted and stop.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,9 @@ from autotune.bench.workload import WorkloadError
 from autotune.devices import DevicePool, DeviceSet
 from autotune.engines.base import EngineConfig, EngineLauncher, RunningEngine
 from autotune.engines.failures import EngineFailure, FailureKind, classify, log_excerpt
+from autotune.devices.sampling import UtilisationSampler
 from autotune.engines.vllm import engine_config
+from autotune.scoring import COST_METRIC, cost_per_1m_output_tokens
 from autotune.space import Space
 
 PhaseCallback = Callable[[str], None]
@@ -57,31 +60,42 @@ class TrialRunner:
         self.pool = pool
         self.log_dir = log_dir
         self.driver = driver or HttpLoadDriver()
+        self.stop_event = threading.Event()  # set on Ctrl-C: start no further engine
         self.model_config = rules.read_model_config(space.model.resolved_path)
 
     def rejection(self, params: Mapping[str, Any], config: EngineConfig) -> str | None:
         values = dict(config.flags)
         values.update({k: v for k, v in params.items() if k not in values})
-        return rules.check(rules.RuleContext(
-            values=values,
-            max_model_len=self.space.model.max_model_len,
-            devices_present=self.pool.capacity,
-            model_config=self.model_config,
-        ))
+        return rules.check(
+            rules.RuleContext(
+                values=values,
+                max_model_len=self.space.model.max_model_len,
+                devices_present=self.pool.capacity,
+                model_config=self.model_config,
+            )
+        )
 
     def run(
-        self, number: int, params: Mapping[str, Any], *, is_default: bool,
+        self,
+        number: int,
+        params: Mapping[str, Any],
+        *,
+        is_default: bool,
         on_phase: PhaseCallback = lambda _: None,
     ) -> TrialOutcome:
         config = engine_config(self.space, params, is_default=is_default)
         outcome = TrialOutcome(
-            state="running", flags=dict(config.flags), model=config.model,
+            state="running",
+            flags=dict(config.flags),
+            model=config.model,
             argv=self.launcher.argv(config),
         )
         reason = None if is_default else self.rejection(params, config)
         if reason:
             outcome.state = "rejected"
-            outcome.failure = EngineFailure(FailureKind.INVALID_CONFIG, f"rejected before launch: {reason}")
+            outcome.failure = EngineFailure(
+                FailureKind.INVALID_CONFIG, f"rejected before launch: {reason}"
+            )
             return outcome
         n_devices = int(config.flags.get("tensor_parallel_size") or 1) * int(
             config.flags.get("pipeline_parallel_size") or 1
@@ -90,6 +104,10 @@ class TrialRunner:
         devices = self.pool.acquire(n_devices)
         outcome.devices = devices.describe()
         try:
+            if self.stop_event.is_set():
+                outcome.state = "failed"
+                outcome.failure = EngineFailure(FailureKind.INTERRUPTED, "study stopped")
+                return outcome
             self._launch_and_measure(number, config, devices, outcome, on_phase)
             if (
                 outcome.failure is not None
@@ -103,9 +121,7 @@ class TrialRunner:
                     f"host fault in {config.flags.get('dtype', 'auto')}: re-ran with dtype "
                     f"{HOST_FAULT_FALLBACK_DTYPE}"
                 )
-                retry = replace(
-                    config, flags={**config.flags, "dtype": HOST_FAULT_FALLBACK_DTYPE}
-                )
+                retry = replace(config, flags={**config.flags, "dtype": HOST_FAULT_FALLBACK_DTYPE})
                 outcome.failure = None
                 outcome.flags = dict(retry.flags)
                 self._launch_and_measure(number, retry, devices, outcome, on_phase, attempt=2)
@@ -114,8 +130,13 @@ class TrialRunner:
         return outcome
 
     def _launch_and_measure(
-        self, number: int, config: EngineConfig, devices: DeviceSet, outcome: TrialOutcome,
-        on_phase: PhaseCallback, attempt: int = 1,
+        self,
+        number: int,
+        config: EngineConfig,
+        devices: DeviceSet,
+        outcome: TrialOutcome,
+        on_phase: PhaseCallback,
+        attempt: int = 1,
     ) -> None:
         suffix = "" if attempt == 1 else f".{attempt}"
         log_path = self.log_dir / f"trial-{number:04d}{suffix}.log"
@@ -128,15 +149,25 @@ class TrialRunner:
             outcome.timings["startup_s"] = time.monotonic() - started
             self._fail(outcome, failure, log_path)
             return
+        if self.stop_event.is_set():  # stopped while this engine was starting
+            outcome.timings["teardown_s"] = engine.stop()
+            self._fail(outcome, EngineFailure(FailureKind.INTERRUPTED, "study stopped"), log_path)
+            return
         outcome.argv = list(engine.argv)
         outcome.engine_version = engine.version
         outcome.timings["startup_s"] = engine.startup_s
         try:
             on_phase("benchmarking")
-            result = self._measure(engine)
+            with UtilisationSampler(self.pool, devices, engine.pids) as sampler:
+                result = self._measure(engine)
             outcome.timings["warmup_s"] = result.warmup_s
             outcome.timings["benchmark_s"] = result.benchmark_s
-            outcome.metrics = result.metrics
+            outcome.metrics = {**result.metrics, **sampler.summary()}
+            if self.space.cost is not None:
+                outcome.metrics[COST_METRIC] = cost_per_1m_output_tokens(
+                    self.space.cost.device_hour_usd, len(devices.ids),
+                    outcome.metrics.get("output_throughput", 0.0),
+                )
             if result.metrics.get("completed", 0) == 0:
                 found = engine.failure()
                 if found.kind == FailureKind.CRASHED:
@@ -176,5 +207,6 @@ class TrialRunner:
 
 def finite_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     """Metrics with NaN/inf replaced by None-free JSON-safe values (dropped)."""
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))
-            and math.isfinite(v)}
+    return {
+        k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)
+    }

@@ -24,11 +24,14 @@ def small_space(tmp_path: Path, model: Path, **overrides) -> dict:
     data = yaml.safe_load(QUICKSTART.read_text())
     data["model"]["path"] = str(model)
     data["engine"]["shutdown_grace_s"] = 5
-    data["workload"].update({
-        "prompts": {"kind": "random", "input_tokens": 64, "output_tokens": 32},
-        "num_requests": 24, "warmup_requests": 4,
-        "load": {"kind": "concurrency", "concurrency": 8},
-    })
+    data["workload"].update(
+        {
+            "prompts": {"kind": "random", "input_tokens": 64, "output_tokens": 32},
+            "num_requests": 24,
+            "warmup_requests": 4,
+            "load": {"kind": "concurrency", "concurrency": 8},
+        }
+    )
     data["slos"] = {"ttft_p95_ms": 20000, "e2e_p95_ms": 60000}
     for key, value in overrides.items():
         data[key] = value

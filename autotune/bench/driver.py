@@ -157,15 +157,27 @@ class HttpLoadDriver:
         self, endpoint: Endpoint, workload: WorkloadSpec, slos: Mapping[str, float]
     ) -> BenchResult:
         prompts = build_prompts(workload, endpoint.base_url, endpoint.served_name)
-        warmup, measured = prompts[: workload.warmup_requests], prompts[workload.warmup_requests:]
+        warmup, measured = prompts[: workload.warmup_requests], prompts[workload.warmup_requests :]
         warmup_s = 0.0
         if warmup:
-            _, warmup_s = asyncio.run(_run_load(
-                endpoint, warmup, workload.load, workload.request_timeout_s, workload.seed,
+            _, warmup_s = asyncio.run(
+                _run_load(
+                    endpoint,
+                    warmup,
+                    workload.load,
+                    workload.request_timeout_s,
+                    workload.seed,
+                    self.ignore_eos,
+                )
+            )
+        records, duration = asyncio.run(
+            _run_load(
+                endpoint,
+                measured,
+                workload.load,
+                workload.request_timeout_s,
+                workload.seed + 1,
                 self.ignore_eos,
-            ))
-        records, duration = asyncio.run(_run_load(
-            endpoint, measured, workload.load, workload.request_timeout_s, workload.seed + 1,
-            self.ignore_eos,
-        ))
+            )
+        )
         return BenchResult(summarize(records, duration, slos), records, warmup_s, duration)

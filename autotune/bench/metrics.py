@@ -23,8 +23,26 @@ THROUGHPUT_METRICS = {
     "request_goodput": "maximize",
     "goodput_fraction": "maximize",
 }
-COUNT_METRICS = ("completed", "failed", "error_rate", "duration_s", "total_input_tokens",
-                 "total_output_tokens")
+COUNT_METRICS = (
+    "completed",
+    "failed",
+    "error_rate",
+    "duration_s",
+    "total_input_tokens",
+    "total_output_tokens",
+)
+
+# Measured around the benchmark by the trial (devices.sampling, cost): minimise the first two.
+RESOURCE_METRICS = {
+    "cost_per_1m_output_tokens_usd": "minimize",
+    "engine_rss_peak_mib": "minimize",
+    "gpu_mem_peak_mib": "minimize",
+    "gpu_util_mean_pct": "maximize",
+    "gpu_util_peak_pct": "maximize",
+    "cpu_util_mean_pct": "maximize",
+    "cpu_util_peak_pct": "maximize",
+    "parallel_trials": "maximize",
+}
 
 LATENCY_METRIC = re.compile(r"^(ttft|tpot|itl|e2e)_(mean|p50|p90|p95|p99)_ms$")
 
@@ -33,6 +51,7 @@ def known_metric_names() -> list[str]:
     names = list(THROUGHPUT_METRICS)
     names += [f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS]
     names += list(COUNT_METRICS)
+    names += list(RESOURCE_METRICS)
     return names
 
 
@@ -40,7 +59,7 @@ def natural_direction(metric: str) -> str:
     """Which way is better for ``metric`` ('maximize' or 'minimize')."""
     if metric in THROUGHPUT_METRICS:
         return "maximize"
-    return "minimize"
+    return RESOURCE_METRICS.get(metric, "minimize")
 
 
 @dataclass

@@ -62,8 +62,11 @@ def token_pool(base_url: str, model: str, timeout_s: float = 30.0) -> list[int]:
 def random_prompts(spec: RandomPrompts, count: int, pool: list[int], seed: int) -> list[Prompt]:
     rng = random.Random(seed)
     return [
-        Prompt([rng.choice(pool) for _ in range(spec.input_tokens)], spec.output_tokens,
-               spec.input_tokens)
+        Prompt(
+            [rng.choice(pool) for _ in range(spec.input_tokens)],
+            spec.output_tokens,
+            spec.input_tokens,
+        )
         for _ in range(count)
     ]
 

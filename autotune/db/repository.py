@@ -16,8 +16,15 @@ def _now() -> datetime:
 
 
 def save_study(
-    *, url: str, name: str, space_yaml: str, space_path: str, model: str, hardware: str,
-    objectives: list[dict[str, Any]], slos: dict[str, float],
+    *,
+    url: str,
+    name: str,
+    space_yaml: str,
+    space_path: str,
+    model: str,
+    hardware: str,
+    objectives: list[dict[str, Any]],
+    slos: dict[str, float],
 ) -> None:
     """Create the study record, or refresh it when the study is resumed."""
     with session_factory(url)() as session, session.begin():
@@ -45,8 +52,14 @@ def list_studies(*, url: str) -> list[StudyRecord]:
 
 
 def start_trial(
-    *, url: str, study_name: str, number: int, optuna_trial_id: int, params: dict[str, Any],
-    is_default: bool, host: str,
+    *,
+    url: str,
+    study_name: str,
+    number: int,
+    optuna_trial_id: int,
+    params: dict[str, Any],
+    is_default: bool,
+    host: str,
 ) -> None:
     with session_factory(url)() as session, session.begin():
         record = session.scalar(

@@ -28,11 +28,13 @@ def get_engine(url: str) -> Engine:
         kwargs["connect_args"] = {"timeout": 60}
     engine = create_engine(url, pool_pre_ping=True, **kwargs)
     if url.startswith("sqlite"):
+
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA busy_timeout=60000")
             cursor.close()
+
     return engine
 
 

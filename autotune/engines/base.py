@@ -15,8 +15,13 @@ from autotune.devices import DeviceSet
 from autotune.engines.failures import EngineFailure, FailureKind
 
 __all__ = [
-    "EngineConfig", "EngineFailure", "EngineLauncher", "FailureKind", "RunningEngine",
-    "create", "register",
+    "EngineConfig",
+    "EngineFailure",
+    "EngineLauncher",
+    "FailureKind",
+    "RunningEngine",
+    "create",
+    "register",
 ]
 
 

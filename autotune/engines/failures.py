@@ -28,7 +28,9 @@ class FailureKind(StrEnum):
     def caused_by_config(self) -> bool:
         """Whether a sampler should learn to avoid this configuration."""
         return self in (
-            FailureKind.INVALID_CONFIG, FailureKind.OUT_OF_MEMORY, FailureKind.UNSUPPORTED
+            FailureKind.INVALID_CONFIG,
+            FailureKind.OUT_OF_MEMORY,
+            FailureKind.UNSUPPORTED,
         )
 
 
@@ -45,24 +47,41 @@ class EngineFailure(Exception):
 
 
 _SIGNATURES: list[tuple[FailureKind, re.Pattern[str]]] = [
-    (FailureKind.HOST_FAULT, re.compile(
-        r"exit ?code:? -4\b|Illegal instruction|SIGILL|signal 4\b")),
-    (FailureKind.OUT_OF_MEMORY, re.compile(
-        r"CUDA out of memory|OutOfMemoryError|No available memory for the cache blocks|"
-        r"larger than the available KV cache memory|Cannot allocate memory|"
-        r"not enough (?:KV cache|memory)|insufficient memory", re.I)),
-    (FailureKind.UNSUPPORTED, re.compile(
-        r"Unknown quantization method|Cannot find the config file for|"
-        r"is not supported for the current GPU|not supported on (?:the )?CPU|"
-        r"static_scaled_fp8_quant|NotImplementedError|is not supported|"
-        r"expected at most \d+ argument")),
-    (FailureKind.INVALID_CONFIG, re.compile(
-        r"is smaller than max_model_len|must be divisible by|"
-        r"error: argument|unrecognized arguments|invalid choice|"
-        r"must be (?:greater|less) than|should be (?:greater|less) than|Value error,")),
+    (
+        FailureKind.HOST_FAULT,
+        re.compile(r"exit ?code:? -4\b|Illegal instruction|SIGILL|signal 4\b"),
+    ),
+    (
+        FailureKind.OUT_OF_MEMORY,
+        re.compile(
+            r"CUDA out of memory|OutOfMemoryError|No available memory for the cache blocks|"
+            r"larger than the available KV cache memory|Cannot allocate memory|"
+            r"not enough (?:KV cache|memory)|insufficient memory",
+            re.I,
+        ),
+    ),
+    (
+        FailureKind.UNSUPPORTED,
+        re.compile(
+            r"Unknown quantization method|Cannot find the config file for|"
+            r"is not supported for the current GPU|not supported on (?:the )?CPU|"
+            r"static_scaled_fp8_quant|NotImplementedError|is not supported|"
+            r"expected at most \d+ argument"
+        ),
+    ),
+    (
+        FailureKind.INVALID_CONFIG,
+        re.compile(
+            r"is smaller than max_model_len|must be divisible by|"
+            r"error: argument|unrecognized arguments|invalid choice|"
+            r"must be (?:greater|less) than|should be (?:greater|less) than|Value error,"
+        ),
+    ),
     (FailureKind.INVALID_CONFIG, re.compile(r"ValidationError|ValueError:")),
-    (FailureKind.STARTUP_TIMEOUT, re.compile(
-        r"Timed out waiting for engine core processes to start")),
+    (
+        FailureKind.STARTUP_TIMEOUT,
+        re.compile(r"Timed out waiting for engine core processes to start"),
+    ),
 ]
 _GENERIC = re.compile(r"Error|Exception|Traceback|died unexpectedly|failed", re.I)
 # vLLM's own INFO/WARNING/DEBUG lines never decide a failure ("... is not supported, falling
@@ -83,7 +102,9 @@ def classify(log_text: str, returncode: int | None) -> EngineFailure:
         if _GENERIC.search(line):
             return EngineFailure(FailureKind.CRASHED, _short(line), line.strip())
     status = "still running" if returncode is None else f"exit status {returncode}"
-    return EngineFailure(FailureKind.CRASHED, f"engine stopped ({status}) with no error in its log")
+    return EngineFailure(
+        FailureKind.CRASHED, f"engine stopped ({status}) with no error in its log"
+    )
 
 
 def _short(line: str, limit: int = 300) -> str:
@@ -97,8 +118,8 @@ def log_excerpt(log_text: str, line: str, context: int = 20, limit: int = 8000) 
     lines = log_text.splitlines()
     index = next((i for i, candidate in enumerate(lines) if line and line in candidate), None)
     if index is None:
-        chosen = lines[-2 * context:]
+        chosen = lines[-2 * context :]
     else:
-        chosen = lines[max(0, index - context): index + context]
+        chosen = lines[max(0, index - context) : index + context]
     text = "\n".join(chosen)
     return text[-limit:]

@@ -126,8 +126,10 @@ def main(argv: list[str]) -> int:
     else:
         shutdown(engine, min(grace_s, 5.0))  # the engine's own children may outlive it
         if code < 0:
-            print(f"[autotune-guard] engine killed by signal {-code} "
-                  f"({signal.Signals(-code).name})", flush=True)
+            print(
+                f"[autotune-guard] engine killed by signal {-code} ({signal.Signals(-code).name})",
+                flush=True,
+            )
         else:
             print(f"[autotune-guard] engine exited with status {code}", flush=True)
     return 128 - code if code < 0 else code

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +43,22 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
+_LIVE: set[GuardedProcess] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def stop_all() -> int:
+    """Tear down every guarded engine of this controller (Ctrl-C with parallel trials)."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for process in live:
+        try:
+            process.stop()
+        except RuntimeError:
+            pass
+    return len(live)
+
+
 class GuardedProcess:
     """One engine command running under the guard, logging to ``log_path``."""
 
@@ -64,6 +81,9 @@ class GuardedProcess:
             )
         self.pid = self._proc.pid
         self._stopped_after: float | None = None
+        self._stop_lock = threading.Lock()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
 
     @property
     def returncode(self) -> int | None:
@@ -83,6 +103,10 @@ class GuardedProcess:
 
     def stop(self) -> float:
         """Tear the whole tree down; return seconds taken. Raises if a process survives."""
+        with self._stop_lock:
+            return self._stop()
+
+    def _stop(self) -> float:
         if self._stopped_after is not None:
             return self._stopped_after
         started = time.monotonic()
@@ -104,6 +128,8 @@ class GuardedProcess:
         if survivors:
             raise RuntimeError(f"engine processes {survivors} survived teardown")
         self._stopped_after = time.monotonic() - started
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
         return self._stopped_after
 
     def _kill_session(self) -> None:

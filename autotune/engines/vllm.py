@@ -47,7 +47,9 @@ def engine_flags(space: Space, params: Mapping[str, Any], *, is_default: bool) -
         spec.update(space.model.speculative_variants.get(method, {}))
         if "num_speculative_tokens" in params:
             spec["num_speculative_tokens"] = params["num_speculative_tokens"]
-        spec.setdefault("num_speculative_tokens", KNOWN_PARAMETERS["num_speculative_tokens"].default)
+        spec.setdefault(
+            "num_speculative_tokens", KNOWN_PARAMETERS["num_speculative_tokens"].default
+        )
         flags["speculative_config"] = spec
     return flags
 

@@ -36,9 +36,15 @@ def test_start_serve_stop(launcher, tmp_path: Path, demo_model: Path) -> None:
         assert isinstance(engine, RunningEngine)
         assert engine.alive() and engine.pids()
         assert engine.startup_s > 0 and engine.version not in ("", "unknown")
-        reply = httpx.post(f"{engine.base_url}/v1/completions", timeout=60, json={
-            "model": engine.served_name, "prompt": "def main(", "max_tokens": 5,
-        })
+        reply = httpx.post(
+            f"{engine.base_url}/v1/completions",
+            timeout=60,
+            json={
+                "model": engine.served_name,
+                "prompt": "def main(",
+                "max_tokens": 5,
+            },
+        )
         assert reply.status_code == 200
         assert reply.json()["usage"]["completion_tokens"] == 5
     finally:
@@ -54,8 +60,9 @@ def test_failed_start_is_classified_and_leaves_nothing(
     launcher, tmp_path: Path, demo_model: Path
 ) -> None:
     config = _config(tmp_path, demo_model)
-    config = type(config)(**{**config.__dict__,
-                             "flags": {**config.flags, "quantization": "nosuchquant"}})
+    config = type(config)(
+        **{**config.__dict__, "flags": {**config.flags, "quantization": "nosuchquant"}}
+    )
     with pytest.raises(EngineFailure) as info:
         launcher.start(config, CpuSlotPool().acquire(1), tmp_path / "engine.log")
     assert info.value.kind == FailureKind.UNSUPPORTED

@@ -24,9 +24,26 @@ GUARD_LINE = re.compile(r"\[autotune-guard\] engine pid (\d+) in process group (
 
 def _start(space: Path, url: str, logs: Path, trials: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "autotune.cli", "study", "start", "--space", str(space),
-         "--storage", url, "--name", "stop", "--trials", str(trials), "--log-dir", str(logs)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "autotune.cli",
+            "study",
+            "start",
+            "--space",
+            str(space),
+            "--storage",
+            url,
+            "--name",
+            "stop",
+            "--trials",
+            str(trials),
+            "--log-dir",
+            str(logs),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -53,8 +70,22 @@ def _gone(sid: int, timeout: float) -> float:
 
 def _trials(url: str) -> list[dict]:
     shown = subprocess.run(
-        [sys.executable, "-m", "autotune.cli", "study", "show", "stop", "--storage", url,
-         "--format", "json"], capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            "-m",
+            "autotune.cli",
+            "study",
+            "show",
+            "stop",
+            "--storage",
+            url,
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(shown.stdout)["trials"]
 
 

@@ -20,18 +20,37 @@ pytestmark = pytest.mark.engine
 
 AUTOTUNE = [sys.executable, "-m", "autotune.cli"]
 ENQUEUED = [
-    {"quantization": "fp8", "max_num_batched_tokens": 1024, "max_num_seqs": 16,
-     "enable_chunked_prefill": True, "speculative_method": "none"},
-    {"quantization": "int8", "max_num_batched_tokens": 512, "max_num_seqs": 8,
-     "enable_chunked_prefill": True, "speculative_method": "ngram", "num_speculative_tokens": 2},
-    {"quantization": "none", "max_num_batched_tokens": 2048, "max_num_seqs": 32,
-     "enable_chunked_prefill": False, "speculative_method": "none"},
+    {
+        "quantization": "fp8",
+        "max_num_batched_tokens": 1024,
+        "max_num_seqs": 16,
+        "enable_chunked_prefill": True,
+        "speculative_method": "none",
+    },
+    {
+        "quantization": "int8",
+        "max_num_batched_tokens": 512,
+        "max_num_seqs": 8,
+        "enable_chunked_prefill": True,
+        "speculative_method": "ngram",
+        "num_speculative_tokens": 2,
+    },
+    {
+        "quantization": "none",
+        "max_num_batched_tokens": 2048,
+        "max_num_seqs": 32,
+        "enable_chunked_prefill": False,
+        "speculative_method": "none",
+    },
 ]
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([*AUTOTUNE, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+def run_cli(
+    *args: str, env: dict | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*AUTOTUNE, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +61,27 @@ def study(tmp_path_factory, demo_model: Path) -> dict:
     data["parameters"]["quantization"]["choices"] = ["none", "int8", "fp8"]
     space = write_space(tmp, data)
     url = f"sqlite:///{tmp / 'study.db'}"
-    created = run_cli("study", "start", "--space", str(space), "--storage", url,
-                      "--name", "e2e", "--no-run")
+    created = run_cli(
+        "study", "start", "--space", str(space), "--storage", url, "--name", "e2e", "--no-run"
+    )
     assert created.returncode == 0, created.stderr
     handle = optuna.load_study(study_name="e2e", storage=url)
     for params in ENQUEUED:
         handle.enqueue_trial(params)
-    ran = run_cli("study", "start", "--space", str(space), "--storage", url, "--name", "e2e",
-                  "--trials", "4", "--log-dir", str(tmp / "logs"))
+    ran = run_cli(
+        "study",
+        "start",
+        "--space",
+        str(space),
+        "--storage",
+        url,
+        "--name",
+        "e2e",
+        "--trials",
+        "4",
+        "--log-dir",
+        str(tmp / "logs"),
+    )
     shown = run_cli("study", "show", "e2e", "--storage", url, "--format", "json")
     assert shown.returncode == 0, shown.stderr
     return {"run": ran, "report": json.loads(shown.stdout), "url": url, "tmp": tmp}
@@ -103,19 +135,32 @@ def test_no_engine_process_left(study: dict) -> None:
 
 
 def test_exported_yaml_is_served_by_vllm(study: dict) -> None:
-    int8 = next(t for t in study["report"]["trials"]
-                if t["params"]["quantization"] == "int8" and t["state"] == "complete")
+    int8 = next(
+        t
+        for t in study["report"]["trials"]
+        if t["params"]["quantization"] == "int8" and t["state"] == "complete"
+    )
     out = study["tmp"] / "best.yaml"
-    exported = run_cli("export", "e2e", "--storage", study["url"], "--trial",
-                       str(int8["number"]), "-o", str(out))
+    exported = run_cli(
+        "export", "e2e", "--storage", study["url"], "--trial", str(int8["number"]), "-o", str(out)
+    )
     assert exported.returncode == 0, exported.stderr
     config = yaml.safe_load(out.read_text())
     assert config["quantization"] == "int8_per_channel_weight_only"
     assert config["speculative-config"]["num_speculative_tokens"] == 2
     assert "# equivalent command line:" in out.read_text()
     port = free_port()
-    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--config", str(out),
-            "--host", "127.0.0.1", "--port", str(port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--config",
+        str(out),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     server = GuardedProcess(argv, {"HF_HUB_OFFLINE": "1"}, study["tmp"] / "export.log", 5)
     try:
         import time
@@ -128,9 +173,11 @@ def test_exported_yaml_is_served_by_vllm(study: dict) -> None:
             except httpx.HTTPError:
                 time.sleep(1)
         assert server.alive(), server.read_log()[-3000:]
-        reply = httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=60,
-                           json={"model": config["served-model-name"], "prompt": "import os",
-                                 "max_tokens": 4})
+        reply = httpx.post(
+            f"http://127.0.0.1:{port}/v1/completions",
+            timeout=60,
+            json={"model": config["served-model-name"], "prompt": "import os", "max_tokens": 4},
+        )
         assert reply.status_code == 200
         assert reply.json()["usage"]["completion_tokens"] == 4
         assert "int8_per_channel_weight_only" in server.read_log()

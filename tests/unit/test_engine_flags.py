@@ -11,29 +11,44 @@ QUICKSTART = Path(__file__).resolve().parents[2] / "search_spaces" / "quickstart
 
 
 def test_render_flags_follows_vllm_conventions() -> None:
-    argv = render_flags({
-        "max_num_seqs": 8, "enable_chunked_prefill": False, "enforce_eager": True,
-        "speculative_config": {"method": "ngram", "num_speculative_tokens": 3},
-        "skipped": None,
-    })
+    argv = render_flags(
+        {
+            "max_num_seqs": 8,
+            "enable_chunked_prefill": False,
+            "enforce_eager": True,
+            "speculative_config": {"method": "ngram", "num_speculative_tokens": 3},
+            "skipped": None,
+        }
+    )
     assert argv == [
-        "--max-num-seqs", "8", "--no-enable-chunked-prefill", "--enforce-eager",
-        "--speculative-config", '{"method":"ngram","num_speculative_tokens":3}',
+        "--max-num-seqs",
+        "8",
+        "--no-enable-chunked-prefill",
+        "--enforce-eager",
+        "--speculative-config",
+        '{"method":"ngram","num_speculative_tokens":3}',
     ]
 
 
 def test_trial_flags_from_parameters() -> None:
     space = load_space(QUICKSTART)
-    params = {"quantization": "int8", "max_num_batched_tokens": 1024, "max_num_seqs": 16,
-              "enable_chunked_prefill": False, "speculative_method": "ngram",
-              "num_speculative_tokens": 2}
+    params = {
+        "quantization": "int8",
+        "max_num_batched_tokens": 1024,
+        "max_num_seqs": 16,
+        "enable_chunked_prefill": False,
+        "speculative_method": "ngram",
+        "num_speculative_tokens": 2,
+    }
     flags = engine_flags(space, params, is_default=False)
     assert flags["max_model_len"] == 512
     assert flags["dtype"] == "float16"
     assert flags["quantization"] == "int8_per_channel_weight_only"
     assert flags["enable_chunked_prefill"] is False
     assert flags["speculative_config"] == {
-        "method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 4,
+        "method": "ngram",
+        "num_speculative_tokens": 2,
+        "prompt_lookup_max": 4,
         "prompt_lookup_min": 1,
     }
     assert "speculative_method" not in flags and "num_speculative_tokens" not in flags

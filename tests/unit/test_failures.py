@@ -12,14 +12,21 @@ from autotune.engines.failures import FailureKind, classify, log_excerpt
 LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "engine_logs"
 
 
-@pytest.mark.parametrize(("name", "kind", "needle"), [
-    ("fp8_unsupported", FailureKind.UNSUPPORTED, "static_scaled_fp8_quant"),
-    ("unknown_quant", FailureKind.UNSUPPORTED, "Unknown quantization method"),
-    ("budget_below_model_len", FailureKind.INVALID_CONFIG, "is smaller than max_model_len"),
-    ("budget_below_seqs", FailureKind.INVALID_CONFIG, "must be greater than or equal to"),
-    ("kv_cache_too_small", FailureKind.OUT_OF_MEMORY, "No available memory for the cache blocks"),
-    ("unrecognized_flag", FailureKind.INVALID_CONFIG, "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    ("name", "kind", "needle"),
+    [
+        ("fp8_unsupported", FailureKind.UNSUPPORTED, "static_scaled_fp8_quant"),
+        ("unknown_quant", FailureKind.UNSUPPORTED, "Unknown quantization method"),
+        ("budget_below_model_len", FailureKind.INVALID_CONFIG, "is smaller than max_model_len"),
+        ("budget_below_seqs", FailureKind.INVALID_CONFIG, "must be greater than or equal to"),
+        (
+            "kv_cache_too_small",
+            FailureKind.OUT_OF_MEMORY,
+            "No available memory for the cache blocks",
+        ),
+        ("unrecognized_flag", FailureKind.INVALID_CONFIG, "unrecognized arguments"),
+    ],
+)
 def test_real_logs(name: str, kind: FailureKind, needle: str) -> None:
     text = (LOGS / f"{name}.log").read_text()
     failure = classify(text, 1)
@@ -30,23 +37,29 @@ def test_real_logs(name: str, kind: FailureKind, needle: str) -> None:
 
 def test_sigill_exit_is_a_host_fault() -> None:
     assert classify("", 128 + 4).kind == FailureKind.HOST_FAULT
-    line = ("(EngineCore pid=1) ERROR 11-27 12:00:00 [multiproc_executor.py:1] Worker proc "
-            "VllmWorker-0 died unexpectedly (exit code: -4)")
+    line = (
+        "(EngineCore pid=1) ERROR 11-27 12:00:00 [multiproc_executor.py:1] Worker proc "
+        "VllmWorker-0 died unexpectedly (exit code: -4)"
+    )
     assert classify(line, None).kind == FailureKind.HOST_FAULT
 
 
 def test_out_of_memory_signatures() -> None:
-    for line in ("ValueError: No available memory for the cache blocks. Try increasing "
-                 "`gpu_memory_utilization` when initializing the engine.",
-                 "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"):
+    for line in (
+        "ValueError: No available memory for the cache blocks. Try increasing "
+        "`gpu_memory_utilization` when initializing the engine.",
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+    ):
         assert classify(line, 1).kind == FailureKind.OUT_OF_MEMORY
 
 
 def test_warnings_do_not_decide() -> None:
-    text = ("(APIServer pid=1) WARNING 11-27 13:46:26 [system_utils.py:255] Found ulimit of "
-            "20000 and failed to automatically increase with error current limit exceeds "
-            "maximum limit.\n(APIServer pid=1) WARNING 11-27 13:46:26 [x.py:1] fp8 is not "
-            "supported here, falling back\nRuntimeError: boom\n")
+    text = (
+        "(APIServer pid=1) WARNING 11-27 13:46:26 [system_utils.py:255] Found ulimit of "
+        "20000 and failed to automatically increase with error current limit exceeds "
+        "maximum limit.\n(APIServer pid=1) WARNING 11-27 13:46:26 [x.py:1] fp8 is not "
+        "supported here, falling back\nRuntimeError: boom\n"
+    )
     failure = classify(text, 1)
     assert failure.kind == FailureKind.CRASHED
     assert failure.line == "RuntimeError: boom"

@@ -14,7 +14,10 @@ from pathlib import Path
 
 from autotune.engines.process import GuardedProcess, session_members
 
-TREE = [sys.executable, "-c", textwrap.dedent("""
+TREE = [
+    sys.executable,
+    "-c",
+    textwrap.dedent("""
     import subprocess, sys, time
     kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
             for _ in range(2)]
@@ -22,7 +25,8 @@ TREE = [sys.executable, "-c", textwrap.dedent("""
     subprocess.Popen(["sh", "-c", "sleep 300 & exit 0"])
     print("tree up", flush=True)
     time.sleep(300)
-""")]
+"""),
+]
 
 
 def _wait_for(predicate, timeout: float = 20.0) -> bool:
@@ -45,8 +49,12 @@ def test_stop_kills_the_whole_tree(tmp_path: Path) -> None:
 
 
 def test_engine_exit_status_is_reported(tmp_path: Path) -> None:
-    proc = GuardedProcess([sys.executable, "-c", "import os; os.kill(os.getpid(), 4)"], {},
-                          tmp_path / "engine.log", grace_s=2)
+    proc = GuardedProcess(
+        [sys.executable, "-c", "import os; os.kill(os.getpid(), 4)"],
+        {},
+        tmp_path / "engine.log",
+        grace_s=2,
+    )
     assert _wait_for(lambda: not proc.alive())
     assert proc.returncode == 128 + signal.SIGILL
     assert "SIGILL" in proc.read_log()
@@ -58,7 +66,7 @@ def test_controller_killed_with_sigkill_leaves_no_process(tmp_path: Path) -> Non
         import sys, time
         from pathlib import Path
         from autotune.engines.process import GuardedProcess
-        proc = GuardedProcess({TREE!r}, {{}}, Path({str(tmp_path / 'engine.log')!r}), 2)
+        proc = GuardedProcess({TREE!r}, {{}}, Path({str(tmp_path / "engine.log")!r}), 2)
         print(proc.pid, flush=True)
         time.sleep(300)
     """)

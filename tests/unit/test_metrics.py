@@ -26,8 +26,14 @@ def test_percentile_matches_hand_computed_and_numpy() -> None:
 
 
 def _rec(ttft: float, e2e: float, out: int, ok: bool = True) -> RequestRecord:
-    return RequestRecord(ok=ok, prompt_tokens=10, output_tokens=out, ttft=ttft, e2e=e2e,
-                         itls=[(e2e - ttft) / (out - 1)] * (out - 1) if ok else [])
+    return RequestRecord(
+        ok=ok,
+        prompt_tokens=10,
+        output_tokens=out,
+        ttft=ttft,
+        e2e=e2e,
+        itls=[(e2e - ttft) / (out - 1)] * (out - 1) if ok else [],
+    )
 
 
 def test_tpot_definition() -> None:
@@ -38,9 +44,9 @@ def test_tpot_definition() -> None:
 
 def test_summary_throughput_goodput_errors() -> None:
     records = [
-        _rec(0.1, 1.1, 11),   # ttft 100 ms, tpot 100 ms, e2e 1100 ms: meets both SLOs
-        _rec(0.5, 1.5, 11),   # ttft 500 ms: misses ttft SLO
-        _rec(0.2, 3.2, 11),   # tpot 300 ms: misses tpot SLO
+        _rec(0.1, 1.1, 11),  # ttft 100 ms, tpot 100 ms, e2e 1100 ms: meets both SLOs
+        _rec(0.5, 1.5, 11),  # ttft 500 ms: misses ttft SLO
+        _rec(0.2, 3.2, 11),  # tpot 300 ms: misses tpot SLO
         RequestRecord(ok=False, error="HTTP 500"),
     ]
     slos = {"ttft_p95_ms": 300.0, "tpot_p99_ms": 150.0}
@@ -62,8 +68,15 @@ def test_failed_request_never_meets_slos() -> None:
 
 
 def test_vllm_bench_key_names() -> None:
-    keys = to_vllm_bench_keys({"ttft_p50_ms": 1.0, "e2e_p99_ms": 2.0, "tpot_mean_ms": 3.0,
-                               "output_throughput": 4.0, "completed": 5.0})
+    keys = to_vllm_bench_keys(
+        {
+            "ttft_p50_ms": 1.0,
+            "e2e_p99_ms": 2.0,
+            "tpot_mean_ms": 3.0,
+            "output_throughput": 4.0,
+            "completed": 5.0,
+        }
+    )
     assert keys["median_ttft_ms"] == 1.0
     assert keys["p99_e2el_ms"] == 2.0
     assert keys["mean_tpot_ms"] == 3.0

@@ -4,8 +4,12 @@ from autotune.rules import RuleContext, check
 
 
 def _ctx(devices: int = 1, heads: int | None = 4, **values) -> RuleContext:
-    return RuleContext(values=values, max_model_len=512, devices_present=devices,
-                       model_config={"num_attention_heads": heads} if heads else {})
+    return RuleContext(
+        values=values,
+        max_model_len=512,
+        devices_present=devices,
+        model_config={"num_attention_heads": heads} if heads else {},
+    )
 
 
 def test_chunked_prefill_off_needs_budget_of_max_model_len() -> None:

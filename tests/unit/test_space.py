@@ -74,8 +74,10 @@ def test_unknown_parameter(tmp_path: Path) -> None:
     data = _base()
     data["parameters"]["max_num_sequences"] = {"choices": [1, 2]}
     problems = _problems(tmp_path, data)
-    assert any(loc == "parameters.max_num_sequences" and "unknown parameter" in msg
-               for loc, msg in problems)
+    assert any(
+        loc == "parameters.max_num_sequences" and "unknown parameter" in msg
+        for loc, msg in problems
+    )
 
 
 def test_unknown_quantization_variant(tmp_path: Path) -> None:

@@ -1,0 +1,361 @@
+"""The dashboard's FastAPI app: pages, JSON endpoints, token check, read-only guard.
+
+``create_app(storage_url)`` builds an app over any storage, so tests hand it their own database.
+Nothing here writes: every route is a GET, any other method is refused before routing, and the
+storage is only read through ``autotune.dashboard.data``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import shlex
+from http import HTTPStatus
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from autotune.bench.metrics import LATENCIES, STATS
+from autotune.dashboard.data import NotFoundError, Snapshot, StudyData, dumps, number, timestamp
+from autotune.dashboard.figures import OptunaFigures
+from autotune.db.models import TrialRecord
+from autotune.errors import AutotuneError, StudyNotFoundError, TrialNotFoundError
+from autotune.export import HEADLINE_METRICS, export_yaml, pick_trial
+
+log = logging.getLogger(__name__)
+
+TOKEN_COOKIE = "autotune_dashboard_token"
+READ_METHODS = frozenset({"GET", "HEAD"})
+# Plotly's WebGL traces (3-D scatter, parallel coordinates) compile shaders with Function(), and
+# it injects its own <style>; inline scripts stay forbidden.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def web_root() -> Path:
+    """``web/`` beside the package in a checkout, ``autotune/_web`` in an installed wheel."""
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package.parent / "web", package / "_web"):
+        if (candidate / "templates").is_dir():
+            return candidate
+    raise AutotuneError("the dashboard's web/ folder (templates, static) is missing from this "
+                        "installation; reinstall autotune")
+
+
+def plotly_js() -> Path:
+    path = Path(str(files("plotly") / "package_data" / "plotly.min.js"))
+    if not path.is_file():
+        raise AutotuneError("plotly.min.js is missing from the plotly package; "
+                            "reinstall it with `pip install --force-reinstall plotly`")
+    return path
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def create_app(storage_url: str, token: str | None = None) -> FastAPI:
+    """The dashboard over ``storage_url``. With ``token``, every request must carry it (header
+    ``Authorization: Bearer T``, cookie, or ``?token=T`` once, which sets the cookie)."""
+    web = web_root()
+    plotly_path = plotly_js()
+    env = Environment(loader=FileSystemLoader(web / "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True))
+    templates = Jinja2Templates(env=env)
+    data = StudyData(storage_url)
+    figures = OptunaFigures(storage_url)
+
+    app = FastAPI(title="autotune dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.data = data
+    app.add_event_handler("shutdown", data.close)
+    app.mount("/static", StaticFiles(directory=web / "static"), name="static")
+
+    def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        return templates.TemplateResponse(request, name, context, status_code=status)
+
+    def problem(request: Request, status: int, message: str) -> Response:
+        if _is_api(request):
+            return JSONResponse({"detail": message}, status_code=status)
+        title = HTTPStatus(status).phrase
+        return page(request, "error.html", status, title=title, message=message)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        if request.method not in READ_METHODS:
+            response: Response = problem(request, 405, "the dashboard is read-only")
+        elif token is not None and not _authorised(request, token):
+            response = problem(request, 401, "this dashboard needs its token: open it once "
+                               "with ?token=T, or send the header Authorization: Bearer T")
+        elif token is not None and request.query_params.get("token"):
+            # Move the token from the address bar into a cookie.
+            query = urlencode([(k, v) for k, v in request.query_params.multi_items()
+                               if k != "token"])
+            response = RedirectResponse(request.url.path + ("?" + query if query else ""), 303)
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        else:
+            response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = exc.detail if exc.status_code != 404 else "there is no such page"
+        return problem(request, exc.status_code, str(message))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        if any(error.get("loc", ("",))[0] == "path" for error in exc.errors()):
+            return problem(request, 404, "there is no such study or trial")
+        fields = ", ".join(str(e.get("loc", ("?",))[-1]) for e in exc.errors())
+        return problem(request, 400, f"invalid query parameter(s): {fields}")
+
+    @app.exception_handler(NotFoundError)
+    @app.exception_handler(StudyNotFoundError)
+    @app.exception_handler(TrialNotFoundError)
+    async def not_found(request: Request, exc: AutotuneError) -> Response:
+        message = str(exc) if isinstance(exc, NotFoundError) else "there is no such study"
+        return problem(request, 404, message)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.error("dashboard request %s failed", request.url.path, exc_info=exc)
+        response = problem(request, 500, "the dashboard failed to read the storage; its log "
+                           "has the details")
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    def study_dep(study_id: int) -> Snapshot:
+        return data.study(study_id)
+
+    StudyDep = Annotated[Snapshot, Depends(study_dep)]
+
+    def trial_of(snapshot: Snapshot, trial_number: int) -> TrialRecord:
+        record = snapshot.report.trial(trial_number)
+        if record is None:
+            raise NotFoundError(f"study {snapshot.report.name!r} has no trial {trial_number}")
+        return record
+
+    def json_bytes(payload: bytes) -> Response:
+        return Response(payload, media_type="application/json",
+                        headers={"Cache-Control": "no-store"})
+
+    def studies_payload() -> list[dict[str, Any]]:
+        rows = []
+        for record in data.studies():
+            summary = data.snapshot(record).summary()
+            rows.append({key: summary[key] for key in (
+                "id", "name", "model", "hardware", "objectives", "counts", "best",
+                "default_trial", "updated_at")})
+        return rows
+
+    # Pages.
+
+    @app.get("/", include_in_schema=False)
+    def studies_page(request: Request) -> Response:
+        return page(request, "studies.html", studies=studies_payload())
+
+    @app.get("/studies/{study_id}", include_in_schema=False)
+    def study_page(request: Request, snapshot: StudyDep) -> Response:
+        return page(request, "study.html", study=snapshot.summary())
+
+    @app.get("/studies/{study_id}/trials/{trial_number}", include_in_schema=False)
+    def trial_page(request: Request, snapshot: StudyDep, trial_number: int) -> Response:
+        record = trial_of(snapshot, trial_number)
+        report = snapshot.report
+        try:
+            yaml_text, export_error = export_yaml(report, pick_trial(
+                report, number=trial_number, pick=None)), None
+        except AutotuneError as exc:
+            yaml_text, export_error = None, str(exc)
+        return page(
+            request, "trial.html", study=snapshot.summary(), trial=record,
+            view=trial_view(snapshot, record), yaml_text=yaml_text, export_error=export_error,
+        )
+
+    @app.get("/studies/{study_id}/trials/{trial_number}/export.yaml", include_in_schema=False)
+    def export_file(snapshot: StudyDep, trial_number: int) -> Response:
+        trial_of(snapshot, trial_number)
+        try:
+            record = pick_trial(snapshot.report, number=trial_number, pick=None)
+        except AutotuneError as exc:
+            raise HTTPException(409, str(exc)) from None
+        filename = f"trial-{trial_number}.yaml"
+        return Response(export_yaml(snapshot.report, record), media_type="application/yaml",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+    @app.get("/studies/{study_id}/compare", include_in_schema=False)
+    def compare_page(
+        request: Request, snapshot: StudyDep, trials: Annotated[str, Query()] = "",
+    ) -> Response:
+        numbers = _numbers(trials)
+        if len(numbers) < 2:
+            raise HTTPException(400, "pick at least two trials to compare, e.g. ?trials=0,3")
+        records = [trial_of(snapshot, n) for n in numbers]
+        return page(request, "compare.html", study=snapshot.summary(),
+                    table=compare_view(snapshot, records))
+
+    # JSON.
+
+    @app.get("/api/studies")
+    def api_studies() -> Response:
+        return json_bytes(dumps(studies_payload()))
+
+    @app.get("/api/studies/{study_id}")
+    def api_study(snapshot: StudyDep) -> Response:
+        return json_bytes(dumps(snapshot.summary()))
+
+    @app.get("/api/studies/{study_id}/trials")
+    def api_trials(snapshot: StudyDep, after: int | None = None) -> Response:
+        return json_bytes(snapshot.trials_json(after))
+
+    @app.get("/api/studies/{study_id}/trials/{trial_number}")
+    def api_trial(snapshot: StudyDep, trial_number: int) -> Response:
+        record = trial_of(snapshot, trial_number)
+        payload = snapshot.report.trial_dict(record)
+        payload.update(log_excerpt=record.log_excerpt, engine_flags=record.engine_flags,
+                       model=record.model, started_at=timestamp(record.started_at),
+                       finished_at=timestamp(record.finished_at))
+        return json_bytes(dumps(payload))
+
+    @app.get("/api/studies/{study_id}/front")
+    def api_front(snapshot: StudyDep, metrics: Annotated[str, Query()] = "") -> Response:
+        picked = tuple(m for m in metrics.split(",") if m) or tuple(snapshot.report.metrics)
+        unknown = [m for m in picked if m not in snapshot.metric_names]
+        if unknown or not 1 <= len(picked) <= 3:
+            raise HTTPException(400, "metrics: one to three of the study's metric names")
+        return json_bytes(dumps({
+            "version": snapshot.version, "metrics": picked,
+            "directions": [snapshot.direction(m) for m in picked],
+            "front": snapshot.front(picked),
+        }))
+
+    @app.get("/api/studies/{study_id}/figures")
+    def api_figures(snapshot: StudyDep) -> Response:
+        payload = data.figures.get(snapshot.study_id, snapshot.updated_at,
+                                   lambda: figures.compute(snapshot))
+        return json_bytes(dumps(payload))
+
+    @app.get("/static/vendor/plotly.min.js", include_in_schema=False)
+    def plotly() -> Response:
+        return FileResponse(plotly_path, media_type="text/javascript",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    # The vendored file must win over the static mount, which Starlette matches first.
+    app.router.routes.insert(0, app.router.routes.pop())
+    return app
+
+
+def _authorised(request: Request, token: str) -> bool:
+    header = request.headers.get("authorization", "")
+    offered = [
+        header[len("Bearer "):] if header.startswith("Bearer ") else "",
+        request.cookies.get(TOKEN_COOKIE, ""),
+        request.query_params.get("token", ""),
+    ]
+    expected = token.encode()
+    return any(hmac.compare_digest(value.encode(), expected) for value in offered if value)
+
+
+def _numbers(text: str) -> list[int]:
+    try:
+        return list(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
+    except ValueError:
+        raise HTTPException(400, "trials: comma-separated trial numbers, e.g. 0,3") from None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "—"}[value]
+    if isinstance(value, float):
+        rounded = number(value)
+        return "—" if rounded is None else f"{rounded:.6g}"
+    return str(value)
+
+
+def trial_view(snapshot: Snapshot, record: TrialRecord) -> dict[str, Any]:
+    """What the trial page shows, formatted (the template only lays it out)."""
+    report = snapshot.report
+    metrics = record.metrics
+    latency = [
+        (lat, [_fmt(metrics.get(f"{lat}_{stat}_ms")) for stat in STATS]) for lat in LATENCIES
+        if any(f"{lat}_{stat}_ms" in metrics for stat in STATS)
+    ]
+    in_latency = {f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS}
+    headline = [m for m in HEADLINE_METRICS if m in metrics and m not in in_latency]
+    others = sorted(m for m in metrics if m not in in_latency and m not in headline)
+    gains = report.gains(record)
+    slos = [
+        (metric, _fmt(limit), _fmt(metrics.get(metric)), record.violations.get(metric, 1.0) <= 0)
+        for metric, limit in report.slos.items()
+    ]
+    timings = [(label, _fmt(value)) for label, value in (
+        ("startup s", record.startup_s), ("warmup s", record.warmup_s),
+        ("benchmark s", record.benchmark_s), ("teardown s", record.teardown_s),
+    )]
+    return {
+        "status": status_of(record),
+        "pareto": record.number in report.pareto_front,
+        "params": [(k, _fmt(v)) for k, v in record.params.items()],
+        "flags": [(k, _fmt(v)) for k, v in record.engine_flags.items()],
+        "objectives": [
+            (o["metric"], o["direction"], _fmt(metrics.get(o["metric"])),
+             "—" if gains.get(o["metric"]) is None else f"{gains[o['metric']]:.2f}x")
+            for o in report.objectives
+        ],
+        "headline": [(m, _fmt(metrics[m])) for m in headline],
+        "latency_stats": list(STATS),
+        "latency": latency,
+        "other_metrics": [(m, _fmt(metrics[m])) for m in others],
+        "slos": slos,
+        "timings": timings,
+        "command": shlex.join(record.engine_command) if record.engine_command else "",
+    }
+
+
+def status_of(record: TrialRecord) -> str:
+    """feasible | violating | failed | running (how the plot and the table colour a trial)."""
+    if record.state == "complete":
+        return "feasible" if record.feasible else "violating"
+    return "running" if record.state == "running" else "failed"
+
+
+def compare_view(snapshot: Snapshot, records: list[TrialRecord]) -> dict[str, Any]:
+    """Rows of params and metrics across trials; params that differ are flagged, and the best
+    value of each metric is marked."""
+    params = list(dict.fromkeys(p for r in records for p in r.params))
+    param_rows = []
+    for name in params:
+        values = [r.params.get(name) for r in records]
+        differs = any(repr(v) != repr(values[0]) for v in values)
+        param_rows.append({"name": name, "cells": [_fmt(v) for v in values],
+                           "differs": differs})
+    metric_rows = []
+    for name in [m for m in snapshot.metric_names if any(m in r.metrics for r in records)]:
+        values = [number(r.metrics.get(name)) for r in records]
+        present = [v for v in values if v is not None]
+        best = None
+        if len(set(present)) > 1:
+            best = (max if snapshot.direction(name) == "maximize" else min)(present)
+        metric_rows.append({
+            "name": name, "direction": snapshot.direction(name),
+            "cells": [(_fmt(v), v is not None and v == best) for v in values],
+        })
+    return {"trials": records, "status": [status_of(r) for r in records],
+            "params": param_rows, "metrics": metric_rows}

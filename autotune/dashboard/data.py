@@ -1,0 +1,257 @@
+"""What the dashboard reads, cached per study until the study's record changes.
+
+Every read goes through ``autotune.report`` / ``autotune.db.repository`` (and Optuna's own API for
+the figures Optuna draws). A study is reloaded only when its ``updated_at`` moves (each trial
+start and finish stamps it), so a polling client costs one small query per request, and the JSON
+it polls is encoded once per change. A reload runs in the background: while it takes longer than
+``wait_s`` (thousands of trials), requests get the previous snapshot instead of waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from bisect import bisect_right
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from autotune.bench.metrics import natural_direction
+from autotune.db import repository
+from autotune.db.models import StudyRecord, TrialRecord
+from autotune.db.session import has_schema
+from autotune.errors import AutotuneError
+from autotune.report import StudyReport, load_report, pareto_front
+
+log = logging.getLogger(__name__)
+
+STATES = ("complete", "failed", "rejected", "interrupted", "running")
+TRIAL_COLUMNS = ["number", "state", "is_default", "feasible", "failure_kind", "failure_reason",
+                 "params", "metrics", "started_at", "finished_at"]
+T = TypeVar("T")
+
+
+def number(value: Any) -> float | None:
+    """JSON has no NaN/inf; 6 significant digits are plenty for plots and tables."""
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(f"{value:.6g}")
+    return None
+
+
+def timestamp(value: datetime | None) -> str | None:
+    return value.isoformat(sep=" ", timespec="seconds") if value else None
+
+
+def dumps(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), default=str).encode()
+
+
+@dataclass
+class Snapshot:
+    """One study as of one ``updated_at``, with what the pages derive from it."""
+
+    study_id: int
+    updated_at: datetime
+    report: StudyReport
+    numbers: list[int] = field(init=False)
+    metric_names: list[str] = field(init=False)
+    param_names: list[str] = field(init=False)
+    _fronts: dict[tuple[str, ...], list[int]] = field(default_factory=dict, init=False)
+    _trials_json: bytes = field(default=b"", init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        trials = self.report.trials
+        self.numbers = [t.number for t in trials]
+        self.metric_names = self.report.metrics + sorted(
+            {m for t in trials for m in t.metrics} - set(self.report.metrics)
+        )
+        self.param_names = sorted({p for t in trials for p in t.params})
+        self._fronts[tuple(self.report.metrics)] = self.report.pareto_front
+        self._trials_json = self._encode_trials(self.report.trials)
+
+    @property
+    def version(self) -> str:
+        return self.updated_at.isoformat()
+
+    def direction(self, metric: str) -> str:
+        """The objective's direction, or the way that is naturally better for other metrics."""
+        for objective in self.report.objectives:
+            if objective["metric"] == metric:
+                return objective["direction"]
+        return natural_direction(metric)
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for t in self.report.trials:
+            counts[t.state] = counts.get(t.state, 0) + 1
+        counts["total"] = len(self.report.trials)
+        return counts
+
+    def best(self) -> dict[str, dict[str, Any]]:
+        """Per objective: the best feasible complete trial, its value and gain over default."""
+        out: dict[str, dict[str, Any]] = {}
+        report = self.report
+        for metric, direction in zip(report.metrics, report.directions, strict=True):
+            candidates = [t for t in report.trials if t.state == "complete" and t.feasible
+                          and number(t.metrics.get(metric)) is not None]
+            best: dict[str, Any] = {"direction": direction, "trial": None, "value": None,
+                                    "gain": None}
+            if candidates:
+                sign = 1 if direction == "maximize" else -1
+                record = max(candidates, key=lambda t: (sign * t.metrics[metric], -t.number))
+                best.update(trial=record.number, value=number(record.metrics[metric]),
+                            gain=number(report.gains(record).get(metric)))
+            out[metric] = best
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        report = self.report
+        return {
+            "id": self.study_id,
+            "name": report.name,
+            "model": report.model,
+            "hardware": report.hardware,
+            "objectives": report.objectives,
+            "slos": report.slos,
+            "counts": self.counts(),
+            "best": self.best(),
+            "default_trial": report.default_number,
+            "pareto_front": report.pareto_front,
+            "metrics": self.metric_names,
+            "params": self.param_names,
+            "directions": {m: self.direction(m) for m in self.metric_names},
+            "updated_at": timestamp(self.updated_at),
+            "version": self.version,
+        }
+
+    def _row(self, t: TrialRecord) -> list[Any]:
+        return [
+            t.number, t.state, t.is_default, t.feasible, t.failure_kind, t.failure_reason,
+            [t.params.get(p) for p in self.param_names],
+            [number(t.metrics.get(m)) for m in self.metric_names],
+            timestamp(t.started_at), timestamp(t.finished_at),
+        ]
+
+    def _encode_trials(self, trials: list[TrialRecord]) -> bytes:
+        return dumps({
+            "version": self.version,
+            "updated_at": timestamp(self.updated_at),
+            "counts": self.counts(),
+            "pareto_front": self.report.pareto_front,
+            "columns": TRIAL_COLUMNS,
+            "params": self.param_names,
+            "metrics": self.metric_names,
+            "trials": [self._row(t) for t in trials],
+        })
+
+    def trials_json(self, after: int | None = None) -> bytes:
+        """Trials numbered above ``after`` (all when None); column names are sent once."""
+        if after is None:
+            return self._trials_json
+        return self._encode_trials(self.report.trials[bisect_right(self.numbers, after):])
+
+    def front(self, metrics: tuple[str, ...]) -> list[int]:
+        """Feasible Pareto set over any metrics, each in its objective or natural direction."""
+        with self._lock:
+            if metrics not in self._fronts:
+                directions = [self.direction(m) for m in metrics]
+                self._fronts[metrics] = pareto_front(self.report.trials, list(metrics),
+                                                     directions)
+            return self._fronts[metrics]
+
+
+class Refreshing(Generic[T]):
+    """The newest value per key, recomputed in the background when the key's version moves.
+
+    A request for a version not computed yet waits up to ``wait_s`` for it, then gets the
+    previous value; with no previous value it waits for the computation (and its error).
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor, wait_s: float) -> None:
+        self._executor = executor
+        self._wait_s = wait_s
+        self._values: dict[Hashable, tuple[datetime, T]] = {}
+        self._jobs: dict[Hashable, tuple[datetime, Future[T]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, version: datetime, compute: Callable[[], T]) -> T:
+        current = self._values.get(key)
+        if current is not None and current[0] == version:
+            return current[1]
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None or job[0] != version:
+                job = (version, self._executor.submit(self._run, key, version, compute))
+                self._jobs[key] = job
+        if current is None:
+            return job[1].result()
+        try:
+            return job[1].result(timeout=self._wait_s)
+        except FutureTimeout:
+            return current[1]
+        except Exception:
+            log.exception("refreshing %r failed; serving the previous data", key)
+            return current[1]
+
+    def _run(self, key: Hashable, version: datetime, compute: Callable[[], T]) -> T:
+        try:
+            value = compute()
+        except BaseException:
+            with self._lock:
+                self._forget(key, version)
+            raise
+        with self._lock:
+            current = self._values.get(key)
+            if current is None or current[0] <= version:
+                self._values[key] = (version, value)
+            self._forget(key, version)
+        return value
+
+    def _forget(self, key: Hashable, version: datetime) -> None:
+        job = self._jobs.get(key)
+        if job is not None and job[0] == version:
+            del self._jobs[key]
+
+
+class NotFoundError(AutotuneError):
+    """An unknown study or trial. The message never names the storage (it may hold a password)."""
+
+
+class StudyData:
+    """The storage as the dashboard sees it. Thread-safe; one per app."""
+
+    def __init__(self, url: str, *, wait_s: float = 0.25) -> None:
+        self.url = url
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dashboard")
+        self.snapshots: Refreshing[Snapshot] = Refreshing(self.executor, wait_s)
+        self.figures: Refreshing[dict[str, Any]] = Refreshing(self.executor, wait_s)
+
+    def studies(self) -> list[StudyRecord]:
+        """Every autotune study in the storage; none while its tables do not exist."""
+        if not has_schema(self.url):
+            return []
+        return repository.list_studies(url=self.url)
+
+    def record(self, study_id: int) -> StudyRecord:
+        record = next((s for s in self.studies() if s.id == study_id), None)
+        if record is None:
+            raise NotFoundError(f"there is no study #{study_id} in this storage")
+        return record
+
+    def snapshot(self, record: StudyRecord) -> Snapshot:
+        return self.snapshots.get(
+            record.id, record.updated_at,
+            lambda: Snapshot(record.id, record.updated_at, load_report(self.url, record.name)),
+        )
+
+    def study(self, study_id: int) -> Snapshot:
+        return self.snapshot(self.record(study_id))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Debian packages the tests use (installed only when missing; needs root or sudo).
+set -euo pipefail
+packages=()
+[ -x /usr/bin/chromium ] || packages+=(chromium)
+if [ ${#packages[@]} -gt 0 ]; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
