@@ -141,11 +141,10 @@ def study_start(
         raise _fail(exc) from None
     study_name = name or spec.name or space.stem
     from autotune.devices import NoDevicesError, detect_pool
+    from autotune.devices.cpu import parse_bytes
     from autotune.engines.base import create
     from autotune.settings import Settings
     from autotune.study import StudyRunner
-
-    from autotune.devices.cpu import parse_bytes
 
     if parallel != "auto" and not (parallel.isdigit() and int(parallel) >= 1):
         err_console.print(f"[bold red]error:[/] --parallel {parallel!r}: use a number ≥ 1 or auto")
@@ -244,6 +243,17 @@ def _pareto_table(report: Any) -> Table:
     return table
 
 
+# Shown by `study show` when measured (column titles).
+SHOWN_RESOURCE_METRICS = {
+    "gpu_util_mean_pct": "GPU util %",
+    "gpu_mem_peak_mib": "GPU mem MiB",
+    "cpu_util_mean_pct": "CPU util %",
+    "engine_rss_peak_mib": "engine RSS MiB",
+    "cost_per_1m_output_tokens_usd": "$/1M tok",
+    "parallel_trials": "ran at once",
+}
+
+
 class OutputFormat(StrEnum):
     table = "table"
     json = "json"
@@ -298,12 +308,15 @@ def study_show(
         sys.stdout.write(report.to_csv())
         return
     table = Table(title=f"study {name}: {report.model} on {report.hardware}")
+    extra = [m for m in SHOWN_RESOURCE_METRICS
+             if m not in report.metrics and any(m in t.metrics for t in report.trials)]
     for col in (
         "trial",
         "state",
         "feasible",
         "parameters",
         *report.metrics,
+        *(SHOWN_RESOURCE_METRICS[m] for m in extra),
         "startup s",
         "bench s",
         "failure",
@@ -317,6 +330,7 @@ def study_show(
             "yes" if t.feasible else "no",
             "vLLM defaults" if t.is_default else _short_params(t.params),
             *(f"{t.metrics[m]:.4g}" if m in t.metrics else "—" for m in report.metrics),
+            *(f"{t.metrics[m]:.3g}" if m in t.metrics else "—" for m in extra),
             f"{t.startup_s:.1f}" if t.startup_s is not None else "—",
             f"{t.benchmark_s:.1f}" if t.benchmark_s is not None else "—",
             failure[:120],

@@ -19,9 +19,9 @@ from autotune import rules
 from autotune.bench.driver import BenchResult, Endpoint, HttpLoadDriver, LoadDriver
 from autotune.bench.workload import WorkloadError
 from autotune.devices import DevicePool, DeviceSet
+from autotune.devices.sampling import UtilisationSampler
 from autotune.engines.base import EngineConfig, EngineLauncher, RunningEngine
 from autotune.engines.failures import EngineFailure, FailureKind, classify, log_excerpt
-from autotune.devices.sampling import UtilisationSampler
 from autotune.engines.vllm import engine_config
 from autotune.scoring import COST_METRIC, cost_per_1m_output_tokens
 from autotune.space import Space

@@ -160,6 +160,10 @@ class PooledDevices:
         return len(self._allocator.devices)
 
     def acquire(self, n: int) -> DeviceSet:
+        if n > self.capacity:
+            raise NoDevicesError(
+                f"{n} {self.kind} device(s) asked for one trial; at most {self.capacity} here"
+            )
         with self._cond:
             request = self._allocator.submit(n)
             try:
