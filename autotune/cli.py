@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,6 +24,7 @@ from rich.table import Table
 from autotune.errors import AutotuneError
 
 app = typer.Typer(
+    pretty_exceptions_show_locals=False,
     no_args_is_help=True,
     add_completion=False,
     help="Find the best vLLM serving configuration for your model, load and SLOs.",
@@ -91,6 +93,9 @@ class RichReporter:
     def phase(self, phase: str) -> None:
         self.progress.update(self.task, description=f"{self.trial_label}: {phase}")
 
+    def notice(self, text: str) -> None:
+        self.progress.console.print(f"[yellow]{escape(text)}[/]")
+
     def trial_finished(self, number: int, outcome: Any) -> None:
         t = outcome.timings
         if outcome.state == "complete":
@@ -112,6 +117,85 @@ class RichReporter:
         self.progress.advance(self.task)
 
 
+def _parse_parallel(parallel: str) -> int | None:
+    if parallel == "auto":
+        return None
+    if not (parallel.isdigit() and int(parallel) >= 1):
+        err_console.print(f"[bold red]error:[/] --parallel {parallel!r}: use a number ≥ 1 or auto")
+        raise typer.Exit(2)
+    return int(parallel)
+
+
+def _pool(spec: Any, devices: str | None, wanted: int | None) -> Any:
+    from autotune.devices import NoDevicesError, detect_pool, pool_from_spec
+    from autotune.devices.cpu import parse_bytes
+
+    kv_bytes = parse_bytes(spec.engine.flags.get("kv_cache_memory_bytes")
+                           or spec.engine.flags.get("kv-cache-memory-bytes"))
+    try:
+        if devices is not None:
+            return pool_from_spec(devices, parallel=wanted, kv_cache_bytes=kv_bytes)
+        return detect_pool(spec.engine.devices, parallel=wanted, kv_cache_bytes=kv_bytes)
+    except (NoDevicesError, ValueError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2 if isinstance(exc, ValueError) else 1) from None
+
+
+def _runner(spec: Any, *, name: str, url: str, pool: Any, log_dir: Path | None,
+            space_path: str = "", space_yaml: str | None = None) -> Any:
+    from autotune.engines.base import create
+    from autotune.errors import StorageError
+    from autotune.settings import Settings
+    from autotune.storage import claim_single_writer
+    from autotune.study import StudyRunner
+
+    try:
+        claim_single_writer(url)
+    except StorageError as exc:
+        raise _fail(exc) from None
+    if spec.model.build_demo:
+        from autotune.demo_model import build_demo_model, is_built
+
+        if not is_built(spec.model.resolved_path):
+            console.print(f"building the demo model at {spec.model.resolved_path} ...")
+            build_demo_model(spec.model.resolved_path)
+    settings = Settings()
+    return StudyRunner(
+        spec, name=name, storage=url, launcher=create(spec.engine.kind), pool=pool,
+        log_dir=log_dir or Path(settings.log_dir), space_path=space_path,
+        space_yaml=space_yaml, heartbeat_interval_s=settings.heartbeat_interval_s,
+        grace_period_s=settings.grace_period_s, max_retries=settings.max_retries,
+    )
+
+
+def _run_with_progress(runner: Any, pool: Any, wanted: int | None, **run_kwargs: Any) -> Any:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        runner.reporter = RichReporter(progress)
+        slots = pool.slots if wanted is None else min(wanted, pool.slots)
+        return runner.run(parallel=slots, **run_kwargs)
+
+
+def _finish(run: Any, pool: Any, url: str, name: str, started: float, resume_hint: str) -> None:
+    _print_summary(url, name)
+    console.print(f"{run.trials_run} trial(s) run here in {time.monotonic() - started:.0f}s; "
+                  f"at most {run.peak_parallel} ran at once")
+    if pool.stuck():
+        console.print(f"[yellow]devices stuck (memory never released): {pool.stuck()}[/]")
+    if run.interrupted:
+        console.print(f"[yellow]interrupted[/]: the engine was torn down and its trial queued "
+                      f"again; resume with `{resume_hint}`")
+        raise typer.Exit(130)
+
+
 @study_app.command("start")
 def study_start(
     space: Annotated[Path, typer.Option("--space", help="search-space YAML file")],
@@ -130,6 +214,9 @@ def study_start(
     parallel: Annotated[
         str, typer.Option(help="trials at once on disjoint devices: N or auto (as many as fit)")
     ] = "1",
+    devices: Annotated[
+        str | None, typer.Option(help="auto, cpu, cpu:CORES, gpu or gpu:INDICES")
+    ] = None,
 ) -> None:
     """Run a tuning study: each trial launches, measures and tears down a real engine."""
     from autotune.space import load_space
@@ -140,70 +227,65 @@ def study_start(
     except AutotuneError as exc:
         raise _fail(exc) from None
     study_name = name or spec.name or space.stem
-    from autotune.devices import NoDevicesError, detect_pool
-    from autotune.devices.cpu import parse_bytes
-    from autotune.engines.base import create
-    from autotune.settings import Settings
-    from autotune.study import StudyRunner
-
-    if parallel != "auto" and not (parallel.isdigit() and int(parallel) >= 1):
-        err_console.print(f"[bold red]error:[/] --parallel {parallel!r}: use a number ≥ 1 or auto")
-        raise typer.Exit(2)
-    wanted = None if parallel == "auto" else int(parallel)
-    try:
-        kv_bytes = parse_bytes(spec.engine.flags.get("kv_cache_memory_bytes")
-                               or spec.engine.flags.get("kv-cache-memory-bytes"))
-        pool = detect_pool(spec.engine.devices, parallel=wanted, kv_cache_bytes=kv_bytes)
-    except NoDevicesError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
-    if spec.model.build_demo:
-        from autotune.demo_model import build_demo_model, is_built
-
-        if not is_built(spec.model.resolved_path):
-            console.print(f"building the demo model at {spec.model.resolved_path} ...")
-            build_demo_model(spec.model.resolved_path)
-    runner = StudyRunner(
-        spec,
-        name=study_name,
-        storage=url,
-        launcher=create(spec.engine.kind),
-        pool=pool,
-        log_dir=log_dir or Path(Settings().log_dir),
-        space_path=str(space),
-        space_yaml=space.read_text(),
-    )
+    wanted = _parse_parallel(parallel)
+    pool = _pool(spec, devices, wanted)
+    runner = _runner(spec, name=study_name, url=url, pool=pool, log_dir=log_dir,
+                     space_path=str(space), space_yaml=space.read_text())
     total = trials or spec.search.trials
     if no_run:
-        runner.prepare()
-        console.print(f"study [bold]{study_name}[/] ready in {url}")
+        runner.prepare(budget=total)
+        console.print(f"study [bold]{study_name}[/] ready in {url} (budget {total} trials); "
+                      f"run it with `autotune worker --study {study_name} --storage URL`")
         return
     console.print(f"study [bold]{study_name}[/] on {pool.describe()}, storage {url}")
     started = time.monotonic()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        runner.reporter = RichReporter(progress)
-        slots = pool.slots if wanted is None else min(wanted, pool.slots)
-        run = runner.run(total, timeout or spec.search.timeout_s, parallel=slots)
-    _print_summary(url, study_name)
-    console.print(f"{run.trials_run} trial(s) run in {time.monotonic() - started:.0f}s; "
-                  f"at most {run.peak_parallel} ran at once")
-    if pool.stuck():
-        console.print(f"[yellow]devices stuck (memory never released): {pool.stuck()}[/]")
-    if run.interrupted:
-        console.print(
-            f"[yellow]interrupted[/]: the engine was torn down; resume with "
-            f"`autotune study start --space {space} --name {study_name}`"
-        )
-        raise typer.Exit(130)
+    run = _run_with_progress(runner, pool, wanted, n_trials=total,
+                             timeout_s=timeout or spec.search.timeout_s)
+    _finish(run, pool, url, study_name, started,
+            f"autotune study start --space {space} --name {study_name}")
+
+
+@app.command("worker")
+def worker(
+    study: Annotated[str, typer.Option("--study", help="name of an existing study")],
+    storage: StorageOpt = None,
+    devices: Annotated[
+        str, typer.Option(help="auto, cpu, cpu:CORES, gpu or gpu:INDICES (this machine's)")
+    ] = "auto",
+    trials: Annotated[
+        int | None, typer.Option(help="run at most N trials in this worker", min=1)
+    ] = None,
+    parallel: Annotated[str, typer.Option(help="trials at once here: N or auto")] = "1",
+    log_dir: Annotated[Path | None, typer.Option(help="engine logs folder")] = None,
+) -> None:
+    """Join a study (made by `study start`, e.g. with --no-run) and run its trials here until
+    the study's trial budget is reached."""
+    import yaml
+    from pydantic import ValidationError
+
+    from autotune.db import repository
+    from autotune.db.session import has_schema
+    from autotune.errors import StudyNotFoundError
+    from autotune.space import Space
+
+    url = _storage(storage)
+    record = repository.get_study(url=url, name=study) if has_schema(url) else None
+    if record is None:
+        raise _fail(StudyNotFoundError(study, url))
+    try:
+        spec = Space.model_validate(yaml.safe_load(record.space_yaml))
+    except (ValidationError, yaml.YAMLError) as exc:
+        err_console.print(f"[bold red]error:[/] the space stored with study {study!r} is not "
+                          f"valid for this autotune version: {exc}")
+        raise typer.Exit(2) from None
+    wanted = _parse_parallel(parallel)
+    pool = _pool(spec, devices, wanted)
+    runner = _runner(spec, name=study, url=url, pool=pool, log_dir=log_dir,
+                     space_path=record.space_path, space_yaml=record.space_yaml)
+    console.print(f"worker on {pool.describe()} joining study [bold]{study}[/] in {url}")
+    started = time.monotonic()
+    run = _run_with_progress(runner, pool, wanted, register=False, max_trials_here=trials)
+    _finish(run, pool, url, study, started, f"autotune worker --study {study} --storage {url}")
 
 
 def _print_summary(url: str, name: str) -> None:
@@ -416,5 +498,20 @@ def build_demo(
     console.print(f"demo model at {build_demo_model(path.expanduser())}")
 
 
+def main() -> None:
+    """Console entry point: database errors become one clear line and exit code 1."""
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    try:
+        app()
+    except (OperationalError, ArgumentError) as exc:
+        err_console.print(f"[bold red]error:[/] cannot use the storage: {exc.args[0]}")
+        sys.exit(1)
+    except ModuleNotFoundError as exc:
+        err_console.print(f"[bold red]error:[/] the storage's database driver is not installed "
+                          f"({exc}); for PostgreSQL: pip install 'psycopg\\[binary]'")
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app()
+    main()

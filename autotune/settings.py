@@ -13,6 +13,11 @@ class Settings(BaseSettings):
 
     storage: str = DEFAULT_STORAGE
     log_dir: str = "autotune_logs"
+    # Shared (PostgreSQL) studies: a worker silent for grace_period_s is taken for dead and its
+    # trial is retried, at most max_retries times per configuration.
+    heartbeat_interval_s: int = 10
+    grace_period_s: int = 30
+    max_retries: int = 2
 
     @field_validator("storage")
     @classmethod
@@ -26,4 +31,7 @@ class Settings(BaseSettings):
 
 
 def resolve_storage(cli_value: str | None) -> str:
-    return cli_value or Settings().storage
+    """The storage URL from --storage, else $AUTOTUNE_STORAGE, else the default (validated)."""
+    if cli_value is not None:
+        return Settings(storage=cli_value).storage
+    return Settings().storage

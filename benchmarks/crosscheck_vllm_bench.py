@@ -109,9 +109,13 @@ def main() -> None:
     parser.add_argument("--input-len", type=int, default=256)
     parser.add_argument("--output-len", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--model", type=Path, default=Path("~/.cache/autotune/demo-llama"),
+                        help="model directory (default: the quickstart's demo model)")
     args = parser.parse_args()
 
-    model_dir = build_demo_model(Path("~/.cache/autotune/demo-llama").expanduser())
+    model_dir = args.model.expanduser()
+    if not (model_dir / "config.json").is_file():
+        model_dir = build_demo_model(model_dir)
     data = yaml.safe_load((ROOT / "search_spaces" / "quickstart-cpu.yaml").read_text())
     data["model"]["path"] = str(model_dir)
     data["workload"] = {

@@ -12,6 +12,22 @@ ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
 
 
 @pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session (see tests/pg_server.py)."""
+    from tests.pg_server import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh database on the session's PostgreSQL server."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(scope="session")
 def demo_model() -> Path:
     """The quickstart's demo model, built once (cached in ~/.cache/autotune)."""
     from autotune.demo_model import build_demo_model

@@ -1,7 +1,9 @@
 """The built-in load driver: streams /v1/completions at a fixed concurrency or Poisson rate.
 
 ``LoadDriver`` is the boundary (``run(endpoint, workload, slos) → BenchResult``); the built-in
-``HttpLoadDriver`` is async (httpx). Warm-up requests run first and are not measured.
+``HttpLoadDriver`` is async on aiohttp, as ``vllm bench serve`` is: on a small host the client
+shares the CPU with the engine, so its per-chunk cost shows in the engine's throughput.
+Warm-up requests run first and are not measured.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-import httpx
+import aiohttp
 
 from autotune.bench.metrics import RequestRecord, summarize
 from autotune.bench.workload import Prompt, build_prompts
@@ -49,7 +51,7 @@ class LoadDriver(Protocol):
 
 
 async def _one_request(
-    client: httpx.AsyncClient, endpoint: Endpoint, prompt: Prompt, ignore_eos: bool
+    client: aiohttp.ClientSession, endpoint: Endpoint, prompt: Prompt, ignore_eos: bool
 ) -> RequestRecord:
     payload = {
         "model": endpoint.served_name,
@@ -64,18 +66,17 @@ async def _one_request(
     sent = time.perf_counter()
     last: float | None = None
     try:
-        async with client.stream(
-            "POST", f"{endpoint.base_url}/v1/completions", json=payload
-        ) as response:
-            if response.status_code != 200:
-                body = (await response.aread()).decode(errors="replace")[:300]
-                record.error = f"HTTP {response.status_code}: {body}"
+        async with client.post(f"{endpoint.base_url}/v1/completions", json=payload) as response:
+            if response.status != 200:
+                body = (await response.read()).decode(errors="replace")[:300]
+                record.error = f"HTTP {response.status}: {body}"
                 return record
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
+            async for raw in response.content:
+                line = raw.strip()
+                if not line.startswith(b"data:"):
                     continue
                 data = line[5:].strip()
-                if data == "[DONE]":
+                if data == b"[DONE]":
                     break
                 chunk = json.loads(data)
                 if "error" in chunk:
@@ -93,7 +94,7 @@ async def _one_request(
                 if usage:
                     record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
                     record.output_tokens = int(usage.get("completion_tokens") or 0)
-    except (httpx.HTTPError, json.JSONDecodeError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError, OSError) as exc:
         record.error = f"{type(exc).__name__}: {exc}"[:300]
         return record
     record.e2e = time.perf_counter() - sent
@@ -115,8 +116,9 @@ async def _run_load(
     ignore_eos: bool,
 ) -> tuple[list[RequestRecord], float]:
     limit = load.concurrency if isinstance(load, ConcurrencyLoad) else load.max_concurrency
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=limit or 256)
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=0, force_close=False, keepalive_timeout=60)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
         started = time.perf_counter()
         if isinstance(load, ConcurrencyLoad):
             queue = list(enumerate(prompts))

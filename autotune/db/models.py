@@ -29,6 +29,7 @@ class StudyRecord(Base):
     hardware: Mapped[str] = mapped_column(Text, default="")
     objectives: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     slos: Mapped[dict[str, float]] = mapped_column(JSON)
+    trial_budget: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
@@ -44,6 +45,7 @@ class TrialRecord(Base):
     # running | complete | failed | rejected | interrupted
     state: Mapped[str] = mapped_column(String(32))
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    retry_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     feasible: Mapped[bool] = mapped_column(Boolean, default=False)

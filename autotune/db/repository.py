@@ -25,6 +25,7 @@ def save_study(
     hardware: str,
     objectives: list[dict[str, Any]],
     slos: dict[str, float],
+    trial_budget: int | None = None,
 ) -> None:
     """Create the study record, or refresh it when the study is resumed."""
     with session_factory(url)() as session, session.begin():
@@ -38,6 +39,8 @@ def save_study(
         record.hardware = hardware
         record.objectives = objectives
         record.slos = slos
+        if trial_budget is not None:
+            record.trial_budget = trial_budget
         record.updated_at = _now()
 
 
@@ -60,6 +63,7 @@ def start_trial(
     params: dict[str, Any],
     is_default: bool,
     host: str,
+    retry_of: int | None = None,
 ) -> None:
     with session_factory(url)() as session, session.begin():
         record = session.scalar(
@@ -74,6 +78,7 @@ def start_trial(
         record.state = "running"
         record.params = params
         record.is_default = is_default
+        record.retry_of = retry_of
         record.host = host
         record.metrics = {}
         record.violations = {}

@@ -25,9 +25,10 @@ class DeviceSet:
     kind: DeviceKind
     ids: tuple[int, ...]
     env: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    label: str = ""  # what the devices are, for people (e.g. CPU cores "0-3")
 
     def describe(self) -> str:
-        return f"{self.kind}:{','.join(str(i) for i in self.ids)}"
+        return f"{self.kind}:{self.label or ','.join(str(i) for i in self.ids)}"
 
 
 class NoDevicesError(Exception):
@@ -182,7 +183,8 @@ class PooledDevices:
                     self._allocator.release(request.granted)
                 self._cond.notify_all()
                 raise
-        return DeviceSet(self.kind, request.granted, self.environment(request.granted))
+        return DeviceSet(self.kind, request.granted, self.environment(request.granted),
+                         self.label(request.granted))
 
     def release(self, devices: DeviceSet) -> None:
         ready, stuck = self.drain(devices.ids)
@@ -202,6 +204,9 @@ class PooledDevices:
 
     def environment(self, ids: tuple[int, ...]) -> dict[str, str]:
         raise NotImplementedError
+
+    def label(self, ids: tuple[int, ...]) -> str:
+        return ",".join(str(i) for i in ids)
 
 
 def best_connected(levels: dict[tuple[int, int], int]) -> Chooser:

@@ -64,10 +64,12 @@ class CpuSlotPool(PooledDevices):
         slots: int = 1,
         kv_cache_bytes: int | None = None,
     ) -> None:
-        self.cores = cores or sorted(os.sched_getaffinity(0))
+        host_cores = sorted(os.sched_getaffinity(0))
+        self.cores = cores or host_cores
         if slots < 1 or slots > len(self.cores):
             raise ValueError(f"{slots} CPU slot(s) asked for {len(self.cores)} core(s)")
-        self.pinned = slots > 1
+        # One slot on the whole host keeps vLLM's own binding; anything narrower is pinned.
+        self.pinned = slots > 1 or sorted(self.cores) != host_cores
         per_slot = len(self.cores) // slots
         self.core_sets = [self.cores[i * per_slot:(i + 1) * per_slot] for i in range(slots)]
         self.kv_cache_bytes = kv_cache_bytes
@@ -101,13 +103,16 @@ class CpuSlotPool(PooledDevices):
             env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, self.kv_cache_bytes // 1024**3))
         return env
 
+    def label(self, ids: tuple[int, ...]) -> str:
+        return _ranges(self.cores_of(ids)) if self.pinned else "all cores"
+
     def cores_of(self, ids: tuple[int, ...]) -> list[int]:
         return [c for i in ids for c in self.core_sets[i]] if self.pinned else list(self.cores)
 
     def describe(self) -> str:
         if not self.pinned:
             return f"CPU, {len(self.cores)} core(s), 1 engine slot"
-        return (f"CPU, {len(self.cores)} core(s), {self.slots} engine slots of "
+        return (f"CPU cores {_ranges(self.cores)}, {self.slots} engine slot(s) of "
                 f"{len(self.core_sets[0])} core(s)")
 
     def inventory(self) -> list[dict[str, object]]:
@@ -115,3 +120,16 @@ class CpuSlotPool(PooledDevices):
             {"slot": i, "cores": self.cores_of((i,)), "pinned": self.pinned}
             for i in range(self.slots)
         ]
+
+
+def _ranges(cores: list[int]) -> str:
+    """``[0, 1, 2, 5]`` → ``"0-2,5"``."""
+    parts: list[str] = []
+    for core in sorted(cores):
+        if parts and "-" not in parts[-1].split(",")[-1] and int(parts[-1]) == core - 1:
+            parts[-1] = f"{parts[-1]}-{core}"
+        elif parts and "-" in parts[-1] and int(parts[-1].split("-")[1]) == core - 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{core}"
+        else:
+            parts.append(str(core))
+    return ",".join(parts)

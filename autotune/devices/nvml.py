@@ -68,8 +68,11 @@ class NvmlGpuPool(PooledDevices):
         super().__init__([g.index for g in gpus], chooser=best_connected(levels))
 
     @classmethod
-    def discover(cls, nvml: Any | None = None, **kwargs: Any) -> NvmlGpuPool | None:
-        """The visible GPUs, or None when NVML is missing or finds none."""
+    def discover(
+        cls, nvml: Any | None = None, only: list[int] | None = None, **kwargs: Any
+    ) -> NvmlGpuPool | None:
+        """The visible GPUs (``only`` these indices, if given), or None when NVML is missing
+        or finds none."""
         nvml = nvml or load_nvml()
         if nvml is None:
             return None
@@ -88,6 +91,8 @@ class NvmlGpuPool(PooledDevices):
             if env is not None and index not in visible_indices(count, env) and (
                 uuid not in wanted_uuids
             ):
+                continue
+            if only is not None and index not in only:
                 continue
             memory = nvml.nvmlDeviceGetMemoryInfo(handle)
             gpus.append(GpuInfo(index, uuid, _text(nvml.nvmlDeviceGetName(handle)),

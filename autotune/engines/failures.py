@@ -23,6 +23,7 @@ class FailureKind(StrEnum):
     BENCHMARK_FAILED = "benchmark_failed"  # started, but the load could not be served
     HOST_FAULT = "host_fault"  # the host, not the config (e.g. SIGILL from a bf16 kernel)
     INTERRUPTED = "interrupted"  # the user stopped the study during this trial
+    WORKER_LOST = "worker_lost"  # its worker process died (no heartbeat); retried elsewhere
 
     @property
     def caused_by_config(self) -> bool:
