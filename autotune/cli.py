@@ -327,6 +327,13 @@ def _pareto_table(report: Any) -> Table:
 
 # Shown by `study show` when measured (column titles).
 SHOWN_RESOURCE_METRICS = {
+    "output_throughput_cv": "tput CV",
+    "kv_cache_usage_peak_pct": "KV peak %",
+    "preemptions": "preempt",
+    "prefix_cache_hit_rate": "prefix hit",
+    "spec_decode_acceptance_rate": "spec accept",
+    "queue_time_mean_ms": "queue ms",
+    "capacity_request_rate": "capacity req/s",
     "gpu_util_mean_pct": "GPU util %",
     "gpu_mem_peak_mib": "GPU mem MiB",
     "cpu_util_mean_pct": "CPU util %",
@@ -334,6 +341,18 @@ SHOWN_RESOURCE_METRICS = {
     "cost_per_1m_output_tokens_usd": "$/1M tok",
     "parallel_trials": "ran at once",
 }
+
+
+def _measured(t: Any) -> str:
+    """How far to trust the trial's figures: clean, clean after repeats, or disturbed."""
+    runs = int(t.metrics.get("measurement_runs", 0))
+    if not runs:
+        return "—"
+    if t.disturbed:
+        return f"[red]DISTURBED[/] ×{runs}"
+    if runs > 1:
+        return f"[yellow]clean after {runs} runs[/]"
+    return "clean"
 
 
 class OutputFormat(StrEnum):
@@ -376,6 +395,7 @@ def study_show(
     format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
 ) -> None:
     """Show a study's trials and Pareto front (table, json or csv)."""
+    from autotune.quality.spec import QUALITY_LABELS, format_quality
     from autotune.report import load_report
 
     url = _storage(storage)
@@ -392,15 +412,18 @@ def study_show(
     table = Table(title=f"study {name}: {report.model} on {report.hardware}")
     extra = [m for m in SHOWN_RESOURCE_METRICS
              if m not in report.metrics and any(m in t.metrics for t in report.trials)]
+    quality = report.quality_columns
     for col in (
         "trial",
         "state",
         "feasible",
         "parameters",
         *report.metrics,
+        *(QUALITY_LABELS[m] for m in quality),
         *(SHOWN_RESOURCE_METRICS[m] for m in extra),
         "startup s",
         "bench s",
+        "measured",
         "failure",
     ):
         table.add_column(col)
@@ -412,27 +435,28 @@ def study_show(
             "yes" if t.feasible else "no",
             "vLLM defaults" if t.is_default else _short_params(t.params),
             *(f"{t.metrics[m]:.4g}" if m in t.metrics else "—" for m in report.metrics),
+            *(format_quality(m, t.metrics.get(m)) for m in quality),
             *(f"{t.metrics[m]:.3g}" if m in t.metrics else "—" for m in extra),
             f"{t.startup_s:.1f}" if t.startup_s is not None else "—",
             f"{t.benchmark_s:.1f}" if t.benchmark_s is not None else "—",
+            _measured(t),
             failure[:120],
         )
     console.print(table)
-    console.print("* = on the feasible Pareto front")
+    console.print("* = on the feasible Pareto front; measured: clean, clean after repeats "
+                  "(a disturbed run was measured again on the same server), or DISTURBED (no "
+                  "clean run: treat its figures with care)")
+    if quality and report.default_number is not None:
+        console.print(
+            f"quality: accuracy on the study's eval set; agreement with trial "
+            f"{report.default_number} (vLLM defaults, the reference) — docs/quality.md"
+        )
     if report.pareto_front:
         console.print(_pareto_table(report))
 
 
-@app.command("export")
-def export(
-    name: str,
-    storage: StorageOpt = None,
-    trial: Annotated[int | None, typer.Option("--trial", help="trial number to export")] = None,
-    pick: Annotated[str | None, typer.Option("--pick", help="max:METRIC or min:METRIC")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="write to FILE")] = None,
-) -> None:
-    """Write a trial's configuration as a YAML for `vllm serve --config`."""
-    from autotune.export import export_yaml, pick_trial
+def _picked(name: str, storage: str | None, trial: int | None, pick: str | None) -> Any:
+    from autotune.export import pick_trial
     from autotune.report import load_report
 
     if trial is not None and pick is not None:
@@ -441,10 +465,47 @@ def export(
     url = _storage(storage)
     try:
         report = load_report(url, name)
-        record = pick_trial(report, number=trial, pick=pick)
+        return url, report, pick_trial(report, number=trial, pick=pick)
     except AutotuneError as exc:
         raise _fail(exc) from None
+
+
+def _confirm(url: str, name: str, record: Any, times: int, log_dir: Path | None) -> Any:
+    from autotune.confirm import confirm_trial
+    from autotune.db import repository
+    from autotune.settings import Settings
+
+    study = repository.get_study(url=url, name=name)
+    assert study is not None
+    console.print(f"confirming trial {record.number} of {name} on {times} fresh server(s) ...")
+    return confirm_trial(study.space_yaml, record, times=times,
+                         log_dir=(log_dir or Path(Settings().log_dir)) / name)
+
+
+TrialOpt = Annotated[int | None, typer.Option("--trial", help="trial number")]
+PickOpt = Annotated[str | None, typer.Option("--pick", help="max:METRIC or min:METRIC")]
+
+
+@app.command("export")
+def export(
+    name: str,
+    storage: StorageOpt = None,
+    trial: TrialOpt = None,
+    pick: PickOpt = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="write to FILE")] = None,
+    confirm: Annotated[
+        int, typer.Option("--confirm", help="first re-measure it on K fresh servers", min=0)
+    ] = 0,
+    log_dir: Annotated[Path | None, typer.Option(help="engine logs folder")] = None,
+) -> None:
+    """Write a trial's configuration as a YAML for `vllm serve --config`."""
+    from autotune.export import export_yaml
+
+    url, report, record = _picked(name, storage, trial, pick)
     text = export_yaml(report, record)
+    if confirm:
+        confirmation = _confirm(url, name, record, confirm, log_dir)
+        text = "\n".join(confirmation.comment_lines()) + "\n" + text
     if output is None:
         sys.stdout.write(text)
         return
@@ -452,6 +513,30 @@ def export(
     tmp.write_text(text)
     tmp.replace(output)
     err_console.print(f"wrote trial {record.number} of {name} to {output}")
+
+
+@app.command("confirm")
+def confirm(
+    name: str,
+    storage: StorageOpt = None,
+    trial: TrialOpt = None,
+    pick: PickOpt = None,
+    times: Annotated[int, typer.Option(help="fresh servers to measure on", min=1)] = 3,
+    log_dir: Annotated[Path | None, typer.Option(help="engine logs folder")] = None,
+) -> None:
+    """Re-measure a trial's configuration on fresh servers: does the study's figure hold?"""
+    url, _, record = _picked(name, storage, trial, pick)
+    result = _confirm(url, name, record, times, log_dir)
+    table = Table(title=f"trial {record.number} of {name}: output_throughput (tok/s)")
+    for col in ("run", "value", "inside the recorded interval"):
+        table.add_column(col)
+    for i, value in enumerate(result.values, 1):
+        table.add_row(str(i), f"{value:.1f}", "yes" if result.inside(value) else "no")
+    console.print(table)
+    for line in result.comment_lines():
+        console.print(escape(line.lstrip("# ")))
+    if not result.holds:
+        raise typer.Exit(3)
 
 
 @db_app.command("upgrade")

@@ -15,6 +15,7 @@ from typing import Any
 from autotune.db import repository
 from autotune.db.models import TrialRecord
 from autotune.errors import StudyNotFoundError
+from autotune.quality.spec import QUALITY_METRICS
 from autotune.scoring import gain, pareto_indices
 
 
@@ -37,6 +38,12 @@ class StudyReport:
     def directions(self) -> list[str]:
         return [o["direction"] for o in self.objectives]
 
+    @property
+    def quality_columns(self) -> list[str]:
+        """Quality metrics some trial measured that are not objectives, in a fixed order."""
+        present = {k for t in self.trials for k in t.metrics}
+        return [m for m in QUALITY_METRICS if m in present and m not in self.metrics]
+
     def trial(self, number: int) -> TrialRecord | None:
         return next((t for t in self.trials if t.number == number), None)
 
@@ -58,6 +65,8 @@ class StudyReport:
             "params": record.params,
             "metrics": record.metrics,
             "feasible": record.feasible,
+            "disturbed": record.disturbed,
+            "measurements": record.measurements or [],
             "violations": record.violations,
             "failure_kind": record.failure_kind,
             "failure_reason": record.failure_reason,

@@ -1,7 +1,9 @@
 """How a trial is scored: objective values, SLO constraints, feasibility, Pareto front, gains.
 
 Constraints follow Optuna's convention (feasible when every value ≤ 0). Each SLO gives
-``(measured − limit) / limit``; the error-rate limit gives ``error_rate − max_error_rate``.
+``(measured − limit) / limit``; the error-rate limit gives ``error_rate − max_error_rate``;
+a quality bound (``quality.min`` / ``quality.max``) gives the raw margin ``bound − measured``
+or ``measured − bound``.
 A trial whose engine failed is told to Optuna as infeasible with the worst values below, so
 samplers learn to avoid that region instead of ignoring it.
 """
@@ -26,6 +28,8 @@ def constraint_names(space: Space) -> list[str]:
     names = [*space.slos, ERROR_RATE_CONSTRAINT]
     if space.cost is not None and space.cost.max_per_1m_output_tokens_usd is not None:
         names.append(COST_METRIC)
+    if space.quality is not None:
+        names += list(space.quality.constraint_bounds())
     return names
 
 
@@ -41,6 +45,15 @@ def violations(space: Space, metrics: Mapping[str, float]) -> dict[str, float]:
         limit = space.cost.max_per_1m_output_tokens_usd
         cost = metrics.get(COST_METRIC, math.inf)
         out[COST_METRIC] = 1.0 if not math.isfinite(cost) else (cost - limit) / limit
+    if space.quality is not None:
+        # Quality metrics are fractions or nats: the raw margin, unscaled. Unmeasured (no
+        # reference, probe failed) counts as violated.
+        for key, (kind, bound) in space.quality.constraint_bounds().items():
+            measured = metrics.get(key, math.nan)
+            if not math.isfinite(measured):
+                out[key] = 1.0
+            else:
+                out[key] = bound - measured if kind == "min" else measured - bound
     return out
 
 
@@ -51,6 +64,12 @@ def cost_per_1m_output_tokens(
     if output_throughput <= 0:
         return math.inf
     return device_hour_usd * n_devices / 3600.0 / output_throughput * 1e6
+
+
+def slos_hold(space: Space, metrics: Mapping[str, float]) -> bool:
+    """Whether one load point met every latency SLO and the error-rate limit."""
+    found = violations(space, metrics)
+    return all(found[key] <= 0 for key in [*space.slos, ERROR_RATE_CONSTRAINT])
 
 
 def failed_violations(space: Space) -> dict[str, float]:

@@ -20,9 +20,12 @@ from pydantic import (
     model_validator,
 )
 
+from autotune.bench.capacity import CapacitySpec
 from autotune.bench.metrics import LATENCY_METRIC, known_metric_names, natural_direction
 from autotune.errors import SpaceError
+from autotune.measurement import MeasurementSpec
 from autotune.parameters import KNOWN_PARAMETERS, NONE_CHOICE
+from autotune.quality.spec import QUALITY_METRICS, QualitySpec
 
 
 class _Strict(BaseModel):
@@ -200,6 +203,13 @@ class Space(_Strict):
     parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
     search: SearchSpec = Field(default_factory=SearchSpec)
     cost: CostSpec | None = None
+    measurement: MeasurementSpec = Field(default_factory=MeasurementSpec)
+    capacity: CapacitySpec | None = Field(
+        default=None, description="per trial, find the highest request rate meeting the SLOs"
+    )
+    quality: QualitySpec | None = Field(
+        default=None, description="accuracy / agreement probe run on every trial"
+    )
 
     @field_validator("slos")
     @classmethod
@@ -272,6 +282,21 @@ class Space(_Strict):
         for key in self.engine.flags:
             if key.replace("-", "_") in self.parameters:
                 problems.append(f"engine.flags.{key}: is also swept in parameters")
+        for objective in self.objectives:
+            if objective.metric in QUALITY_METRICS and self.quality is None:
+                problems.append(
+                    f"objectives: {objective.metric} needs a `quality:` section (docs/quality.md)"
+                )
+            elif (
+                objective.metric in QUALITY_METRICS
+                and objective.metric != "quality_accuracy"
+                and self.quality is not None
+                and self.quality.reference == "none"
+            ):
+                problems.append(
+                    f"objectives: {objective.metric} compares with the reference, but "
+                    "quality.reference is none"
+                )
         if problems:
             raise ValueError("; ".join(problems))
         return self

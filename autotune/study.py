@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from autotune.devices import DevicePool
 from autotune.engines.base import EngineLauncher
 from autotune.engines.failures import FailureKind
 from autotune.engines.process import stop_all
+from autotune.quality.store import reference_state, store_reference
 from autotune.scoring import (
     failed_values,
     failed_violations,
@@ -51,6 +53,8 @@ STATE_ATTR = "autotune:state"
 # samplers) instead of infeasible.
 NOT_THE_CONFIG = (FailureKind.HOST_FAULT, FailureKind.INTERRUPTED)
 DB_ERRORS = (DBAPIError, StorageInternalError)
+# Heartbeats, retries and grouped TPE are "experimental" in Optuna; we rely on them knowingly.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 WAIT = "wait"
 
 
@@ -248,6 +252,9 @@ class StudyRunner:
                 trial_budget=budget,
             )
         fail_stale_trials(study)
+        if self.runner.quality is not None:
+            # The reference outputs come from the default trial, maybe in another worker.
+            self.runner.quality.source = lambda: reference_state(study, DEFAULT_ATTR)
         return study
 
     def run(
@@ -331,7 +338,7 @@ class StudyRunner:
             trial = study.ask()
             params = suggest_params(self.space, trial)
             is_default = bool(trial.user_attrs.get(DEFAULT_ATTR))
-            retry_of = trial.system_attrs.get("failed_trial")
+            retry_of = study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
             repository.start_trial(
                 url=self.storage,
                 study_name=self.name,
@@ -447,6 +454,8 @@ class StudyRunner:
             values = failed_values(self.space)
         feasible = outcome.state == "complete" and is_feasible(constraints)
         failure = outcome.failure
+        if outcome.quality_reference is not None:  # stored before the default trial is told
+            store_reference(study, outcome.quality_reference)
         if not study._storage.get_trial(trial._trial_id).state.is_finished():  # a DB retry
             trial.set_user_attr(STATE_ATTR, outcome.state)
             if failure is not None:
@@ -473,6 +482,8 @@ class StudyRunner:
                 else "; ".join(outcome.notes) or None
             ),
             failure_line=failure.line if failure else None,
+            measurements=outcome.measurements or None,
+            disturbed=outcome.disturbed,
             log_excerpt=outcome.log_excerpt or None,
             log_path=outcome.log_path or None,
             engine_command=outcome.argv,

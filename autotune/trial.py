@@ -7,6 +7,7 @@ so the study can mark the trial interrupted and stop.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -16,15 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from autotune import rules
+from autotune.bench.capacity import CapacitySpec, find_capacity
 from autotune.bench.driver import BenchResult, Endpoint, HttpLoadDriver, LoadDriver
+from autotune.bench.metrics import to_vllm_bench_keys
 from autotune.bench.workload import WorkloadError
 from autotune.devices import DevicePool, DeviceSet
 from autotune.devices.sampling import UtilisationSampler
 from autotune.engines.base import EngineConfig, EngineLauncher, RunningEngine
 from autotune.engines.failures import EngineFailure, FailureKind, classify, log_excerpt
 from autotune.engines.vllm import engine_config
-from autotune.scoring import COST_METRIC, cost_per_1m_output_tokens
-from autotune.space import Space
+from autotune.measurement import measure_robustly
+from autotune.quality.probe import QualityError, QualityProbe, Reference
+from autotune.scoring import COST_METRIC, cost_per_1m_output_tokens, slos_hold
+from autotune.space import ConcurrencyLoad, PoissonLoad, Space
 
 PhaseCallback = Callable[[str], None]
 HOST_FAULT_FALLBACK_DTYPE = "float16"
@@ -44,6 +49,10 @@ class TrialOutcome:
     devices: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # The study's quality reference, when this (default) trial recorded it: the study stores it.
+    quality_reference: Reference | None = None
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+    disturbed: bool = False
 
 
 class TrialRunner:
@@ -62,6 +71,7 @@ class TrialRunner:
         self.driver = driver or HttpLoadDriver()
         self.stop_event = threading.Event()  # set on Ctrl-C: start no further engine
         self.model_config = rules.read_model_config(space.model.resolved_path)
+        self.quality = QualityProbe(space.quality) if space.quality is not None else None
 
     def rejection(self, params: Mapping[str, Any], config: EngineConfig) -> str | None:
         values = dict(config.flags)
@@ -108,7 +118,9 @@ class TrialRunner:
                 outcome.state = "failed"
                 outcome.failure = EngineFailure(FailureKind.INTERRUPTED, "study stopped")
                 return outcome
-            self._launch_and_measure(number, config, devices, outcome, on_phase)
+            self._launch_and_measure(
+                number, config, devices, outcome, on_phase, is_default=is_default
+            )
             if (
                 outcome.failure is not None
                 and outcome.failure.kind == FailureKind.HOST_FAULT
@@ -124,7 +136,9 @@ class TrialRunner:
                 retry = replace(config, flags={**config.flags, "dtype": HOST_FAULT_FALLBACK_DTYPE})
                 outcome.failure = None
                 outcome.flags = dict(retry.flags)
-                self._launch_and_measure(number, retry, devices, outcome, on_phase, attempt=2)
+                self._launch_and_measure(
+                    number, retry, devices, outcome, on_phase, attempt=2, is_default=is_default
+                )
         finally:
             self.pool.release(devices)
         return outcome
@@ -137,6 +151,7 @@ class TrialRunner:
         outcome: TrialOutcome,
         on_phase: PhaseCallback,
         attempt: int = 1,
+        is_default: bool = False,
     ) -> None:
         suffix = "" if attempt == 1 else f".{attempt}"
         log_path = self.log_dir / f"trial-{number:04d}{suffix}.log"
@@ -159,10 +174,25 @@ class TrialRunner:
         try:
             on_phase("benchmarking")
             with UtilisationSampler(self.pool, devices, engine.pids) as sampler:
-                result = self._measure(engine)
+                robust = measure_robustly(
+                    lambda: self._measure(engine), engine.base_url, self.space.measurement,
+                    closed_loop=isinstance(self.space.workload.load, ConcurrencyLoad),
+                    on_repeat=lambda n, why: on_phase(f"re-measuring ({n}): {why[0]}"),
+                )
+            result = robust.chosen or robust.measurements[-1].result
             outcome.timings["warmup_s"] = result.warmup_s
-            outcome.timings["benchmark_s"] = result.benchmark_s
-            outcome.metrics = {**result.metrics, **sampler.summary()}
+            outcome.timings["benchmark_s"] = sum(
+                m.result.benchmark_s for m in robust.measurements
+            )
+            outcome.metrics = {**robust.metrics, **sampler.summary()}
+            outcome.measurements = [m.to_dict() for m in robust.measurements]
+            outcome.disturbed = robust.disturbed
+            if robust.disturbed:
+                outcome.notes.append(
+                    "measured under disturbance: " + "; ".join(
+                        robust.measurements[-1].disturbances)
+                )
+            write_result_file(log_path.with_suffix(".result.json"), outcome.metrics)
             if self.space.cost is not None:
                 outcome.metrics[COST_METRIC] = cost_per_1m_output_tokens(
                     self.space.cost.device_hour_usd, len(devices.ids),
@@ -180,16 +210,64 @@ class TrialRunner:
                 self._fail(outcome, found, log_path)
             else:
                 outcome.state = "complete"
+                self._probe_quality(engine, number, outcome, on_phase, may_record=is_default)
+                if self.space.capacity is not None and engine.alive():
+                    on_phase("searching SLO capacity")
+                    started_capacity = time.monotonic()
+                    outcome.metrics.update(self._capacity(engine, self.space.capacity))
+                    outcome.timings["capacity_s"] = time.monotonic() - started_capacity
         except WorkloadError as exc:
             self._fail(outcome, EngineFailure(FailureKind.BENCHMARK_FAILED, str(exc)), log_path)
         finally:
             on_phase("tearing down")
             outcome.timings["teardown_s"] = engine.stop()
 
+    def _probe_quality(
+        self,
+        engine: RunningEngine,
+        number: int,
+        outcome: TrialOutcome,
+        on_phase: PhaseCallback,
+        *,
+        may_record: bool,
+    ) -> None:
+        """Accuracy / agreement on the same live server, after the load benchmark. A probe
+        that cannot run leaves the quality metrics out (a quality constraint then fails)."""
+        if self.quality is None:
+            return
+        on_phase("measuring quality")
+        started = time.monotonic()
+        try:
+            result = self.quality.run(
+                engine.base_url, engine.served_name, may_record=may_record, trial=number
+            )
+        except QualityError as exc:
+            outcome.notes.append(str(exc))
+        else:
+            outcome.metrics.update(result.metrics)
+            outcome.notes.extend(result.notes)
+            outcome.quality_reference = result.recorded
+        finally:
+            outcome.timings["quality_s"] = time.monotonic() - started
+
     def _measure(self, engine: RunningEngine) -> BenchResult:
         return self.driver.run(
             Endpoint(engine.base_url, engine.served_name), self.space.workload, self.space.slos
         )
+
+    def _capacity(self, engine: RunningEngine, spec: CapacitySpec) -> dict[str, float]:
+        """Bracket and bisect the Poisson rate at which every SLO holds, on this engine."""
+        endpoint = Endpoint(engine.base_url, engine.served_name)
+
+        def measure(rate: float) -> dict[str, float]:
+            workload = self.space.workload.model_copy(update={
+                "load": PoissonLoad(rate=rate, max_concurrency=spec.max_concurrency),
+                "num_requests": spec.requests_per_point,
+                "warmup_requests": 0,
+            })
+            return self.driver.run(endpoint, workload, self.space.slos).metrics
+
+        return find_capacity(measure, lambda m: slos_hold(self.space, m), spec).as_metrics()
 
     @staticmethod
     def _fail(outcome: TrialOutcome, failure: EngineFailure, log_path: Path) -> None:
@@ -203,6 +281,15 @@ class TrialRunner:
             found = classify(text, None)
             failure.line = found.line
         outcome.log_excerpt = log_excerpt(text, failure.line)
+
+
+def write_result_file(path: Path, metrics: Mapping[str, float]) -> None:
+    """The trial's figures under ``vllm bench serve``'s JSON key names (plus our own), so
+    tools that plot vLLM benchmark results read them."""
+    try:
+        path.write_text(json.dumps(to_vllm_bench_keys(finite_metrics(metrics)), indent=2))
+    except OSError:
+        pass
 
 
 def finite_metrics(metrics: Mapping[str, float]) -> dict[str, float]:

@@ -29,9 +29,15 @@ def postgres_url(postgres_server) -> str:
 
 @pytest.fixture(scope="session")
 def demo_model() -> Path:
-    """The quickstart's demo model, built once (cached in ~/.cache/autotune)."""
+    """The quickstart's demo model, built once (cached in ~/.cache/autotune).
+
+    AUTOTUNE_TEST_MODEL=DIR runs the engine tests on another local model directory instead
+    (e.g. while the demo model's recipe is being changed)."""
     from autotune.demo_model import build_demo_model
 
+    override = os.environ.get("AUTOTUNE_TEST_MODEL")
+    if override:
+        return Path(override)
     return build_demo_model(os.path.expanduser("~/.cache/autotune/demo-llama"))
 
 
@@ -39,6 +45,7 @@ def small_space(tmp_path: Path, model: Path, **overrides) -> dict:
     """The quickstart space with a short workload, for tests with a real engine."""
     data = yaml.safe_load(QUICKSTART.read_text())
     data["model"]["path"] = str(model)
+    data["model"]["build_demo"] = False  # the demo_model fixture built it already
     data["engine"]["shutdown_grace_s"] = 5
     data["workload"].update(
         {
@@ -49,6 +56,9 @@ def small_space(tmp_path: Path, model: Path, **overrides) -> dict:
         }
     )
     data["slos"] = {"ttft_p95_ms": 20000, "e2e_p95_ms": 60000}
+    # Measured once: tests of other features must not depend on how busy the host is
+    # (tests/integration/test_disturbance.py covers re-measuring).
+    data["measurement"] = {"max_repeats": 0}
     for key, value in overrides.items():
         data[key] = value
     return data

@@ -35,6 +35,7 @@ class BenchResult:
     records: list[RequestRecord] = field(default_factory=list)
     warmup_s: float = 0.0
     benchmark_s: float = 0.0
+    started_at: float = 0.0  # time.perf_counter() at the first measured send
 
 
 @runtime_checkable
@@ -62,8 +63,18 @@ async def _one_request(
         "stream_options": {"include_usage": True},
         "ignore_eos": ignore_eos,
     }
-    record = RequestRecord(ok=False)
     sent = time.perf_counter()
+    record = RequestRecord(ok=False, sent_at=sent)
+    try:
+        return await _stream(client, endpoint, prompt, ignore_eos, payload, record, sent)
+    finally:
+        record.done_at = time.perf_counter()
+
+
+async def _stream(
+    client: aiohttp.ClientSession, endpoint: Endpoint, prompt: Prompt, ignore_eos: bool,
+    payload: dict[str, object], record: RequestRecord, sent: float,
+) -> RequestRecord:
     last: float | None = None
     try:
         async with client.post(f"{endpoint.base_url}/v1/completions", json=payload) as response:
@@ -182,4 +193,6 @@ class HttpLoadDriver:
                 self.ignore_eos,
             )
         )
-        return BenchResult(summarize(records, duration, slos), records, warmup_s, duration)
+        started_at = min((r.sent_at for r in records), default=0.0)
+        return BenchResult(summarize(records, duration, slos), records, warmup_s, duration,
+                           started_at)

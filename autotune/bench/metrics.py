@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from autotune.quality.spec import QUALITY_METRICS
+
 LATENCIES = ("ttft", "tpot", "itl", "e2e")
 PERCENTILES = (50, 90, 95, 99)
 STATS = ("mean",) + tuple(f"p{p}" for p in PERCENTILES)
@@ -42,6 +44,9 @@ RESOURCE_METRICS = {
     "cpu_util_mean_pct": "maximize",
     "cpu_util_peak_pct": "maximize",
     "parallel_trials": "maximize",
+    # SLO capacity search (bench.capacity), when the space asks for it
+    "capacity_request_rate": "maximize",
+    "capacity_output_throughput": "maximize",
 }
 
 LATENCY_METRIC = re.compile(r"^(ttft|tpot|itl|e2e)_(mean|p50|p90|p95|p99)_ms$")
@@ -52,6 +57,7 @@ def known_metric_names() -> list[str]:
     names += [f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS]
     names += list(COUNT_METRICS)
     names += list(RESOURCE_METRICS)
+    names += list(QUALITY_METRICS)
     return names
 
 
@@ -59,6 +65,8 @@ def natural_direction(metric: str) -> str:
     """Which way is better for ``metric`` ('maximize' or 'minimize')."""
     if metric in THROUGHPUT_METRICS:
         return "maximize"
+    if metric in QUALITY_METRICS:
+        return QUALITY_METRICS[metric]
     return RESOURCE_METRICS.get(metric, "minimize")
 
 
@@ -73,6 +81,8 @@ class RequestRecord:
     e2e: float | None = None
     itls: list[float] = field(default_factory=list)
     error: str = ""
+    sent_at: float = 0.0  # time.perf_counter() when sent, and when its stream ended
+    done_at: float = 0.0
 
     @property
     def tpot(self) -> float | None:

@@ -50,6 +50,9 @@ class TrialRecord(Base):
     metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     feasible: Mapped[bool] = mapped_column(Boolean, default=False)
     violations: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    # Every measurement (repeats on the same server): metrics, window series, disturbances.
+    measurements: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    disturbed: Mapped[bool] = mapped_column(Boolean, default=False)
     failure_kind: Mapped[str | None] = mapped_column(String(64), nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     failure_line: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -47,6 +47,13 @@ _LIVE: set[GuardedProcess] = set()
 _LIVE_LOCK = threading.Lock()
 
 
+def live_pids() -> list[int]:
+    """Every process of every engine this controller is running (parallel trials included)."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    return [pid for process in live for pid in process.pids()]
+
+
 def stop_all() -> int:
     """Tear down every guarded engine of this controller (Ctrl-C with parallel trials)."""
     with _LIVE_LOCK:

@@ -1,0 +1,64 @@
+"""SLO capacity search on one running server agrees with an exhaustive sweep of load points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autotune.bench.capacity import CapacitySpec
+from autotune.bench.driver import Endpoint
+from autotune.devices import CpuSlotPool
+from autotune.engines.base import create
+from autotune.engines.vllm import engine_config
+from autotune.scoring import slos_hold
+from autotune.space import PoissonLoad, Space
+from autotune.trial import TrialRunner
+from tests.conftest import small_space
+
+pytestmark = pytest.mark.engine
+
+
+def test_bisection_matches_exhaustive_sweep(tmp_path: Path, demo_model: Path) -> None:
+    data = small_space(tmp_path, demo_model)
+    data["slos"] = {"e2e_p95_ms": 2500}
+    spec = CapacitySpec(start_rate=2, max_rate=64, bisection_steps=3, requests_per_point=32,
+                        max_concurrency=64)
+    data["capacity"] = spec.model_dump()
+    space = Space.model_validate(data)
+    launcher = create("vllm")
+    pool = CpuSlotPool(slots=1)
+    runner = TrialRunner(space, launcher, pool, tmp_path)
+    devices = pool.acquire(1)
+    engine = launcher.start(engine_config(space, {}, is_default=True), devices,
+                            tmp_path / "engine.log")
+    engine_pids = engine.pids()
+    try:
+        found = runner._capacity(engine, spec)
+        step = found["capacity_resolution_rps"]
+        assert found["capacity_request_rate"] > 0 and step > 0
+        # Exhaustive sweep on the same server, at multiples of the bisection's resolution.
+        measured: dict[float, bool] = {}
+
+        def measure(rate: float) -> dict[str, float]:
+            workload = space.workload.model_copy(update={
+                "load": PoissonLoad(rate=rate, max_concurrency=64),
+                "num_requests": 32, "warmup_requests": 0})
+            return runner.driver.run(Endpoint(engine.base_url, engine.served_name), workload,
+                                     space.slos).metrics
+
+        sweep_best = 0.0
+        rate = step
+        while rate <= found["capacity_request_rate"] + 3 * step:
+            measured[rate] = slos_hold(space, measure(rate))
+            if measured[rate]:
+                sweep_best = rate
+            rate += step
+        print(f"bisection: {found['capacity_request_rate']:.2f} req/s (resolution {step:.2f}, "
+              f"{found['capacity_load_points']:.0f} load points); sweep: {sweep_best:.2f} req/s; "
+              f"points {measured}")
+        assert abs(found["capacity_request_rate"] - sweep_best) <= step + 1e-9
+        assert engine.alive() and engine.pids() == engine_pids  # one engine start throughout
+    finally:
+        engine.stop()
+        pool.release(devices)

@@ -1,0 +1,77 @@
+"""A measurement disturbed by a competing CPU load is flagged and repeated on the same server;
+the same measurement on a quiet host is not."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from autotune.bench.driver import Endpoint, HttpLoadDriver
+from autotune.devices import CpuSlotPool
+from autotune.engines.base import create
+from autotune.engines.vllm import engine_config
+from autotune.measurement import MeasurementSpec, measure_robustly
+from autotune.space import Space
+from tests.conftest import small_space
+
+pytestmark = pytest.mark.engine
+
+BUSY = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end: pass\n"
+
+
+def _competing_load(delay_s: float, duration_s: float, processes: int) -> threading.Thread:
+    """Busy loops on every core, started ``delay_s`` into the measurement."""
+
+    def run() -> None:
+        time.sleep(delay_s)
+        loops = [subprocess.Popen([sys.executable, "-c", BUSY.format(s=duration_s)])
+                 for _ in range(processes)]
+        for loop in loops:
+            loop.wait()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_competing_load_is_flagged_and_repeated(tmp_path: Path, demo_model: Path) -> None:
+    data = small_space(tmp_path, demo_model)
+    data["workload"].update({"num_requests": 160, "warmup_requests": 8,
+                             "load": {"kind": "concurrency", "concurrency": 16}})
+    space = Space.model_validate(data)
+    spec = MeasurementSpec(max_repeats=2)
+    pool = CpuSlotPool(slots=1)
+    devices = pool.acquire(1)
+    engine = create("vllm").start(engine_config(space, {}, is_default=True), devices,
+                                  tmp_path / "engine.log")
+    driver = HttpLoadDriver()
+    endpoint = Endpoint(engine.base_url, engine.served_name)
+
+    def run():
+        return driver.run(endpoint, space.workload, space.slos)
+
+    try:
+        quiet = measure_robustly(run, engine.base_url, spec, closed_loop=True)
+        print("quiet:", [m.disturbances for m in quiet.measurements],
+              [m.host.to_dict() if m.host else None for m in quiet.measurements])
+        assert len(quiet.measurements) == 1, quiet.measurements[0].disturbances
+        assert not quiet.disturbed
+        loop = _competing_load(delay_s=1.5, duration_s=3.0, processes=len(CpuSlotPool().cores))
+        noisy = measure_robustly(run, engine.base_url, spec, closed_loop=True)
+        loop.join()
+        first = noisy.measurements[0]
+        print("noisy:", [m.disturbances for m in noisy.measurements])
+        assert first.disturbances and any("foreign" in r or "CPU" in r for r in first.disturbances)
+        assert len(noisy.measurements) >= 2  # repeated on the same server
+        assert not noisy.measurements[-1].disturbances  # the load had ended: clean again
+        assert not noisy.disturbed
+        assert noisy.metrics["measurement_runs"] == len(noisy.measurements)
+        assert noisy.metrics["disturbed_runs"] >= 1
+    finally:
+        engine.stop()
+        pool.release(devices)
