@@ -26,7 +26,7 @@ import yaml
 from optuna.exceptions import StorageInternalError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import fail_stale_trials, get_heartbeat_thread
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from autotune.db import repository
 from autotune.db.session import ensure_schema
@@ -52,7 +52,8 @@ STATE_ATTR = "autotune:state"
 # Failures that say nothing about the configuration: Optuna marks them FAIL (ignored by
 # samplers) instead of infeasible.
 NOT_THE_CONFIG = (FailureKind.HOST_FAULT, FailureKind.INTERRUPTED)
-DB_ERRORS = (DBAPIError, StorageInternalError)
+# Lost connections, not bad statements: only these are worth retrying.
+DB_ERRORS = (OperationalError, InterfaceError, StorageInternalError)
 # Heartbeats, retries and grouped TPE are "experimental" in Optuna; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 WAIT = "wait"
@@ -385,7 +386,9 @@ class StudyRunner:
             try:
                 return action()
             except DB_ERRORS as exc:
-                if time.monotonic() + delay > deadline:
+                lost = (OperationalError, InterfaceError)
+                transient = isinstance(exc, lost) or isinstance(exc.__cause__, lost)
+                if not transient or time.monotonic() + delay > deadline:
                     raise
                 self.reporter.notice(
                     f"database unreachable while {what} ({type(exc).__name__}: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,17 @@ from autotune.db.session import session_factory
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become null: PostgreSQL's JSON rejects them (SQLite lets them by)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def save_study(
@@ -104,7 +116,7 @@ def update_trial(*, url: str, study_name: str, number: int, **fields: Any) -> No
         for key, value in fields.items():
             if not hasattr(TrialRecord, key):
                 raise AttributeError(f"TrialRecord has no column {key!r}")
-            setattr(record, key, value)
+            setattr(record, key, json_safe(value) if isinstance(value, (dict, list)) else value)
         if finished:
             record.finished_at = _now()
         session.query(StudyRecord).filter(StudyRecord.name == study_name).update(
