@@ -8,8 +8,9 @@ storage is only read through ``autotune.dashboard.data``.
 from __future__ import annotations
 
 import hmac
-import logging
 import shlex
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from http import HTTPStatus
 from importlib.resources import files
 from pathlib import Path
@@ -22,16 +23,16 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.exc import DatabaseError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from autotune.bench.metrics import LATENCIES, STATS
 from autotune.dashboard.data import NotFoundError, Snapshot, StudyData, dumps, number, timestamp
 from autotune.dashboard.figures import OptunaFigures
 from autotune.db.models import TrialRecord
+from autotune.db.session import current_revision, head_revision
 from autotune.errors import AutotuneError, StudyNotFoundError, TrialNotFoundError
 from autotune.export import HEADLINE_METRICS, export_yaml, pick_trial
-
-log = logging.getLogger(__name__)
 
 TOKEN_COOKIE = "autotune_dashboard_token"
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -67,6 +68,13 @@ def plotly_js() -> Path:
     return path
 
 
+def _study(request: Request, study_id: int) -> Snapshot:
+    return request.app.state.data.study(study_id)
+
+
+StudyDep = Annotated[Snapshot, Depends(_study)]
+
+
 def _is_api(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
@@ -82,10 +90,14 @@ def create_app(storage_url: str, token: str | None = None) -> FastAPI:
     data = StudyData(storage_url)
     figures = OptunaFigures(storage_url)
 
-    app = FastAPI(title="autotune dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        data.close()
+
+    app = FastAPI(title="autotune dashboard", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
     app.state.data = data
-    app.add_event_handler("shutdown", data.close)
-    app.mount("/static", StaticFiles(directory=web / "static"), name="static")
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         return templates.TemplateResponse(request, name, context, status_code=status)
@@ -135,16 +147,16 @@ def create_app(storage_url: str, token: str | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
-        log.error("dashboard request %s failed", request.url.path, exc_info=exc)
-        response = problem(request, 500, "the dashboard failed to read the storage; its log "
-                           "has the details")
+        # Starlette re-raises after this, so the server logs the trace; the page never shows it.
+        if isinstance(exc, DatabaseError) and _schema_behind(storage_url):
+            response = problem(request, 503, "autotune's tables in this storage are older than "
+                               "this autotune: run `autotune db upgrade --storage URL` once "
+                               "(the dashboard itself never writes)")
+        else:
+            response = problem(request, 500, "the dashboard failed to read the storage; its "
+                               "log has the details")
         response.headers.update(SECURITY_HEADERS)
         return response
-
-    def study_dep(study_id: int) -> Snapshot:
-        return data.study(study_id)
-
-    StudyDep = Annotated[Snapshot, Depends(study_dep)]
 
     def trial_of(snapshot: Snapshot, trial_number: int) -> TrialRecord:
         record = snapshot.report.trial(trial_number)
@@ -159,7 +171,7 @@ def create_app(storage_url: str, token: str | None = None) -> FastAPI:
     def studies_payload() -> list[dict[str, Any]]:
         rows = []
         for record in data.studies():
-            summary = data.snapshot(record).summary()
+            summary = data.snapshot(record).summary
             rows.append({key: summary[key] for key in (
                 "id", "name", "model", "hardware", "objectives", "counts", "best",
                 "default_trial", "updated_at")})
@@ -173,7 +185,7 @@ def create_app(storage_url: str, token: str | None = None) -> FastAPI:
 
     @app.get("/studies/{study_id}", include_in_schema=False)
     def study_page(request: Request, snapshot: StudyDep) -> Response:
-        return page(request, "study.html", study=snapshot.summary())
+        return page(request, "study.html", study=snapshot.summary)
 
     @app.get("/studies/{study_id}/trials/{trial_number}", include_in_schema=False)
     def trial_page(request: Request, snapshot: StudyDep, trial_number: int) -> Response:
@@ -185,7 +197,7 @@ def create_app(storage_url: str, token: str | None = None) -> FastAPI:
         except AutotuneError as exc:
             yaml_text, export_error = None, str(exc)
         return page(
-            request, "trial.html", study=snapshot.summary(), trial=record,
+            request, "trial.html", study=snapshot.summary, trial=record,
             view=trial_view(snapshot, record), yaml_text=yaml_text, export_error=export_error,
         )
 
@@ -208,7 +220,7 @@ def create_app(storage_url: str, token: str | None = None) -> FastAPI:
         if len(numbers) < 2:
             raise HTTPException(400, "pick at least two trials to compare, e.g. ?trials=0,3")
         records = [trial_of(snapshot, n) for n in numbers]
-        return page(request, "compare.html", study=snapshot.summary(),
+        return page(request, "compare.html", study=snapshot.summary,
                     table=compare_view(snapshot, records))
 
     # JSON.
@@ -219,7 +231,7 @@ def create_app(storage_url: str, token: str | None = None) -> FastAPI:
 
     @app.get("/api/studies/{study_id}")
     def api_study(snapshot: StudyDep) -> Response:
-        return json_bytes(dumps(snapshot.summary()))
+        return json_bytes(dumps(snapshot.summary))
 
     @app.get("/api/studies/{study_id}/trials")
     def api_trials(snapshot: StudyDep, after: int | None = None) -> Response:
@@ -249,7 +261,7 @@ def create_app(storage_url: str, token: str | None = None) -> FastAPI:
     @app.get("/api/studies/{study_id}/figures")
     def api_figures(snapshot: StudyDep) -> Response:
         payload = data.figures.get(snapshot.study_id, snapshot.updated_at,
-                                   lambda: figures.compute(snapshot))
+                                   lambda _previous: figures.compute(snapshot))
         return json_bytes(dumps(payload))
 
     @app.get("/static/vendor/plotly.min.js", include_in_schema=False)
@@ -257,8 +269,8 @@ def create_app(storage_url: str, token: str | None = None) -> FastAPI:
         return FileResponse(plotly_path, media_type="text/javascript",
                             headers={"Cache-Control": "public, max-age=86400"})
 
-    # The vendored file must win over the static mount, which Starlette matches first.
-    app.router.routes.insert(0, app.router.routes.pop())
+    # Mounted last: routes match in order, and the vendored plotly.js lives under /static too.
+    app.mount("/static", StaticFiles(directory=web / "static"), name="static")
     return app
 
 
@@ -273,6 +285,13 @@ def _authorised(request: Request, token: str) -> bool:
     return any(hmac.compare_digest(value.encode(), expected) for value in offered if value)
 
 
+def _schema_behind(url: str) -> bool:
+    try:
+        return current_revision(url) != head_revision()
+    except Exception:  # the storage cannot even be asked: say nothing more specific
+        return False
+
+
 def _numbers(text: str) -> list[int]:
     try:
         return list(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
@@ -282,7 +301,7 @@ def _numbers(text: str) -> list[int]:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, bool) or value is None:
-        return {True: "yes", False: "no", None: "—"}[value]
+        return {True: "true", False: "false", None: "—"}[value]
     if isinstance(value, float):
         rounded = number(value)
         return "—" if rounded is None else f"{rounded:.6g}"
@@ -325,6 +344,8 @@ def trial_view(snapshot: Snapshot, record: TrialRecord) -> dict[str, Any]:
         "other_metrics": [(m, _fmt(metrics[m])) for m in others],
         "slos": slos,
         "timings": timings,
+        "started": timestamp(record.started_at) or "—",
+        "finished": timestamp(record.finished_at) or "—",
         "command": shlex.join(record.engine_command) if record.engine_command else "",
     }
 

@@ -1,10 +1,12 @@
 """What the dashboard reads, cached per study until the study's record changes.
 
 Every read goes through ``autotune.report`` / ``autotune.db.repository`` (and Optuna's own API for
-the figures Optuna draws). A study is reloaded only when its ``updated_at`` moves (each trial
-start and finish stamps it), so a polling client costs one small query per request, and the JSON
-it polls is encoded once per change. A reload runs in the background: while it takes longer than
-``wait_s`` (thousands of trials), requests get the previous snapshot instead of waiting.
+the figures Optuna draws). A study is re-read only when its ``updated_at`` moves (each trial start
+and finish stamps it), so a polling client costs one small query per request. A re-read is
+incremental: trials that had finished are kept, only later ones are fetched
+(``list_trials(after=N)``), and Pareto fronts are recomputed from the previous front plus the new
+trials, which gives the same set since dominance is transitive. Re-reads run in the background:
+one that takes longer than ``wait_s`` leaves requests with the previous snapshot meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from autotune.bench.metrics import natural_direction
@@ -36,9 +39,13 @@ TRIAL_COLUMNS = ["number", "state", "is_default", "feasible", "failure_kind", "f
 T = TypeVar("T")
 
 
+class NotFoundError(AutotuneError):
+    """An unknown study or trial. The message never names the storage (it may hold a password)."""
+
+
 def number(value: Any) -> float | None:
     """JSON has no NaN/inf; 6 significant digits are plenty for plots and tables."""
-    if isinstance(value, int | float) and math.isfinite(value):
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(f"{value:.6g}")
     return None
 
@@ -58,11 +65,15 @@ class Snapshot:
     study_id: int
     updated_at: datetime
     report: StudyReport
+    # Pareto fronts already computed, by metrics; the objectives' is the report's.
+    fronts: dict[tuple[str, ...], list[int]] = field(default_factory=dict)
+    # Encoded trial rows, reused while the columns they were encoded with stay the same.
+    rows: dict[int, bytes] = field(default_factory=dict)
+    rows_columns: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     numbers: list[int] = field(init=False)
     metric_names: list[str] = field(init=False)
     param_names: list[str] = field(init=False)
-    _fronts: dict[tuple[str, ...], list[int]] = field(default_factory=dict, init=False)
-    _trials_json: bytes = field(default=b"", init=False)
+    settled: int = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
@@ -72,8 +83,45 @@ class Snapshot:
             {m for t in trials for m in t.metrics} - set(self.report.metrics)
         )
         self.param_names = sorted({p for t in trials for p in t.params})
-        self._fronts[tuple(self.report.metrics)] = self.report.pareto_front
-        self._trials_json = self._encode_trials(self.report.trials)
+        columns = (tuple(self.metric_names), tuple(self.param_names))
+        if columns != self.rows_columns:
+            self.rows, self.rows_columns = {}, columns
+        self.fronts[tuple(self.report.metrics)] = self.report.pareto_front
+        self.settled = -1
+        for t in trials:
+            if t.state == "running" or t.number != self.settled + 1:
+                break
+            self.settled = t.number
+        self.trials_json()
+
+    @classmethod
+    def load(cls, url: str, record: StudyRecord) -> Snapshot:
+        return cls(record.id, record.updated_at, load_report(url, record.name))
+
+    def refreshed(self, url: str, record: StudyRecord) -> Snapshot:
+        """The study as stored now, reading only the trials after the settled ones."""
+        old = self.report
+        if (record.id != self.study_id or record.objectives != old.objectives
+                or record.slos != old.slos):
+            return Snapshot.load(url, record)
+        new = repository.list_trials(url=url, study_name=record.name, after=self.settled)
+        trials = old.trials[:bisect_right(self.numbers, self.settled)] + new
+        report = StudyReport(
+            name=old.name, model=record.model, hardware=record.hardware,
+            objectives=record.objectives, slos=record.slos, trials=trials,
+            default_number=next(
+                (t.number for t in trials if t.is_default and t.state != "interrupted"), None),
+        )
+        by_number = {t.number: t for t in old.trials}
+        fronts = {}
+        for metrics, front in self.fronts.items():
+            candidates = {n: by_number[n] for n in front} | {t.number: t for t in new}
+            fronts[metrics] = pareto_front(list(candidates.values()), list(metrics),
+                                           [self.direction(m) for m in metrics])
+        report.pareto_front = fronts[tuple(report.metrics)]
+        settled_rows = {n: row for n, row in self.rows.items() if n <= self.settled}
+        return Snapshot(record.id, record.updated_at, report, fronts, settled_rows,
+                        self.rows_columns)
 
     @property
     def version(self) -> str:
@@ -86,6 +134,7 @@ class Snapshot:
                 return objective["direction"]
         return natural_direction(metric)
 
+    @cached_property
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
         for t in self.report.trials:
@@ -110,6 +159,7 @@ class Snapshot:
             out[metric] = best
         return out
 
+    @cached_property
     def summary(self) -> dict[str, Any]:
         report = self.report
         return {
@@ -119,7 +169,7 @@ class Snapshot:
             "hardware": report.hardware,
             "objectives": report.objectives,
             "slos": report.slos,
-            "counts": self.counts(),
+            "counts": self.counts,
             "best": self.best(),
             "default_trial": report.default_number,
             "pareto_front": report.pareto_front,
@@ -130,47 +180,51 @@ class Snapshot:
             "version": self.version,
         }
 
-    def _row(self, t: TrialRecord) -> list[Any]:
-        return [
-            t.number, t.state, t.is_default, t.feasible, t.failure_kind, t.failure_reason,
-            [t.params.get(p) for p in self.param_names],
-            [number(t.metrics.get(m)) for m in self.metric_names],
-            timestamp(t.started_at), timestamp(t.finished_at),
-        ]
+    def _row(self, t: TrialRecord) -> bytes:
+        row = self.rows.get(t.number)
+        if row is None:
+            row = dumps([
+                t.number, t.state, t.is_default, t.feasible, t.failure_kind, t.failure_reason,
+                [t.params.get(p) for p in self.param_names],
+                [number(t.metrics.get(m)) for m in self.metric_names],
+                timestamp(t.started_at), timestamp(t.finished_at),
+            ])
+            self.rows[t.number] = row
+        return row
 
-    def _encode_trials(self, trials: list[TrialRecord]) -> bytes:
-        return dumps({
+    def trials_json(self, after: int | None = None) -> bytes:
+        """Trials numbered above ``after`` (all when None); column names are sent once."""
+        start = 0 if after is None else bisect_right(self.numbers, after)
+        head = dumps({
             "version": self.version,
             "updated_at": timestamp(self.updated_at),
-            "counts": self.counts(),
+            "counts": self.counts,
             "pareto_front": self.report.pareto_front,
             "columns": TRIAL_COLUMNS,
             "params": self.param_names,
             "metrics": self.metric_names,
-            "trials": [self._row(t) for t in trials],
+            "directions": {m: self.direction(m) for m in self.metric_names},
         })
-
-    def trials_json(self, after: int | None = None) -> bytes:
-        """Trials numbered above ``after`` (all when None); column names are sent once."""
-        if after is None:
-            return self._trials_json
-        return self._encode_trials(self.report.trials[bisect_right(self.numbers, after):])
+        with self._lock:
+            rows = b",".join(self._row(t) for t in self.report.trials[start:])
+        return head[:-1] + b',"trials":[' + rows + b"]}"
 
     def front(self, metrics: tuple[str, ...]) -> list[int]:
         """Feasible Pareto set over any metrics, each in its objective or natural direction."""
         with self._lock:
-            if metrics not in self._fronts:
+            if metrics not in self.fronts:
                 directions = [self.direction(m) for m in metrics]
-                self._fronts[metrics] = pareto_front(self.report.trials, list(metrics),
-                                                     directions)
-            return self._fronts[metrics]
+                self.fronts[metrics] = pareto_front(self.report.trials, list(metrics),
+                                                    directions)
+            return self.fronts[metrics]
 
 
 class Refreshing(Generic[T]):
     """The newest value per key, recomputed in the background when the key's version moves.
 
-    A request for a version not computed yet waits up to ``wait_s`` for it, then gets the
-    previous value; with no previous value it waits for the computation (and its error).
+    ``compute(previous)`` gets the value it replaces (None the first time). A request for a
+    version not computed yet waits up to ``wait_s`` for it, then gets the previous value; with
+    no previous value it waits for the computation (and its error).
     """
 
     def __init__(self, executor: ThreadPoolExecutor, wait_s: float) -> None:
@@ -180,15 +234,16 @@ class Refreshing(Generic[T]):
         self._jobs: dict[Hashable, tuple[datetime, Future[T]]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, version: datetime, compute: Callable[[], T]) -> T:
+    def get(self, key: Hashable, version: datetime, compute: Callable[[T | None], T]) -> T:
         current = self._values.get(key)
         if current is not None and current[0] == version:
             return current[1]
         with self._lock:
             job = self._jobs.get(key)
             if job is None or job[0] != version:
-                job = (version, self._executor.submit(self._run, key, version, compute))
-                self._jobs[key] = job
+                previous = current[1] if current is not None else None
+                future = self._executor.submit(self._run, key, version, compute, previous)
+                job = self._jobs[key] = (version, future)
         if current is None:
             return job[1].result()
         try:
@@ -196,12 +251,15 @@ class Refreshing(Generic[T]):
         except FutureTimeout:
             return current[1]
         except Exception:
-            log.exception("refreshing %r failed; serving the previous data", key)
+            log.exception("re-reading %r failed; serving the previous data", key)
             return current[1]
 
-    def _run(self, key: Hashable, version: datetime, compute: Callable[[], T]) -> T:
+    def _run(
+        self, key: Hashable, version: datetime, compute: Callable[[T | None], T],
+        previous: T | None,
+    ) -> T:
         try:
-            value = compute()
+            value = compute(previous)
         except BaseException:
             with self._lock:
                 self._forget(key, version)
@@ -219,14 +277,10 @@ class Refreshing(Generic[T]):
             del self._jobs[key]
 
 
-class NotFoundError(AutotuneError):
-    """An unknown study or trial. The message never names the storage (it may hold a password)."""
-
-
 class StudyData:
     """The storage as the dashboard sees it. Thread-safe; one per app."""
 
-    def __init__(self, url: str, *, wait_s: float = 0.25) -> None:
+    def __init__(self, url: str, *, wait_s: float = 0.5) -> None:
         self.url = url
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dashboard")
         self.snapshots: Refreshing[Snapshot] = Refreshing(self.executor, wait_s)
@@ -245,10 +299,12 @@ class StudyData:
         return record
 
     def snapshot(self, record: StudyRecord) -> Snapshot:
-        return self.snapshots.get(
-            record.id, record.updated_at,
-            lambda: Snapshot(record.id, record.updated_at, load_report(self.url, record.name)),
-        )
+        def read(previous: Snapshot | None) -> Snapshot:
+            if previous is None:
+                return Snapshot.load(self.url, record)
+            return previous.refreshed(self.url, record)
+
+        return self.snapshots.get(record.id, record.updated_at, read)
 
     def study(self, study_id: int) -> Snapshot:
         return self.snapshot(self.record(study_id))
