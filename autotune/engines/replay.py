@@ -1,0 +1,303 @@
+"""Replay engine: answers each trial from a measured grid (docs/grid-format.md) instead of
+starting vLLM, so search strategies can be compared over hundreds of studies in seconds.
+
+Where the replay sits. The launcher is a real ``EngineLauncher`` (registered as ``"replay"``):
+``start`` receives the same ``EngineConfig`` a vLLM launch would, looks the configuration up by
+its engine flags, and either raises the recorded ``EngineFailure`` or returns a
+``ReplayedEngine``. A replayed engine has no HTTP server, so the load driver cannot run
+against it: the measurement is replayed one level up, by :class:`ReplayTrialRunner`, a
+``TrialRunner`` whose launch-and-measure step copies the recorded metrics verbatim. Everything
+else of a trial is the study's own code: the flags are built by
+``autotune.engines.vllm.engine_config``, known-invalid configurations are rejected by
+``autotune.rules`` before any launch, devices are acquired and released, and the study scores
+the outcome with ``autotune.scoring``. Nothing is re-measured, interpolated or re-derived: a
+replayed trial returns exactly the metrics recorded for that configuration.
+
+Why the key is the engine flags, not the parameters: the flags are what the engine was really
+started with. The vLLM-default trial passes no swept flag at all (the engine runs on its own
+defaults), so it differs from the configuration whose nominal values are written out as flags,
+and the grid can hold both; parameters alone could not tell them apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autotune.devices import CpuSlotPool, DevicePool, DeviceSet
+from autotune.engines.base import EngineConfig, register
+from autotune.engines.failures import EngineFailure, FailureKind
+from autotune.engines.vllm import render_flags
+from autotune.space import Space
+from autotune.trial import PhaseCallback, TrialOutcome, TrialRunner
+
+GRID_ENV = "AUTOTUNE_REPLAY_GRID"
+STATES = ("complete", "failed", "rejected")
+
+
+class GridError(ValueError):
+    """A grid file that cannot be read, or a configuration the grid does not hold."""
+
+
+class GridMiss(GridError, LookupError):
+    """The search asked for a configuration that was never measured."""
+
+
+def flags_key(flags: Mapping[str, Any]) -> str:
+    """Canonical text of a flag set: equal for the same engine invocation."""
+    return json.dumps(dict(flags), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def params_key(params: Mapping[str, Any]) -> str:
+    return json.dumps(dict(params), sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class GridRow:
+    """One measured configuration (one line of the grid file)."""
+
+    index: int
+    params: dict[str, Any]
+    state: str
+    metrics: dict[str, float]
+    flags: dict[str, Any]
+    default: bool = False
+    failure_kind: str | None = None
+    failure_reason: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, index: int, data: Mapping[str, Any]) -> GridRow:
+        state = data.get("state")
+        if state not in STATES:
+            raise GridError(
+                f"row {index}: state must be one of {', '.join(STATES)}, got {state!r}"
+            )
+        if not isinstance(data.get("params"), dict):
+            raise GridError(f"row {index}: params must be an object")
+        if state != "complete" and not data.get("failure_kind"):
+            raise GridError(f"row {index}: a {state} row needs failure_kind")
+        if data.get("failure_kind"):
+            try:
+                FailureKind(data["failure_kind"])
+            except ValueError:
+                raise GridError(
+                    f"row {index}: unknown failure_kind {data['failure_kind']!r}; known: "
+                    + ", ".join(k.value for k in FailureKind)
+                ) from None
+        known = {"params", "state", "metrics", "flags", "default", "failure_kind",
+                 "failure_reason", "timings"}
+        return cls(
+            index=index,
+            params=dict(data["params"]),
+            state=state,
+            metrics={k: float(v) for k, v in (data.get("metrics") or {}).items()},
+            flags=dict(data.get("flags") or {}),
+            default=bool(data.get("default", False)),
+            failure_kind=data.get("failure_kind"),
+            failure_reason=data.get("failure_reason"),
+            timings=dict(data.get("timings") or {}),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    def failure(self) -> EngineFailure:
+        kind = FailureKind(self.failure_kind or FailureKind.CRASHED)
+        reason = self.failure_reason or f"recorded as {self.state} in the grid"
+        return EngineFailure(kind, reason, f"replayed from grid row {self.index}")
+
+
+class Grid:
+    """A measured grid: the rows, and the ``meta`` line (the space it was measured with)."""
+
+    def __init__(self, rows: list[GridRow], meta: Mapping[str, Any] | None = None,
+                 path: str = "") -> None:
+        self.rows = rows
+        self.meta = dict(meta or {})
+        self.path = path
+        self._by_flags: dict[str, GridRow] = {}
+        self._by_params: dict[tuple[str, bool], GridRow] = {}
+        for row in rows:
+            pkey = (params_key(row.params), row.default)
+            if pkey in self._by_params:
+                raise GridError(
+                    f"row {row.index}: the same configuration as row "
+                    f"{self._by_params[pkey].index} ({pkey[0]})"
+                )
+            self._by_params[pkey] = row
+            if row.flags:
+                self._by_flags.setdefault(flags_key(row.flags), row)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Grid:
+        rows: list[GridRow] = []
+        meta: dict[str, Any] = {}
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise GridError(f"cannot read grid {path}: {exc.strerror or exc}") from exc
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise GridError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+            if "meta" in data:
+                meta.update(data["meta"])
+                continue
+            rows.append(GridRow.from_json(len(rows), data))
+        if not rows:
+            raise GridError(f"{path}: no configuration in the grid")
+        return cls(rows, meta, str(path))
+
+    def space(self) -> Space:
+        """The space the grid was measured with (from its meta line)."""
+        if "space" not in self.meta:
+            raise GridError(f"{self.path or 'grid'}: no meta.space line; pass the space yourself")
+        data = json.loads(json.dumps(self.meta["space"]))
+        data["model"]["build_demo"] = False
+        return Space.model_validate(data)
+
+    def by_flags(self, flags: Mapping[str, Any]) -> GridRow:
+        try:
+            return self._by_flags[flags_key(flags)]
+        except KeyError:
+            raise GridMiss(
+                f"the grid {self.path} holds no configuration started with the flags "
+                f"{flags_key(flags)}; replay only the space the grid was measured with "
+                "(Grid.space()), restricted to the grid's values"
+            ) from None
+
+    def by_params(self, params: Mapping[str, Any], *, default: bool = False) -> GridRow:
+        try:
+            return self._by_params[(params_key(params), default)]
+        except KeyError:
+            raise GridMiss(f"the grid {self.path} holds no configuration {params_key(params)}"
+                           + (" measured as the default trial" if default else "")) from None
+
+    @property
+    def points(self) -> list[GridRow]:
+        """The ordinary grid points (the default trial's row left out)."""
+        return [row for row in self.rows if not row.default]
+
+    def default_row(self) -> GridRow | None:
+        return next((row for row in self.rows if row.default), None)
+
+    def values(self, name: str) -> list[Any]:
+        """The values a parameter takes over the grid points, sorted."""
+        found = {json.dumps(r.params[name]): r.params[name] for r in self.points
+                 if name in r.params}
+        return sorted(found.values(), key=lambda v: (str(type(v)), v))
+
+
+class ReplayedEngine:
+    """A RunningEngine that never ran here: it carries the recorded metrics of its row."""
+
+    def __init__(self, row: GridRow, grid: Grid, argv: list[str], served_name: str,
+                 log_path: Path) -> None:
+        self.row = row
+        self.base_url = f"replay://{grid.path or 'grid'}#{row.index}"
+        self.served_name = served_name
+        self.argv = argv
+        self.log_path = log_path
+        self.startup_s = float(row.timings.get("startup_s", 0.0))
+        self.version = str(grid.meta.get("engine_version") or "replay")
+        self.metrics = dict(row.metrics)
+        self._stopped = False
+
+    def alive(self) -> bool:
+        return not self._stopped
+
+    def failure(self) -> EngineFailure:
+        return EngineFailure(FailureKind.CRASHED, "a replayed engine has no process to fail")
+
+    def pids(self) -> list[int]:
+        return []
+
+    def stop(self) -> float:
+        self._stopped = True
+        return 0.0
+
+
+class ReplayLauncher:
+    """Implements EngineLauncher over a grid. ``write_logs`` writes a one-line engine log per
+    trial (which row answered), as a real launch leaves its log with the trial."""
+
+    name = "replay"
+
+    def __init__(self, grid: Grid, *, write_logs: bool = True) -> None:
+        self.grid = grid
+        self.write_logs = write_logs
+
+    def argv(self, config: EngineConfig, port: int | None = None) -> list[str]:
+        return ["replay", config.model, *render_flags(config.flags)]
+
+    def start(self, config: EngineConfig, devices: DeviceSet, log_path: Path) -> ReplayedEngine:
+        row = self.grid.by_flags(config.flags)
+        if self.write_logs:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_text(
+                f"replayed from grid {self.grid.path} row {row.index}: {row.state}"
+                + (f" ({row.failure_kind}: {row.failure_reason})" if row.failure_kind else "")
+                + "\n"
+            )
+        if row.state != "complete":
+            raise row.failure()
+        return ReplayedEngine(row, self.grid, self.argv(config), config.served_name, log_path)
+
+
+@register("replay")
+def _launcher_from_env() -> ReplayLauncher:
+    path = os.environ.get(GRID_ENV)
+    if not path:
+        raise GridError(f"the replay engine needs {GRID_ENV}=PATH of a grid file")
+    return ReplayLauncher(Grid.load(path))
+
+
+class ReplayTrialRunner(TrialRunner):
+    """A TrialRunner whose launch-and-measure step answers from the grid.
+
+    Rejection rules, flag building, device acquisition and the outcome's shape are inherited;
+    no load is driven, no quality probe or capacity search runs (a grid holds neither)."""
+
+    def __init__(self, space: Space, grid: Grid, *, pool: DevicePool | None = None,
+                 log_dir: Path | None = None) -> None:
+        launcher = ReplayLauncher(grid, write_logs=log_dir is not None)
+        super().__init__(space, launcher, pool or CpuSlotPool(slots=1),
+                         log_dir or Path(os.devnull))
+        self.quality = None
+        self.grid = grid
+
+    def _launch_and_measure(
+        self,
+        number: int,
+        config: EngineConfig,
+        devices: DeviceSet,
+        outcome: TrialOutcome,
+        on_phase: PhaseCallback,
+        attempt: int = 1,
+        is_default: bool = False,
+    ) -> None:
+        suffix = "" if attempt == 1 else f".{attempt}"
+        log_path = self.log_dir / f"trial-{number:04d}{suffix}.log"
+        outcome.log_path = str(log_path)
+        on_phase("replaying")
+        try:
+            engine = self.launcher.start(config, devices, log_path)
+        except EngineFailure as failure:
+            outcome.state = "failed"
+            outcome.failure = failure
+            return
+        assert isinstance(engine, ReplayedEngine)
+        outcome.argv = list(engine.argv)
+        outcome.engine_version = engine.version
+        outcome.metrics = dict(engine.metrics)
+        outcome.timings = dict(engine.row.timings)
+        outcome.disturbed = bool(engine.row.extra.get("disturbed", False))
+        outcome.state = "complete"
+        engine.stop()

@@ -1,0 +1,349 @@
+"""How many trials each search strategy needs on a measured grid (the measure of issue 8).
+
+Every strategy runs as a study runs: Optuna ask/tell, the vLLM-default configuration enqueued
+as trial 1, parameters suggested by ``autotune.space.suggest_params``, each trial answered by
+``ReplayTrialRunner`` (the replay engine behind the engine boundary: the recorded metrics, or
+the recorded failure; known-invalid configurations rejected by the study's own rules) and told
+to Optuna exactly as ``StudyRunner._record`` tells it (objectives and SLO constraints from
+``autotune.scoring``; a failed or rejected configuration infeasible with the worst values).
+A suggestion equal to an earlier one is replayed again and counts as a trial, as it would cost
+one in a study today.
+
+The search space is the grid's own space (its meta line) restricted to the grid's values:
+``--encoding choices`` (default) makes every parameter a choice among the grid's values, as a
+user listing them in a space file would; ``--encoding ranges`` keeps the space's numeric ranges
+and replays the nearest grid value (in log scale for log ranges).
+
+Strategies: ``grid`` (every grid point once, in a seeded random order: exhaustive search),
+``random``, ``tpe``, ``gp``, ``nsga2`` (``autotune.study.make_sampler`` with that
+``search.sampler``) and ``auto`` (``make_sampler`` as the study uses it by default).
+
+Hypervolume: of the feasible trials' objective vectors (complete and every constraint met),
+against a reference point that is, per objective, the SLO limit when the metric has one, 0 for
+a maximised metric otherwise, else 1.1× the worst feasible value on the grid. "Trials to 99%"
+counts trials (the default trial included) until the trials so far reach 99% of the hypervolume
+of the whole grid.
+
+    .venv/bin/python benchmarks/search_efficiency.py --grid benchmarks/grids/quickstart-cpu.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autotune.engines.replay import Grid, GridRow, ReplayTrialRunner  # noqa: E402
+from autotune.scoring import (  # noqa: E402
+    failed_values,
+    failed_violations,
+    is_feasible,
+    objective_values,
+    violations,
+)
+from autotune.space import ParameterSpec, Space, suggest_params  # noqa: E402
+from autotune.study import DEFAULT_ATTR, NOT_THE_CONFIG, make_sampler  # noqa: E402
+
+STRATEGIES = ("grid", "random", "tpe", "gp", "nsga2", "auto")
+LEVELS = (0.95, 0.99)
+BUDGETS = (10, 20, 30)
+
+
+# --- hypervolume -------------------------------------------------------------------------------
+
+
+def hypervolume(
+    points: Sequence[Sequence[float]], directions: Sequence[str], reference: Sequence[float]
+) -> float:
+    """Volume dominated by ``points`` and bounded by ``reference`` (exact, any dimension;
+    quadratic per dimension, meant for fronts of at most a few hundred points). Points not
+    strictly better than the reference in every objective add nothing."""
+    flip = [1.0 if d == "minimize" else -1.0 for d in directions]
+    ref = [r * f for r, f in zip(reference, flip, strict=True)]
+    pts = [[v * f for v, f in zip(p, flip, strict=True)] for p in points]
+    pts = [p for p in pts if all(v < r for v, r in zip(p, ref, strict=True))]
+    return _hv_min(pts, ref)
+
+
+def _hv_min(points: list[list[float]], ref: list[float]) -> float:
+    if not points:
+        return 0.0
+    if len(ref) == 1:
+        return ref[0] - min(p[0] for p in points)
+    # Slice along the last objective: between consecutive levels, the dominated region is the
+    # (d-1)-dimensional volume of the points at or below the level.
+    points = sorted(points, key=lambda p: p[-1])
+    total = 0.0
+    for i, point in enumerate(points):
+        upper = points[i + 1][-1] if i + 1 < len(points) else ref[-1]
+        height = upper - point[-1]
+        if height > 0:
+            total += height * _hv_min([p[:-1] for p in points[: i + 1]], ref[:-1])
+    return total
+
+
+def reference_point(space: Space, rows: Sequence[GridRow]) -> list[float]:
+    ref: list[float] = []
+    for objective in space.objectives:
+        direction = objective.resolved_direction
+        if objective.metric in space.slos:
+            ref.append(float(space.slos[objective.metric]))
+        elif direction == "maximize":
+            ref.append(0.0)
+        else:
+            worst = max((r.metrics[objective.metric] for r in rows
+                         if objective.metric in r.metrics), default=1.0)
+            ref.append(1.1 * worst)
+    return ref
+
+
+# --- the search space restricted to the grid ---------------------------------------------------
+
+
+def restricted_space(space: Space, grid: Grid) -> Space:
+    """The space with every parameter a choice among the values the grid holds."""
+    params: dict[str, ParameterSpec] = {}
+    for name, spec in space.parameters.items():
+        values = grid.values(name)
+        if not values:
+            raise SystemExit(f"the grid holds no value of parameter {name!r}")
+        params[name] = ParameterSpec(choices=values, when=spec.when,
+                                     default=spec.default if spec.default in values else None)
+    return space.model_copy(update={"parameters": params})
+
+
+def snapper(space: Space, grid: Grid) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Suggested values → the nearest grid values (log distance on log ranges)."""
+    grid_values = {name: grid.values(name) for name in space.parameters}
+
+    def snap(params: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for name, value in params.items():
+            spec, values = space.parameters[name], grid_values[name]
+            if spec.choices is not None or value in values:
+                out[name] = value
+                continue
+            scale = math.log if spec.log else float
+            out[name] = min(values, key=lambda v: (abs(scale(v) - scale(value)), v))
+        return out
+
+    return snap
+
+
+# --- one replayed study ------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    hv: list[float] = field(default_factory=list)  # hypervolume after each trial
+    best: list[float] = field(default_factory=list)  # best feasible first objective so far
+
+
+def make_strategy_sampler(kind: str, space: Space, seed: int) -> optuna.samplers.BaseSampler:
+    if kind == "grid":
+        return optuna.samplers.RandomSampler(seed=seed)  # never asked: every point is enqueued
+    sampler = "auto" if kind == "auto" else kind
+    search = space.search.model_copy(update={"sampler": sampler, "seed": seed})
+    return make_sampler(space.model_copy(update={"search": search}))
+
+
+def replay_study(
+    kind: str, seed: int, *, space: Space, search_space: Space, grid: Grid,
+    runner: ReplayTrialRunner, reference: list[float], full_hv: float, max_trials: int,
+    snap: Callable[[dict[str, Any]], dict[str, Any]] | None, min_trials: int,
+) -> Run:
+    study = optuna.create_study(
+        directions=space.directions, sampler=make_strategy_sampler(kind, search_space, seed)
+    )
+    default_params = space.default_params()
+    study.enqueue_trial(default_params, user_attrs={DEFAULT_ATTR: True})
+    if kind == "grid":
+        points = [dict(r.params) for r in grid.points]
+        random.Random(seed).shuffle(points)
+        for params in points:
+            study.enqueue_trial(params)
+        max_trials = min(max_trials, len(points) + 1)
+    run = Run()
+    feasible: list[list[float]] = []
+    best = -math.inf
+    first = space.objectives[0]
+    sign = 1.0 if first.resolved_direction == "maximize" else -1.0
+    for number in range(max_trials):
+        trial = study.ask()
+        params = suggest_params(search_space, trial)
+        if snap is not None:
+            params = snap(params)
+        is_default = bool(trial.user_attrs.get(DEFAULT_ATTR))
+        outcome = runner.run(number, params, is_default=is_default)
+        if outcome.state == "complete":
+            constraints = violations(space, outcome.metrics)
+            values = objective_values(space, outcome.metrics)
+        else:
+            constraints = failed_violations(space)
+            values = failed_values(space)
+        for key, value in constraints.items():
+            trial.set_constraint(key, value)
+        if outcome.failure is not None and outcome.failure.kind in NOT_THE_CONFIG:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, values)
+        if outcome.state == "complete" and is_feasible(constraints):
+            feasible.append(values)
+            best = max(best, sign * values[0])
+        run.hv.append(hypervolume(feasible, space.directions, reference))
+        run.best.append(sign * best if math.isfinite(best) else math.nan)
+        if number + 1 >= min_trials and run.hv[-1] >= LEVELS[-1] * full_hv:
+            break
+    return run
+
+
+def trials_to(run: Run, level: float, full_hv: float) -> float:
+    for i, value in enumerate(run.hv):
+        if value >= level * full_hv * (1 - 1e-12):
+            return float(i + 1)
+    return math.inf
+
+
+def best_within(run: Run, budget: int) -> float:
+    if not run.best:
+        return math.nan
+    return run.best[min(budget, len(run.best)) - 1]
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+def _fmt_trials(values: list[float], cap: int) -> tuple[str, str]:
+    med = statistics.median(values)
+    worst = max(values)
+
+    def f(v: float) -> str:
+        return f">{cap}" if math.isinf(v) else (f"{v:.1f}" if v != int(v) else f"{int(v)}")
+
+    return f(med), f(worst)
+
+
+def _fmt_best(values: list[float], default: float | None, maximize: bool) -> str:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return "none"
+    med = statistics.median(values) if len(finite) == len(values) else math.nan
+    worst = (min if maximize else max)(values) if len(finite) == len(values) else math.nan
+    text = f"{med:.0f}/{worst:.0f}" if math.isfinite(med) else f"{len(finite)}/{len(values)} feas"
+    if default and math.isfinite(med):
+        text += f" ({med / default:.2f}x)" if maximize else f" ({default / med:.2f}x)"
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grid", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--encoding", choices=("choices", "ranges"), default="choices")
+    parser.add_argument("--max-trials", type=int, default=None,
+                        help="per study (default: twice the grid's size)")
+    parser.add_argument("--slo", action="append", default=[], metavar="KEY=LIMIT",
+                        help="override one of the space's SLOs (e.g. e2e_p95_ms=8000)")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+    grid = Grid.load(args.grid)
+    space = grid.space()
+    if args.slo:
+        slos = dict(space.slos)
+        for item in args.slo:
+            key, _, limit = item.partition("=")
+            slos[key] = float(limit)
+        space = space.model_copy(update={"slos": slos})
+    search_space = restricted_space(space, grid) if args.encoding == "choices" else space
+    snap = snapper(space, grid) if args.encoding == "ranges" else None
+    runner = ReplayTrialRunner(space, grid)
+
+    rows = grid.rows
+    scored = []
+    for row in rows:
+        outcome = runner.run(0, row.params, is_default=row.default)
+        ok = outcome.state == "complete" and is_feasible(violations(space, outcome.metrics))
+        scored.append((row, outcome, ok))
+    feasible_rows = [row for row, _, ok in scored if ok]
+    reference = reference_point(space, feasible_rows)
+    full_points = [objective_values(space, row.metrics) for row in feasible_rows]
+    full_hv = hypervolume(full_points, space.directions, reference)
+    first = space.objectives[0]
+    maximize = first.resolved_direction == "maximize"
+    default_row = grid.default_row()
+    default_ok = next((ok for row, _, ok in scored if row is default_row), False)
+    default_value = default_row.metrics.get(first.metric) if default_row else None
+
+    states = {s: sum(1 for r in rows if r.state == s) for s in ("complete", "failed", "rejected")}
+    print(f"grid {args.grid}: {len(rows)} rows ({len(grid.points)} points + "
+          f"{len(rows) - len(grid.points)} default), " + ", ".join(
+              f"{n} {s}" for s, n in states.items()) + f"; {len(feasible_rows)} SLO-feasible")
+    print("objectives: " + ", ".join(f"{o.metric} ({o.resolved_direction})"
+                                      for o in space.objectives)
+          + f"; SLOs {dict(space.slos)}; reference point {reference}")
+    print(f"full-grid hypervolume {full_hv:.6g}; Pareto-optimal feasible rows: "
+          f"{_pareto_size(full_points, space.directions)}")
+    if default_row is not None:
+        state = "SLO-feasible" if default_ok else "NOT SLO-feasible"
+        print(f"vLLM default: {first.metric} {default_value:.0f}, "
+              + ", ".join(f"{k} {default_row.metrics.get(k, math.nan):.0f}" for k in space.slos)
+              + f" ({state})")
+    if full_hv <= 0:
+        raise SystemExit("no SLO-feasible configuration in the grid: nothing to search for "
+                         "(relax an SLO with --slo KEY=LIMIT)")
+    max_trials = args.max_trials or 2 * len(grid.points)
+    min_trials = max(BUDGETS)
+    print(f"{args.seeds} seeds per strategy; encoding {args.encoding}; studies stop at 99% of "
+          f"the hypervolume once past {min_trials} trials, or after {max_trials} trials\n")
+
+    header = (f"{'strategy':9s} {'95% med':>8s} {'95% worst':>9s} {'99% med':>8s} "
+              f"{'99% worst':>9s} " + " ".join(f"{'best@' + str(b) + ' med/worst':>24s}"
+                                               for b in BUDGETS) + f" {'s/study':>8s}")
+    print(header)
+    print("-" * len(header))
+    base = default_value if (default_ok and default_value) else None
+    for kind in args.strategies.split(","):
+        started = time.monotonic()
+        runs = [
+            replay_study(kind, seed, space=space, search_space=search_space, grid=grid,
+                         runner=runner, reference=reference, full_hv=full_hv,
+                         max_trials=max_trials, snap=snap, min_trials=min_trials)
+            for seed in range(args.seeds)
+        ]
+        per = (time.monotonic() - started) / args.seeds
+        cells = []
+        for level in LEVELS:
+            cells += _fmt_trials([trials_to(r, level, full_hv) for r in runs], max_trials)
+        bests = [
+            _fmt_best([best_within(r, b) for r in runs], base, maximize) for b in BUDGETS
+        ]
+        print(f"{kind:9s} {cells[0]:>8s} {cells[1]:>9s} {cells[2]:>8s} {cells[3]:>9s} "
+              + " ".join(f"{b:>24s}" for b in bests) + f" {per:8.1f}", flush=True)
+    if base is None:
+        print("\n(the default configuration is not SLO-feasible: no ratio to it is shown)")
+
+
+def _pareto_size(points: Sequence[Sequence[float]], directions: Sequence[str]) -> int:
+    from autotune.scoring import pareto_indices
+
+    return len(pareto_indices(points, directions))
+
+
+if __name__ == "__main__":
+    main()

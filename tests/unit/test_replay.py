@@ -1,0 +1,249 @@
+"""The replay engine and the hypervolume helper, on a tiny hand-made grid."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from autotune.devices import CpuSlotPool
+from autotune.engines.base import EngineFailure, EngineLauncher, FailureKind, RunningEngine
+from autotune.engines.replay import (
+    GRID_ENV,
+    Grid,
+    GridError,
+    GridMiss,
+    ReplayLauncher,
+    ReplayTrialRunner,
+)
+from autotune.engines.vllm import engine_config
+from autotune.space import Space
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SPACE = {
+    "name": "tiny",
+    "model": {"path": "/nonexistent/tiny-model", "max_model_len": 512},
+    "engine": {"command": ["vllm", "serve"], "flags": {"dtype": "float16"}},
+    "workload": {
+        "prompts": {"kind": "random", "input_tokens": 16, "output_tokens": 8},
+        "num_requests": 4,
+        "load": {"kind": "concurrency", "concurrency": 2},
+    },
+    "slos": {"e2e_p95_ms": 1000},
+    "objectives": [
+        {"metric": "output_throughput", "direction": "maximize"},
+        {"metric": "e2e_p95_ms", "direction": "minimize"},
+    ],
+    "parameters": {
+        "max_num_seqs": {"low": 8, "high": 64, "log": True, "default": 64},
+        "max_num_batched_tokens": {"choices": [256, 2048], "default": 2048},
+        "enable_chunked_prefill": {"choices": [True, False]},
+    },
+}
+
+
+def _metrics(throughput: float, e2e: float) -> dict[str, float]:
+    return {"output_throughput": throughput, "e2e_p95_ms": e2e, "error_rate": 0.0,
+            "completed": 4.0}
+
+
+# (max_num_seqs, budget, chunked) → (state, failure_kind, metrics)
+ROWS = {
+    (8, 256, True): ("complete", None, _metrics(100.0, 900.0)),
+    (8, 2048, True): ("complete", None, _metrics(150.0, 800.0)),
+    (64, 256, True): ("complete", None, _metrics(300.0, 950.0)),
+    (64, 2048, True): ("complete", None, _metrics(400.0, 1200.0)),  # misses the SLO
+    (8, 2048, False): ("complete", None, _metrics(120.0, 500.0)),
+    (64, 2048, False): ("failed", "out_of_memory", {}),
+    (8, 256, False): ("rejected", "invalid_config", {}),
+    (64, 256, False): ("rejected", "invalid_config", {}),
+}
+DEFAULT_METRICS = _metrics(250.0, 700.0)
+
+
+def write_grid(path: Path) -> Path:
+    space = Space.model_validate(SPACE)
+    lines = [{"meta": {"space": SPACE}}]
+    default = space.default_params()
+    lines.append({
+        "params": default, "default": True, "state": "complete", "failure_kind": None,
+        "metrics": DEFAULT_METRICS,
+        "flags": dict(engine_config(space, default, is_default=True).flags),
+    })
+    for (seqs, budget, chunked), (state, kind, metrics) in ROWS.items():
+        params = {"max_num_seqs": seqs, "max_num_batched_tokens": budget,
+                  "enable_chunked_prefill": chunked}
+        lines.append({
+            "params": params, "state": state, "failure_kind": kind,
+            "failure_reason": f"recorded {kind}" if kind else None, "metrics": metrics,
+            "flags": dict(engine_config(space, params, is_default=False).flags),
+            "timings": {"startup_s": 20.0}, "disturbed": seqs == 8,
+        })
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def grid(tmp_path: Path) -> Grid:
+    return Grid.load(write_grid(tmp_path / "grid.jsonl"))
+
+
+def test_load_reads_rows_meta_and_values(grid: Grid) -> None:
+    assert len(grid.rows) == 9
+    assert len(grid.points) == 8
+    assert grid.default_row() is not None and grid.default_row().metrics == DEFAULT_METRICS
+    assert grid.values("max_num_seqs") == [8, 64]
+    assert grid.values("enable_chunked_prefill") == [False, True]
+    assert grid.space().parameters["max_num_seqs"].default == 64
+
+
+def test_replayed_trials_return_exactly_the_recorded_metrics(grid: Grid) -> None:
+    runner = ReplayTrialRunner(grid.space(), grid)
+    for (seqs, budget, chunked), (state, kind, metrics) in ROWS.items():
+        params = {"max_num_seqs": seqs, "max_num_batched_tokens": budget,
+                  "enable_chunked_prefill": chunked}
+        outcome = runner.run(1, params, is_default=False)
+        assert outcome.state == state
+        if state == "complete":
+            assert outcome.metrics == metrics
+            assert outcome.failure is None
+            assert outcome.disturbed == (seqs == 8)
+            assert outcome.timings["startup_s"] == 20.0
+        else:
+            assert outcome.failure is not None and outcome.failure.kind == FailureKind(kind)
+            assert outcome.metrics == {}
+
+
+def test_default_trial_is_told_apart_from_its_nominal_values(grid: Grid) -> None:
+    """The default trial passes no swept flag: it replays the default row, not the point whose
+    nominal values are written out as flags."""
+    space = grid.space()
+    runner = ReplayTrialRunner(space, grid)
+    default = runner.run(0, space.default_params(), is_default=True)
+    explicit = runner.run(1, space.default_params(), is_default=False)
+    assert default.metrics == DEFAULT_METRICS
+    assert explicit.metrics == ROWS[(64, 2048, True)][2]
+
+
+def test_launcher_conforms_and_raises_the_recorded_failure(grid: Grid, tmp_path: Path) -> None:
+    launcher = ReplayLauncher(grid)
+    assert isinstance(launcher, EngineLauncher)
+    space = grid.space()
+    devices = CpuSlotPool(slots=1).acquire(1)
+    params = {"max_num_seqs": 8, "max_num_batched_tokens": 256, "enable_chunked_prefill": True}
+    engine = launcher.start(engine_config(space, params, is_default=False), devices,
+                            tmp_path / "t.log")
+    assert isinstance(engine, RunningEngine)
+    assert engine.metrics == ROWS[(8, 256, True)][2]
+    assert "row" in (tmp_path / "t.log").read_text()
+    assert engine.alive() and engine.pids() == []
+    assert engine.stop() == 0.0 and not engine.alive()
+
+    failed = {"max_num_seqs": 64, "max_num_batched_tokens": 2048, "enable_chunked_prefill": False}
+    with pytest.raises(EngineFailure) as info:
+        launcher.start(engine_config(space, failed, is_default=False), devices,
+                       tmp_path / "f.log")
+    assert info.value.kind == FailureKind.OUT_OF_MEMORY
+    assert info.value.reason == "recorded out_of_memory"
+
+    missing = {"max_num_seqs": 16, "max_num_batched_tokens": 256, "enable_chunked_prefill": True}
+    with pytest.raises(GridMiss, match="no configuration"):
+        launcher.start(engine_config(space, missing, is_default=False), devices,
+                       tmp_path / "m.log")
+
+
+def test_registered_as_replay(grid: Grid, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotune.engines.base import create
+
+    monkeypatch.setenv(GRID_ENV, grid.path)
+    launcher = create("replay")
+    assert isinstance(launcher, ReplayLauncher) and len(launcher.grid.rows) == 9
+    monkeypatch.delenv(GRID_ENV)
+    with pytest.raises(GridError, match=GRID_ENV):
+        create("replay")
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"params": {}, "state": "done"}, "state must be one of"),
+        ({"params": {}, "state": "failed"}, "needs failure_kind"),
+        ({"params": {}, "state": "failed", "failure_kind": "gremlins"}, "unknown failure_kind"),
+        ({"params": [], "state": "complete"}, "params must be an object"),
+    ],
+)
+def test_bad_rows_are_refused(tmp_path: Path, row: dict, message: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(GridError, match=message):
+        Grid.load(path)
+
+
+def test_duplicate_configurations_are_refused(tmp_path: Path) -> None:
+    row = {"params": {"max_num_seqs": 8}, "state": "complete", "metrics": {}}
+    path = tmp_path / "dup.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(GridError, match="the same configuration"):
+        Grid.load(path)
+
+
+# --- hypervolume and the replayed search -------------------------------------------------------
+
+
+def _search_efficiency():
+    """benchmarks/ is not a package: load the script as a module (once)."""
+    name = "autotune_bench_search_efficiency"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, ROOT / "benchmarks" / "search_efficiency.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # its dataclasses look their module up while being built
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def test_hypervolume_by_hand() -> None:
+    hv = _search_efficiency().hypervolume
+    directions = ["maximize", "minimize"]
+    # Against (0, 1000): a single point (300, 950) dominates 300 × 50.
+    assert hv([[300.0, 950.0]], directions, [0.0, 1000.0]) == pytest.approx(15000.0)
+    # Two staircase points: 100×(1000−500) + (300−100)×(1000−950).
+    two = [[100.0, 500.0], [300.0, 950.0]]
+    assert hv(two, directions, [0.0, 1000.0]) == pytest.approx(50000.0 + 10000.0)
+    # A dominated point and a point beyond the reference add nothing.
+    assert hv([*two, [90.0, 600.0], [500.0, 1200.0]], directions, [0.0, 1000.0]) == (
+        pytest.approx(60000.0)
+    )
+    assert hv([], directions, [0.0, 1000.0]) == 0.0
+    assert hv([[2.0]], ["minimize"], [5.0]) == pytest.approx(3.0)
+    # Three dimensions: two unit-offset boxes overlapping in a 1×1×1 cube.
+    boxes = [[0.0, 0.0, 1.0], [1.0, 1.0, 0.0]]
+    assert hv(boxes, ["minimize"] * 3, [2.0, 2.0, 2.0]) == pytest.approx(4.0 + 2.0 - 1.0)
+
+
+def test_grid_strategy_reaches_the_full_hypervolume(grid: Grid) -> None:
+    se = _search_efficiency()
+    space = grid.space()
+    runner = ReplayTrialRunner(space, grid)
+    feasible = [[r.metrics["output_throughput"], r.metrics["e2e_p95_ms"]] for r in grid.rows
+                if r.state == "complete" and r.metrics["e2e_p95_ms"] <= 1000]
+    reference = se.reference_point(space, grid.rows)
+    assert reference == [0.0, 1000.0]
+    full = se.hypervolume(feasible, space.directions, reference)
+    for kind in ("grid", "random", "auto"):
+        run = se.replay_study(
+            kind, 0, space=space, search_space=se.restricted_space(space, grid), grid=grid,
+            runner=runner, reference=reference, full_hv=full, max_trials=40, snap=None,
+            min_trials=1,
+        )
+        assert run.hv == sorted(run.hv)
+        assert run.best[0] == 250.0  # the default trial comes first, and is feasible
+        if kind == "grid":
+            assert se.trials_to(run, 0.99, full) <= len(grid.points) + 1
+        assert math.isfinite(se.best_within(run, 10))
