@@ -164,6 +164,11 @@ def create_app(storage_url: str, token: str | None = None) -> FastAPI:
             raise NotFoundError(f"study {snapshot.report.name!r} has no trial {trial_number}")
         return record
 
+    def exported(snapshot: Snapshot, trial_number: int) -> str:
+        """What `autotune export NAME --trial N` writes; AutotuneError if N did not complete."""
+        record = pick_trial(snapshot.report, number=trial_number, pick=None)
+        return export_yaml(snapshot.report, record)
+
     def json_bytes(payload: bytes) -> Response:
         return Response(payload, media_type="application/json",
                         headers={"Cache-Control": "no-store"})
@@ -190,10 +195,8 @@ def create_app(storage_url: str, token: str | None = None) -> FastAPI:
     @app.get("/studies/{study_id}/trials/{trial_number}", include_in_schema=False)
     def trial_page(request: Request, snapshot: StudyDep, trial_number: int) -> Response:
         record = trial_of(snapshot, trial_number)
-        report = snapshot.report
         try:
-            yaml_text, export_error = export_yaml(report, pick_trial(
-                report, number=trial_number, pick=None)), None
+            yaml_text, export_error = exported(snapshot, trial_number), None
         except AutotuneError as exc:
             yaml_text, export_error = None, str(exc)
         return page(
@@ -205,11 +208,11 @@ def create_app(storage_url: str, token: str | None = None) -> FastAPI:
     def export_file(snapshot: StudyDep, trial_number: int) -> Response:
         trial_of(snapshot, trial_number)
         try:
-            record = pick_trial(snapshot.report, number=trial_number, pick=None)
+            text = exported(snapshot, trial_number)
         except AutotuneError as exc:
             raise HTTPException(409, str(exc)) from None
         filename = f"trial-{trial_number}.yaml"
-        return Response(export_yaml(snapshot.report, record), media_type="application/yaml",
+        return Response(text, media_type="application/yaml",
                         headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
     @app.get("/studies/{study_id}/compare", include_in_schema=False)

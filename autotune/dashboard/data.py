@@ -29,6 +29,7 @@ from autotune.db import repository
 from autotune.db.models import StudyRecord, TrialRecord
 from autotune.db.session import has_schema
 from autotune.errors import AutotuneError
+from autotune.export import pick_trial
 from autotune.report import StudyReport, load_report, pareto_front
 
 log = logging.getLogger(__name__)
@@ -143,17 +144,19 @@ class Snapshot:
         return counts
 
     def best(self) -> dict[str, dict[str, Any]]:
-        """Per objective: the best feasible complete trial, its value and gain over default."""
+        """Per objective: the trial ``autotune export --pick max:/min:METRIC`` would take, its
+        value and its gain over the default trial."""
         out: dict[str, dict[str, Any]] = {}
         report = self.report
         for metric, direction in zip(report.metrics, report.directions, strict=True):
-            candidates = [t for t in report.trials if t.state == "complete" and t.feasible
-                          and number(t.metrics.get(metric)) is not None]
             best: dict[str, Any] = {"direction": direction, "trial": None, "value": None,
                                     "gain": None}
-            if candidates:
-                sign = 1 if direction == "maximize" else -1
-                record = max(candidates, key=lambda t: (sign * t.metrics[metric], -t.number))
+            how = "max" if direction == "maximize" else "min"
+            try:
+                record = pick_trial(report, number=None, pick=f"{how}:{metric}")
+            except AutotuneError:  # no feasible trial measured it yet
+                record = None
+            if record is not None:
                 best.update(trial=record.number, value=number(record.metrics[metric]),
                             gain=number(report.gains(record).get(metric)))
             out[metric] = best

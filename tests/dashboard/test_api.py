@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
 from autotune.bench.metrics import natural_direction
+from autotune.db.session import current_revision, head_revision
 from autotune.export import export_yaml
 from autotune.report import load_report, pareto_front
 from tests.dashboard.conftest import (
@@ -16,6 +18,7 @@ from tests.dashboard.conftest import (
     MIXED_KINDS,
     ONLY_FAILED,
     QUICKSTART,
+    QUICKSTART_DB,
     study_id,
 )
 
@@ -303,14 +306,8 @@ def test_failures_inside_give_a_500_page_without_trace(studies_url, client_for, 
 
 
 def test_old_schema_asks_for_db_upgrade(tmp_path, client_for):
-    import shutil
-
-    from tests.dashboard.conftest import QUICKSTART_DB
-
     path = tmp_path / "old.db"
     shutil.copy(QUICKSTART_DB, path)
-    from autotune.db.session import current_revision, head_revision
-
     url = f"sqlite:///{path}"
     if current_revision(url) == head_revision():
         pytest.skip("the recorded fixture is at the newest schema revision")
