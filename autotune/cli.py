@@ -583,6 +583,17 @@ def build_demo(
     console.print(f"demo model at {build_demo_model(path.expanduser())}")
 
 
+def _register_dashboard() -> None:
+    from autotune.dashboard.cli import dashboard
+
+    app.command("dashboard", help="Serve the live, read-only dashboard (FastAPI + Plotly).")(
+        dashboard
+    )
+
+
+_register_dashboard()
+
+
 def main() -> None:
     """Console entry point: database errors become one clear line and exit code 1."""
     from sqlalchemy.exc import ArgumentError, OperationalError

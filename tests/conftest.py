@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -70,8 +71,14 @@ def write_space(tmp_path: Path, data: dict) -> Path:
     return path
 
 
+# Every process this test session starts inherits this marker, so checks for leftover engines
+# see only ours (not engines of another session or benchmark running on the same host).
+SESSION_MARKER = f"AUTOTUNE_TEST_SESSION={uuid.uuid4().hex}"
+os.environ["AUTOTUNE_TEST_SESSION"] = SESSION_MARKER.split("=", 1)[1]
+
+
 def engine_processes() -> list[int]:
-    """Live vLLM server processes of the module form (what our tests start)."""
+    """Live vLLM server processes started by this test session."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -82,5 +89,10 @@ def engine_processes() -> list[int]:
         except OSError:
             continue
         if state != "Z" and ENGINE_MODULE.encode() in cmdline:
-            found.append(int(entry))
+            try:
+                environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if SESSION_MARKER.encode() in environ:
+                found.append(int(entry))
     return found
