@@ -21,9 +21,12 @@ pytestmark = pytest.mark.engine
 
 def test_bisection_matches_exhaustive_sweep(tmp_path: Path, demo_model: Path) -> None:
     data = small_space(tmp_path, demo_model)
-    data["slos"] = {"e2e_p95_ms": 2500}
-    spec = CapacitySpec(start_rate=2, max_rate=64, bisection_steps=3, requests_per_point=32,
-                        max_concurrency=64)
+    # Load points of 96 requests build a real queue above the server's saturation rate (E2E
+    # p95 several times its unloaded value) and none below it. The SLO is calibrated on this
+    # server (3x the E2E p95 at a light load), so the test holds on fast and slow hosts alike.
+    points = 96
+    spec = CapacitySpec(start_rate=8, max_rate=256, bisection_steps=2,
+                        requests_per_point=points, max_concurrency=128)
     data["capacity"] = spec.model_dump()
     space = Space.model_validate(data)
     launcher = create("vllm")
@@ -33,26 +36,30 @@ def test_bisection_matches_exhaustive_sweep(tmp_path: Path, demo_model: Path) ->
     engine = launcher.start(engine_config(space, {}, is_default=True), devices,
                             tmp_path / "engine.log")
     engine_pids = engine.pids()
+
+    def measure(rate: float) -> dict[str, float]:
+        workload = runner.space.workload.model_copy(update={
+            "load": PoissonLoad(rate=rate, max_concurrency=128),
+            "num_requests": points, "warmup_requests": 0})
+        return runner.driver.run(Endpoint(engine.base_url, engine.served_name), workload,
+                                 runner.space.slos).metrics
+
     try:
+        light = measure(2.0)["e2e_p95_ms"]
+        runner.space = space = space.model_copy(update={"slos": {"e2e_p95_ms": 3 * light}})
         found = runner._capacity(engine, spec)
         step = found["capacity_resolution_rps"]
         assert found["capacity_request_rate"] > 0 and step > 0
         # Exhaustive sweep on the same server, at multiples of the bisection's resolution.
         measured: dict[float, bool] = {}
-
-        def measure(rate: float) -> dict[str, float]:
-            workload = space.workload.model_copy(update={
-                "load": PoissonLoad(rate=rate, max_concurrency=64),
-                "num_requests": 32, "warmup_requests": 0})
-            return runner.driver.run(Endpoint(engine.base_url, engine.served_name), workload,
-                                     space.slos).metrics
-
+        # The sweep's capacity: the last rate that held before the first that did not.
         sweep_best = 0.0
         rate = step
         while rate <= found["capacity_request_rate"] + 3 * step:
             measured[rate] = slos_hold(space, measure(rate))
-            if measured[rate]:
-                sweep_best = rate
+            if not measured[rate]:
+                break
+            sweep_best = rate
             rate += step
         print(f"bisection: {found['capacity_request_rate']:.2f} req/s (resolution {step:.2f}, "
               f"{found['capacity_load_points']:.0f} load points); sweep: {sweep_best:.2f} req/s; "
