@@ -15,6 +15,7 @@ import yaml
 from autotune.db.models import TrialRecord
 from autotune.engines.vllm import render_flags
 from autotune.errors import AutotuneError, TrialNotFoundError
+from autotune.quality.spec import QUALITY_LABELS, QUALITY_METRICS, format_quality
 from autotune.report import StudyReport
 
 HEADLINE_METRICS = (
@@ -95,6 +96,15 @@ def export_yaml(report: StudyReport, record: TrialRecord) -> str:
     figures = [f"{m}={record.metrics[m]:.4g}" for m in HEADLINE_METRICS if m in record.metrics]
     if figures:
         lines.append("# measured: " + ", ".join(figures))
+    quality = [
+        f"{QUALITY_LABELS[m]} {format_quality(m, record.metrics[m])}"
+        for m in QUALITY_METRICS
+        if m in record.metrics
+    ]
+    if quality:
+        default = report.default_number
+        reference = f" (reference: trial {default})" if default is not None else ""
+        lines.append(f"# quality{reference}: " + ", ".join(quality))
     gains = {m: g for m, g in report.gains(record).items() if g is not None}
     if gains:
         lines.append("# vs vLLM defaults: " + ", ".join(f"{m} {g:.2f}x" for m, g in gains.items()))

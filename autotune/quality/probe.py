@@ -1,0 +1,431 @@
+"""The quality probe: labelled accuracy and agreement with the study's reference outputs.
+
+Run against a trial's live server after its load benchmark, over HTTP only (the controller
+never imports vLLM). Two passes over a fixed prompt set:
+
+1. **Greedy generation** (``temperature: 0``): each output's token ids and text. The text is
+   graded against the row's answer (labelled accuracy); the token ids are compared with the
+   reference's (``quality_seq_match``).
+2. **Teacher forcing**: the prompt followed by the *reference's* output is sent as a prompt with
+   ``prompt_logprobs``, so every position is scored in the reference's own context. The argmax
+   at each output position is compared with the reference's (``quality_top1_agreement``) and
+   the log-probability of the reference token with the reference's (``quality_logprob_drift``,
+   the mean absolute difference in nats).
+
+Comparing teacher-forced passes with teacher-forced passes keeps the measure fair: both sides
+go through the same prefill path, and after a first differing token the comparison does not
+drift into unrelated contexts. The reference is recorded once per study, on its first trial
+(the vLLM-default configuration); that trial agrees with itself by definition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from autotune.errors import AutotuneError
+from autotune.quality.grading import GRADERS, grade, parse_number
+from autotune.quality.spec import QualitySpec
+
+REFERENCE_FORMAT = 1
+POLL_S = 1.0
+
+
+class QualityError(AutotuneError):
+    """The probe could not run: an unreadable eval file or a server that refused a request."""
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    prompt: str
+    answer: Any = None  # str, number or a list of them; None = unlabelled
+    scoring: str = "exact"
+
+
+@dataclass
+class Generation:
+    prompt_ids: list[int]
+    output_ids: list[int]
+    text: str
+
+
+@dataclass
+class Forced:
+    """Teacher-forced scores of one reference output: per output position."""
+
+    argmax: list[int]
+    logprobs: list[float]
+
+
+@dataclass
+class ReferenceItem:
+    """The reference's greedy output for one prompt and its teacher-forced scores."""
+
+    output_ids: list[int]
+    argmax: list[int]
+    logprobs: list[float]
+
+
+@dataclass
+class Reference:
+    """The reference configuration's outputs, stored once per study."""
+
+    fingerprint: str
+    items: list[ReferenceItem]
+    accuracy: float | None = None
+    trial: int | None = None
+    format: int = REFERENCE_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for item in data["items"]:
+            item["logprobs"] = [round(x, 6) for x in item["logprobs"]]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reference:
+        items = [ReferenceItem(**item) for item in data["items"]]
+        return cls(
+            fingerprint=data["fingerprint"],
+            items=items,
+            accuracy=data.get("accuracy"),
+            trial=data.get("trial"),
+            format=data.get("format", REFERENCE_FORMAT),
+        )
+
+
+# () → (the study's stored reference or None, whether its default trial is still to finish)
+ReferenceSource = Callable[[], "tuple[Reference | None, bool]"]
+
+
+@dataclass
+class QualityResult:
+    metrics: dict[str, float] = field(default_factory=dict)
+    recorded: Reference | None = None  # set when this run recorded the study's reference
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_path(path: str) -> Path:
+    """``path`` as given (``~`` expanded), or else relative to autotune's source tree, where
+    the bundled eval sets live (``evals/``)."""
+    given = Path(path).expanduser()
+    if given.is_absolute() or given.exists():
+        return given
+    bundled = Path(__file__).resolve().parents[2] / given
+    return bundled if bundled.exists() else given
+
+
+def load_rows(spec: QualitySpec) -> list[EvalRow]:
+    """The first ``num_prompts`` rows of the eval file; raises QualityError naming the line."""
+    path = resolve_path(spec.prompts)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise QualityError(
+            f"cannot read the quality prompts file {path}: {exc.strerror or exc} "
+            "(quality.prompts is relative to the working directory or to autotune's source tree)"
+        ) from exc
+    rows: list[EvalRow] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise QualityError(f"{where}: not JSON ({exc.msg})") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+            raise QualityError(f"{where}: expected an object with a 'prompt' string")
+        scoring = record.get("scoring", spec.scoring)
+        if scoring not in GRADERS:
+            raise QualityError(f"{where}: scoring {scoring!r}; use {', '.join(GRADERS)}")
+        answer = record.get("answer")
+        if scoring == "numeric" and answer is not None:
+            answers = answer if isinstance(answer, list) else [answer]
+            for a in answers:
+                if not isinstance(a, (int, float)) and parse_number(str(a)) is None:
+                    raise QualityError(f"{where}: numeric scoring needs a numeric answer")
+        rows.append(EvalRow(record["prompt"], answer, scoring))
+        if spec.num_prompts is not None and len(rows) == spec.num_prompts:
+            break
+    if not rows:
+        raise QualityError(f"{path}: no prompts")
+    return rows
+
+
+def fingerprint(spec: QualitySpec, rows: Sequence[EvalRow]) -> str:
+    """Identifies what a reference was recorded for: prompts and generation settings."""
+    blob = json.dumps(
+        {"prompts": [r.prompt for r in rows], "max_tokens": spec.max_tokens, "stop": spec.stop},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def accuracy(rows: Sequence[EvalRow], texts: Sequence[str]) -> float | None:
+    """Share of the labelled rows answered correctly (None when no row has an answer)."""
+    graded = [
+        grade(text, row.answer, row.scoring)
+        for row, text in zip(rows, texts, strict=True)
+        if row.answer is not None
+    ]
+    return sum(graded) / len(graded) if graded else None
+
+
+def agreement(
+    reference: Reference, generations: Sequence[Generation], forced: Sequence[Forced]
+) -> dict[str, float]:
+    """Sequence match, teacher-forced top-1 agreement and logprob drift against ``reference``."""
+    items = reference.items
+    seq = sum(g.output_ids == r.output_ids for g, r in zip(generations, items, strict=True))
+    positions = agree = 0
+    drift = 0.0
+    for f, r in zip(forced, items, strict=True):
+        pairs = zip(f.argmax, r.argmax, f.logprobs, r.logprobs, strict=True)
+        for mine, theirs, lp, ref_lp in pairs:
+            positions += 1
+            agree += mine == theirs
+            drift += abs(lp - ref_lp)
+    return {
+        "quality_seq_match": seq / len(items) if items else math.nan,
+        "quality_top1_agreement": agree / positions if positions else 1.0,
+        "quality_logprob_drift": drift / positions if positions else 0.0,
+    }
+
+
+class QualityProbe:
+    """Runs the probe of ``spec`` against live servers; holds the study's reference.
+
+    One probe serves every trial slot of a study (thread-safe). ``source`` reads the reference
+    another worker may have stored; a trial that finds none while the default trial is still
+    running waits for it (up to ``spec.reference_wait_s``) with its server up.
+    """
+
+    def __init__(
+        self,
+        spec: QualitySpec,
+        reference: Reference | None = None,
+        source: ReferenceSource | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.spec = spec
+        self.reference = reference
+        self.source = source
+        self.transport = transport  # tests hand in a fake server
+        self._rows: list[EvalRow] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def rows(self) -> list[EvalRow]:
+        with self._lock:
+            if self._rows is None:
+                self._rows = load_rows(self.spec)
+            return self._rows
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.spec, self.rows)
+
+    def run(
+        self, base_url: str, served_name: str, *, may_record: bool, trial: int | None = None
+    ) -> QualityResult:
+        """Measure one live server. With ``may_record`` (the study's default trial) and no
+        reference yet, this server's outputs become the reference."""
+        started = time.monotonic()
+        result = QualityResult()
+        try:
+            self._run(base_url, served_name, may_record, trial, result)
+        finally:
+            result.metrics["quality_s"] = time.monotonic() - started
+        return result
+
+    def _run(
+        self,
+        base_url: str,
+        served_name: str,
+        may_record: bool,
+        trial: int | None,
+        result: QualityResult,
+    ) -> None:
+        rows = self.rows
+        with httpx.Client(timeout=self.spec.timeout_s, transport=self.transport) as client:
+            generations = self._generate(client, base_url, served_name, rows)
+            acc = accuracy(rows, [g.text for g in generations])
+            if acc is not None:
+                result.metrics["quality_accuracy"] = acc
+            result.metrics["quality_prompts"] = float(len(rows))
+            result.metrics["quality_labelled"] = float(sum(r.answer is not None for r in rows))
+            if self.spec.reference == "none":
+                return
+            reference = self._reference(may_record)
+            if reference is None and not may_record:
+                result.notes.append(
+                    "quality: no reference outputs (the study's default trial records them); "
+                    "agreement not measured"
+                )
+                return
+            if reference is not None and reference.fingerprint != self.fingerprint:
+                result.notes.append(
+                    "quality: the study's reference was recorded for other prompts or "
+                    "generation settings; agreement not measured"
+                )
+                return
+            if reference is None:
+                own = [(g.prompt_ids, g.output_ids) for g in generations]
+                forced = self._force(client, base_url, served_name, own)
+                reference = Reference(
+                    fingerprint=self.fingerprint,
+                    items=[
+                        ReferenceItem(g.output_ids, f.argmax, f.logprobs)
+                        for g, f in zip(generations, forced, strict=True)
+                    ],
+                    accuracy=acc,
+                    trial=trial,
+                )
+                with self._lock:
+                    self.reference = reference
+                result.recorded = reference
+            else:
+                forced = self._force(
+                    client,
+                    base_url,
+                    served_name,
+                    [
+                        (g.prompt_ids, r.output_ids)
+                        for g, r in zip(generations, reference.items, strict=True)
+                    ],
+                )
+        result.metrics.update(agreement(reference, generations, forced))
+        if acc is not None and reference.accuracy is not None:
+            result.metrics["quality_accuracy_delta"] = acc - reference.accuracy
+
+    def _reference(self, may_record: bool) -> Reference | None:
+        deadline = time.monotonic() + self.spec.reference_wait_s
+        while True:
+            with self._lock:
+                if self.reference is not None:
+                    return self.reference
+            if may_record or self.source is None:
+                return None
+            found, pending = self.source()
+            if found is not None:
+                with self._lock:
+                    self.reference = found
+                return found
+            if not pending or time.monotonic() > deadline:
+                return None
+            time.sleep(POLL_S)
+
+    def _post(self, client: httpx.Client, base_url: str, payload: dict[str, Any]) -> list[dict]:
+        try:
+            response = client.post(f"{base_url}/v1/completions", json=payload)
+        except httpx.HTTPError as exc:
+            raise QualityError(f"quality probe request failed: {exc!r}") from exc
+        if response.status_code != 200:
+            raise QualityError(
+                f"quality probe request refused: HTTP {response.status_code}: "
+                f"{response.text[:300]}"
+            )
+        try:
+            choices = response.json()["choices"]
+        except (ValueError, KeyError) as exc:
+            raise QualityError(
+                f"quality probe: unexpected response {response.text[:300]}"
+            ) from exc
+        return sorted(choices, key=lambda c: c["index"])
+
+    def _batches(self, items: Sequence[Any]) -> list[Sequence[Any]]:
+        size = self.spec.batch_size
+        return [items[i : i + size] for i in range(0, len(items), size)]
+
+    def _generate(
+        self, client: httpx.Client, base_url: str, served_name: str, rows: Sequence[EvalRow]
+    ) -> list[Generation]:
+        out: list[Generation] = []
+        for batch in self._batches(rows):
+            payload: dict[str, Any] = {
+                "model": served_name,
+                "prompt": [r.prompt for r in batch],
+                "max_tokens": self.spec.max_tokens,
+                "temperature": 0.0,
+                "return_token_ids": True,
+            }
+            if self.spec.stop:
+                payload["stop"] = self.spec.stop
+            choices = self._post(client, base_url, payload)
+            if len(choices) != len(batch):
+                raise QualityError(
+                    f"quality probe: {len(batch)} prompts sent, {len(choices)} choices back"
+                )
+            for choice in choices:
+                if choice.get("token_ids") is None or choice.get("prompt_token_ids") is None:
+                    raise QualityError(
+                        "quality probe: the server returned no token ids (it needs vLLM's "
+                        "`return_token_ids`)"
+                    )
+                out.append(
+                    Generation(
+                        [int(t) for t in choice["prompt_token_ids"]],
+                        [int(t) for t in choice["token_ids"]],
+                        choice.get("text") or "",
+                    )
+                )
+        return out
+
+    def _force(
+        self,
+        client: httpx.Client,
+        base_url: str,
+        served_name: str,
+        sequences: Sequence[tuple[list[int], list[int]]],
+    ) -> list[Forced]:
+        """Teacher-forced scores of each (prompt ids, continuation ids)."""
+        out: list[Forced] = []
+        for batch in self._batches(sequences):
+            payload = {
+                "model": served_name,
+                "prompt": [prompt + continuation for prompt, continuation in batch],
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "prompt_logprobs": self.spec.top_logprobs,
+            }
+            choices = self._post(client, base_url, payload)
+            if len(choices) != len(batch):
+                raise QualityError(
+                    f"quality probe: {len(batch)} prompts sent, {len(choices)} choices back"
+                )
+            for (prompt, continuation), choice in zip(batch, choices, strict=True):
+                out.append(forced_scores(len(prompt), continuation, choice.get("prompt_logprobs")))
+        return out
+
+
+def forced_scores(
+    n_prompt: int, continuation: Sequence[int], per_position: list[dict | None] | None
+) -> Forced:
+    """Argmax and the continuation token's logprob at each continuation position, from a
+    completions choice's ``prompt_logprobs`` (``{token_id: {logprob, rank, ...}}`` per
+    position)."""
+    if per_position is None or len(per_position) != n_prompt + len(continuation):
+        raise QualityError("quality probe: the server returned no prompt_logprobs")
+    argmax: list[int] = []
+    logprobs: list[float] = []
+    for offset, token in enumerate(continuation):
+        entries = per_position[n_prompt + offset] or {}
+        if not entries:
+            raise QualityError("quality probe: empty prompt_logprobs at a scored position")
+        best = max(entries.items(), key=lambda kv: (kv[1]["logprob"], -int(kv[0])))
+        argmax.append(int(best[0]))
+        mine = entries.get(str(token))
+        if mine is None:  # vLLM always includes the prompt's own token
+            raise QualityError("quality probe: prompt_logprobs lack the scored token")
+        logprobs.append(float(mine["logprob"]))
+    return Forced(argmax, logprobs)
