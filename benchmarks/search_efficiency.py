@@ -250,13 +250,18 @@ def _fmt_trials(values: list[float], cap: int) -> tuple[str, str]:
 
 
 def _fmt_best(values: list[float], default: float | None, maximize: bool) -> str:
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return "none"
-    med = statistics.median(values) if len(finite) == len(values) else math.nan
-    worst = (min if maximize else max)(values) if len(finite) == len(values) else math.nan
-    text = f"{med:.0f}/{worst:.0f}" if math.isfinite(med) else f"{len(finite)}/{len(values)} feas"
-    if default and math.isfinite(med):
+    """Median/worst over seeds; a seed with no feasible trial yet counts as 0 (maximised)
+    or infinity (minimised), and is shown as ``-``."""
+    missing = 0.0 if maximize else math.inf
+    filled = [v if math.isfinite(v) else missing for v in values]
+    med = statistics.median(filled)
+    worst = (min if maximize else max)(filled)
+
+    def f(v: float) -> str:
+        return f"{v:.0f}" if math.isfinite(v) and (v or not maximize) else "-"
+
+    text = f"{f(med)}/{f(worst)}"
+    if default and math.isfinite(med) and med:
         text += f" ({med / default:.2f}x)" if maximize else f" ({default / med:.2f}x)"
     return text
 
@@ -268,6 +273,8 @@ def main() -> None:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seeds-for", action="append", default=[], metavar="STRATEGY=N",
                         help="another number of seeds for one strategy (e.g. gp=5: GP is slow)")
+    parser.add_argument("--max-trials-for", action="append", default=[], metavar="STRATEGY=N",
+                        help="another trial cap for one strategy")
     parser.add_argument("--encoding", choices=("choices", "ranges"), default="choices")
     parser.add_argument("--max-trials", type=int, default=None,
                         help="per study (default: twice the grid's size)")
@@ -319,6 +326,18 @@ def main() -> None:
         print(f"vLLM default: {first.metric} {default_value:.0f}, "
               + ", ".join(f"{k} {default_row.metrics.get(k, math.nan):.0f}" for k in space.slos)
               + f" ({state})")
+    twin = next((r for r in grid.points if r.params == (default_row.params if default_row
+                                                          else None)), None)
+    if twin is not None:
+        print(f"  the same values as explicit flags (an ordinary grid point): {first.metric} "
+              f"{twin.metrics.get(first.metric, math.nan):.0f}, " + ", ".join(
+                  f"{k} {twin.metrics.get(k, math.nan):.0f}" for k in space.slos)
+              + f" ({twin.state})")
+    if full_hv > 0:
+        shares = sorted((hypervolume([p], space.directions, reference) / full_hv
+                         for p in full_points), reverse=True)
+        print("share of the full hypervolume reached by the best single configurations: "
+              + ", ".join(f"{v:.0%}" for v in shares[:5]))
     if full_hv <= 0:
         raise SystemExit("no SLO-feasible configuration in the grid: nothing to search for "
                          "(relax an SLO with --slo KEY=LIMIT)")
@@ -336,19 +355,21 @@ def main() -> None:
     # (then any feasible configuration is an improvement the ratio understates).
     base = default_value or None
     seeds_for = {k: int(v) for k, _, v in (item.partition("=") for item in args.seeds_for)}
+    cap_for = {k: int(v) for k, _, v in (item.partition("=") for item in args.max_trials_for)}
     for kind in args.strategies.split(","):
         seeds = seeds_for.get(kind, args.seeds)
+        cap = cap_for.get(kind, max_trials)
         started = time.monotonic()
         runs = [
             replay_study(kind, seed, space=space, search_space=search_space, grid=grid,
                          runner=runner, reference=reference, full_hv=full_hv,
-                         max_trials=max_trials, snap=snap, min_trials=min_trials)
+                         max_trials=cap, snap=snap, min_trials=min_trials)
             for seed in range(seeds)
         ]
         per = (time.monotonic() - started) / seeds
         cells = []
         for level in LEVELS:
-            cells += _fmt_trials([trials_to(r, level, full_hv) for r in runs], max_trials)
+            cells += _fmt_trials([trials_to(r, level, full_hv) for r in runs], cap)
         bests = [
             _fmt_best([best_within(r, b) for r in runs], base, maximize) for b in BUDGETS
         ]
@@ -356,6 +377,7 @@ def main() -> None:
         print(f"{kind:9s} {cells[0]:>8s} {cells[1]:>9s} {cells[2]:>8s} {cells[3]:>9s} "
               + " ".join(f"{b:>24s}" for b in bests) + f" {per:8.1f}"
               + (f"  ({seeds} seeds)" if seeds != args.seeds else "")
+              + (f"  (cap {cap} trials)" if cap != max_trials else "")
               + (f"  ({misses} suggestions not in the grid)" if misses else ""), flush=True)
     if default_row is not None and not default_ok:
         print(f"\nthe vLLM default misses an SLO here: the ratios compare with its {first.metric} "
