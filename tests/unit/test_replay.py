@@ -247,3 +247,27 @@ def test_grid_strategy_reaches_the_full_hypervolume(grid: Grid) -> None:
         if kind == "grid":
             assert se.trials_to(run, 0.99, full) <= len(grid.points) + 1
         assert math.isfinite(se.best_within(run, 10))
+
+
+def test_ranges_encoding_replays_the_nearest_grid_value(grid: Grid) -> None:
+    se = _search_efficiency()
+    snap = se.snapper(grid.space(), grid)
+    # max_num_seqs is a log range 8..64 in the space; the grid holds 8 and 64.
+    assert snap({"max_num_seqs": 20})["max_num_seqs"] == 8  # log2: 4.3 is nearer 3 than 6
+    assert snap({"max_num_seqs": 24})["max_num_seqs"] == 64
+    assert snap({"max_num_batched_tokens": 256}) == {"max_num_batched_tokens": 256}
+
+
+def test_a_sparse_grid_counts_only_measured_suggestions(grid: Grid) -> None:
+    se = _search_efficiency()
+    space = grid.space()
+    sparse = Grid([r for r in grid.rows if r.params.get("max_num_seqs") != 8 or r.default],
+                  grid.meta, grid.path)
+    runner = ReplayTrialRunner(space, sparse)
+    run = se.replay_study(
+        "random", 0, space=space, search_space=se.restricted_space(space, grid), grid=sparse,
+        runner=runner, reference=[0.0, 1000.0], full_hv=1.0, max_trials=10, snap=None,
+        min_trials=10,
+    )
+    assert len(run.hv) == 10
+    assert run.misses > 0
