@@ -244,6 +244,8 @@ class QualityProbe:
         result = QualityResult()
         try:
             self._run(base_url, served_name, may_record, trial, result)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise QualityError(f"quality probe: unexpected server response ({exc!r})") from exc
         finally:
             result.metrics["quality_s"] = time.monotonic() - started
         return result
@@ -316,7 +318,12 @@ class QualityProbe:
                     return self.reference
             if may_record or self.source is None:
                 return None
-            found, pending = self.source()
+            try:
+                found, pending = self.source()
+            except Exception as exc:  # noqa: BLE001 - a storage error must not end the trial
+                raise QualityError(
+                    f"quality probe: cannot read the study's reference: {exc}"
+                ) from exc
             if found is not None:
                 with self._lock:
                     self.reference = found

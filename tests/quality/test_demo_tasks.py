@@ -57,3 +57,38 @@ def test_a_build_of_another_recipe_is_not_reused(tmp_path: Path) -> None:
         json.dumps({"recipe": demo_model.RECIPE_VERSION})
     )
     assert demo_model.is_built(tmp_path)
+
+
+def test_validation_prompts_are_held_out_and_not_the_eval_set() -> None:
+    shipped = {r["prompt"] for r in _shipped()}
+    rows = demo_model.validation_rows()
+    assert len(rows) == 150
+    assert all(demo_model.is_held_out(r["prompt"]) for r in rows)
+    assert not shipped & {r["prompt"] for r in rows}
+
+
+def test_builder_end_to_end_with_a_few_steps(tmp_path: Path, monkeypatch) -> None:
+    # The real recipe trains for minutes (the `demo_model` fixture builds it once); this runs
+    # every step of the builder with a handful of training steps, including one extension.
+    monkeypatch.setattr(demo_model, "TRAIN_STEPS", 3)
+    monkeypatch.setattr(demo_model, "WARMUP_STEPS", 1)
+    monkeypatch.setattr(demo_model, "EXTRA_STEPS", 2)
+    monkeypatch.setattr(demo_model, "MAX_EXTENSIONS", 1)
+    monkeypatch.setattr(demo_model, "eval_rows", lambda count=6, seed=1234: _shipped()[:count])
+    target = tmp_path / "demo"
+    assert demo_model.build_demo_model(target) == target
+    assert demo_model.is_built(target)
+    recipe = demo_model.recipe(target)
+    assert recipe["recipe"] == demo_model.RECIPE_VERSION
+    assert recipe["extensions"] == 1 and recipe["train_steps"] == 5
+    assert 0.0 <= recipe["eval_accuracy"] <= 1.0
+    config = json.loads((target / "config.json").read_text())
+    assert config["vocab_size"] == 2048 and config["max_position_embeddings"] >= 512
+    assert config["dtype"] == "float16"
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    ids = tokenizer("reverse 48213 =")["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id
+    assert tokenizer.convert_ids_to_tokens(ids)[-6:-1] == ["4", "8", "2", "1", "3"]
+    assert tokenizer.decode(tokenizer(" 31284", add_special_tokens=False)["input_ids"]) == " 31284"

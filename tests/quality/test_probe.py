@@ -291,3 +291,27 @@ def test_reference_round_trips_through_json() -> None:
     back = Reference.from_dict(json.loads(json.dumps(ref.to_dict())))
     assert back.items[0].logprobs == [-0.123457, -3.141593]
     assert back.accuracy == 0.5 and back.trial == 0 and back.fingerprint == "abc"
+
+
+def test_malformed_responses_are_quality_errors(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, ROWS)
+    transport = httpx.MockTransport(
+        lambda r: httpx.Response(200, json={"choices": [{"index": 0}, {"index": 1}]})
+    )
+    with pytest.raises(QualityError, match="no token ids"):
+        QualityProbe(spec, transport=transport).run("http://x", "d", may_record=True)
+    transport = httpx.MockTransport(
+        lambda r: httpx.Response(200, json={"choices": [{"text": "1"}, {"text": "2"}]})
+    )
+    with pytest.raises(QualityError, match="unexpected"):
+        QualityProbe(spec, transport=transport).run("http://x", "d", may_record=True)
+
+
+def test_a_failing_reference_source_is_a_quality_error(tmp_path: Path) -> None:
+    def source() -> tuple[Reference | None, bool]:
+        raise RuntimeError("database is locked")
+
+    probe = _probe(tmp_path, base_model)
+    probe.source = source
+    with pytest.raises(QualityError, match="database is locked"):
+        probe.run("http://x", "d", may_record=False)
