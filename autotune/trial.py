@@ -192,7 +192,6 @@ class TrialRunner:
                     "measured under disturbance: " + "; ".join(
                         robust.measurements[-1].disturbances)
                 )
-            write_result_file(log_path.with_suffix(".result.json"), outcome.metrics)
             if self.space.cost is not None:
                 outcome.metrics[COST_METRIC] = cost_per_1m_output_tokens(
                     self.space.cost.device_hour_usd, len(devices.ids),
@@ -216,6 +215,7 @@ class TrialRunner:
                     started_capacity = time.monotonic()
                     outcome.metrics.update(self._capacity(engine, self.space.capacity))
                     outcome.timings["capacity_s"] = time.monotonic() - started_capacity
+                write_result_file(log_path.with_suffix(".result.json"), outcome.metrics)
         except WorkloadError as exc:
             self._fail(outcome, EngineFailure(FailureKind.BENCHMARK_FAILED, str(exc)), log_path)
         finally:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.engine
 AUTOTUNE = [sys.executable, "-m", "autotune.cli"]
 ENQUEUED = [
     {
-        "quantization": "fp8",
+        "quantization": "fp8_tensor",
         "max_num_batched_tokens": 1024,
         "max_num_seqs": 16,
         "enable_chunked_prefill": True,
@@ -57,8 +57,8 @@ def run_cli(
 def study(tmp_path_factory, demo_model: Path) -> dict:
     tmp = tmp_path_factory.mktemp("study")
     data = small_space(tmp, demo_model)
-    data["model"]["quantization_variants"]["fp8"] = {"method": "fp8_per_tensor"}
-    data["parameters"]["quantization"]["choices"] = ["none", "int8", "fp8"]
+    data["model"]["quantization_variants"]["fp8_tensor"] = {"method": "fp8_per_tensor"}
+    data["parameters"]["quantization"]["choices"] = ["none", "int8", "fp8", "fp8_tensor"]
     space = write_space(tmp, data)
     url = f"sqlite:///{tmp / 'study.db'}"
     created = run_cli(
@@ -97,7 +97,8 @@ def test_study_runs_to_the_end(study: dict) -> None:
 
 
 def test_forced_failure_is_recorded_as_unsupported(study: dict) -> None:
-    fp8 = next(t for t in study["report"]["trials"] if t["params"]["quantization"] == "fp8")
+    fp8 = next(t for t in study["report"]["trials"]
+               if t["params"]["quantization"] == "fp8_tensor")
     assert fp8["state"] == "failed"
     assert fp8["failure_kind"] == "unsupported"
     assert "static_scaled_fp8_quant" in fp8["failure_line"]
