@@ -129,13 +129,31 @@ class RobustResult:
         return all(m.disturbances for m in self.measurements)
 
 
-def _window_series(result: BenchResult, n: int) -> list[stats.Window]:
+MIN_JUDGED_WINDOWS = 3
+
+
+def _window_series(result: BenchResult, n: int) -> tuple[list[stats.Window], bool]:
+    """The measurement's windows, and whether they are long enough to judge the server by.
+
+    A closed-loop run fills its pipeline first (the first window holds only prefills) and then
+    completes requests in waves about one end-to-end latency apart, so windows shorter than
+    two latencies swing with the waves even on a quiet host. The steady span therefore starts
+    at the first completion and windows last at least two median latencies; with fewer than
+    three such windows the spread between them is not judged (host load still is)."""
     records: list[RequestRecord] = result.records
     if not records:
-        return []
+        return [], False
     sent = [r.sent_at for r in records]
     done = [r.done_at for r in records]
-    return stats.windows(records, sent, done, n_windows=n)
+    start, end = min(done), max(sent)
+    e2e = sorted(r.e2e for r in records if r.ok and r.e2e is not None)
+    if end <= start or not e2e:
+        return stats.windows(records, sent, done, n_windows=n), False
+    window_s = max((end - start) / n, 2 * e2e[len(e2e) // 2])
+    count = int((end - start) // window_s)
+    if count < MIN_JUDGED_WINDOWS:
+        return stats.windows(records, sent, done, n_windows=n), False
+    return stats.windows(records, sent, done, n_windows=count, span=(start, end)), True
 
 
 def measure_once(
@@ -150,11 +168,11 @@ def measure_once(
         host = host_sampler.result()
     except (OSError, RuntimeError, ValueError):
         host = None
-    series = _window_series(result, spec.windows)
+    series, judged = _window_series(result, spec.windows)
     reasons = stats.detect_disturbance(
         # Under open-loop (Poisson) load below saturation, throughput follows the arrivals:
         # the windows only say something about the server when it is kept busy.
-        [w.output_throughput for w in series] if closed_loop else [],
+        [w.output_throughput for w in series] if closed_loop and judged else [],
         result.metrics.get("error_rate", 0.0), host,
         max_cv=spec.max_cv, min_window_ratio=spec.min_window_ratio,
         max_error_rate=spec.max_error_rate, max_foreign_cpu_pct=spec.max_foreign_cpu_pct,
