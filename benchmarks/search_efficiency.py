@@ -278,6 +278,7 @@ def main() -> None:
     parser.add_argument("--encoding", choices=("choices", "ranges"), default="choices")
     parser.add_argument("--max-trials", type=int, default=None,
                         help="per study (default: twice the grid's size)")
+    parser.add_argument("--progress", action="store_true", help="one line per study (stderr)")
     parser.add_argument("--slo", action="append", default=[], metavar="KEY=LIMIT",
                         help="override one of the space's SLOs (e.g. e2e_p95_ms=8000)")
     args = parser.parse_args()
@@ -360,12 +361,17 @@ def main() -> None:
         seeds = seeds_for.get(kind, args.seeds)
         cap = cap_for.get(kind, max_trials)
         started = time.monotonic()
-        runs = [
-            replay_study(kind, seed, space=space, search_space=search_space, grid=grid,
-                         runner=runner, reference=reference, full_hv=full_hv,
-                         max_trials=cap, snap=snap, min_trials=min_trials)
-            for seed in range(seeds)
-        ]
+        runs = []
+        for seed in range(seeds):
+            t0 = time.monotonic()
+            runs.append(replay_study(kind, seed, space=space, search_space=search_space,
+                                     grid=grid, runner=runner, reference=reference,
+                                     full_hv=full_hv, max_trials=cap, snap=snap,
+                                     min_trials=min_trials))
+            if args.progress:
+                print(f"  {kind} seed {seed}: {len(runs[-1].hv)} trials, 99% at "
+                      f"{trials_to(runs[-1], LEVELS[-1], full_hv)} "
+                      f"({time.monotonic() - t0:.1f}s)", file=sys.stderr, flush=True)
         per = (time.monotonic() - started) / seeds
         cells = []
         for level in LEVELS:
