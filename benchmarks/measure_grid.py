@@ -135,8 +135,9 @@ def main() -> None:
     parser.add_argument("--log-dir", type=Path, default=Path("/tmp/autotune-grid/logs"))
     parser.add_argument("--model-copy", type=Path, default=Path("/tmp/autotune-grid/model"))
     parser.add_argument("--seed", type=int, default=0, help="order of the points in a slab")
-    parser.add_argument("--deadline", default=None,
-                        help="UTC HH:MM after which no further engine is started")
+    parser.add_argument(
+        "--deadline", default=None, help="UTC HH:MM after which no further engine is started"
+    )
     args = parser.parse_args()
 
     source = os.path.expanduser(yaml.safe_load(SPACE_FILE.read_text())["model"]["path"])
@@ -151,10 +152,11 @@ def main() -> None:
     write_lock = threading.Lock()
     if not args.out.exists() or not args.out.read_text().strip():
         meta = {
-            "space": {k: v for k, v in data.items() if k != "model"} | {
-                "model": {**data["model"], "path": os.path.expanduser(source)}},
+            "space": {k: v for k, v in data.items() if k != "model"}
+            | {"model": {**data["model"], "path": os.path.expanduser(source)}},
             "model_sha256_16": digest,
-            "axes": AXES, "extra_slabs": EXTRA_SLABS,
+            "axes": AXES,
+            "extra_slabs": EXTRA_SLABS,
             "devices": pool.describe(),
             "host_cores": os.cpu_count(),
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -169,8 +171,7 @@ def main() -> None:
         rng.shuffle(points)
         todo += [(p, False) for p in points]
     todo = [(p, d) for p, d in todo if key_of(p, d) not in already]
-    print(f"{len(already)} configurations already in {args.out}; {len(todo)} to go",
-          flush=True)
+    print(f"{len(already)} configurations already in {args.out}; {len(todo)} to go", flush=True)
 
     deadline = None
     if args.deadline:
@@ -237,8 +238,11 @@ def main() -> None:
         stop_all()
         for thread in threads:
             thread.join()
-    print(f"done in {time.monotonic() - started:.0f}s; {len(done_keys(args.out))} configurations "
-          f"in {args.out}", flush=True)
+    print(
+        f"done in {time.monotonic() - started:.0f}s; {len(done_keys(args.out))} configurations "
+        f"in {args.out}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

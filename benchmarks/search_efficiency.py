@@ -105,8 +105,10 @@ def reference_point(space: Space, rows: Sequence[GridRow]) -> list[float]:
         elif direction == "maximize":
             ref.append(0.0)
         else:
-            worst = max((r.metrics[objective.metric] for r in rows
-                         if objective.metric in r.metrics), default=1.0)
+            worst = max(
+                (r.metrics[objective.metric] for r in rows if objective.metric in r.metrics),
+                default=1.0,
+            )
             ref.append(1.1 * worst)
     return ref
 
@@ -121,8 +123,11 @@ def restricted_space(space: Space, grid: Grid) -> Space:
         values = grid.values(name)
         if not values:
             raise SystemExit(f"the grid holds no value of parameter {name!r}")
-        params[name] = ParameterSpec(choices=values, when=spec.when,
-                                     default=spec.default if spec.default in values else None)
+        params[name] = ParameterSpec(
+            choices=values,
+            when=spec.when,
+            default=spec.default if spec.default in values else None,
+        )
     return space.model_copy(update={"parameters": params})
 
 
@@ -163,12 +168,22 @@ def make_strategy_sampler(kind: str, space: Space, seed: int) -> optuna.samplers
 
 
 def replay_study(
-    kind: str, seed: int, *, space: Space, search_space: Space, grid: Grid,
-    runner: ReplayTrialRunner, reference: list[float], full_hv: float, max_trials: int,
-    snap: Callable[[dict[str, Any]], dict[str, Any]] | None, min_trials: int,
+    kind: str,
+    seed: int,
+    *,
+    space: Space,
+    search_space: Space,
+    grid: Grid,
+    runner: ReplayTrialRunner,
+    reference: list[float],
+    full_hv: float,
+    max_trials: int,
+    snap: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    min_trials: int,
 ) -> Run:
     study = optuna.create_study(
-        directions=space.directions, sampler=make_strategy_sampler(kind, search_space, seed)
+        directions=[optuna.study.StudyDirection[d.upper()] for d in space.directions],
+        sampler=make_strategy_sampler(kind, search_space, seed),
     )
     default_params = space.default_params()
     study.enqueue_trial(default_params, user_attrs={DEFAULT_ATTR: True})
@@ -271,16 +286,32 @@ def main() -> None:
     parser.add_argument("--grid", type=Path, required=True)
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
-    parser.add_argument("--seeds-for", action="append", default=[], metavar="STRATEGY=N",
-                        help="another number of seeds for one strategy (e.g. gp=5: GP is slow)")
-    parser.add_argument("--max-trials-for", action="append", default=[], metavar="STRATEGY=N",
-                        help="another trial cap for one strategy")
+    parser.add_argument(
+        "--seeds-for",
+        action="append",
+        default=[],
+        metavar="STRATEGY=N",
+        help="another number of seeds for one strategy (e.g. gp=5: GP is slow)",
+    )
+    parser.add_argument(
+        "--max-trials-for",
+        action="append",
+        default=[],
+        metavar="STRATEGY=N",
+        help="another trial cap for one strategy",
+    )
     parser.add_argument("--encoding", choices=("choices", "ranges"), default="choices")
-    parser.add_argument("--max-trials", type=int, default=None,
-                        help="per study (default: twice the grid's size)")
+    parser.add_argument(
+        "--max-trials", type=int, default=None, help="per study (default: twice the grid's size)"
+    )
     parser.add_argument("--progress", action="store_true", help="one line per study (stderr)")
-    parser.add_argument("--slo", action="append", default=[], metavar="KEY=LIMIT",
-                        help="override one of the space's SLOs (e.g. e2e_p95_ms=8000)")
+    parser.add_argument(
+        "--slo",
+        action="append",
+        default=[],
+        metavar="KEY=LIMIT",
+        help="override one of the space's SLOs (e.g. e2e_p95_ms=8000)",
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -314,42 +345,65 @@ def main() -> None:
     default_value = default_row.metrics.get(first.metric) if default_row else None
 
     states = {s: sum(1 for r in rows if r.state == s) for s in ("complete", "failed", "rejected")}
-    print(f"grid {args.grid}: {len(rows)} rows ({len(grid.points)} points + "
-          f"{len(rows) - len(grid.points)} default), " + ", ".join(
-              f"{n} {s}" for s, n in states.items()) + f"; {len(feasible_rows)} SLO-feasible")
-    print("objectives: " + ", ".join(f"{o.metric} ({o.resolved_direction})"
-                                      for o in space.objectives)
-          + f"; SLOs {dict(space.slos)}; reference point {reference}")
-    print(f"full-grid hypervolume {full_hv:.6g}; Pareto-optimal feasible rows: "
-          f"{_pareto_size(full_points, space.directions)}")
+    print(
+        f"grid {args.grid}: {len(rows)} rows ({len(grid.points)} points + "
+        f"{len(rows) - len(grid.points)} default), "
+        + ", ".join(f"{n} {s}" for s, n in states.items())
+        + f"; {len(feasible_rows)} SLO-feasible"
+    )
+    print(
+        "objectives: "
+        + ", ".join(f"{o.metric} ({o.resolved_direction})" for o in space.objectives)
+        + f"; SLOs {dict(space.slos)}; reference point {reference}"
+    )
+    print(
+        f"full-grid hypervolume {full_hv:.6g}; Pareto-optimal feasible rows: "
+        f"{_pareto_size(full_points, space.directions)}"
+    )
     if default_row is not None:
         state = "SLO-feasible" if default_ok else "NOT SLO-feasible"
-        print(f"vLLM default: {first.metric} {default_value:.0f}, "
-              + ", ".join(f"{k} {default_row.metrics.get(k, math.nan):.0f}" for k in space.slos)
-              + f" ({state})")
-    twin = next((r for r in grid.points if r.params == (default_row.params if default_row
-                                                          else None)), None)
+        print(
+            f"vLLM default: {first.metric} {default_value:.0f}, "
+            + ", ".join(f"{k} {default_row.metrics.get(k, math.nan):.0f}" for k in space.slos)
+            + f" ({state})"
+        )
+    twin = next(
+        (r for r in grid.points if r.params == (default_row.params if default_row else None)), None
+    )
     if twin is not None:
-        print(f"  the same values as explicit flags (an ordinary grid point): {first.metric} "
-              f"{twin.metrics.get(first.metric, math.nan):.0f}, " + ", ".join(
-                  f"{k} {twin.metrics.get(k, math.nan):.0f}" for k in space.slos)
-              + f" ({twin.state})")
+        print(
+            f"  the same values as explicit flags (an ordinary grid point): {first.metric} "
+            f"{twin.metrics.get(first.metric, math.nan):.0f}, "
+            + ", ".join(f"{k} {twin.metrics.get(k, math.nan):.0f}" for k in space.slos)
+            + f" ({twin.state})"
+        )
     if full_hv > 0:
-        shares = sorted((hypervolume([p], space.directions, reference) / full_hv
-                         for p in full_points), reverse=True)
-        print("share of the full hypervolume reached by the best single configurations: "
-              + ", ".join(f"{v:.0%}" for v in shares[:5]))
+        shares = sorted(
+            (hypervolume([p], space.directions, reference) / full_hv for p in full_points),
+            reverse=True,
+        )
+        print(
+            "share of the full hypervolume reached by the best single configurations: "
+            + ", ".join(f"{v:.0%}" for v in shares[:5])
+        )
     if full_hv <= 0:
-        raise SystemExit("no SLO-feasible configuration in the grid: nothing to search for "
-                         "(relax an SLO with --slo KEY=LIMIT)")
+        raise SystemExit(
+            "no SLO-feasible configuration in the grid: nothing to search for "
+            "(relax an SLO with --slo KEY=LIMIT)"
+        )
     max_trials = args.max_trials or 2 * len(grid.points)
     min_trials = max(BUDGETS)
-    print(f"{args.seeds} seeds per strategy; encoding {args.encoding}; studies stop at 99% of "
-          f"the hypervolume once past {min_trials} trials, or after {max_trials} trials\n")
+    print(
+        f"{args.seeds} seeds per strategy; encoding {args.encoding}; studies stop at 99% of "
+        f"the hypervolume once past {min_trials} trials, or after {max_trials} trials\n"
+    )
 
-    header = (f"{'strategy':9s} {'95% med':>8s} {'95% worst':>9s} {'99% med':>8s} "
-              f"{'99% worst':>9s} " + " ".join(f"{'best@' + str(b) + ' med/worst':>24s}"
-                                               for b in BUDGETS) + f" {'s/study':>8s}")
+    header = (
+        f"{'strategy':9s} {'95% med':>8s} {'95% worst':>9s} {'99% med':>8s} "
+        f"{'99% worst':>9s} "
+        + " ".join(f"{'best@' + str(b) + ' med/worst':>24s}" for b in BUDGETS)
+        + f" {'s/study':>8s}"
+    )
     print(header)
     print("-" * len(header))
     # Gains are shown against the default's throughput even when the default misses an SLO
@@ -364,30 +418,49 @@ def main() -> None:
         runs = []
         for seed in range(seeds):
             t0 = time.monotonic()
-            runs.append(replay_study(kind, seed, space=space, search_space=search_space,
-                                     grid=grid, runner=runner, reference=reference,
-                                     full_hv=full_hv, max_trials=cap, snap=snap,
-                                     min_trials=min_trials))
+            runs.append(
+                replay_study(
+                    kind,
+                    seed,
+                    space=space,
+                    search_space=search_space,
+                    grid=grid,
+                    runner=runner,
+                    reference=reference,
+                    full_hv=full_hv,
+                    max_trials=cap,
+                    snap=snap,
+                    min_trials=min_trials,
+                )
+            )
             if args.progress:
-                print(f"  {kind} seed {seed}: {len(runs[-1].hv)} trials, 99% at "
-                      f"{trials_to(runs[-1], LEVELS[-1], full_hv)} "
-                      f"({time.monotonic() - t0:.1f}s)", file=sys.stderr, flush=True)
+                print(
+                    f"  {kind} seed {seed}: {len(runs[-1].hv)} trials, 99% at "
+                    f"{trials_to(runs[-1], LEVELS[-1], full_hv)} "
+                    f"({time.monotonic() - t0:.1f}s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         per = (time.monotonic() - started) / seeds
-        cells = []
+        cells: list[str] = []
         for level in LEVELS:
             cells += _fmt_trials([trials_to(r, level, full_hv) for r in runs], cap)
-        bests = [
-            _fmt_best([best_within(r, b) for r in runs], base, maximize) for b in BUDGETS
-        ]
+        bests = [_fmt_best([best_within(r, b) for r in runs], base, maximize) for b in BUDGETS]
         misses = sum(r.misses for r in runs)
-        print(f"{kind:9s} {cells[0]:>8s} {cells[1]:>9s} {cells[2]:>8s} {cells[3]:>9s} "
-              + " ".join(f"{b:>24s}" for b in bests) + f" {per:8.1f}"
-              + (f"  ({seeds} seeds)" if seeds != args.seeds else "")
-              + (f"  (cap {cap} trials)" if cap != max_trials else "")
-              + (f"  ({misses} suggestions not in the grid)" if misses else ""), flush=True)
+        print(
+            f"{kind:9s} {cells[0]:>8s} {cells[1]:>9s} {cells[2]:>8s} {cells[3]:>9s} "
+            + " ".join(f"{b:>24s}" for b in bests)
+            + f" {per:8.1f}"
+            + (f"  ({seeds} seeds)" if seeds != args.seeds else "")
+            + (f"  (cap {cap} trials)" if cap != max_trials else "")
+            + (f"  ({misses} suggestions not in the grid)" if misses else ""),
+            flush=True,
+        )
     if default_row is not None and not default_ok:
-        print(f"\nthe vLLM default misses an SLO here: the ratios compare with its {first.metric} "
-              "all the same")
+        print(
+            f"\nthe vLLM default misses an SLO here: the ratios compare with its {first.metric} "
+            "all the same"
+        )
 
 
 def _pareto_size(points: Sequence[Sequence[float]], directions: Sequence[str]) -> int:

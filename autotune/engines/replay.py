@@ -26,7 +26,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from autotune.devices import CpuSlotPool, DevicePool, DeviceSet
 from autotune.engines.base import EngineConfig, register
@@ -90,8 +90,16 @@ class GridRow:
                     f"row {index}: unknown failure_kind {data['failure_kind']!r}; known: "
                     + ", ".join(k.value for k in FailureKind)
                 ) from None
-        known = {"params", "state", "metrics", "flags", "default", "failure_kind",
-                 "failure_reason", "timings"}
+        known = {
+            "params",
+            "state",
+            "metrics",
+            "flags",
+            "default",
+            "failure_kind",
+            "failure_reason",
+            "timings",
+        }
         return cls(
             index=index,
             params=dict(data["params"]),
@@ -114,8 +122,9 @@ class GridRow:
 class Grid:
     """A measured grid: the rows, and the ``meta`` line (the space it was measured with)."""
 
-    def __init__(self, rows: list[GridRow], meta: Mapping[str, Any] | None = None,
-                 path: str = "") -> None:
+    def __init__(
+        self, rows: list[GridRow], meta: Mapping[str, Any] | None = None, path: str = ""
+    ) -> None:
         self.rows = rows
         self.meta = dict(meta or {})
         self.path = path
@@ -177,8 +186,10 @@ class Grid:
         try:
             return self._by_params[(params_key(params), default)]
         except KeyError:
-            raise GridMiss(f"the grid {self.path} holds no configuration {params_key(params)}"
-                           + (" measured as the default trial" if default else "")) from None
+            raise GridMiss(
+                f"the grid {self.path} holds no configuration {params_key(params)}"
+                + (" measured as the default trial" if default else "")
+            ) from None
 
     @property
     def points(self) -> list[GridRow]:
@@ -190,16 +201,18 @@ class Grid:
 
     def values(self, name: str) -> list[Any]:
         """The values a parameter takes over the grid points, sorted."""
-        found = {json.dumps(r.params[name]): r.params[name] for r in self.points
-                 if name in r.params}
+        found = {
+            json.dumps(r.params[name]): r.params[name] for r in self.points if name in r.params
+        }
         return sorted(found.values(), key=lambda v: (str(type(v)), v))
 
 
 class ReplayedEngine:
     """A RunningEngine that never ran here: it carries the recorded metrics of its row."""
 
-    def __init__(self, row: GridRow, grid: Grid, argv: list[str], served_name: str,
-                 log_path: Path) -> None:
+    def __init__(
+        self, row: GridRow, grid: Grid, argv: list[str], served_name: str, log_path: Path
+    ) -> None:
         self.row = row
         self.base_url = f"replay://{grid.path or 'grid'}#{row.index}"
         self.served_name = served_name
@@ -265,11 +278,20 @@ class ReplayTrialRunner(TrialRunner):
     Rejection rules, flag building, device acquisition and the outcome's shape are inherited;
     no load is driven, no quality probe or capacity search runs (a grid holds neither)."""
 
-    def __init__(self, space: Space, grid: Grid, *, pool: DevicePool | None = None,
-                 log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        space: Space,
+        grid: Grid,
+        *,
+        pool: DevicePool | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
         launcher = ReplayLauncher(grid, write_logs=log_dir is not None)
-        super().__init__(space, launcher, pool or CpuSlotPool(slots=1),
-                         log_dir or Path(os.devnull))
+        if pool is None:
+            # DevicePool declares ``kind`` as a plain (invariant) attribute, so mypy does not
+            # accept CpuSlotPool's narrower Literal["cpu"] as one; it is one at run time.
+            pool = cast(DevicePool, CpuSlotPool(slots=1))
+        super().__init__(space, launcher, pool, log_dir or Path(os.devnull))
         self.quality = None
         self.grid = grid
 

@@ -48,8 +48,12 @@ SPACE = {
 
 
 def _metrics(throughput: float, e2e: float) -> dict[str, float]:
-    return {"output_throughput": throughput, "e2e_p95_ms": e2e, "error_rate": 0.0,
-            "completed": 4.0}
+    return {
+        "output_throughput": throughput,
+        "e2e_p95_ms": e2e,
+        "error_rate": 0.0,
+        "completed": 4.0,
+    }
 
 
 # (max_num_seqs, budget, chunked) → (state, failure_kind, metrics)
@@ -70,20 +74,34 @@ def write_grid(path: Path) -> Path:
     space = Space.model_validate(SPACE)
     lines = [{"meta": {"space": SPACE}}]
     default = space.default_params()
-    lines.append({
-        "params": default, "default": True, "state": "complete", "failure_kind": None,
-        "metrics": DEFAULT_METRICS,
-        "flags": dict(engine_config(space, default, is_default=True).flags),
-    })
+    lines.append(
+        {
+            "params": default,
+            "default": True,
+            "state": "complete",
+            "failure_kind": None,
+            "metrics": DEFAULT_METRICS,
+            "flags": dict(engine_config(space, default, is_default=True).flags),
+        }
+    )
     for (seqs, budget, chunked), (state, kind, metrics) in ROWS.items():
-        params = {"max_num_seqs": seqs, "max_num_batched_tokens": budget,
-                  "enable_chunked_prefill": chunked}
-        lines.append({
-            "params": params, "state": state, "failure_kind": kind,
-            "failure_reason": f"recorded {kind}" if kind else None, "metrics": metrics,
-            "flags": dict(engine_config(space, params, is_default=False).flags),
-            "timings": {"startup_s": 20.0}, "disturbed": seqs == 8,
-        })
+        params = {
+            "max_num_seqs": seqs,
+            "max_num_batched_tokens": budget,
+            "enable_chunked_prefill": chunked,
+        }
+        lines.append(
+            {
+                "params": params,
+                "state": state,
+                "failure_kind": kind,
+                "failure_reason": f"recorded {kind}" if kind else None,
+                "metrics": metrics,
+                "flags": dict(engine_config(space, params, is_default=False).flags),
+                "timings": {"startup_s": 20.0},
+                "disturbed": seqs == 8,
+            }
+        )
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     return path
 
@@ -105,8 +123,11 @@ def test_load_reads_rows_meta_and_values(grid: Grid) -> None:
 def test_replayed_trials_return_exactly_the_recorded_metrics(grid: Grid) -> None:
     runner = ReplayTrialRunner(grid.space(), grid)
     for (seqs, budget, chunked), (state, kind, metrics) in ROWS.items():
-        params = {"max_num_seqs": seqs, "max_num_batched_tokens": budget,
-                  "enable_chunked_prefill": chunked}
+        params = {
+            "max_num_seqs": seqs,
+            "max_num_batched_tokens": budget,
+            "enable_chunked_prefill": chunked,
+        }
         outcome = runner.run(1, params, is_default=False)
         assert outcome.state == state
         if state == "complete":
@@ -136,8 +157,9 @@ def test_launcher_conforms_and_raises_the_recorded_failure(grid: Grid, tmp_path:
     space = grid.space()
     devices = CpuSlotPool(slots=1).acquire(1)
     params = {"max_num_seqs": 8, "max_num_batched_tokens": 256, "enable_chunked_prefill": True}
-    engine = launcher.start(engine_config(space, params, is_default=False), devices,
-                            tmp_path / "t.log")
+    engine = launcher.start(
+        engine_config(space, params, is_default=False), devices, tmp_path / "t.log"
+    )
     assert isinstance(engine, RunningEngine)
     assert engine.metrics == ROWS[(8, 256, True)][2]
     assert "row" in (tmp_path / "t.log").read_text()
@@ -146,15 +168,15 @@ def test_launcher_conforms_and_raises_the_recorded_failure(grid: Grid, tmp_path:
 
     failed = {"max_num_seqs": 64, "max_num_batched_tokens": 2048, "enable_chunked_prefill": False}
     with pytest.raises(EngineFailure) as info:
-        launcher.start(engine_config(space, failed, is_default=False), devices,
-                       tmp_path / "f.log")
+        launcher.start(engine_config(space, failed, is_default=False), devices, tmp_path / "f.log")
     assert info.value.kind == FailureKind.OUT_OF_MEMORY
     assert info.value.reason == "recorded out_of_memory"
 
     missing = {"max_num_seqs": 16, "max_num_batched_tokens": 256, "enable_chunked_prefill": True}
     with pytest.raises(GridMiss, match="no configuration"):
-        launcher.start(engine_config(space, missing, is_default=False), devices,
-                       tmp_path / "m.log")
+        launcher.start(
+            engine_config(space, missing, is_default=False), devices, tmp_path / "m.log"
+        )
 
 
 def test_registered_as_replay(grid: Grid, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,15 +253,26 @@ def test_grid_strategy_reaches_the_full_hypervolume(grid: Grid) -> None:
     se = _search_efficiency()
     space = grid.space()
     runner = ReplayTrialRunner(space, grid)
-    feasible = [[r.metrics["output_throughput"], r.metrics["e2e_p95_ms"]] for r in grid.rows
-                if r.state == "complete" and r.metrics["e2e_p95_ms"] <= 1000]
+    feasible = [
+        [r.metrics["output_throughput"], r.metrics["e2e_p95_ms"]]
+        for r in grid.rows
+        if r.state == "complete" and r.metrics["e2e_p95_ms"] <= 1000
+    ]
     reference = se.reference_point(space, grid.rows)
     assert reference == [0.0, 1000.0]
     full = se.hypervolume(feasible, space.directions, reference)
     for kind in ("grid", "random", "auto"):
         run = se.replay_study(
-            kind, 0, space=space, search_space=se.restricted_space(space, grid), grid=grid,
-            runner=runner, reference=reference, full_hv=full, max_trials=40, snap=None,
+            kind,
+            0,
+            space=space,
+            search_space=se.restricted_space(space, grid),
+            grid=grid,
+            runner=runner,
+            reference=reference,
+            full_hv=full,
+            max_trials=40,
+            snap=None,
             min_trials=1,
         )
         assert run.hv == sorted(run.hv)
@@ -261,12 +294,23 @@ def test_ranges_encoding_replays_the_nearest_grid_value(grid: Grid) -> None:
 def test_a_sparse_grid_counts_only_measured_suggestions(grid: Grid) -> None:
     se = _search_efficiency()
     space = grid.space()
-    sparse = Grid([r for r in grid.rows if r.params.get("max_num_seqs") != 8 or r.default],
-                  grid.meta, grid.path)
+    sparse = Grid(
+        [r for r in grid.rows if r.params.get("max_num_seqs") != 8 or r.default],
+        grid.meta,
+        grid.path,
+    )
     runner = ReplayTrialRunner(space, sparse)
     run = se.replay_study(
-        "random", 0, space=space, search_space=se.restricted_space(space, grid), grid=sparse,
-        runner=runner, reference=[0.0, 1000.0], full_hv=1.0, max_trials=10, snap=None,
+        "random",
+        0,
+        space=space,
+        search_space=se.restricted_space(space, grid),
+        grid=sparse,
+        runner=runner,
+        reference=[0.0, 1000.0],
+        full_hv=1.0,
+        max_trials=10,
+        snap=None,
         min_trials=10,
     )
     assert len(run.hv) == 10
