@@ -278,6 +278,11 @@ class StudyRunner:
         self._stop.clear()
         errors: list[BaseException] = []
 
+        # Waiting on an Event, not Thread.join: a KeyboardInterrupt inside join() can leave the
+        # thread looking finished while it still runs (CPython gh-90882).
+        all_done = threading.Event()
+        remaining = [max(1, parallel)]
+
         def worker() -> None:
             try:
                 while True:
@@ -297,6 +302,11 @@ class StudyRunner:
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 errors.append(exc)
                 self._stop.set()
+            finally:
+                with self._lock:
+                    remaining[0] -= 1
+                    if remaining[0] == 0:
+                        all_done.set()
 
         threads = [threading.Thread(target=worker, name=f"trial-slot-{i}", daemon=True)
                    for i in range(max(1, parallel))]
@@ -308,15 +318,13 @@ class StudyRunner:
             if not is_sqlite(self.storage):
                 watchdog.start()
             try:
-                while any(t.is_alive() for t in threads):
-                    for thread in threads:
-                        thread.join(timeout=0.2)
+                while not all_done.wait(0.2):
+                    pass
             except KeyboardInterrupt:
                 interrupted = True
                 self._stop.set()
                 stop_all()
-                for thread in threads:
-                    thread.join()
+                all_done.wait()
         self._stop.set()
         if errors:
             raise errors[0]
