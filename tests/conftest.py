@@ -60,6 +60,7 @@ def small_space(tmp_path: Path, model: Path, **overrides) -> dict:
     # Measured once: tests of other features must not depend on how busy the host is
     # (tests/integration/test_disturbance.py covers re-measuring).
     data["measurement"] = {"max_repeats": 0}
+    data.pop("quality", None)  # tests/quality covers the probe; others need not pay for it
     for key, value in overrides.items():
         data[key] = value
     return data

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from optuna.trial import TrialState
+
 from autotune.quality.probe import Reference
 
 REFERENCE_ATTR = "autotune:quality_reference"
@@ -19,13 +21,16 @@ def store_reference(study: Any, reference: Reference) -> None:
 
 
 def reference_state(study: Any, default_attr: str) -> tuple[Reference | None, bool]:
-    """(The stored reference or None, whether a default trial is still waiting or running)."""
+    """(The stored reference or None, whether a default trial is running right now).
+
+    A default trial only *waiting* to run does not count: its retry (after its worker died)
+    may have to be run by the very worker that is asking, which must not wait for itself."""
     attrs = study._storage.get_study_user_attrs(study._study_id)  # fresh, not a cached copy
     data = attrs.get(REFERENCE_ATTR)
     if data is not None:
         return Reference.from_dict(data), False
     pending = any(
-        t.user_attrs.get(default_attr) and not t.state.is_finished()
+        t.user_attrs.get(default_attr) and t.state == TrialState.RUNNING
         for t in study.get_trials(deepcopy=False)
     )
     return None, pending
