@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the quickstart needs, then run a real tuning study on the CPU: the demo model
-# is built offline on first use, SQLite storage (autotune.db), about 5 minutes on 2 cores.
+# is trained offline on first use (cached), SQLite storage (autotune.db), 8 trials.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
