@@ -143,6 +143,11 @@ class TrialRunner:
             self.pool.release(devices)
         return outcome
 
+    def log_path(self, number: int, attempt: int = 1) -> Path:
+        """Where the engine of this trial (and attempt) logs."""
+        suffix = "" if attempt == 1 else f".{attempt}"
+        return self.log_dir / f"trial-{number:04d}{suffix}.log"
+
     def _launch_and_measure(
         self,
         number: int,
@@ -153,8 +158,7 @@ class TrialRunner:
         attempt: int = 1,
         is_default: bool = False,
     ) -> None:
-        suffix = "" if attempt == 1 else f".{attempt}"
-        log_path = self.log_dir / f"trial-{number:04d}{suffix}.log"
+        log_path = self.log_path(number, attempt)
         outcome.log_path = str(log_path)
         on_phase("starting engine")
         started = time.monotonic()

@@ -305,8 +305,7 @@ class ReplayTrialRunner(TrialRunner):
         attempt: int = 1,
         is_default: bool = False,
     ) -> None:
-        suffix = "" if attempt == 1 else f".{attempt}"
-        log_path = self.log_dir / f"trial-{number:04d}{suffix}.log"
+        log_path = self.log_path(number, attempt)
         outcome.log_path = str(log_path)
         on_phase("replaying")
         try:
