@@ -29,10 +29,12 @@ def _competing_load(delay_s: float, duration_s: float, processes: int) -> thread
 
     def run() -> None:
         time.sleep(delay_s)
-        loops = [subprocess.Popen([sys.executable, "-c", BUSY.format(s=duration_s)])
-                 for _ in range(processes)]
-        for loop in loops:
-            loop.wait()
+        # `setsid -f` detaches the loops (reparented away from this process), so they are
+        # another tenant's load, not processes of ours.
+        for _ in range(processes):
+            subprocess.run(["setsid", "-f", sys.executable, "-c", BUSY.format(s=duration_s)],
+                           check=True)
+        time.sleep(duration_s + 0.5)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -66,9 +68,7 @@ def test_competing_load_is_flagged_and_repeated(tmp_path: Path, demo_model: Path
         loop.join()
         first = noisy.measurements[0]
         print("noisy:", [m.disturbances for m in noisy.measurements])
-        # The busy loops are this process's children, hence counted as ours by the host-load
-        # sampler: what flags the run is the slow stretch they cause in the windows.
-        assert first.disturbances
+        assert any("other processes" in r for r in first.disturbances), first.disturbances
         assert len(noisy.measurements) >= 2  # repeated on the same server
         assert noisy.metrics["measurement_runs"] == len(noisy.measurements)
         assert noisy.metrics["disturbed_runs"] >= 1
