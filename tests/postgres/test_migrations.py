@@ -11,7 +11,13 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, insert, inspect, select
 
-from autotune.db.session import alembic_config, current_revision, get_engine, head_revision, upgrade
+from autotune.db.session import (
+    alembic_config,
+    current_revision,
+    get_engine,
+    head_revision,
+    upgrade,
+)
 from autotune.report import load_report
 
 ASSETS = Path(__file__).resolve().parents[1] / "fixtures" / "migrations"
