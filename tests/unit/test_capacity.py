@@ -7,7 +7,8 @@ from autotune.bench.capacity import CapacitySpec, find_capacity
 
 def _server(true_capacity: float):
     def measure(rate: float) -> dict[str, float]:
-        return {"output_throughput": rate * 32, "e2e_p95_ms": 500 if rate <= true_capacity else 9e3}
+        e2e = 500 if rate <= true_capacity else 9e3
+        return {"output_throughput": rate * 32, "e2e_p95_ms": e2e}
 
     return measure
 
