@@ -123,13 +123,11 @@ class CpuSlotPool(PooledDevices):
 
 
 def _ranges(cores: list[int]) -> str:
-    """``[0, 1, 2, 5]`` → ``"0-2,5"``."""
-    parts: list[str] = []
+    """``[0, 1, 2, 5]`` → ``"0-2,5"`` (the inverse of ``parse_core_list``)."""
+    runs: list[list[int]] = []
     for core in sorted(cores):
-        if parts and "-" not in parts[-1].split(",")[-1] and int(parts[-1]) == core - 1:
-            parts[-1] = f"{parts[-1]}-{core}"
-        elif parts and "-" in parts[-1] and int(parts[-1].split("-")[1]) == core - 1:
-            parts[-1] = f"{parts[-1].split('-')[0]}-{core}"
+        if runs and runs[-1][1] == core - 1:
+            runs[-1][1] = core
         else:
-            parts.append(str(core))
-    return ",".join(parts)
+            runs.append([core, core])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
