@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,7 @@ from autotune.trial import TrialOutcome, TrialRunner, finite_metrics
 DEFAULT_ATTR = "autotune:default"
 FAILURE_ATTR = "autotune:failure_kind"
 STATE_ATTR = "autotune:state"
+WARM_START_ATTR = "autotune:warm_start"
 # Failures that say nothing about the configuration: Optuna marks them FAIL (ignored by
 # samplers) instead of infeasible.
 NOT_THE_CONFIG = (FailureKind.HOST_FAULT, FailureKind.INTERRUPTED)
@@ -206,13 +207,16 @@ class StudyRunner:
         grace_period_s: int = 30,
         max_retries: int = 2,
         db_retry_s: float = 600.0,
+        warm_start: Sequence[Mapping[str, Any]] = (),
+        runner: TrialRunner | None = None,
     ) -> None:
         self.space = space
+        self.warm_start = [dict(p) for p in warm_start]
         self.name = name
         self.storage = storage
         self.pool = pool
         self.reporter = reporter or SilentReporter()
-        self.runner = TrialRunner(space, launcher, pool, log_dir / name)
+        self.runner = runner or TrialRunner(space, launcher, pool, log_dir / name)
         self.space_path = space_path
         self.space_yaml = space_yaml or yaml.safe_dump(space.model_dump(mode="json"))
         self.host = socket.gethostname()
@@ -235,6 +239,8 @@ class StudyRunner:
         study, created = open_study(self.space, self.name, self.storage, self._optuna_storage())
         if created:
             study.enqueue_trial(self.space.default_params(), user_attrs={DEFAULT_ATTR: True})
+            for params in self.warm_start:  # an earlier study's Pareto set, right after
+                study.enqueue_trial(params, user_attrs={WARM_START_ATTR: True})
         else:
             self._requeue_interrupted(study)
         if register or repository.get_study(url=self.storage, name=self.name) is None:
