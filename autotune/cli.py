@@ -142,7 +142,8 @@ def _pool(spec: Any, devices: str | None, wanted: int | None) -> Any:
 
 
 def _runner(spec: Any, *, name: str, url: str, pool: Any, log_dir: Path | None,
-            space_path: str = "", space_yaml: str | None = None) -> Any:
+            space_path: str = "", space_yaml: str | None = None,
+            warm_start: list[dict[str, Any]] | None = None) -> Any:
     from autotune.engines.base import create
     from autotune.errors import StorageError
     from autotune.settings import Settings
@@ -165,6 +166,7 @@ def _runner(spec: Any, *, name: str, url: str, pool: Any, log_dir: Path | None,
         log_dir=log_dir or Path(settings.log_dir), space_path=space_path,
         space_yaml=space_yaml, heartbeat_interval_s=settings.heartbeat_interval_s,
         grace_period_s=settings.grace_period_s, max_retries=settings.max_retries,
+        warm_start=warm_start or (),
     )
 
 
@@ -196,6 +198,57 @@ def _finish(run: Any, pool: Any, url: str, name: str, started: float, resume_hin
         raise typer.Exit(130)
 
 
+def _warm_start(spec: Any, *, name: str, url: str, source: str, source_storage: str | None,
+                pool: Any, force: bool, budget: int) -> list[dict[str, Any]]:
+    """The configurations an earlier study seeds this one with, printed; [] on a resume."""
+    from autotune.warm_start import find_study, plan, shown_url
+
+    if find_study(url, name) is not None:
+        console.print(
+            f"[yellow]study [bold]{escape(name)}[/bold] already exists: it is resumed and "
+            f"--warm-start {escape(source)} is ignored (a warm start seeds a study only when it "
+            "is created; give another --name to start a new, warm-started study)[/]"
+        )
+        return []
+    other_url = _storage(source_storage) if source_storage else url
+    try:
+        result = plan(spec, source=source, storage=other_url, model=spec.model.path,
+                      hardware=pool.describe(), force=force)
+    except AutotuneError as exc:
+        raise _fail(exc) from None
+    for warning in result.warnings:
+        err_console.print(f"[bold yellow]warning:[/] --warm-start-any: {escape(warning)}")
+    console.print(
+        f"warm start from study [bold]{escape(source)}[/] ({shown_url(other_url)}): "
+        f"{result.complete} complete trial(s), {result.feasible} feasible under this space's "
+        f"objectives and SLOs, {result.pareto} on their Pareto front"
+    )
+    for note in result.notes:
+        console.print(f"  [yellow]note:[/] {escape(note)}")
+    for skip in result.skipped:
+        console.print(f"  [yellow]skipped[/] trial {skip.source_trial} "
+                      f"({escape(_short_params(skip.params))}): {escape(skip.reason)}")
+    if not result.seeds:
+        console.print("[yellow]nothing to enqueue: the study starts from the vLLM defaults "
+                      "alone[/]")
+        return []
+    table = Table(title=f"enqueued after the vLLM defaults, in order: {len(result.seeds)}")
+    table.add_column("trial", justify="right")
+    table.add_column("parameters, in this space")
+    for objective in spec.objectives:
+        arrow = "↑" if objective.resolved_direction == "maximize" else "↓"
+        table.add_column(f"{objective.metric} {arrow}", justify="right")
+    for seed in result.seeds:
+        table.add_row(str(seed.source_trial),
+                      "\n".join(escape(f"{k}={v}") for k, v in seed.params.items()),
+                      *(f"{v:.4g}" for v in seed.values))
+    console.print(table)
+    if 1 + len(result.seeds) > budget:
+        console.print(f"[yellow]the budget of {budget} trial(s) runs only the defaults and the "
+                      f"first {budget - 1} of them; raise --trials to run them all[/]")
+    return result.configurations
+
+
 @study_app.command("start")
 def study_start(
     space: Annotated[Path, typer.Option("--space", help="search-space YAML file")],
@@ -217,6 +270,21 @@ def study_start(
     devices: Annotated[
         str | None, typer.Option(help="auto, cpu, cpu:CORES, gpu or gpu:INDICES")
     ] = None,
+    warm_start: Annotated[
+        str | None,
+        typer.Option("--warm-start", metavar="STUDY",
+                     help="first run the Pareto set of this earlier study (same model family "
+                          "and hardware class); only when the study is created"),
+    ] = None,
+    warm_start_storage: Annotated[
+        str | None,
+        typer.Option("--warm-start-storage", metavar="URL",
+                     help="database of the --warm-start study (default: --storage)"),
+    ] = None,
+    warm_start_any: Annotated[
+        bool, typer.Option("--warm-start-any",
+                           help="warm-start even from another model family or hardware class")
+    ] = False,
 ) -> None:
     """Run a tuning study: each trial launches, measures and tears down a real engine."""
     from autotune.space import load_space
@@ -229,9 +297,18 @@ def study_start(
     study_name = name or spec.name or space.stem
     wanted = _parse_parallel(parallel)
     pool = _pool(spec, devices, wanted)
-    runner = _runner(spec, name=study_name, url=url, pool=pool, log_dir=log_dir,
-                     space_path=str(space), space_yaml=space.read_text())
     total = trials or spec.search.trials
+    seeds: list[dict[str, Any]] = []
+    if warm_start is not None:  # before anything is written: a refusal leaves no study behind
+        seeds = _warm_start(spec, name=study_name, url=url, source=warm_start,
+                            source_storage=warm_start_storage, pool=pool,
+                            force=warm_start_any, budget=total)
+    elif warm_start_storage is not None or warm_start_any:
+        err_console.print("[bold red]error:[/] --warm-start-storage and --warm-start-any need "
+                          "--warm-start STUDY")
+        raise typer.Exit(2)
+    runner = _runner(spec, name=study_name, url=url, pool=pool, log_dir=log_dir,
+                     space_path=str(space), space_yaml=space.read_text(), warm_start=seeds)
     if no_run:
         runner.prepare(budget=total)
         console.print(f"study [bold]{study_name}[/] ready in {url} (budget {total} trials); "
