@@ -369,3 +369,52 @@ def test_warm_start_options_need_warm_start(tmp_path: Path, invoke) -> None:
                     "--storage", url, "--no-run", "--warm-start-any")
     assert result.exit_code == 2 and "need --warm-start STUDY" in result.output
     assert not (tmp_path / "a.db").exists()
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_replayed_studies_warm_start_end_to_end(tmp_path: Path) -> None:
+    """An earlier study run on the replay engine seeds a new one with a tighter SLO; the seeds
+    are run as the new study's trials 1.. and give back the earlier measurements."""
+    from autotune.devices import CpuSlotPool
+    from autotune.engines.replay import Grid, ReplayTrialRunner
+    from autotune.study import StudyRunner
+
+    grid = Grid.load(Path(__file__).resolve().parents[2] / "benchmarks" / "grids"
+                     / "quickstart-cpu.jsonl")
+    data = grid.space().model_dump(mode="json", exclude_none=True)
+    data["model"]["path"] = str(_model_dir(tmp_path, "demo", "llama", "LlamaForCausalLM"))
+    data["search"] = {"sampler": "random", "trials": 13}
+    earlier_space = Space.model_validate(data)
+    new_space = Space.model_validate({**data, "slos": {**data["slos"], "e2e_p95_ms": 2300}})
+    url = f"sqlite:///{tmp_path / 'replay.db'}"
+    pool = CpuSlotPool(slots=1)
+
+    def study(space: Space, name: str, warm: list[dict[str, Any]]) -> StudyRunner:
+        runner = ReplayTrialRunner(space, grid, pool=pool)
+        return StudyRunner(space, name=name, storage=url, launcher=runner.launcher, pool=pool,
+                           log_dir=tmp_path / "logs", warm_start=warm, runner=runner)
+
+    complete = sorted((r for r in grid.points if r.state == "complete"),
+                      key=lambda r: r.metrics["e2e_p95_ms"])
+    failed = [r for r in grid.points if r.state != "complete"]
+    chosen = [r.params for r in [*complete[:16:2], *failed[:2], *complete[-2:]]]
+    earlier = study(earlier_space, "earlier", chosen)
+    earlier.run(n_trials=1 + len(chosen))
+    result = plan(new_space, source="earlier", storage=url,
+                  model=new_space.model.path, hardware=pool.describe())
+    assert result.seeds, result.notes + [s.reason for s in result.skipped]
+    recorded = {t.number: t for t in repository.list_trials(url=url, study_name="earlier")}
+    # The tighter SLO matters: some trials feasible in the earlier study are not any more.
+    assert any(t.feasible and t.metrics["e2e_p95_ms"] > 2300 for t in recorded.values())
+    assert result.feasible < sum(t.feasible for t in recorded.values())
+    for seed in result.seeds:
+        assert recorded[seed.source_trial].metrics["e2e_p95_ms"] <= 2300
+    new = study(new_space, "new", result.configurations)
+    new.run(n_trials=1 + len(result.seeds))
+    ran = repository.list_trials(url=url, study_name="new")
+    assert ran[0].is_default
+    assert [t.params for t in ran[1:]] == result.configurations
+    for seed, trial in zip(result.seeds, ran[1:], strict=True):
+        assert trial.metrics == recorded[seed.source_trial].metrics
