@@ -22,6 +22,7 @@ from autotune.space import Space, suggest_params
 from autotune.study import DEFAULT_ATTR, WARM_START_ATTR
 from autotune.warm_start import (
     WarmStartError,
+    fixed_flags,
     hardware_class,
     map_params,
     model_family,
@@ -168,6 +169,13 @@ def test_map_params_drops_fills_and_respects_when(tmp_path: Path) -> None:
     # A value the earlier study fixed in engine.flags is what its trials really ran with.
     mapped, _ = map_params(space, {"max_num_seqs": 16}, {"enable_chunked_prefill": False})
     assert mapped is not None and mapped["enable_chunked_prefill"] is False
+
+
+def test_fixed_flags_of_the_earlier_space() -> None:
+    text = yaml.safe_dump({"engine": {"flags": {"enable-chunked-prefill": False,
+                                                 "kv_cache_memory_bytes": "1G"}}})
+    assert fixed_flags(text) == {"enable_chunked_prefill": False}  # only sweepable parameters
+    assert fixed_flags("") == {} and fixed_flags("engine: [1, 2]") == {}
 
 
 @pytest.mark.parametrize(("params", "needle"), [
