@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -16,12 +17,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from autotune import rules
+from autotune import memory_fit, rules
 from autotune.bench.capacity import CapacitySpec, find_capacity
 from autotune.bench.driver import BenchResult, Endpoint, HttpLoadDriver, LoadDriver
 from autotune.bench.metrics import to_vllm_bench_keys
 from autotune.bench.workload import WorkloadError
-from autotune.devices import DevicePool, DeviceSet
+from autotune.devices import DevicePool, DeviceSet, ReportsDeviceMemory
 from autotune.devices.sampling import UtilisationSampler
 from autotune.engines.base import EngineConfig, EngineLauncher, RunningEngine
 from autotune.engines.failures import EngineFailure, FailureKind, classify, log_excerpt
@@ -72,6 +73,8 @@ class TrialRunner:
         self.stop_event = threading.Event()  # set on Ctrl-C: start no further engine
         self.model_config = rules.read_model_config(space.model.resolved_path)
         self.quality = QualityProbe(space.quality) if space.quality is not None else None
+        self.memory_calibration = memory_fit.Calibration()
+        self._shapes: dict[str, memory_fit.ModelShape | None] = {}
 
     def rejection(self, params: Mapping[str, Any], config: EngineConfig) -> str | None:
         values = dict(config.flags)
@@ -84,6 +87,37 @@ class TrialRunner:
                 model_config=self.model_config,
             )
         )
+
+    def memory_estimate(
+        self, config: EngineConfig, devices: DeviceSet | None = None
+    ) -> memory_fit.MemoryEstimate | None:
+        """The memory picture of ``config`` on ``devices`` (before they are acquired: on the
+        pool's largest device, so a prediction never rejects what some device could hold)."""
+        shape = self._shape(config.model)
+        if shape is None:
+            return None
+        memory = None
+        if isinstance(self.pool, ReportsDeviceMemory):
+            sizes = self.pool.device_memory()
+            wanted = [sizes[i] for i in devices.ids if i in sizes] if devices else []
+            memory = min(wanted) if wanted else max(sizes.values(), default=None)
+        # The engine inherits this process's environment (VLLM_CPU_KVCACHE_SPACE may be in it).
+        env = {**os.environ, **config.env, **(devices.env if devices else {})}
+        return memory_fit.estimate(
+            shape, config.flags, device=self.pool.kind, device_memory=memory, env=env,
+            calibration=self.memory_calibration.offset(),
+        )
+
+    def _shape(self, model: str) -> memory_fit.ModelShape | None:
+        if model not in self._shapes:
+            if model == self.space.model.resolved_path:
+                self._shapes[model] = memory_fit.model_shape(self.model_config)
+            else:  # a quantization variant's own checkpoint
+                own = memory_fit.checkpoint_config(model)
+                self._shapes[model] = memory_fit.model_shape(
+                    own or self.model_config, quantized_checkpoint=not own
+                )
+        return self._shapes[model]
 
     def run(
         self,
@@ -105,6 +139,14 @@ class TrialRunner:
             outcome.state = "rejected"
             outcome.failure = EngineFailure(
                 FailureKind.INVALID_CONFIG, f"rejected before launch: {reason}"
+            )
+            return outcome
+        predicted = None if is_default else self.memory_estimate(config)
+        misfit = predicted.misfit() if predicted is not None else None
+        if misfit:
+            outcome.state = "rejected"
+            outcome.failure = EngineFailure(
+                FailureKind.OUT_OF_MEMORY, f"predicted before launch: {misfit}"
             )
             return outcome
         n_devices = int(config.flags.get("tensor_parallel_size") or 1) * int(
@@ -139,9 +181,38 @@ class TrialRunner:
                 self._launch_and_measure(
                     number, retry, devices, outcome, on_phase, attempt=2, is_default=is_default
                 )
+            self._check_memory_fit(replace(config, flags=outcome.flags), devices, outcome)
         finally:
             self.pool.release(devices)
         return outcome
+
+    def _check_memory_fit(
+        self, config: EngineConfig, devices: DeviceSet, outcome: TrialOutcome
+    ) -> None:
+        """Set the estimate beside the KV-cache size the engine logged at start. The real start
+        wins: its figures are the metrics and the notes, the estimate only learns from them."""
+        predicted = self.memory_estimate(config, devices)
+        if predicted is None or not outcome.log_path:
+            return
+        try:
+            logged = memory_fit.LoggedMemory.parse(
+                Path(outcome.log_path).read_text(errors="replace")
+            )
+        except OSError:
+            return
+        if logged.kv_tokens is None:
+            failure = outcome.failure
+            if failure is not None and failure.kind == FailureKind.OUT_OF_MEMORY:
+                outcome.notes.append(
+                    f"memory fit had predicted {predicted.kv_tokens} KV-cache tokens "
+                    f"({memory_fit.size(predicted.kv_memory)}); the engine ran out of memory"
+                )
+            return
+        outcome.metrics.update(memory_fit.comparison_metrics(predicted, logged))
+        self.memory_calibration.observe(predicted, logged.kv_tokens)
+        note = predicted.shortfall(logged.kv_tokens)
+        if note:
+            outcome.notes.append(note)
 
     def log_path(self, number: int, attempt: int = 1) -> Path:
         """Where the engine of this trial (and attempt) logs."""

@@ -12,13 +12,15 @@ from autotune.devices.base import (
     DeviceSet,
     NoDevicesError,
     PooledDevices,
+    ReportsDeviceMemory,
 )
 from autotune.devices.cpu import CpuSlotPool
 from autotune.devices.nvml import NvmlGpuPool
 
 __all__ = [
     "Allocator", "CpuSlotPool", "DeviceKind", "DevicePool", "DeviceSet", "NoDevicesError",
-    "NvmlGpuPool", "PooledDevices", "detect_pool", "parse_core_list", "pool_from_spec",
+    "NvmlGpuPool", "PooledDevices", "ReportsDeviceMemory", "detect_pool", "parse_core_list",
+    "pool_from_spec",
 ]
 
 

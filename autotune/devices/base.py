@@ -66,6 +66,15 @@ class DevicePool(Protocol):
     def inventory(self) -> list[dict[str, object]]: ...
 
 
+@runtime_checkable
+class ReportsDeviceMemory(Protocol):
+    """Optional pool capability: ``device_memory()`` maps each device id to its total memory in
+    bytes (a CPU slot: the total of the host memory node its cores use). The memory-fit check
+    reads it; a pool without it gets no check on a memory budget it cannot know."""
+
+    def device_memory(self) -> dict[int, int]: ...
+
+
 @dataclass(eq=False)
 class Request:
     n: int

@@ -9,6 +9,7 @@ instance really needs in memory.
 
 from __future__ import annotations
 
+import glob
 import os
 
 from autotune.devices.base import PooledDevices
@@ -30,6 +31,22 @@ def available_memory_bytes() -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def node_memory_bytes(core: int) -> int | None:
+    """Total memory of the NUMA node of ``core`` (what vLLM's CPU worker sizes its budget
+    from), or the host's MemTotal where no node is exposed."""
+    node = next(iter(glob.glob(f"/sys/devices/system/cpu/cpu{core}/node*")), None)
+    paths = [f"/sys/devices/system/node/{os.path.basename(node)}/meminfo"] if node else []
+    for path in [*paths, "/proc/meminfo"]:
+        try:
+            with open(path) as fh:
+                for line in fh:
+                    if "MemTotal:" in line:
+                        return int(line.split("MemTotal:")[1].split()[0]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
 
 
 def parse_bytes(value: object) -> int | None:
@@ -105,6 +122,10 @@ class CpuSlotPool(PooledDevices):
 
     def label(self, ids: tuple[int, ...]) -> str:
         return _ranges(self.cores_of(ids)) if self.pinned else "all cores"
+
+    def device_memory(self) -> dict[int, int]:
+        memory = {i: node_memory_bytes(self.cores_of((i,))[0]) for i in range(self.slots)}
+        return {i: m for i, m in memory.items() if m}
 
     def cores_of(self, ids: tuple[int, ...]) -> list[int]:
         return [c for i in ids for c in self.core_sets[i]] if self.pinned else list(self.cores)

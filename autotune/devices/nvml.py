@@ -115,6 +115,9 @@ class NvmlGpuPool(PooledDevices):
     def environment(self, ids: tuple[int, ...]) -> dict[str, str]:
         return {"CUDA_VISIBLE_DEVICES": ",".join(self.gpus[i].uuid for i in ids)}
 
+    def device_memory(self) -> dict[int, int]:
+        return {g.index: g.memory_total for g in self.gpus.values()}
+
     def memory_used(self, index: int) -> int:
         handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
         return int(self.nvml.nvmlDeviceGetMemoryInfo(handle).used)
