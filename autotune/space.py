@@ -6,6 +6,7 @@ Every key is documented in docs/search-space.md. ``load_space(path)`` either ret
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -152,9 +153,29 @@ class ParameterSpec(_Strict):
     when: dict[str, Any] | None = Field(
         default=None, description="sample only when each named parameter has one of the values"
     )
+    ordered: bool | None = Field(
+        default=None,
+        description="numeric choices are an ordered scale (default: true for numbers)",
+    )
+
+    @property
+    def is_ordered(self) -> bool:
+        """Numeric choices searched as a scale (nearby values alike), not as unrelated labels."""
+        if self.choices is None or len(self.choices) < 2 or self.ordered is False:
+            return False
+        return all(isinstance(c, int | float) and not isinstance(c, bool) for c in self.choices)
+
+    @property
+    def choices_log_scale(self) -> bool:
+        """Ordered choices spanning a factor of 4 or more (8..128, 256..4096) use a log scale."""
+        assert self.choices is not None
+        low, high = min(self.choices), max(self.choices)
+        return bool(low > 0 and high / low >= 4)
 
     @model_validator(mode="after")
     def _shape(self) -> ParameterSpec:
+        if self.ordered and self.choices is not None and not self.is_ordered:
+            raise ValueError("ordered: true needs numeric choices")
         if self.choices is not None:
             if self.low is not None or self.high is not None:
                 raise ValueError("give either choices or low/high, not both")
@@ -186,10 +207,22 @@ class CostSpec(_Strict):
 
 
 class SearchSpec(_Strict):
-    sampler: Literal["auto", "tpe", "random", "nsga2", "gp"] = "auto"
+    sampler: Literal["auto", "tpe", "random", "nsga2", "gp", "grid"] = "auto"
     seed: int | None = 0
     trials: int = Field(default=20, gt=0)
     timeout_s: float | None = Field(default=None, gt=0)
+    remeasure: bool = Field(
+        default=False,
+        description="measure a configuration again when suggested again (default: reuse)",
+    )
+    crash_learning: bool = Field(
+        default=True, description="skip suggestions a model of earlier config failures rejects"
+    )
+    local_search: bool = Field(
+        default=True,
+        description="every other trial, try a configuration one step from the Pareto front "
+        "(not with the random or grid sampler)",
+    )
 
 
 class Space(_Strict):
@@ -324,12 +357,16 @@ class Space(_Strict):
         """Nominal values of the vLLM-default configuration, for the enqueued first trial."""
         params: dict[str, Any] = {}
         for name in self.ordered_parameters():
-            spec = self.parameters[name]
-            if not _active(spec, params):
-                continue
-            value = spec.default if spec.default is not None else KNOWN_PARAMETERS[name].default
-            params[name] = _nearest_allowed(spec, value)
+            if _active(self.parameters[name], params):
+                params[name] = default_value(self, name)
         return params
+
+
+def default_value(space: Space, name: str) -> Any:
+    """A parameter's default (the space's, else vLLM's nominal one), inside its range."""
+    spec = space.parameters[name]
+    value = spec.default if spec.default is not None else KNOWN_PARAMETERS[name].default
+    return _nearest_allowed(spec, value)
 
 
 def _active(spec: ParameterSpec, params: dict[str, Any]) -> bool:
@@ -341,6 +378,8 @@ def _active(spec: ParameterSpec, params: dict[str, Any]) -> bool:
 
 def _nearest_allowed(spec: ParameterSpec, value: Any) -> Any:
     """Keep the default inside the distribution so Optuna accepts the enqueued trial."""
+    if spec.choices is not None and value not in spec.choices and spec.is_ordered:
+        return nearest_choice(sorted(spec.choices), float(value), log=spec.choices_log_scale)
     if spec.choices is not None:
         return value if value in spec.choices else spec.choices[0]
     assert spec.low is not None and spec.high is not None
@@ -362,7 +401,9 @@ def suggest_params(space: Space, trial: Any) -> dict[str, Any]:
         if not _active(spec, params):
             continue
         info = KNOWN_PARAMETERS[name]
-        if spec.choices is not None:
+        if spec.choices is not None and spec.is_ordered:
+            params[name] = _suggest_ordered(trial, name, spec)
+        elif spec.choices is not None:
             params[name] = trial.suggest_categorical(name, spec.choices)
         elif info.kind == "int" or spec.type == "int":
             params[name] = trial.suggest_int(
@@ -373,6 +414,27 @@ def suggest_params(space: Space, trial: Any) -> dict[str, Any]:
                 name, float(spec.low), float(spec.high), step=spec.step, log=spec.log
             )
     return params
+
+
+def _suggest_ordered(trial: Any, name: str, spec: ParameterSpec) -> Any:
+    """An ordered choice: a number on the choices' (log) scale, snapped to the nearest choice.
+
+    The sampler sees a numeric range, so it can learn that 32 is between 8 and 128; the
+    configuration gets the nearest listed value (Optuna's record of the trial keeps the raw
+    suggestion, autotune's the snapped value)."""
+    assert spec.choices is not None
+    values = sorted(spec.choices)
+    log = spec.choices_log_scale
+    if all(isinstance(v, int) for v in values):
+        raw: float = trial.suggest_int(name, int(values[0]), int(values[-1]), log=log)
+    else:
+        raw = trial.suggest_float(name, float(values[0]), float(values[-1]), log=log)
+    return nearest_choice(values, raw, log=log)
+
+
+def nearest_choice(values: list[Any], raw: float, *, log: bool) -> Any:
+    scale = math.log if log else float
+    return min(values, key=lambda v: (abs(scale(v) - scale(raw)), v))
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

@@ -9,6 +9,8 @@ and its configuration is retried by another (up to ``max_retries``).
 
 from __future__ import annotations
 
+import json
+import random
 import signal
 import socket
 import sys
@@ -34,13 +36,24 @@ from autotune.devices import DevicePool
 from autotune.engines.base import EngineLauncher
 from autotune.engines.failures import FailureKind
 from autotune.engines.process import stop_all
+from autotune.feasibility import CONFIG_FAILURES, FeasibilityModel, Observation
 from autotune.quality.store import reference_state, store_reference
 from autotune.scoring import (
     failed_values,
     failed_violations,
     is_feasible,
     objective_values,
+    pareto_indices,
     violations,
+)
+from autotune.search import (
+    LOCAL_SEARCH_AFTER,
+    LOCAL_SEARCH_CYCLE,
+    config_key,
+    front_neighbours,
+    make_sampler,
+    neighbours,
+    uses_local_search,
 )
 from autotune.space import Space, suggest_params
 from autotune.storage import is_sqlite, optuna_storage, study_claim_lock
@@ -50,6 +63,15 @@ DEFAULT_ATTR = "autotune:default"
 FAILURE_ATTR = "autotune:failure_kind"
 STATE_ATTR = "autotune:state"
 WARM_START_ATTR = "autotune:warm_start"
+CONFIG_ATTR = "autotune:config"  # the configuration actually run (snapped ordered choices)
+REUSED_FROM_ATTR = "autotune:reused_from"
+FALLBACK_ATTR = "autotune:unmeasured_pick"
+# Suggestions that cost no engine: a configuration already measured (its result reused) or one
+# the crash model predicts will fail (skipped). Neither counts toward the trial budget.
+NO_LAUNCH_STATES = ("reused", "skipped")
+# Reused or skipped suggestions in a row before the next trial is an unmeasured configuration
+# picked at random (the sampler keeps proposing what it already knows).
+MAX_ASKS_PER_CLAIM = 24
 # Failures that say nothing about the configuration: Optuna marks them FAIL (ignored by
 # samplers) instead of infeasible.
 NOT_THE_CONFIG = (FailureKind.HOST_FAULT, FailureKind.INTERRUPTED)
@@ -93,21 +115,6 @@ class SilentReporter:
         print(f"autotune: {text}", file=sys.stderr, flush=True)
 
 
-def make_sampler(space: Space) -> optuna.samplers.BaseSampler:
-    seed = space.search.seed
-    kind = space.search.sampler
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if kind == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    # auto and tpe: multivariate TPE with grouped (conditional) parameters.
-    return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=4
-    )
-
-
 def open_study(
     space: Space, name: str, storage: str, storage_obj: optuna.storages.RDBStorage | None = None
 ) -> tuple[optuna.Study, bool]:
@@ -146,8 +153,51 @@ def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
     return (
         trial.state.is_finished()
         and STATE_ATTR in trial.user_attrs
+        and trial.user_attrs[STATE_ATTR] not in NO_LAUNCH_STATES
         and trial.user_attrs.get(FAILURE_ATTR) != FailureKind.INTERRUPTED
     )
+
+
+@dataclass
+class History:
+    """What a study knows before its next suggestion, read from the shared storage."""
+
+    measured: dict[str, optuna.trial.FrozenTrial]  # config → a finished, reusable trial
+    running: dict[str, optuna.trial.FrozenTrial]  # config → a trial running now
+    observations: list[Observation]  # for the crash model, in trial order
+
+    @classmethod
+    def of(cls, trials: Sequence[optuna.trial.FrozenTrial]) -> History:
+        measured: dict[str, optuna.trial.FrozenTrial] = {}
+        running: dict[str, optuna.trial.FrozenTrial] = {}
+        observations: list[Observation] = []
+        for t in trials:
+            key = t.user_attrs.get(CONFIG_ATTR)
+            if key is None:
+                continue
+            if t.state == optuna.trial.TrialState.RUNNING:
+                running[key] = t
+                continue
+            state, kind = t.user_attrs.get(STATE_ATTR), t.user_attrs.get(FAILURE_ATTR)
+            if state not in ("complete", "failed", "rejected") or t.values is None:
+                continue  # reused, skipped, interrupted, host fault, lost worker
+            measured.setdefault(key, t)
+            if state == "complete":
+                observations.append(Observation(json.loads(key), started=True))
+            elif kind in {k.value for k in CONFIG_FAILURES}:
+                observations.append(
+                    Observation(json.loads(key), started=False, launched=state == "failed")
+                )
+        return cls(measured, running, observations)
+
+
+@dataclass
+class WaitingClaim:
+    """A suggestion equal to a trial running now: wait for that trial's result."""
+
+    trial: optuna.trial.Trial
+    params: dict[str, Any]
+    twin: optuna.trial.FrozenTrial
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -304,6 +354,12 @@ class StudyRunner:
                         # if one of them dies, its retry must still be run by someone.
                         self._stop.wait(self.heartbeat_interval_s)
                         continue
+                    if isinstance(claimed, WaitingClaim):
+                        index = finished_count(study) + 1
+                        claimed = self._wait_for_twin(study, claimed, index)
+                        if claimed is None:
+                            continue
+                    assert isinstance(claimed, tuple)
                     self._one_trial(study, *claimed, n_trials)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 errors.append(exc)
@@ -339,8 +395,14 @@ class StudyRunner:
 
     def _claim(
         self, study: optuna.Study, budget: int, max_here: int | None
-    ) -> tuple[optuna.trial.Trial, dict[str, Any], bool, int] | str | None:
-        """Ask for the next trial if the budget allows: (trial, params, is_default, index)."""
+    ) -> tuple[optuna.trial.Trial, dict[str, Any], bool, int] | WaitingClaim | str | None:
+        """Ask for the next configuration to run if the budget allows.
+
+        Returns (trial, params, is_default, index), a ``WaitingClaim`` when the suggestion is
+        running right now, ``WAIT`` when only other workers' trials hold the budget, or None
+        when there is nothing left to run. Suggestions already measured are answered with
+        their result, and those the crash model rejects are told as failures, without an
+        engine and without counting toward the budget."""
         with self._lock, study_claim_lock(self.storage, self.name):
             if self._stop.is_set() or (max_here is not None and self._claimed_here >= max_here):
                 return None
@@ -350,22 +412,186 @@ class StudyRunner:
                 elsewhere = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
                              and t.number not in self._running]
                 return WAIT if elsewhere and not is_sqlite(self.storage) else None
-            trial = study.ask()
-            params = suggest_params(self.space, trial)
-            is_default = bool(trial.user_attrs.get(DEFAULT_ATTR))
-            retry_of = study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
-            repository.start_trial(
-                url=self.storage,
-                study_name=self.name,
-                number=trial.number,
-                optuna_trial_id=trial._trial_id,
-                params=params,
-                is_default=is_default,
-                host=self.host,
-                retry_of=retry_of,
-            )
-            self._claimed_here += 1
-            return trial, params, is_default, taken + 1
+            history = History.of(trials)
+            search = self.space.search
+            model: FeasibilityModel | None = None
+            if uses_local_search(self.space) and taken >= LOCAL_SEARCH_AFTER and (
+                taken % LOCAL_SEARCH_CYCLE
+            ):
+                self._enqueue_front_neighbour(study, history, taken)
+            for ask in range(MAX_ASKS_PER_CLAIM + 1):
+                if ask == MAX_ASKS_PER_CLAIM and not self._enqueue_unmeasured(study, history):
+                    self.reporter.notice(
+                        "every configuration of the space is measured (or predicted to fail): "
+                        "the study stops here"
+                    )
+                    return None
+                trial = study.ask()
+                params = suggest_params(self.space, trial)
+                key = config_key(params)
+                trial.set_user_attr(CONFIG_ATTR, key)
+                is_default = bool(trial.user_attrs.get(DEFAULT_ATTR))
+                system_attrs = study._storage.get_trial(trial._trial_id).system_attrs
+                # Configurations the user or the study queued run as they are; the study's own
+                # picks (a neighbour, an unmeasured configuration) face the crash model too.
+                enqueued = "fixed_params" in system_attrs and not trial.user_attrs.get(
+                    FALLBACK_ATTR)
+                if not is_default and not search.remeasure:
+                    if key in history.measured:
+                        # The sampler returns to what it knows: reuse the result, and explore
+                        # one step away from it instead (the next ask takes the neighbour).
+                        self._reuse(study, trial, params, history.measured[key])
+                        self._enqueue_neighbour(study, params, history, trial.number)
+                        continue
+                    if key in history.running:
+                        self._claimed_here += 1
+                        return WaitingClaim(trial, params, history.running[key])
+                if search.crash_learning and not (is_default or enqueued):
+                    if model is None:
+                        model = FeasibilityModel(self.space, history.observations, search.seed)
+                    verdict = model.judge(params)
+                    if verdict is not None and verdict.skip:
+                        self._skip(study, trial, params, verdict.reason())
+                        continue
+                self._start_record(trial, params, is_default, system_attrs.get("failed_trial"))
+                self._claimed_here += 1
+                return trial, params, is_default, taken + 1
+        return None  # unreachable: the last ask is an enqueued, unmeasured configuration
+
+    def _start_record(
+        self, trial: optuna.trial.Trial, params: dict[str, Any], is_default: bool,
+        retry_of: int | None = None,
+    ) -> None:
+        repository.start_trial(
+            url=self.storage,
+            study_name=self.name,
+            number=trial.number,
+            optuna_trial_id=trial._trial_id,
+            params=params,
+            is_default=is_default,
+            host=self.host,
+            retry_of=retry_of,
+        )
+
+    def _reuse(
+        self, study: optuna.Study, trial: optuna.trial.Trial, params: dict[str, Any],
+        twin: optuna.trial.FrozenTrial,
+    ) -> None:
+        """Answer a suggestion with the result of the trial that measured it."""
+        trial.set_user_attr(STATE_ATTR, "reused")
+        trial.set_user_attr(REUSED_FROM_ATTR, twin.number)
+        if FAILURE_ATTR in twin.user_attrs:
+            trial.set_user_attr(FAILURE_ATTR, twin.user_attrs[FAILURE_ATTR])
+        for key, value in twin.constraints.items():
+            trial.set_constraint(key, value)
+        assert twin.values is not None
+        study.tell(trial, list(twin.values))
+        self._no_launch_record(
+            trial, params, "reused",
+            f"the same configuration as trial {twin.number}: its result is reused "
+            "(search.remeasure: true measures it again)",
+        )
+
+    def _skip(
+        self, study: optuna.Study, trial: optuna.trial.Trial, params: dict[str, Any],
+        reason: str,
+    ) -> None:
+        """Tell a suggestion the crash model rejects as a failure, without launching it."""
+        trial.set_user_attr(STATE_ATTR, "skipped")
+        for key, value in failed_violations(self.space).items():
+            trial.set_constraint(key, value)
+        study.tell(trial, failed_values(self.space))
+        self._no_launch_record(trial, params, "skipped", reason)
+
+    def _no_launch_record(
+        self, trial: optuna.trial.Trial, params: dict[str, Any], state: str, reason: str
+    ) -> None:
+        self._start_record(trial, params, False)
+        repository.update_trial(
+            url=self.storage, study_name=self.name, number=trial.number, state=state,
+            feasible=False, failure_reason=reason, finished=True,
+        )
+
+    def _enqueue_neighbour(
+        self, study: optuna.Study, params: dict[str, Any], history: History, number: int
+    ) -> bool:
+        """Queue an unmeasured configuration one step away from ``params``, if there is one."""
+        fresh = [
+            p for p in neighbours(self.space, params)
+            if config_key(p) not in history.measured and config_key(p) not in history.running
+        ]
+        if not fresh:
+            return False
+        pick = random.Random(f"{self.space.search.seed}:{number}").choice(fresh)
+        study.enqueue_trial(pick, user_attrs={FALLBACK_ATTR: True})
+        return True
+
+    def _enqueue_front_neighbour(self, study: optuna.Study, history: History, n: int) -> None:
+        """Queue an unmeasured configuration one step from the feasible Pareto front."""
+        feasible = [
+            t for t in history.measured.values()
+            if t.user_attrs.get(STATE_ATTR) == "complete" and t.values is not None
+            and all(v <= 0 for v in t.constraints.values())
+        ]
+        front = [
+            json.loads(feasible[i].user_attrs[CONFIG_ATTR])
+            for i in pareto_indices([list(t.values) for t in feasible], self.space.directions)
+        ]
+        known = history.measured.keys() | history.running.keys()
+        fresh = front_neighbours(self.space, front, known)
+        if fresh:
+            pick = random.Random(f"{self.space.search.seed}:front:{n}").choice(fresh)
+            study.enqueue_trial(pick, user_attrs={FALLBACK_ATTR: True})
+
+    def _enqueue_unmeasured(self, study: optuna.Study, history: History) -> bool:
+        """Queue a configuration picked at random among those not measured nor running."""
+        seed = (self.space.search.seed or 0) * 1_000_003 + len(history.observations)
+        picker = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        for _ in range(256):
+            params = suggest_params(self.space, picker.ask())
+            key = config_key(params)
+            if key not in history.measured and key not in history.running:
+                study.enqueue_trial(params, user_attrs={FALLBACK_ATTR: True})
+                return True
+        return False
+
+    def _wait_for_twin(
+        self, study: optuna.Study, claim: WaitingClaim, index: int
+    ) -> tuple[optuna.trial.Trial, dict[str, Any], bool, int] | None:
+        """Wait for the running trial with the same configuration, then reuse its result (or,
+        if it did not finish with one, run the configuration here)."""
+        self.reporter.notice(
+            f"trial {claim.trial.number}: the same configuration as trial "
+            f"{claim.twin.number}, which is running; waiting for its result"
+        )
+        with get_heartbeat_thread(claim.trial._trial_id, study._storage):
+            while True:
+                twin = self._with_db_retry(
+                    "waiting for a trial",
+                    lambda: study._storage.get_trial(claim.twin._trial_id),
+                )
+                if twin.state != optuna.trial.TrialState.RUNNING:
+                    break
+                if self._stop.wait(1.0):
+                    self._with_db_retry("withdrawing a suggestion", lambda: self._withdraw(
+                        study, claim))
+                    return None
+        with self._lock:
+            key = config_key(claim.params)
+            if key in History.of([twin]).measured:
+                self._with_db_retry("reusing a result", lambda: self._reuse(
+                    study, claim.trial, claim.params, twin))
+                return None
+            self._start_record(claim.trial, claim.params, False)
+            return claim.trial, claim.params, False, index
+
+    def _withdraw(self, study: optuna.Study, claim: WaitingClaim) -> None:
+        claim.trial.set_user_attr(STATE_ATTR, "reused")
+        study.tell(claim.trial, state=optuna.trial.TrialState.FAIL)
+        self._no_launch_record(
+            claim.trial, claim.params, "reused",
+            f"stopped while waiting for trial {claim.twin.number} (the same configuration)",
+        )
 
     def _one_trial(
         self, study: optuna.Study, trial: optuna.trial.Trial, params: dict[str, Any],

@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -46,21 +48,18 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autotune.engines.replay import Grid, GridMiss, GridRow, ReplayTrialRunner  # noqa: E402
+from autotune.engines.replay import Grid, GridRow, ReplayTrialRunner  # noqa: E402
 from autotune.scoring import (  # noqa: E402
-    failed_values,
-    failed_violations,
     is_feasible,
     objective_values,
     violations,
 )
-from autotune.space import ParameterSpec, Space, suggest_params  # noqa: E402
-from autotune.study import DEFAULT_ATTR, NOT_THE_CONFIG, make_sampler  # noqa: E402
+from autotune.space import ParameterSpec, Space  # noqa: E402
+from autotune.study import STATE_ATTR, StudyRunner  # noqa: E402
 
-STRATEGIES = ("grid", "random", "tpe", "gp", "nsga2", "auto")
+STRATEGIES = ("grid", "random-plain", "random", "tpe", "gp", "nsga2", "auto")
 LEVELS = (0.95, 0.99)
 BUDGETS = (10, 20, 30)
-MISS_FACTOR = 20  # asks allowed per counted trial before a study on a sparse grid gives up
 
 
 # --- hypervolume -------------------------------------------------------------------------------
@@ -131,111 +130,114 @@ def restricted_space(space: Space, grid: Grid) -> Space:
     return space.model_copy(update={"parameters": params})
 
 
-def snapper(space: Space, grid: Grid) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Suggested values → the nearest grid values (log distance on log ranges)."""
-    grid_values = {name: grid.values(name) for name in space.parameters}
-
-    def snap(params: dict[str, Any]) -> dict[str, Any]:
-        out = {}
-        for name, value in params.items():
-            spec, values = space.parameters[name], grid_values[name]
-            if spec.choices is not None or value in values:
-                out[name] = value
-                continue
-            scale = math.log if spec.log else float
-            out[name] = min(values, key=lambda v: (abs(scale(v) - scale(value)), v))
-        return out
-
-    return snap
-
-
 # --- one replayed study ------------------------------------------------------------------------
 
 
 @dataclass
 class Run:
-    hv: list[float] = field(default_factory=list)  # hypervolume after each trial
+    hv: list[float] = field(default_factory=list)  # hypervolume after each counted trial
     best: list[float] = field(default_factory=list)  # best feasible first objective so far
-    misses: int = 0  # suggestions the grid does not hold (not counted as trials)
+    reused: int = 0  # suggestions answered with an earlier result (no engine)
+    skipped: int = 0  # suggestions the crash model rejected (no engine)
 
 
-def make_strategy_sampler(kind: str, space: Space, seed: int) -> optuna.samplers.BaseSampler:
-    if kind == "grid":
-        return optuna.samplers.RandomSampler(seed=seed)  # never asked: every point is enqueued
-    sampler = "auto" if kind == "auto" else kind
-    search = space.search.model_copy(update={"sampler": sampler, "seed": seed})
-    return make_sampler(space.model_copy(update={"search": search}))
+STRATEGY_SEARCH: dict[str, dict[str, Any]] = {
+    # The peers' baseline: random search that measures a repeated configuration again.
+    "random-plain": {"sampler": "random", "remeasure": True, "crash_learning": False},
+    "grid": {"sampler": "random"},  # every grid point is enqueued: the sampler is never asked
+}
+
+
+class _Tracker:
+    """A StudyReporter that follows the hypervolume and stops the study at the target."""
+
+    def __init__(
+        self, space: Space, reference: list[float], target: float, min_trials: int,
+        stop: Callable[[], None],
+    ) -> None:
+        self.space, self.reference, self.target = space, reference, target
+        self.min_trials, self.stop = min_trials, stop
+        self.run = Run()
+        self.feasible: list[list[float]] = []
+        first = space.objectives[0]
+        self.sign = 1.0 if first.resolved_direction == "maximize" else -1.0
+        self.best = -math.inf
+
+    def study_started(self, name: str, done: int, total: int) -> None:
+        pass
+
+    def trial_started(self, index: int, total: int, number: int, params: dict[str, Any]) -> None:
+        pass
+
+    def phase(self, phase: str) -> None:
+        pass
+
+    def notice(self, text: str) -> None:
+        pass
+
+    def trial_finished(self, number: int, outcome: Any) -> None:
+        if outcome.state == "complete":
+            constraints = violations(self.space, outcome.metrics)
+            if is_feasible(constraints):
+                values = objective_values(self.space, outcome.metrics)
+                self.feasible.append(values)
+                self.best = max(self.best, self.sign * values[0])
+        run = self.run
+        run.hv.append(hypervolume(self.feasible, self.space.directions, self.reference))
+        run.best.append(self.sign * self.best if math.isfinite(self.best) else math.nan)
+        if len(run.hv) >= self.min_trials and run.hv[-1] >= self.target:
+            self.stop()
+
+
+def strategy_space(kind: str, search_space: Space, seed: int) -> Space:
+    update: dict[str, Any] = {"sampler": kind, "seed": seed}
+    update.update(STRATEGY_SEARCH.get(kind, {}))
+    search = search_space.search.model_copy(update=update)
+    return search_space.model_copy(update={"search": search})
 
 
 def replay_study(
     kind: str,
     seed: int,
     *,
-    space: Space,
     search_space: Space,
     grid: Grid,
-    runner: ReplayTrialRunner,
     reference: list[float],
     full_hv: float,
     max_trials: int,
-    snap: Callable[[dict[str, Any]], dict[str, Any]] | None,
     min_trials: int,
+    storage: str,
+    log_dir: Path,
 ) -> Run:
-    study = optuna.create_study(
-        directions=[optuna.study.StudyDirection[d.upper()] for d in space.directions],
-        sampler=make_strategy_sampler(kind, search_space, seed),
-    )
-    default_params = space.default_params()
-    study.enqueue_trial(default_params, user_attrs={DEFAULT_ATTR: True})
+    """One study, run by autotune's own StudyRunner: the replay engine answers each trial."""
+    space = strategy_space(kind, search_space, seed)
+    warm: list[dict[str, Any]] = []
     if kind == "grid":
-        points = [dict(r.params) for r in grid.points]
-        random.Random(seed).shuffle(points)
-        for params in points:
-            study.enqueue_trial(params)
-        max_trials = min(max_trials, len(points) + 1)
-    run = Run()
-    feasible: list[list[float]] = []
-    best = -math.inf
-    first = space.objectives[0]
-    sign = 1.0 if first.resolved_direction == "maximize" else -1.0
-    number = 0
-    for _ in range(MISS_FACTOR * max_trials):
-        if number >= max_trials:
-            break
-        trial = study.ask()
-        params = suggest_params(search_space, trial)
-        if snap is not None:
-            params = snap(params)
-        is_default = bool(trial.user_attrs.get(DEFAULT_ATTR))
-        try:
-            outcome = runner.run(number, params, is_default=is_default)
-        except GridMiss:
-            # A grid that is not a full product: the configuration was never measured. Told
-            # as FAIL (samplers ignore it, as a host fault) and not counted as a trial.
-            run.misses += 1
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
-        number += 1
-        if outcome.state == "complete":
-            constraints = violations(space, outcome.metrics)
-            values = objective_values(space, outcome.metrics)
-        else:
-            constraints = failed_violations(space)
-            values = failed_values(space)
-        for key, value in constraints.items():
-            trial.set_constraint(key, value)
-        if outcome.failure is not None and outcome.failure.kind in NOT_THE_CONFIG:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            study.tell(trial, values)
-        if outcome.state == "complete" and is_feasible(constraints):
-            feasible.append(values)
-            best = max(best, sign * values[0])
-        run.hv.append(hypervolume(feasible, space.directions, reference))
-        run.best.append(sign * best if math.isfinite(best) else math.nan)
-        if number >= min_trials and run.hv[-1] >= LEVELS[-1] * full_hv:
-            break
-    return run
+        warm = [dict(r.params) for r in grid.points]
+        random.Random(seed).shuffle(warm)
+        max_trials = min(max_trials, len(warm) + 1)
+    runner = ReplayTrialRunner(space, grid)
+    tracker = _Tracker(
+        space, reference, LEVELS[-1] * full_hv * (1 - 1e-12), min_trials, runner.stop_event.set
+    )
+    study = StudyRunner(
+        space,
+        name=f"{kind}-{seed}",
+        storage=storage,
+        launcher=runner.launcher,
+        pool=runner.pool,
+        log_dir=log_dir,
+        reporter=tracker,
+        warm_start=warm,
+        runner=runner,
+    )
+    study.run(n_trials=max_trials)
+    optuna_study = optuna.load_study(study_name=f"{kind}-{seed}", storage=storage)
+    for t in optuna_study.get_trials(deepcopy=False):
+        state = t.user_attrs.get(STATE_ATTR)
+        tracker.run.reused += state == "reused"
+        tracker.run.skipped += state == "skipped"
+    return tracker.run
 
 
 def trials_to(run: Run, level: float, full_hv: float) -> float:
@@ -300,7 +302,6 @@ def main() -> None:
         metavar="STRATEGY=N",
         help="another trial cap for one strategy",
     )
-    parser.add_argument("--encoding", choices=("choices", "ranges"), default="choices")
     parser.add_argument(
         "--max-trials", type=int, default=None, help="per study (default: twice the grid's size)"
     )
@@ -324,9 +325,10 @@ def main() -> None:
             key, _, limit = item.partition("=")
             slos[key] = float(limit)
         space = space.model_copy(update={"slos": slos})
-    search_space = restricted_space(space, grid) if args.encoding == "choices" else space
-    snap = snapper(space, grid) if args.encoding == "ranges" else None
+    search_space = restricted_space(space, grid)
     runner = ReplayTrialRunner(space, grid)
+    workdir = Path(tempfile.mkdtemp(prefix="autotune-search-", dir=_fast_tmp()))
+    storage = f"sqlite:///{workdir / 'studies.db'}"
 
     rows = grid.rows
     scored = []
@@ -394,7 +396,7 @@ def main() -> None:
     max_trials = args.max_trials or 2 * len(grid.points)
     min_trials = max(BUDGETS)
     print(
-        f"{args.seeds} seeds per strategy; encoding {args.encoding}; studies stop at 99% of "
+        f"{args.seeds} seeds per strategy; studies stop at 99% of "
         f"the hypervolume once past {min_trials} trials, or after {max_trials} trials\n"
     )
 
@@ -422,15 +424,14 @@ def main() -> None:
                 replay_study(
                     kind,
                     seed,
-                    space=space,
                     search_space=search_space,
                     grid=grid,
-                    runner=runner,
                     reference=reference,
                     full_hv=full_hv,
                     max_trials=cap,
-                    snap=snap,
                     min_trials=min_trials,
+                    storage=storage,
+                    log_dir=workdir / "logs",
                 )
             )
             if args.progress:
@@ -446,14 +447,15 @@ def main() -> None:
         for level in LEVELS:
             cells += _fmt_trials([trials_to(r, level, full_hv) for r in runs], cap)
         bests = [_fmt_best([best_within(r, b) for r in runs], base, maximize) for b in BUDGETS]
-        misses = sum(r.misses for r in runs)
+        reused = statistics.median(r.reused for r in runs)
+        skipped = statistics.median(r.skipped for r in runs)
         print(
             f"{kind:9s} {cells[0]:>8s} {cells[1]:>9s} {cells[2]:>8s} {cells[3]:>9s} "
             + " ".join(f"{b:>24s}" for b in bests)
             + f" {per:8.1f}"
             + (f"  ({seeds} seeds)" if seeds != args.seeds else "")
             + (f"  (cap {cap} trials)" if cap != max_trials else "")
-            + (f"  ({misses} suggestions not in the grid)" if misses else ""),
+            + f"  reused {reused:.0f}, skipped {skipped:.0f} (median)",
             flush=True,
         )
     if default_row is not None and not default_ok:
@@ -461,6 +463,11 @@ def main() -> None:
             f"\nthe vLLM default misses an SLO here: the ratios compare with its {first.metric} "
             "all the same"
         )
+
+
+def _fast_tmp() -> str | None:
+    """A RAM-backed folder for the replayed studies' database, when the host has one."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 def _pareto_size(points: Sequence[Sequence[float]], directions: Sequence[str]) -> int:
