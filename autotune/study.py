@@ -175,6 +175,11 @@ class History:
             key = t.user_attrs.get(CONFIG_ATTR)
             if key is None:
                 continue
+            params = json.loads(key)
+            if t.user_attrs.get(DEFAULT_ATTR):
+                # The default trial passes none of these flags: vLLM's own defaults may differ
+                # from the nominal values, so it is not the same configuration as them.
+                key = "default:" + key
             if t.state == optuna.trial.TrialState.RUNNING:
                 running[key] = t
                 continue
@@ -183,10 +188,10 @@ class History:
                 continue  # reused, skipped, interrupted, host fault, lost worker
             measured.setdefault(key, t)
             if state == "complete":
-                observations.append(Observation(json.loads(key), started=True))
+                observations.append(Observation(params, started=True))
             elif kind in {k.value for k in CONFIG_FAILURES}:
                 observations.append(
-                    Observation(json.loads(key), started=False, launched=state == "failed")
+                    Observation(params, started=False, launched=state == "failed")
                 )
         return cls(measured, running, observations)
 

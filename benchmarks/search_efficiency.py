@@ -54,7 +54,7 @@ from autotune.scoring import (  # noqa: E402
     objective_values,
     violations,
 )
-from autotune.space import ParameterSpec, Space  # noqa: E402
+from autotune.space import Space  # noqa: E402
 from autotune.study import STATE_ATTR, StudyRunner  # noqa: E402
 
 STRATEGIES = ("grid", "random-plain", "random", "tpe", "gp", "nsga2", "auto")
@@ -113,21 +113,6 @@ def reference_point(space: Space, rows: Sequence[GridRow]) -> list[float]:
 
 
 # --- the search space restricted to the grid ---------------------------------------------------
-
-
-def restricted_space(space: Space, grid: Grid) -> Space:
-    """The space with every parameter a choice among the values the grid holds."""
-    params: dict[str, ParameterSpec] = {}
-    for name, spec in space.parameters.items():
-        values = grid.values(name)
-        if not values:
-            raise SystemExit(f"the grid holds no value of parameter {name!r}")
-        params[name] = ParameterSpec(
-            choices=values,
-            when=spec.when,
-            default=spec.default if spec.default in values else None,
-        )
-    return space.model_copy(update={"parameters": params})
 
 
 # --- one replayed study ------------------------------------------------------------------------
@@ -325,7 +310,7 @@ def main() -> None:
             key, _, limit = item.partition("=")
             slos[key] = float(limit)
         space = space.model_copy(update={"slos": slos})
-    search_space = restricted_space(space, grid)
+    search_space = grid.search_space(space)
     runner = ReplayTrialRunner(space, grid)
     workdir = Path(tempfile.mkdtemp(prefix="autotune-search-", dir=_fast_tmp()))
     storage = f"sqlite:///{workdir / 'studies.db'}"

@@ -32,7 +32,7 @@ from autotune.devices import CpuSlotPool, DevicePool, DeviceSet
 from autotune.engines.base import EngineConfig, register
 from autotune.engines.failures import EngineFailure, FailureKind
 from autotune.engines.vllm import render_flags
-from autotune.space import Space
+from autotune.space import ParameterSpec, Space
 from autotune.trial import PhaseCallback, TrialOutcome, TrialRunner
 
 GRID_ENV = "AUTOTUNE_REPLAY_GRID"
@@ -171,6 +171,21 @@ class Grid:
         data = json.loads(json.dumps(self.meta["space"]))
         data["model"]["build_demo"] = False
         return Space.model_validate(data)
+
+    def search_space(self, space: Space) -> Space:
+        """``space`` with every parameter a choice among the values the grid holds (numeric
+        choices stay an ordered scale), so that a study only asks for measured values."""
+        params: dict[str, ParameterSpec] = {}
+        for name, spec in space.parameters.items():
+            values = self.values(name)
+            if not values:
+                raise GridError(f"the grid holds no value of parameter {name!r}")
+            params[name] = ParameterSpec(
+                choices=values,
+                when=spec.when,
+                default=spec.default if spec.default in values else None,
+            )
+        return space.model_copy(update={"parameters": params})
 
     def by_flags(self, flags: Mapping[str, Any]) -> GridRow:
         try:

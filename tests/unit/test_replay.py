@@ -249,10 +249,18 @@ def test_hypervolume_by_hand() -> None:
     assert hv(boxes, ["minimize"] * 3, [2.0, 2.0, 2.0]) == pytest.approx(4.0 + 2.0 - 1.0)
 
 
-def test_grid_strategy_reaches_the_full_hypervolume(grid: Grid) -> None:
+def _study_kwargs(grid: Grid, tmp_path: Path, space: Space) -> dict:
+    return {
+        "search_space": grid.search_space(space),
+        "grid": grid,
+        "storage": f"sqlite:///{tmp_path / 'studies.db'}",
+        "log_dir": tmp_path / "logs",
+    }
+
+
+def test_grid_strategy_reaches_the_full_hypervolume(grid: Grid, tmp_path: Path) -> None:
     se = _search_efficiency()
     space = grid.space()
-    runner = ReplayTrialRunner(space, grid)
     feasible = [
         [r.metrics["output_throughput"], r.metrics["e2e_p95_ms"]]
         for r in grid.rows
@@ -261,37 +269,23 @@ def test_grid_strategy_reaches_the_full_hypervolume(grid: Grid) -> None:
     reference = se.reference_point(space, grid.rows)
     assert reference == [0.0, 1000.0]
     full = se.hypervolume(feasible, space.directions, reference)
-    for kind in ("grid", "random", "auto"):
+    for kind in ("grid", "random-plain", "random", "tpe"):  # auto is GP here: slow
         run = se.replay_study(
-            kind,
-            0,
-            space=space,
-            search_space=se.restricted_space(space, grid),
-            grid=grid,
-            runner=runner,
-            reference=reference,
-            full_hv=full,
-            max_trials=40,
-            snap=None,
-            min_trials=1,
+            kind, 0, reference=reference, full_hv=full, max_trials=40, min_trials=1,
+            **_study_kwargs(grid, tmp_path, space),
         )
         assert run.hv == sorted(run.hv)
         assert run.best[0] == 250.0  # the default trial comes first, and is feasible
         if kind == "grid":
             assert se.trials_to(run, 0.99, full) <= len(grid.points) + 1
         assert math.isfinite(se.best_within(run, 10))
+        # Every configuration of this grid is measured at most once (only random-plain
+        # re-measures): the runs that are not cut short end when the grid is exhausted.
+        if kind != "random-plain":
+            assert len(run.hv) <= len(grid.points) + 1
 
 
-def test_ranges_encoding_replays_the_nearest_grid_value(grid: Grid) -> None:
-    se = _search_efficiency()
-    snap = se.snapper(grid.space(), grid)
-    # max_num_seqs is a log range 8..64 in the space; the grid holds 8 and 64.
-    assert snap({"max_num_seqs": 20})["max_num_seqs"] == 8  # log2: 4.3 is nearer 3 than 6
-    assert snap({"max_num_seqs": 24})["max_num_seqs"] == 64
-    assert snap({"max_num_batched_tokens": 256}) == {"max_num_batched_tokens": 256}
-
-
-def test_a_sparse_grid_counts_only_measured_suggestions(grid: Grid) -> None:
+def test_a_configuration_the_grid_lacks_is_an_error(grid: Grid, tmp_path: Path) -> None:
     se = _search_efficiency()
     space = grid.space()
     sparse = Grid(
@@ -299,19 +293,10 @@ def test_a_sparse_grid_counts_only_measured_suggestions(grid: Grid) -> None:
         grid.meta,
         grid.path,
     )
-    runner = ReplayTrialRunner(space, sparse)
-    run = se.replay_study(
-        "random",
-        0,
-        space=space,
-        search_space=se.restricted_space(space, grid),
-        grid=sparse,
-        runner=runner,
-        reference=[0.0, 1000.0],
-        full_hv=1.0,
-        max_trials=10,
-        snap=None,
-        min_trials=10,
-    )
-    assert len(run.hv) == 10
-    assert run.misses > 0
+    kwargs = _study_kwargs(grid, tmp_path, space)  # the search space still offers 8
+    kwargs["grid"] = sparse
+    with pytest.raises(GridMiss, match="holds no configuration"):
+        se.replay_study(
+            "random", 0, reference=[0.0, 1000.0], full_hv=1.0, max_trials=20, min_trials=20,
+            **kwargs,
+        )
