@@ -505,7 +505,11 @@ def study_show(
     ):
         table.add_column(col)
     for t in report.trials:
-        failure = f"{t.failure_kind}: {t.failure_reason}" if t.failure_kind else ""
+        if t.state == "reused":
+            continue  # counted below; listed by --format json/csv
+        failure = (
+            f"{t.failure_kind}: {t.failure_reason}" if t.failure_kind else t.failure_reason or ""
+        )
         table.add_row(
             str(t.number) + ("*" if t.number in report.pareto_front else ""),
             t.state,
@@ -523,6 +527,14 @@ def study_show(
     console.print("* = on the feasible Pareto front; measured: clean, clean after repeats "
                   "(a disturbed run was measured again on the same server), or DISTURBED (no "
                   "clean run: treat its figures with care)")
+    no_engine = {s: sum(1 for t in report.trials if t.state == s) for s in ("reused", "skipped")}
+    if any(no_engine.values()):
+        console.print(
+            f"suggestions answered without an engine: {no_engine['reused']} reused (the same "
+            f"configuration was measured already; not listed above, see --format json), "
+            f"{no_engine['skipped']} skipped (the crash model predicted a failure; the reason is "
+            "in the failure column) — docs/search.md"
+        )
     if quality and report.default_number is not None:
         console.print(
             f"quality: accuracy on the study's eval set; agreement with trial "

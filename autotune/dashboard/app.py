@@ -354,9 +354,12 @@ def trial_view(snapshot: Snapshot, record: TrialRecord) -> dict[str, Any]:
 
 
 def status_of(record: TrialRecord) -> str:
-    """feasible | violating | failed | running (how the plot and the table colour a trial)."""
+    """feasible | violating | failed | running | skipped (how the plot and the table colour a
+    trial; skipped: a suggestion answered without an engine, reused or predicted to fail)."""
     if record.state == "complete":
         return "feasible" if record.feasible else "violating"
+    if record.state in ("reused", "skipped"):
+        return "skipped"
     return "running" if record.state == "running" else "failed"
 
 

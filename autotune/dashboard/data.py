@@ -34,7 +34,7 @@ from autotune.report import StudyReport, load_report, pareto_front
 
 log = logging.getLogger(__name__)
 
-STATES = ("complete", "failed", "rejected", "interrupted", "running")
+STATES = ("complete", "failed", "rejected", "interrupted", "running", "reused", "skipped")
 TRIAL_COLUMNS = ["number", "state", "is_default", "feasible", "failure_kind", "failure_reason",
                  "params", "metrics", "started_at", "finished_at"]
 T = TypeVar("T")

@@ -37,9 +37,10 @@ const autotune = {
     return direction === "maximize" ? "↑" : "↓";
   },
 
-  // feasible | violating | failed | running, as autotune.dashboard.app.status_of.
+  // feasible | violating | failed | running | skipped, as autotune.dashboard.app.status_of.
   status(trial) {
     if (trial.state === "complete") return trial.feasible ? "feasible" : "violating";
+    if (trial.state === "reused" || trial.state === "skipped") return "skipped";
     return trial.state === "running" ? "running" : "failed";
   },
 

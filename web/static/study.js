@@ -92,7 +92,8 @@
     document.getElementById("counts").textContent =
       `${c.total} trials: ${c.complete} complete (${feasible} feasible), ` +
       `${c.failed + c.rejected} failed, ${c.running} running` +
-      (c.interrupted ? `, ${c.interrupted} interrupted` : "");
+      (c.interrupted ? `, ${c.interrupted} interrupted` : "") +
+      (c.reused + c.skipped ? `; no engine: ${c.reused} reused, ${c.skipped} predicted to fail` : "");
   }
 
   // ---- metric pickers ---------------------------------------------------------------------
@@ -205,7 +206,7 @@
     let missing = 0;
     for (const trial of sortedTrials()) {
       const status = autotune.status(trial);
-      if (status === "running") continue;
+      if (status === "running" || status === "skipped") continue;
       if (status === "failed") {
         groups.failed.push({ trial });
         continue;
