@@ -57,7 +57,7 @@ from autotune.scoring import (  # noqa: E402
 from autotune.space import Space  # noqa: E402
 from autotune.study import STATE_ATTR, StudyRunner  # noqa: E402
 
-STRATEGIES = ("grid", "random-plain", "random", "tpe", "gp", "nsga2", "auto")
+STRATEGIES = ("grid", "random-plain", "random", "tpe-plain", "tpe", "gp", "nsga2", "auto")
 LEVELS = (0.95, 0.99)
 BUDGETS = (10, 20, 30)
 
@@ -129,6 +129,10 @@ class Run:
 STRATEGY_SEARCH: dict[str, dict[str, Any]] = {
     # The peers' baseline: random search that measures a repeated configuration again.
     "random-plain": {"sampler": "random", "remeasure": True, "crash_learning": False},
+    # TPE as peers use it: no reuse of measured configurations, no crash model, no local search.
+    "tpe-plain": {
+        "sampler": "tpe", "remeasure": True, "crash_learning": False, "local_search": False
+    },
     "grid": {"sampler": "random"},  # every grid point is enqueued: the sampler is never asked
 }
 
