@@ -417,6 +417,8 @@ SHOWN_RESOURCE_METRICS = {
     "engine_rss_peak_mib": "engine RSS MiB",
     "cost_per_1m_output_tokens_usd": "$/1M tok",
     "parallel_trials": "ran at once",
+    "kv_cache_tokens": "KV tokens",
+    "memory_fit_kv_error": "KV estimate err",
 }
 
 
