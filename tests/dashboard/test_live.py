@@ -142,7 +142,7 @@ def test_postgres_storage(postgres_url, client_for):
     client = client_for(postgres_url)
     [study] = client.get("/api/studies").json()
     assert study["counts"] == {"complete": 3, "failed": 1, "rejected": 0, "interrupted": 0,
-                               "running": 0, "total": 4}
+                               "running": 0, "reused": 0, "skipped": 0, "total": 4}
     assert client.get(f"/studies/{study['id']}/trials/1").status_code == 200
     figures = client.get(f"/api/studies/{study['id']}/figures").json()
     assert figures["history"] is not None
