@@ -1,28 +1,27 @@
 """How many trials each search strategy needs on a measured grid (the measure of issue 8).
 
-Every strategy runs as a study runs: Optuna ask/tell, the vLLM-default configuration enqueued
-as trial 1, parameters suggested by ``autotune.space.suggest_params``, each trial answered by
-``ReplayTrialRunner`` (the replay engine behind the engine boundary: the recorded metrics, or
-the recorded failure; known-invalid configurations rejected by the study's own rules) and told
-to Optuna exactly as ``StudyRunner._record`` tells it (objectives and SLO constraints from
-``autotune.scoring``; a failed or rejected configuration infeasible with the worst values).
-A suggestion equal to an earlier one is replayed again and counts as a trial, as it would cost
-one in a study today.
+Every strategy runs as a study runs: autotune's own ``StudyRunner`` (the vLLM-default
+configuration enqueued as trial 1, the claim loop with its reuse of measured configurations,
+crash model and Pareto local search, scoring and SLO constraints from ``autotune.scoring``),
+with a ``ReplayTrialRunner``: the replay engine behind the engine boundary answers each trial
+with the grid's recorded metrics or failure; known-invalid configurations are rejected by the
+study's own rules. The studies live in one SQLite file in a temporary folder (RAM-backed when
+the host has /dev/shm).
 
-The search space is the grid's own space (its meta line) restricted to the grid's values:
-``--encoding choices`` (default) makes every parameter a choice among the grid's values, as a
-user listing them in a space file would; ``--encoding ranges`` keeps the space's numeric ranges
-and replays the nearest grid value (in log scale for log ranges).
+The search space is the grid's own space (its meta line) restricted to the grid's values
+(``Grid.search_space``: numeric values become ordered choices, searched on their scale).
 
-Strategies: ``grid`` (every grid point once, in a seeded random order: exhaustive search),
-``random``, ``tpe``, ``gp``, ``nsga2`` (``autotune.study.make_sampler`` with that
-``search.sampler``) and ``auto`` (``make_sampler`` as the study uses it by default).
+Strategies: ``grid`` (every grid point once, in a seeded random order), ``random-plain``
+(random search that runs repeated configurations again: the peers' baseline), ``random``,
+``tpe``, ``gp``, ``nsga2`` (autotune's study policy with that ``search.sampler``), ``tpe-plain``
+(TPE without reuse, crash model or local search) and ``auto`` (autotune's defaults).
 
 Hypervolume: of the feasible trials' objective vectors (complete and every constraint met),
 against a reference point that is, per objective, the SLO limit when the metric has one, 0 for
-a maximised metric otherwise, else 1.1× the worst feasible value on the grid. "Trials to 99%"
-counts trials (the default trial included) until the trials so far reach 99% of the hypervolume
-of the whole grid.
+a maximised metric otherwise, else 1.1x the worst feasible value on the grid. "Trials to 99%"
+counts the trials that count toward a study's budget (launched or rejected before launch; the
+default trial included) until they reach 99% of the hypervolume of the whole grid; reused and
+skipped suggestions cost no engine and are reported apart.
 
     .venv/bin/python benchmarks/search_efficiency.py --grid benchmarks/grids/quickstart-cpu.jsonl
 """
