@@ -44,6 +44,10 @@ def _start(space: Path, url: str, logs: Path, trials: int) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # A shell without job control starts background commands with SIGINT ignored, and
+        # Python then installs no KeyboardInterrupt handler: give the controller the default
+        # disposition, as a terminal's Ctrl-C finds it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
