@@ -190,8 +190,8 @@ def uses_local_search(space: Space) -> bool:
 def front_neighbours(
     space: Space, front: Sequence[Mapping[str, Any]], known: Container[str]
 ) -> list[dict[str, Any]]:
-    """Configurations one step from a Pareto-optimal one that are not ``known`` (measured or
-    running; keys as ``config_key``)."""
+    """Configurations one step from any of ``front`` (e.g. the Pareto-optimal ones) that are
+    not ``known`` (measured or running; keys as ``config_key``)."""
     seen: dict[str, dict[str, Any]] = {}
     for params in front:
         for other in neighbours(space, params):

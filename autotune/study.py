@@ -52,7 +52,6 @@ from autotune.search import (
     config_key,
     front_neighbours,
     make_sampler,
-    neighbours,
     uses_local_search,
 )
 from autotune.space import Space, suggest_params
@@ -72,6 +71,7 @@ NO_LAUNCH_STATES = ("reused", "skipped")
 # Reused or skipped suggestions in a row before the next trial is an unmeasured configuration
 # picked at random (the sampler keeps proposing what it already knows).
 MAX_ASKS_PER_CLAIM = 24
+CONFIG_FAILURE_KINDS = frozenset(k.value for k in CONFIG_FAILURES)
 # Failures that say nothing about the configuration: Optuna marks them FAIL (ignored by
 # samplers) instead of infeasible.
 NOT_THE_CONFIG = (FailureKind.HOST_FAULT, FailureKind.INTERRUPTED)
@@ -189,11 +189,23 @@ class History:
             measured.setdefault(key, t)
             if state == "complete":
                 observations.append(Observation(params, started=True))
-            elif kind in {k.value for k in CONFIG_FAILURES}:
+            elif kind in CONFIG_FAILURE_KINDS:
                 observations.append(
                     Observation(params, started=False, launched=state == "failed")
                 )
         return cls(measured, running, observations)
+
+    def front(self, space: Space) -> list[dict[str, Any]]:
+        """The configurations on the feasible Pareto front of the measured trials."""
+        feasible = [
+            t for t in self.measured.values()
+            if t.user_attrs.get(STATE_ATTR) == "complete" and t.values is not None
+            and is_feasible(t.constraints)
+        ]
+        return [
+            json.loads(feasible[i].user_attrs[CONFIG_ATTR])
+            for i in pareto_indices([list(t.values) for t in feasible], space.directions)
+        ]
 
 
 @dataclass
@@ -423,7 +435,8 @@ class StudyRunner:
             if uses_local_search(self.space) and taken >= LOCAL_SEARCH_AFTER and (
                 taken % LOCAL_SEARCH_CYCLE
             ):
-                self._enqueue_front_neighbour(study, history, taken)
+                front = history.front(self.space)
+                self._enqueue_neighbour(study, front, history, f"front:{taken}")
             for ask in range(MAX_ASKS_PER_CLAIM + 1):
                 if ask == MAX_ASKS_PER_CLAIM and not self._enqueue_unmeasured(study, history):
                     self.reporter.notice(
@@ -446,7 +459,7 @@ class StudyRunner:
                         # The sampler returns to what it knows: reuse the result, and explore
                         # one step away from it instead (the next ask takes the neighbour).
                         self._reuse(study, trial, params, history.measured[key])
-                        self._enqueue_neighbour(study, params, history, trial.number)
+                        self._enqueue_neighbour(study, [params], history, f"{trial.number}")
                         continue
                     if key in history.running:
                         self._claimed_here += 1
@@ -518,34 +531,14 @@ class StudyRunner:
         )
 
     def _enqueue_neighbour(
-        self, study: optuna.Study, params: dict[str, Any], history: History, number: int
-    ) -> bool:
-        """Queue an unmeasured configuration one step away from ``params``, if there is one."""
-        fresh = [
-            p for p in neighbours(self.space, params)
-            if config_key(p) not in history.measured and config_key(p) not in history.running
-        ]
-        if not fresh:
-            return False
-        pick = random.Random(f"{self.space.search.seed}:{number}").choice(fresh)
-        study.enqueue_trial(pick, user_attrs={FALLBACK_ATTR: True})
-        return True
-
-    def _enqueue_front_neighbour(self, study: optuna.Study, history: History, n: int) -> None:
-        """Queue an unmeasured configuration one step from the feasible Pareto front."""
-        feasible = [
-            t for t in history.measured.values()
-            if t.user_attrs.get(STATE_ATTR) == "complete" and t.values is not None
-            and all(v <= 0 for v in t.constraints.values())
-        ]
-        front = [
-            json.loads(feasible[i].user_attrs[CONFIG_ATTR])
-            for i in pareto_indices([list(t.values) for t in feasible], self.space.directions)
-        ]
+        self, study: optuna.Study, around: Sequence[Mapping[str, Any]], history: History,
+        salt: str,
+    ) -> None:
+        """Queue an unmeasured configuration one step from one of ``around``, if there is one."""
         known = history.measured.keys() | history.running.keys()
-        fresh = front_neighbours(self.space, front, known)
+        fresh = front_neighbours(self.space, around, known)
         if fresh:
-            pick = random.Random(f"{self.space.search.seed}:front:{n}").choice(fresh)
+            pick = random.Random(f"{self.space.search.seed}:{salt}").choice(fresh)
             study.enqueue_trial(pick, user_attrs={FALLBACK_ATTR: True})
 
     def _enqueue_unmeasured(self, study: optuna.Study, history: History) -> bool:

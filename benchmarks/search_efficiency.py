@@ -54,7 +54,7 @@ from autotune.scoring import (  # noqa: E402
     violations,
 )
 from autotune.space import Space  # noqa: E402
-from autotune.study import STATE_ATTR, StudyRunner  # noqa: E402
+from autotune.study import STATE_ATTR, SilentReporter, StudyRunner  # noqa: E402
 
 STRATEGIES = ("grid", "random-plain", "random", "tpe-plain", "tpe", "gp", "nsga2", "auto")
 LEVELS = (0.95, 0.99)
@@ -136,7 +136,7 @@ STRATEGY_SEARCH: dict[str, dict[str, Any]] = {
 }
 
 
-class _Tracker:
+class _Tracker(SilentReporter):
     """A StudyReporter that follows the hypervolume and stops the study at the target."""
 
     def __init__(
@@ -151,17 +151,8 @@ class _Tracker:
         self.sign = 1.0 if first.resolved_direction == "maximize" else -1.0
         self.best = -math.inf
 
-    def study_started(self, name: str, done: int, total: int) -> None:
-        pass
-
-    def trial_started(self, index: int, total: int, number: int, params: dict[str, Any]) -> None:
-        pass
-
-    def phase(self, phase: str) -> None:
-        pass
-
     def notice(self, text: str) -> None:
-        pass
+        pass  # e.g. "every configuration is measured": expected here, not news
 
     def trial_finished(self, number: int, outcome: Any) -> None:
         if outcome.state == "complete":

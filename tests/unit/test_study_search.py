@@ -12,24 +12,15 @@ import optuna
 from autotune.db import repository
 from autotune.engines.replay import Grid, ReplayTrialRunner
 from autotune.space import Space
-from autotune.study import STATE_ATTR, StudyRunner, counts_toward_budget
+from autotune.study import STATE_ATTR, SilentReporter, StudyRunner, counts_toward_budget
 from autotune.trial import TrialOutcome
 from tests.unit.test_replay import write_grid
 
 
-class Recorder:
+class Recorder(SilentReporter):
     def __init__(self) -> None:
         self.launched: list[str] = []
         self.notices: list[str] = []
-
-    def study_started(self, name: str, done: int, total: int) -> None:
-        pass
-
-    def trial_started(self, index: int, total: int, number: int, params: dict[str, Any]) -> None:
-        pass
-
-    def phase(self, phase: str) -> None:
-        pass
 
     def notice(self, text: str) -> None:
         self.notices.append(text)
