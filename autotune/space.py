@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -23,6 +23,11 @@ from pydantic import (
 
 from autotune.bench.capacity import CapacitySpec
 from autotune.bench.metrics import LATENCY_METRIC, known_metric_names, natural_direction
+from autotune.bench.workload_spec import ConcurrencyLoad as ConcurrencyLoad
+from autotune.bench.workload_spec import JsonlPrompts as JsonlPrompts
+from autotune.bench.workload_spec import PoissonLoad as PoissonLoad
+from autotune.bench.workload_spec import RandomPrompts as RandomPrompts
+from autotune.bench.workload_spec import WorkloadSpec
 from autotune.errors import SpaceError
 from autotune.measurement import MeasurementSpec
 from autotune.parameters import KNOWN_PARAMETERS, NONE_CHOICE
@@ -87,39 +92,6 @@ class EngineSpec(_Strict):
             if not key.replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"flag name {key!r} is not a valid engine flag name")
         return flags
-
-
-class RandomPrompts(_Strict):
-    kind: Literal["random"] = "random"
-    input_tokens: int = Field(gt=0)
-    output_tokens: int = Field(gt=0)
-
-
-class JsonlPrompts(_Strict):
-    kind: Literal["jsonl"] = "jsonl"
-    path: str
-    output_tokens: int = Field(gt=0)
-    field: str = "prompt"
-
-
-class ConcurrencyLoad(_Strict):
-    kind: Literal["concurrency"] = "concurrency"
-    concurrency: int = Field(gt=0)
-
-
-class PoissonLoad(_Strict):
-    kind: Literal["poisson"] = "poisson"
-    rate: float = Field(gt=0, description="requests per second")
-    max_concurrency: int | None = Field(default=None, gt=0)
-
-
-class WorkloadSpec(_Strict):
-    prompts: Annotated[RandomPrompts | JsonlPrompts, Field(discriminator="kind")]
-    num_requests: int = Field(gt=0)
-    warmup_requests: int = Field(default=0, ge=0)
-    load: Annotated[ConcurrencyLoad | PoissonLoad, Field(discriminator="kind")]
-    seed: int = 0
-    request_timeout_s: float = Field(default=300.0, gt=0)
 
 
 class Objective(_Strict):

@@ -20,7 +20,7 @@ import aiohttp
 
 from autotune.bench.metrics import RequestRecord, summarize
 from autotune.bench.workload import Prompt, build_prompts
-from autotune.space import ConcurrencyLoad, PoissonLoad, WorkloadSpec
+from autotune.bench.workload_spec import ConcurrencyLoad, PoissonLoad, WorkloadSpec
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from autotune.space import JsonlPrompts, RandomPrompts, WorkloadSpec
+from autotune.bench.workload_spec import JsonlPrompts, RandomPrompts, WorkloadSpec
 
 _SEED_TEXT = (
     "The quick brown fox jumps over the lazy dog while the committee reviews the annual "
