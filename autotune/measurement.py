@@ -13,39 +13,22 @@ from __future__ import annotations
 
 import os
 import statistics
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
 
 from autotune.bench import stats
 from autotune.bench.engine_metrics import engine_metrics
+from autotune.bench.host_load import HostLoad, HostLoadSampler
 from autotune.bench.metrics import RequestRecord
 from autotune.engines.process import live_pids
+from autotune.measurement_spec import MeasurementSpec
+from autotune.periodic import PeriodicSampler
 
 if TYPE_CHECKING:
     from autotune.bench.driver import BenchResult
-
-
-class MeasurementSpec(BaseModel):
-    """The ``measurement`` section of a space file (defaults suit a quiet host)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    windows: int = Field(default=5, ge=2, le=50, description="time windows per measurement")
-    max_repeats: int = Field(default=2, ge=0, le=10, description="re-measure a disturbed run")
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
-    # Looser than stats' defaults: continuous batching on a quiet CPU host still drifts ~20%
-    # between windows of a few seconds; these catch gross slow-downs (DESIGN's 2.2x).
-    max_cv: float = Field(default=0.3, gt=0)
-    min_window_ratio: float = Field(default=0.5, gt=0, le=1)
-    max_error_rate: float = Field(default=stats.MAX_ERROR_RATE, ge=0, le=1)
-    max_foreign_cpu_pct: float = Field(default=stats.MAX_FOREIGN_CPU_PCT, gt=0)
-    max_foreign_peak_pct: float = Field(default=stats.MAX_FOREIGN_PEAK_PCT, gt=0)
-    max_steal_pct: float = Field(default=stats.MAX_STEAL_PCT, gt=0)
 
 
 # Per-measurement figures whose median across repeats is the trial's figure (all other
@@ -53,17 +36,15 @@ class MeasurementSpec(BaseModel):
 HEADLINE = "output_throughput"
 
 
-class MetricsPoller:
+class MetricsPoller(PeriodicSampler):
     """Scrapes the engine's /metrics before, during (every ``interval_s``) and after a run."""
 
     def __init__(self, base_url: str, interval_s: float = 1.0) -> None:
+        super().__init__(interval_s, name="metrics-poller", join_timeout_s=10)
         self.url = f"{base_url}/metrics"
-        self.interval_s = interval_s
         self.before = ""
         self.after = ""
         self.during: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="metrics-poller")
 
     def _get(self) -> str:
         try:
@@ -71,20 +52,15 @@ class MetricsPoller:
         except httpx.HTTPError:
             return ""
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            text = self._get()
-            if text:
-                self.during.append(text)
-
-    def __enter__(self) -> MetricsPoller:
+    def on_start(self) -> None:
         self.before = self._get()
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+    def sample(self) -> None:
+        text = self._get()
+        if text:
+            self.during.append(text)
+
+    def on_stop(self) -> None:
         self.after = self._get()
 
     def delta(self) -> dict[str, float]:
@@ -100,7 +76,7 @@ class MetricsPoller:
 class Measurement:
     result: BenchResult
     windows: list[stats.Window]
-    host: stats.HostLoad | None
+    host: HostLoad | None
     engine: dict[str, float]
     disturbances: list[str]
 
@@ -167,7 +143,7 @@ def measure_once(
 ) -> Measurement:
     """One measurement with host-load sampling, /metrics deltas, windows and the verdict."""
     ours = ours or (lambda: [os.getpid(), *live_pids()])
-    with stats.HostLoadSampler(ours) as host_sampler, MetricsPoller(base_url) as poller:
+    with HostLoadSampler(ours) as host_sampler, MetricsPoller(base_url) as poller:
         result = run()
     try:
         host = host_sampler.result()

@@ -5,24 +5,32 @@ says how steady they were. ``windows`` cuts the measured period into equal time 
 ``spread`` and ``confidence_interval`` summarise per-window values, ``bootstrap_ci`` and
 ``percentile_ci`` bound per-request statistics, ``robust_score`` condenses repeats so one bad
 repeat cannot carry the score, and ``detect_disturbance`` turns all that plus the host's CPU
-accounting (``HostLoadSampler``) into reasons to measure again.
+accounting (``host_load.HostLoadSampler``) into reasons to measure again. Pure functions: no
+threads, no /proc.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import statistics
-import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from types import TracebackType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from autotune.bench.metrics import RequestRecord, percentile
+from autotune.measurement_spec import (
+    MAX_CV,
+    MAX_ERROR_RATE,
+    MAX_FOREIGN_CPU_PCT,
+    MAX_FOREIGN_PEAK_PCT,
+    MAX_STEAL_PCT,
+    MIN_WINDOW_RATIO,
+)
+
+if TYPE_CHECKING:
+    from autotune.bench.host_load import HostLoad
 
 # ---------------------------------------------------------------------------------------------
 # Windows
@@ -216,44 +224,17 @@ def spread(values: Iterable[float]) -> float:
     return statistics.stdev(xs) / abs(mean)
 
 
-def _abs_t_cdf(t: float, df: int) -> float:
-    """P(|T| ≤ t) for Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3-4)."""
-    theta = math.atan(t / math.sqrt(df))
-    c2 = math.cos(theta) ** 2
-    s = math.sin(theta)
-    if df % 2 == 1:
-        total, term = 0.0, math.cos(theta)
-        if df > 1:
-            total = term
-            for k in range(3, df - 1, 2):
-                term *= c2 * (k - 1) / k
-                total += term
-        return 2.0 / math.pi * (theta + s * total)
-    total, term = 1.0, 1.0
-    for k in range(2, df - 1, 2):
-        term *= c2 * (k - 1) / k
-        total += term
-    return s * total
-
-
 def t_critical(level: float, df: int) -> float:
     """Two-sided critical value of Student's t: P(|T| ≤ value) = ``level`` with ``df`` ≥ 1."""
     if not 0 < level < 1:
         raise ValueError("level must be in (0, 1)")
     if df < 1:
         raise ValueError("df must be at least 1")
-    if df > 1000:  # within 0.15% of t there, and the series below grows with df
-        return statistics.NormalDist().inv_cdf(0.5 + level / 2)
-    lo, hi = 0.0, 1.0
-    while _abs_t_cdf(hi, df) < level:
-        hi *= 2.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if _abs_t_cdf(mid, df) < level:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    # Imported on first use: scipy.stats takes about a second to import, and most commands
+    # never compute an interval.
+    from scipy.stats import t as student_t  # type: ignore[import-untyped]
+
+    return float(student_t.ppf(0.5 + level / 2, df))
 
 
 def confidence_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float]:
@@ -360,262 +341,7 @@ def robust_score(values: Iterable[float], k: float = 1.0, *, direction: str = "m
 
 
 # ---------------------------------------------------------------------------------------------
-# Host load
-
-
-@dataclass(frozen=True)
-class HostLoad:
-    """CPU accounting of the host over a sampled period. Percentages are of host capacity.
-
-    Capacity is every CPU's time over the period (``cpus`` × duration). ``busy_pct`` is the
-    time CPUs ran anything (steal excluded), ``ours_pct`` the part run by our processes,
-    ``foreign_pct`` the rest (busy − ours, never below 0), ``foreign_peak_pct`` the highest
-    foreign share over any stretch of consecutive samples at least ``peak_window_s`` long, and
-    ``steal_pct`` the time the hypervisor gave our virtual CPUs to someone else.
-    """
-
-    duration_s: float
-    cpus: int
-    busy_pct: float
-    ours_pct: float
-    foreign_pct: float
-    foreign_peak_pct: float
-    steal_pct: float
-    samples: int
-
-    @property
-    def foreign_cores(self) -> float:
-        """Foreign CPU use in cores (``foreign_pct`` of ``cpus``)."""
-        return self.foreign_pct / 100.0 * self.cpus
-
-    @property
-    def foreign_share_of_busy_pct(self) -> float:
-        """Foreign CPU time as a share of all busy time (NaN when the host was idle)."""
-        return 100.0 * self.foreign_pct / self.busy_pct if self.busy_pct > 0 else math.nan
-
-    def to_dict(self) -> dict[str, float]:
-        out: dict[str, float] = {k: float(v) for k, v in asdict(self).items()}
-        out["foreign_cores"] = self.foreign_cores
-        out["foreign_share_of_busy_pct"] = self.foreign_share_of_busy_pct
-        return out
-
-
-@dataclass
-class _Sample:
-    at: float
-    cpu: tuple[int, int, int]  # total, busy, steal jiffies, all CPUs
-    uptime_ticks: float
-    ours: dict[int, tuple[int, int]]  # pid -> (utime + stime, starttime), in ticks
-
-
-@dataclass(frozen=True)
-class _Interval:
-    seconds: float
-    total: int
-    busy: int
-    steal: int
-    ours: int
-
-
-class HostLoadSampler:
-    """Samples host CPU (``/proc/stat``) and our processes' CPU (``/proc/PID/stat``) in a thread.
-
-    Use as a context manager around a measurement, then read ``result()``::
-
-        with HostLoadSampler(lambda: [os.getpid(), engine_pid]) as sampler:
-            run_benchmark()
-        load = sampler.result()
-
-    ``ours`` is called at every sample, so processes that start later are picked up; with
-    ``include_descendants`` every descendant of the pids it returns is ours too. Limits of
-    the accounting: a process of ours that exits between two samples loses its CPU time of that
-    interval (it shows as foreign), and in a container ``/proc/stat`` describes the host.
-    Linux only: ``/proc`` must exist.
-    """
-
-    def __init__(
-        self,
-        ours: Callable[[], Iterable[int]],
-        *,
-        interval_s: float = 0.5,
-        include_descendants: bool = True,
-        peak_window_s: float = 2.0,
-        proc: str | os.PathLike[str] = "/proc",
-    ) -> None:
-        self._ours = ours
-        self._interval_s = interval_s
-        self._include_descendants = include_descendants
-        self._peak_window_s = peak_window_s
-        self._proc = Path(proc)
-        self._ticks = os.sysconf("SC_CLK_TCK")
-        self._cpus = 1
-        self._samples: list[_Sample] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._error: BaseException | None = None
-
-    def __enter__(self) -> HostLoadSampler:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("HostLoadSampler already started")
-        self._record()
-        self._thread = threading.Thread(target=self._loop, name="host-load", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> HostLoad:
-        """Take a last sample, stop the thread and return ``result()``.
-
-        Raises:
-            Exception: whatever ``ours`` (or reading ``/proc``) raised in the sampling thread.
-        """
-        if self._thread is not None and not self._stop.is_set():
-            self._stop.set()
-            self._thread.join()
-            if self._error is not None:
-                raise self._error
-            self._record()
-        return self.result()
-
-    def _loop(self) -> None:
-        try:
-            while not self._stop.wait(self._interval_s):
-                self._record()
-        except Exception as exc:  # handed to the caller by stop()
-            self._error = exc
-
-    def _read_cpu(self) -> tuple[int, int, int]:
-        with open(self._proc / "stat") as f:
-            lines = f.read().splitlines()
-        self._cpus = max(1, sum(1 for line in lines if line[:3] == "cpu" and line[3:4].isdigit()))
-        fields = [int(x) for x in lines[0].split()[1:]]
-        fields += [0] * (8 - len(fields))
-        user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
-        busy = user + nice + system + irq + softirq
-        return busy + idle + iowait + steal, busy, steal
-
-    def _read_uptime_ticks(self) -> float:
-        with open(self._proc / "uptime") as f:
-            return float(f.read().split()[0]) * self._ticks
-
-    def _stat(self, pid: int) -> tuple[int, int, int] | None:
-        """(ppid, utime + stime, starttime) of ``pid``, or None if it is gone."""
-        try:
-            with open(self._proc / str(pid) / "stat") as f:
-                text = f.read()
-        except OSError:
-            return None
-        fields = text[text.rfind(")") + 2 :].split()
-        return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[19])
-
-    def _our_stats(self) -> dict[int, tuple[int, int]]:
-        roots = {int(p) for p in self._ours()}
-        if not self._include_descendants:
-            stats = {pid: self._stat(pid) for pid in roots}
-            return {pid: (s[1], s[2]) for pid, s in stats.items() if s is not None}
-        everything: dict[int, tuple[int, int, int]] = {}
-        for entry in os.scandir(self._proc):
-            if entry.name.isdigit():
-                s = self._stat(int(entry.name))
-                if s is not None:
-                    everything[int(entry.name)] = s
-        children: dict[int, list[int]] = {}
-        for pid, (ppid, _, _) in everything.items():
-            children.setdefault(ppid, []).append(pid)
-        ours: set[int] = set()
-        todo = [pid for pid in roots if pid in everything]
-        while todo:
-            pid = todo.pop()
-            if pid not in ours:
-                ours.add(pid)
-                todo.extend(children.get(pid, ()))
-        return {pid: (everything[pid][1], everything[pid][2]) for pid in ours}
-
-    def _record(self) -> None:
-        uptime = self._read_uptime_ticks()
-        cpu = self._read_cpu()
-        ours = self._our_stats()
-        with self._lock:
-            self._samples.append(_Sample(time.monotonic(), cpu, uptime, ours))
-
-    def _intervals(self, samples: Sequence[_Sample]) -> list[_Interval]:
-        out = []
-        for prev, cur in zip(samples, samples[1:], strict=False):
-            ours = 0
-            for pid, (ticks, started) in cur.ours.items():
-                if pid in prev.ours and prev.ours[pid][1] == started:
-                    ours += max(0, ticks - prev.ours[pid][0])
-                elif started >= prev.uptime_ticks:
-                    ours += ticks  # born during the interval: all its CPU time is in it
-            out.append(
-                _Interval(
-                    seconds=cur.at - prev.at,
-                    total=cur.cpu[0] - prev.cpu[0],
-                    busy=cur.cpu[1] - prev.cpu[1],
-                    steal=cur.cpu[2] - prev.cpu[2],
-                    ours=ours,
-                )
-            )
-        return out
-
-    def result(self) -> HostLoad:
-        """The load over everything sampled so far (zeros before the second sample)."""
-        with self._lock:
-            samples = list(self._samples)
-        intervals = self._intervals(samples)
-
-        def pct(part: float, whole: float) -> float:
-            return 100.0 * part / whole if whole > 0 else 0.0
-
-        def foreign(chunk: Sequence[_Interval]) -> float:
-            busy = sum(i.busy for i in chunk)
-            ours = min(busy, sum(i.ours for i in chunk))
-            return pct(busy - ours, sum(i.total for i in chunk))
-
-        total = sum(i.total for i in intervals)
-        busy = sum(i.busy for i in intervals)
-        ours = min(busy, sum(i.ours for i in intervals))
-        peak = foreign(intervals)
-        for first in range(len(intervals)):
-            seconds = 0.0
-            for last in range(first, len(intervals)):
-                seconds += intervals[last].seconds
-                if seconds >= self._peak_window_s:
-                    peak = max(peak, foreign(intervals[first : last + 1]))
-                    break
-        return HostLoad(
-            duration_s=sum(i.seconds for i in intervals),
-            cpus=self._cpus,
-            busy_pct=pct(busy, total),
-            ours_pct=pct(ours, total),
-            foreign_pct=pct(busy - ours, total),
-            foreign_peak_pct=peak,
-            steal_pct=pct(sum(i.steal for i in intervals), total),
-            samples=len(samples),
-        )
-
-
-# ---------------------------------------------------------------------------------------------
 # Disturbance
-
-MAX_CV = 0.15
-MIN_WINDOW_RATIO = 0.6
-MAX_ERROR_RATE = 0.01
-MAX_FOREIGN_CPU_PCT = 10.0
-MAX_FOREIGN_PEAK_PCT = 25.0
-MAX_STEAL_PCT = 5.0
-
 
 def detect_disturbance(
     window_throughputs: Sequence[float],
