@@ -15,7 +15,7 @@ import yaml
 
 from autotune.db.models import TrialRecord
 from autotune.devices import detect_pool
-from autotune.engines.base import create
+from autotune.engines import create
 from autotune.space import Space
 from autotune.trial import TrialOutcome, TrialRunner
 

@@ -2,35 +2,36 @@
 
 ``TrialRunner.run`` never raises for engine or benchmark failures: it returns a
 ``TrialOutcome`` with the failure classified. It re-raises KeyboardInterrupt (after teardown),
-so the study can mark the trial interrupted and stop.
+so the study can mark the trial interrupted and stop. What is measured on the running engine is
+an injected ``MeasuringStep`` (bench/step.py): the HTTP load driver by default, a measured
+grid's recorded figures in a replay (``ReplayTrialRunner``).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from autotune import memory_fit, rules
-from autotune.bench.capacity import CapacitySpec, find_capacity
-from autotune.bench.driver import BenchResult, Endpoint, HttpLoadDriver, LoadDriver
-from autotune.bench.metrics import to_vllm_bench_keys
-from autotune.bench.workload import WorkloadError
-from autotune.devices import DevicePool, DeviceSet, ReportsDeviceMemory
-from autotune.devices.sampling import UtilisationSampler
-from autotune.engines.base import EngineConfig, EngineLauncher, RunningEngine
+from autotune.bench.driver import LoadDriver
+from autotune.bench.http_step import HttpMeasurement
+from autotune.bench.metrics import finite_metrics
+from autotune.bench.step import MeasureContext, Measured, MeasuringStep
+from autotune.devices import CpuSlotPool, DevicePool, DeviceSet, ReportsDeviceMemory
+from autotune.engines.base import EngineConfig, EngineLauncher
 from autotune.engines.failures import EngineFailure, FailureKind, classify, log_excerpt
+from autotune.engines.replay import Grid, GridMeasurement, ReplayLauncher
 from autotune.engines.vllm import engine_config
-from autotune.measurement import measure_robustly
-from autotune.quality.probe import QualityError, QualityProbe, Reference
-from autotune.scoring import COST_METRIC, cost_per_1m_output_tokens, slos_hold
-from autotune.space import ConcurrencyLoad, PoissonLoad, Space
+from autotune.quality.probe import QualityProbe, Reference
+from autotune.space import Space
+
+# finite_metrics lives in bench/metrics.py; the study and the benchmarks import it from here.
+__all__ = ["PhaseCallback", "ReplayTrialRunner", "TrialOutcome", "TrialRunner", "finite_metrics"]
 
 PhaseCallback = Callable[[str], None]
 HOST_FAULT_FALLBACK_DTYPE = "float16"
@@ -64,17 +65,25 @@ class TrialRunner:
         pool: DevicePool,
         log_dir: Path,
         driver: LoadDriver | None = None,
+        *,
+        measuring: MeasuringStep | None = None,
     ) -> None:
+        """``measuring`` defaults to ``HttpMeasurement`` with ``driver`` (or the built-in one)
+        and the space's quality probe."""
         self.space = space
         self.launcher = launcher
         self.pool = pool
         self.log_dir = log_dir
-        self.driver = driver or HttpLoadDriver()
+        self.measuring = measuring or HttpMeasurement(space.quality, driver)
         self.stop_event = threading.Event()  # set on Ctrl-C: start no further engine
         self.model_config = rules.read_model_config(space.model.resolved_path)
-        self.quality = QualityProbe(space.quality) if space.quality is not None else None
         self.memory_calibration = memory_fit.Calibration()
         self._shapes: dict[str, memory_fit.ModelShape | None] = {}
+
+    @property
+    def quality(self) -> QualityProbe | None:
+        """The measuring step's quality probe (the study gives it the stored reference)."""
+        return self.measuring.quality
 
     def rejection(self, params: Mapping[str, Any], config: EngineConfig) -> str | None:
         values = dict(config.flags)
@@ -246,103 +255,27 @@ class TrialRunner:
         outcome.argv = list(engine.argv)
         outcome.engine_version = engine.version
         outcome.timings["startup_s"] = engine.startup_s
+        trial = MeasureContext(self.space, number, is_default, self.pool, devices, log_path,
+                               on_phase)
         try:
-            on_phase("benchmarking")
-            with UtilisationSampler(self.pool, devices, engine.pids) as sampler:
-                robust = measure_robustly(
-                    lambda: self._measure(engine), engine.base_url, self.space.measurement,
-                    closed_loop=isinstance(self.space.workload.load, ConcurrencyLoad),
-                    on_repeat=lambda n, why: on_phase(f"re-measuring ({n}): {why[0]}"),
-                )
-            result = robust.chosen or robust.measurements[-1].result
-            outcome.timings["warmup_s"] = result.warmup_s
-            outcome.timings["benchmark_s"] = sum(
-                m.result.benchmark_s for m in robust.measurements
-            )
-            outcome.metrics = {**robust.metrics, **sampler.summary()}
-            outcome.measurements = [m.to_dict() for m in robust.measurements]
-            outcome.disturbed = robust.disturbed
-            if robust.disturbed:
-                outcome.notes.append(
-                    "measured under disturbance: " + "; ".join(
-                        robust.measurements[-1].disturbances)
-                )
-            if self.space.cost is not None:
-                outcome.metrics[COST_METRIC] = cost_per_1m_output_tokens(
-                    self.space.cost.device_hour_usd, len(devices.ids),
-                    outcome.metrics.get("output_throughput", 0.0),
-                )
-            if result.metrics.get("completed", 0) == 0:
-                found = engine.failure()
-                if found.kind == FailureKind.CRASHED:
-                    errors = [r.error for r in result.records if r.error][:1]
-                    found = EngineFailure(
-                        FailureKind.BENCHMARK_FAILED,
-                        "no request succeeded" + (f": {errors[0]}" if errors else ""),
-                        found.line,
-                    )
-                self._fail(outcome, found, log_path)
-            else:
-                outcome.state = "complete"
-                self._probe_quality(engine, number, outcome, on_phase, may_record=is_default)
-                if self.space.capacity is not None and engine.alive():
-                    on_phase("searching SLO capacity")
-                    started_capacity = time.monotonic()
-                    outcome.metrics.update(self._capacity(engine, self.space.capacity))
-                    outcome.timings["capacity_s"] = time.monotonic() - started_capacity
-                write_result_file(log_path.with_suffix(".result.json"), outcome.metrics)
-        except WorkloadError as exc:
-            self._fail(outcome, EngineFailure(FailureKind.BENCHMARK_FAILED, str(exc)), log_path)
+            self._record(outcome, self.measuring.measure(engine, config, trial), log_path)
         finally:
             on_phase("tearing down")
             outcome.timings["teardown_s"] = engine.stop()
 
-    def _probe_quality(
-        self,
-        engine: RunningEngine,
-        number: int,
-        outcome: TrialOutcome,
-        on_phase: PhaseCallback,
-        *,
-        may_record: bool,
-    ) -> None:
-        """Accuracy / agreement on the same live server, after the load benchmark. A probe
-        that cannot run leaves the quality metrics out (a quality constraint then fails)."""
-        if self.quality is None:
-            return
-        on_phase("measuring quality")
-        started = time.monotonic()
-        try:
-            result = self.quality.run(
-                engine.base_url, engine.served_name, may_record=may_record, trial=number
-            )
-        except QualityError as exc:
-            outcome.notes.append(str(exc))
+    def _record(self, outcome: TrialOutcome, measured: Measured, log_path: Path) -> None:
+        """Set what the step measured on the outcome (before teardown, so that a failure's log
+        excerpt is the log as the failure left it)."""
+        outcome.metrics = measured.metrics
+        outcome.timings.update(measured.timings)
+        outcome.measurements = measured.measurements
+        outcome.disturbed = measured.disturbed
+        outcome.notes.extend(measured.notes)
+        outcome.quality_reference = measured.quality_reference
+        if measured.failure is not None:
+            self._fail(outcome, measured.failure, log_path)
         else:
-            outcome.metrics.update(result.metrics)
-            outcome.notes.extend(result.notes)
-            outcome.quality_reference = result.recorded
-        finally:
-            outcome.timings["quality_s"] = time.monotonic() - started
-
-    def _measure(self, engine: RunningEngine) -> BenchResult:
-        return self.driver.run(
-            Endpoint(engine.base_url, engine.served_name), self.space.workload, self.space.slos
-        )
-
-    def _capacity(self, engine: RunningEngine, spec: CapacitySpec) -> dict[str, float]:
-        """Bracket and bisect the Poisson rate at which every SLO holds, on this engine."""
-        endpoint = Endpoint(engine.base_url, engine.served_name)
-
-        def measure(rate: float) -> dict[str, float]:
-            workload = self.space.workload.model_copy(update={
-                "load": PoissonLoad(rate=rate, max_concurrency=spec.max_concurrency),
-                "num_requests": spec.requests_per_point,
-                "warmup_requests": 0,
-            })
-            return self.driver.run(endpoint, workload, self.space.slos).metrics
-
-        return find_capacity(measure, lambda m: slos_hold(self.space, m), spec).as_metrics()
+            outcome.state = "complete"
 
     @staticmethod
     def _fail(outcome: TrialOutcome, failure: EngineFailure, log_path: Path) -> None:
@@ -358,17 +291,24 @@ class TrialRunner:
         outcome.log_excerpt = log_excerpt(text, failure.line)
 
 
-def write_result_file(path: Path, metrics: Mapping[str, float]) -> None:
-    """The trial's figures under ``vllm bench serve``'s JSON key names (plus our own), so
-    tools that plot vLLM benchmark results read them."""
-    try:
-        path.write_text(json.dumps(to_vllm_bench_keys(finite_metrics(metrics)), indent=2))
-    except OSError:
-        pass
+class ReplayTrialRunner(TrialRunner):
+    """A TrialRunner over a measured grid (docs/grid-format.md): the replay launcher and the
+    grid's measuring step, everything else the ordinary trial (rejection rules, flag building,
+    devices, the outcome). No load is driven, no quality probe or capacity search runs."""
 
-
-def finite_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
-    """Metrics with NaN/inf replaced by None-free JSON-safe values (dropped)."""
-    return {
-        k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)
-    }
+    def __init__(
+        self,
+        space: Space,
+        grid: Grid,
+        *,
+        pool: DevicePool | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        if pool is None:
+            # DevicePool declares ``kind`` as a plain (invariant) attribute, so mypy does not
+            # accept CpuSlotPool's narrower Literal["cpu"] as one; it is one at run time.
+            pool = cast(DevicePool, CpuSlotPool(slots=1))
+        launcher = ReplayLauncher(grid, write_logs=log_dir is not None)
+        super().__init__(space, launcher, pool, log_dir or Path(os.devnull),
+                         measuring=GridMeasurement(grid))
+        self.grid = grid

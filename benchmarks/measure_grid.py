@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autotune.devices import CpuSlotPool  # noqa: E402
-from autotune.engines.base import FailureKind, create  # noqa: E402
+from autotune.engines import FailureKind, create  # noqa: E402
 from autotune.engines.process import stop_all  # noqa: E402
 from autotune.space import Space  # noqa: E402
 from autotune.trial import TrialRunner, finite_metrics  # noqa: E402

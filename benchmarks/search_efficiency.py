@@ -47,14 +47,16 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autotune.engines.replay import Grid, GridRow, ReplayTrialRunner  # noqa: E402
+from autotune.engines.replay import Grid, GridRow  # noqa: E402
 from autotune.scoring import (  # noqa: E402
     is_feasible,
     objective_values,
     violations,
 )
 from autotune.space import Space  # noqa: E402
-from autotune.study import STATE_ATTR, SilentReporter, StudyRunner  # noqa: E402
+from autotune.store.attrs import STATE_ATTR  # noqa: E402
+from autotune.study import SilentReporter, StudyRunner  # noqa: E402
+from autotune.trial import ReplayTrialRunner  # noqa: E402
 
 STRATEGIES = ("grid", "random-plain", "random", "tpe-plain", "tpe", "gp", "nsga2", "auto")
 LEVELS = (0.95, 0.99)
@@ -199,7 +201,7 @@ def replay_study(
     tracker = _Tracker(
         space, reference, LEVELS[-1] * full_hv * (1 - 1e-12), min_trials, runner.stop_event.set
     )
-    study = StudyRunner(
+    study = StudyRunner.create(
         space,
         name=f"{kind}-{seed}",
         storage=storage,

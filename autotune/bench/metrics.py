@@ -7,10 +7,12 @@ JSON keys ``vllm bench serve --save-result`` writes, so existing plotting tools 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from autotune.quality.spec import QUALITY_METRICS
 
@@ -187,3 +189,19 @@ def to_vllm_bench_keys(metrics: Mapping[str, float]) -> dict[str, float]:
         else:
             out[key] = value
     return out
+
+
+def finite_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Metrics with NaN/inf replaced by None-free JSON-safe values (dropped)."""
+    return {
+        k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)
+    }
+
+
+def write_result_file(path: Path, metrics: Mapping[str, float]) -> None:
+    """The trial's figures under ``vllm bench serve``'s JSON key names (plus our own), so
+    tools that plot vLLM benchmark results read them."""
+    try:
+        path.write_text(json.dumps(to_vllm_bench_keys(finite_metrics(metrics)), indent=2))
+    except OSError:
+        pass

@@ -1,7 +1,9 @@
 """The engine boundary: launch a serving engine for one configuration, serve, tear down.
 
 An engine implementation registers itself with ``@register("name")``; ``create(name)`` returns
-one. Every implementation passes tests/integration/test_engine_conformance.py.
+one. This module never imports an implementation: the package ``__init__`` imports the built-in
+ones, so ``from autotune.engines import create`` knows them all. Every implementation passes the
+conformance suite in tests/support/engine_suite.py.
 """
 
 from __future__ import annotations
@@ -92,8 +94,7 @@ def register(name: str) -> Callable[[Callable[[], EngineLauncher]], Callable[[],
 
 
 def create(name: str) -> EngineLauncher:
-    if name not in _REGISTRY:
-        import autotune.engines.vllm  # noqa: F401 - registers the built-in engine
+    """A new launcher of the engine registered as ``name``."""
     try:
         return _REGISTRY[name]()
     except KeyError:

@@ -5,9 +5,9 @@ Where the replay sits. The launcher is a real ``EngineLauncher`` (registered as 
 ``start`` receives the same ``EngineConfig`` a vLLM launch would, looks the configuration up by
 its engine flags, and either raises the recorded ``EngineFailure`` or returns a
 ``ReplayedEngine``. A replayed engine has no HTTP server, so the load driver cannot run
-against it: the measurement is replayed one level up, by :class:`ReplayTrialRunner`, a
-``TrialRunner`` whose launch-and-measure step copies the recorded metrics verbatim. Everything
-else of a trial is the study's own code: the flags are built by
+against it: the trial's measuring step is :class:`GridMeasurement`, which copies the recorded
+metrics verbatim (``autotune.trial.ReplayTrialRunner`` wires the two into an ordinary
+``TrialRunner``). Everything else of a trial is the study's own code: the flags are built by
 ``autotune.engines.vllm.engine_config``, known-invalid configurations are rejected by
 ``autotune.rules`` before any launch, devices are acquired and released, and the study scores
 the outcome with ``autotune.scoring``. Nothing is re-measured, interpolated or re-derived: a
@@ -26,14 +26,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
-from autotune.devices import CpuSlotPool, DevicePool, DeviceSet
-from autotune.engines.base import EngineConfig, register
+from autotune.bench.step import MeasureContext, Measured
+from autotune.devices import DeviceSet
+from autotune.engines.base import EngineConfig, RunningEngine, register
 from autotune.engines.failures import EngineFailure, FailureKind
 from autotune.engines.vllm import render_flags
 from autotune.space import ParameterSpec, Space
-from autotune.trial import PhaseCallback, TrialOutcome, TrialRunner
+
+if TYPE_CHECKING:
+    from autotune.quality.probe import QualityProbe
 
 GRID_ENV = "AUTOTUNE_REPLAY_GRID"
 STATES = ("complete", "failed", "rejected")
@@ -287,53 +290,23 @@ def _launcher_from_env() -> ReplayLauncher:
     return ReplayLauncher(Grid.load(path))
 
 
-class ReplayTrialRunner(TrialRunner):
-    """A TrialRunner whose launch-and-measure step answers from the grid.
+class GridMeasurement:
+    """The replay's measuring step (implements MeasuringStep): the recorded metrics, timings
+    and disturbance verdict of the configuration the engine was started with, verbatim. No load
+    is driven and no quality probe or capacity search runs (a grid holds none of them)."""
 
-    Rejection rules, flag building, device acquisition and the outcome's shape are inherited;
-    no load is driven, no quality probe or capacity search runs (a grid holds neither)."""
+    quality: QualityProbe | None = None
 
-    def __init__(
-        self,
-        space: Space,
-        grid: Grid,
-        *,
-        pool: DevicePool | None = None,
-        log_dir: Path | None = None,
-    ) -> None:
-        launcher = ReplayLauncher(grid, write_logs=log_dir is not None)
-        if pool is None:
-            # DevicePool declares ``kind`` as a plain (invariant) attribute, so mypy does not
-            # accept CpuSlotPool's narrower Literal["cpu"] as one; it is one at run time.
-            pool = cast(DevicePool, CpuSlotPool(slots=1))
-        super().__init__(space, launcher, pool, log_dir or Path(os.devnull))
-        self.quality = None
+    def __init__(self, grid: Grid) -> None:
         self.grid = grid
 
-    def _launch_and_measure(
-        self,
-        number: int,
-        config: EngineConfig,
-        devices: DeviceSet,
-        outcome: TrialOutcome,
-        on_phase: PhaseCallback,
-        attempt: int = 1,
-        is_default: bool = False,
-    ) -> None:
-        log_path = self.log_path(number, attempt)
-        outcome.log_path = str(log_path)
-        on_phase("replaying")
-        try:
-            engine = self.launcher.start(config, devices, log_path)
-        except EngineFailure as failure:
-            outcome.state = "failed"
-            outcome.failure = failure
-            return
-        assert isinstance(engine, ReplayedEngine)
-        outcome.argv = list(engine.argv)
-        outcome.engine_version = engine.version
-        outcome.metrics = dict(engine.metrics)
-        outcome.timings = dict(engine.row.timings)
-        outcome.disturbed = bool(engine.row.extra.get("disturbed", False))
-        outcome.state = "complete"
-        engine.stop()
+    def measure(
+        self, engine: RunningEngine, config: EngineConfig, trial: MeasureContext
+    ) -> Measured:
+        trial.on_phase("replaying")
+        row = self.grid.by_flags(config.flags)
+        return Measured(
+            metrics=dict(row.metrics),
+            timings=dict(row.timings),
+            disturbed=bool(row.extra.get("disturbed", False)),
+        )

@@ -19,7 +19,7 @@ from autotune import cli
 from autotune.db import repository
 from autotune.db.session import ensure_schema
 from autotune.space import Space, suggest_params
-from autotune.study import DEFAULT_ATTR, WARM_START_ATTR
+from autotune.store.attrs import DEFAULT_ATTR, WARM_START_ATTR
 from autotune.warm_start import (
     WarmStartError,
     fixed_flags,
@@ -386,8 +386,9 @@ def test_replayed_studies_warm_start_end_to_end(tmp_path: Path) -> None:
     """An earlier study run on the replay engine seeds a new one with a tighter SLO; the seeds
     are run as the new study's trials 1.. and give back the earlier measurements."""
     from autotune.devices import CpuSlotPool
-    from autotune.engines.replay import Grid, ReplayTrialRunner
+    from autotune.engines.replay import Grid
     from autotune.study import StudyRunner
+    from autotune.trial import ReplayTrialRunner
 
     grid = Grid.load(Path(__file__).resolve().parents[2] / "benchmarks" / "grids"
                      / "quickstart-cpu.jsonl")
@@ -401,7 +402,7 @@ def test_replayed_studies_warm_start_end_to_end(tmp_path: Path) -> None:
 
     def study(space: Space, name: str, warm: list[dict[str, Any]]) -> StudyRunner:
         runner = ReplayTrialRunner(space, grid, pool=pool)
-        return StudyRunner(space, name=name, storage=url, launcher=runner.launcher, pool=pool,
+        return StudyRunner.create(space, name=name, storage=url, launcher=runner.launcher, pool=pool,
                            log_dir=tmp_path / "logs", warm_start=warm, runner=runner)
 
     complete = sorted((r for r in grid.points if r.state == "complete"),
