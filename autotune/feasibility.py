@@ -1,8 +1,9 @@
 """Crash learning: predict, before launch, whether a configuration's engine will fail.
 
 Trained on the study's finished configurations: those that ran (complete, whatever their
-scores) against those whose engine failed *because of the configuration* (invalid_config,
-out_of_memory, unsupported; host faults and interrupted trials say nothing about it). A random
+scores) against those whose engine failed *because of the configuration*
+(``FailureKind.caused_by_config``: invalid_config, out_of_memory, unsupported; host faults and
+interrupted trials say nothing about it). A random
 forest gives P(the engine starts and serves); a suggestion below the acceptance threshold is
 skipped. The threshold adapts as SCOOT's does: it starts at 0.5, rises by 0.05 after every
 configuration failure (up to 0.75: failures cost a launch, be more careful), and falls by 0.05
@@ -20,14 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from autotune.engines.failures import FailureKind
 from autotune.space import Space
 
-CONFIG_FAILURES = (
-    FailureKind.INVALID_CONFIG,
-    FailureKind.OUT_OF_MEMORY,
-    FailureKind.UNSUPPORTED,
-)
 THRESHOLD_START = 0.5
 THRESHOLD_MAX = 0.75
 THRESHOLD_MIN = 0.25

@@ -66,6 +66,49 @@ def list_studies(*, url: str) -> list[StudyRecord]:
         return list(session.scalars(select(StudyRecord).order_by(StudyRecord.created_at)))
 
 
+def record_trial(
+    *,
+    url: str,
+    study_name: str,
+    number: int,
+    optuna_trial_id: int,
+    params: dict[str, Any],
+    is_default: bool,
+    host: str,
+    state: str,
+    retry_of: int | None = None,
+    finished: bool = False,
+    **fields: Any,
+) -> None:
+    """Create (or reset) one trial's row in ``state``, with ``fields`` set, in one transaction."""
+    with session_factory(url)() as session, session.begin():
+        record = session.scalar(
+            select(TrialRecord).where(
+                TrialRecord.study_name == study_name, TrialRecord.number == number
+            )
+        )
+        if record is None:
+            record = TrialRecord(study_name=study_name, number=number)
+            session.add(record)
+        record.optuna_trial_id = optuna_trial_id
+        record.state = state
+        record.params = params
+        record.is_default = is_default
+        record.retry_of = retry_of
+        record.host = host
+        record.metrics = {}
+        record.violations = {}
+        record.engine_command = []
+        record.engine_flags = {}
+        record.started_at = _now()
+        _set_fields(record, fields)
+        if finished:
+            record.finished_at = record.started_at
+        session.query(StudyRecord).filter(StudyRecord.name == study_name).update(
+            {StudyRecord.updated_at: _now()}
+        )
+
+
 def start_trial(
     *,
     url: str,
@@ -77,29 +120,17 @@ def start_trial(
     host: str,
     retry_of: int | None = None,
 ) -> None:
-    with session_factory(url)() as session, session.begin():
-        record = session.scalar(
-            select(TrialRecord).where(
-                TrialRecord.study_name == study_name, TrialRecord.number == number
-            )
-        )
-        if record is None:
-            record = TrialRecord(study_name=study_name, number=number)
-            session.add(record)
-        record.optuna_trial_id = optuna_trial_id
-        record.state = "running"
-        record.params = params
-        record.is_default = is_default
-        record.retry_of = retry_of
-        record.host = host
-        record.metrics = {}
-        record.violations = {}
-        record.engine_command = []
-        record.engine_flags = {}
-        record.started_at = _now()
-        session.query(StudyRecord).filter(StudyRecord.name == study_name).update(
-            {StudyRecord.updated_at: _now()}
-        )
+    record_trial(
+        url=url, study_name=study_name, number=number, optuna_trial_id=optuna_trial_id,
+        params=params, is_default=is_default, host=host, retry_of=retry_of, state="running",
+    )
+
+
+def _set_fields(record: TrialRecord, fields: dict[str, Any]) -> None:
+    for key, value in fields.items():
+        if not hasattr(TrialRecord, key):
+            raise AttributeError(f"TrialRecord has no column {key!r}")
+        setattr(record, key, json_safe(value) if isinstance(value, (dict, list)) else value)
 
 
 def update_trial(*, url: str, study_name: str, number: int, **fields: Any) -> None:
@@ -113,10 +144,7 @@ def update_trial(*, url: str, study_name: str, number: int, **fields: Any) -> No
         )
         if record is None:
             raise KeyError(f"trial {number} of study {study_name!r} has no record")
-        for key, value in fields.items():
-            if not hasattr(TrialRecord, key):
-                raise AttributeError(f"TrialRecord has no column {key!r}")
-            setattr(record, key, json_safe(value) if isinstance(value, (dict, list)) else value)
+        _set_fields(record, fields)
         if finished:
             record.finished_at = _now()
         session.query(StudyRecord).filter(StudyRecord.name == study_name).update(

@@ -27,12 +27,25 @@ class FailureKind(StrEnum):
 
     @property
     def caused_by_config(self) -> bool:
-        """Whether a sampler should learn to avoid this configuration."""
+        """Whether the crash model learns from it: the configuration itself failed."""
         return self in (
             FailureKind.INVALID_CONFIG,
             FailureKind.OUT_OF_MEMORY,
             FailureKind.UNSUPPORTED,
         )
+
+    @property
+    def blames_config(self) -> bool:
+        """Whether Optuna is told the configuration is infeasible (samplers avoid its region).
+
+        Otherwise the trial is an Optuna FAIL, which samplers ignore: a host fault or an
+        interruption says nothing about the configuration."""
+        return self not in (FailureKind.HOST_FAULT, FailureKind.INTERRUPTED)
+
+    @property
+    def retried(self) -> bool:
+        """Whether the configuration is queued again instead of counting as measured."""
+        return self in (FailureKind.INTERRUPTED, FailureKind.WORKER_LOST)
 
 
 @dataclass

@@ -14,9 +14,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.quality.store import REFERENCE_ATTR
+from autotune.store.attrs import REFERENCE_ATTR
 from autotune.space import Space
-from tests.conftest import engine_processes, small_space, write_space
+from tests.support.processes import engine_processes
+from tests.support.spaces import small_space, write_space
 
 pytestmark = pytest.mark.engine
 

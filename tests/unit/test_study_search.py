@@ -10,11 +10,13 @@ from typing import Any
 import optuna
 
 from autotune.db import repository
-from autotune.engines.replay import Grid, ReplayTrialRunner
+from autotune.engines.replay import Grid
 from autotune.space import Space
-from autotune.study import STATE_ATTR, SilentReporter, StudyRunner, counts_toward_budget
-from autotune.trial import TrialOutcome
-from tests.unit.test_replay import write_grid
+from autotune.store import summary_of
+from autotune.store.attrs import STATE_ATTR
+from autotune.study import SilentReporter, StudyRunner
+from autotune.trial import ReplayTrialRunner, TrialOutcome
+from tests.support.replay_grid import write_grid
 
 
 class Recorder(SilentReporter):
@@ -46,7 +48,7 @@ def _study(
     runner = (SlowReplay if slow else ReplayTrialRunner)(space, grid)
     recorder = Recorder()
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = StudyRunner(
+    study = StudyRunner.create(
         space, name="s", storage=storage, launcher=runner.launcher, pool=runner.pool,
         log_dir=tmp_path / "logs", reporter=recorder, runner=runner,
     )
@@ -64,7 +66,7 @@ def test_no_configuration_is_measured_twice_and_the_study_ends_when_all_are(
     assert any("every configuration of the space is measured" in n for n in recorder.notices)
     trials = optuna.load_study(study_name="s", storage=storage).get_trials()
     reused = [t for t in trials if t.user_attrs.get(STATE_ATTR) == "reused"]
-    assert reused and not any(counts_toward_budget(t) for t in reused)
+    assert reused and not any(summary_of(t).counts_toward_budget for t in reused)
     records = {r.number: r for r in repository.list_trials(url=storage, study_name="s")}
     for t in reused:
         record = records[t.number]

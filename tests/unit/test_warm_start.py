@@ -402,8 +402,9 @@ def test_replayed_studies_warm_start_end_to_end(tmp_path: Path) -> None:
 
     def study(space: Space, name: str, warm: list[dict[str, Any]]) -> StudyRunner:
         runner = ReplayTrialRunner(space, grid, pool=pool)
-        return StudyRunner.create(space, name=name, storage=url, launcher=runner.launcher, pool=pool,
-                           log_dir=tmp_path / "logs", warm_start=warm, runner=runner)
+        return StudyRunner.create(space, name=name, storage=url, launcher=runner.launcher,
+                                  pool=pool, log_dir=tmp_path / "logs", warm_start=warm,
+                                  runner=runner)
 
     complete = sorted((r for r in grid.points if r.state == "complete"),
                       key=lambda r: r.metrics["e2e_p95_ms"])

@@ -1,0 +1,397 @@
+"""``StudyStore`` and ``Catalog`` on a SQL database: Optuna's RDB storage beside autotune's tables.
+
+The only module that touches Optuna's private API (trial ids, the heartbeat helpers, the retry
+callback's limit) and, through ``autotune.db.repository``, autotune's tables.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import fail_stale_trials, get_heartbeat_thread
+from optuna.trial import TrialState as OptunaState
+
+from autotune.configuration import Configuration, params_key
+from autotune.db import repository
+from autotune.db.models import StudyRecord, TrialRecord
+from autotune.db.session import ensure_schema, has_schema
+from autotune.engines.failures import FailureKind
+from autotune.storage import is_sqlite, optuna_storage, study_claim_lock
+from autotune.store.attrs import (
+    CONFIG_ATTR,
+    DEFAULT_ATTR,
+    FAILURE_ATTR,
+    FALLBACK_ATTR,
+    REFERENCE_ATTR,
+    REUSED_FROM_ATTR,
+    STATE_ATTR,
+    WARM_START_ATTR,
+)
+from autotune.store.base import (
+    Origin,
+    StaleTrial,
+    StudyFacts,
+    Suggestion,
+    TrialResult,
+    TrialSummary,
+)
+from autotune.trial_state import TrialState
+
+if TYPE_CHECKING:
+    from autotune.quality.probe import Reference
+    from autotune.space import Space
+
+# Heartbeats, retries and grouped TPE are "experimental" in Optuna; we rely on them knowingly.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class RdbCatalog:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def has_schema(self) -> bool:
+        return has_schema(self.url)
+
+    def list_studies(self) -> list[StudyRecord]:
+        return repository.list_studies(url=self.url)
+
+    def get_study(self, name: str) -> StudyRecord | None:
+        return repository.get_study(url=self.url, name=name)
+
+    def list_trials(self, name: str, *, after: int | None = None) -> list[TrialRecord]:
+        return repository.list_trials(url=self.url, study_name=name, after=after)
+
+
+def summary_of(trial: optuna.trial.FrozenTrial) -> TrialSummary:
+    key = trial.user_attrs.get(CONFIG_ATTR)
+    state = trial.user_attrs.get(STATE_ATTR)
+    kind = trial.user_attrs.get(FAILURE_ATTR)
+    return TrialSummary(
+        number=trial.number,
+        configuration=(
+            Configuration(json.loads(key), bool(trial.user_attrs.get(DEFAULT_ATTR)))
+            if key is not None else None
+        ),
+        running=trial.state == OptunaState.RUNNING,
+        state=TrialState(state) if state is not None else None,
+        failure_kind=FailureKind(kind) if kind is not None else None,
+        values=tuple(trial.values) if trial.values is not None else None,
+        constraints=dict(trial.constraints),
+    )
+
+
+class RdbStudyStore:
+    def __init__(
+        self, url: str, name: str, *, heartbeat_interval_s: int = 10, grace_period_s: int = 30,
+        max_retries: int = 2, notice: Callable[[str], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.host = socket.gethostname()
+        self.shared = not is_sqlite(url)
+        self.grace_period_s = grace_period_s
+        self.max_retries = max_retries
+        self.notice = notice or (lambda text: None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+        self._storage = optuna_storage(
+            url, heartbeat_interval_s=heartbeat_interval_s, grace_period_s=grace_period_s,
+            stale_trial_callback=self._on_stale_trial,
+        )
+        self._study: optuna.Study | None = None
+        self._asked: dict[int, optuna.trial.Trial] = {}  # Optuna trials this process asked
+        self._started: set[int] = set()  # ... and the ones whose row it wrote as running
+        self._stale: list[int] = []
+        self._lock = threading.RLock()
+
+    # -- the study ------------------------------------------------------------------------
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            raise RuntimeError(f"study {self.name!r} is not open: call open() first")
+        return self._study
+
+    def open(self, space: Space, sampler: optuna.samplers.BaseSampler) -> bool:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        ensure_schema(self.url)
+        try:
+            optuna.load_study(study_name=self.name, storage=self._storage)
+            created = False
+        except KeyError:
+            created = True
+        study = optuna.create_study(
+            study_name=self.name, storage=self._storage, directions=space.directions,
+            sampler=sampler, load_if_exists=True,
+        )
+        wanted = [
+            optuna.study.StudyDirection.MAXIMIZE if d == "maximize"
+            else optuna.study.StudyDirection.MINIMIZE
+            for d in space.directions
+        ]
+        if list(study.directions) != wanted:
+            raise ValueError(
+                f"study {self.name!r} exists with other objectives; use another --name")
+        self._study = study
+        return created
+
+    def optuna_study(self) -> optuna.Study:
+        return self.study
+
+    def save_facts(self, facts: StudyFacts) -> None:
+        repository.save_study(
+            url=self.url, name=self.name, space_yaml=facts.space_yaml,
+            space_path=facts.space_path, model=facts.model, hardware=facts.hardware,
+            objectives=facts.objectives, slos=facts.slos, trial_budget=facts.trial_budget,
+        )
+
+    def facts(self) -> StudyRecord | None:
+        return repository.get_study(url=self.url, name=self.name)
+
+    # -- trials -----------------------------------------------------------------------------
+
+    def enqueue(self, configuration: Configuration, origin: Origin) -> None:
+        attrs: dict[str, Any] = {}
+        if configuration.is_default:
+            attrs[DEFAULT_ATTR] = True
+        if origin is Origin.WARM_START:
+            attrs[WARM_START_ATTR] = True
+        if origin is Origin.STUDY:
+            attrs[FALLBACK_ATTR] = True
+        self.study.enqueue_trial(configuration.as_dict(), user_attrs=attrs)
+
+    def ask(self, space: Space) -> Suggestion:
+        from autotune.space import suggest_params
+
+        trial = self.study.ask()
+        params = suggest_params(space, trial)
+        trial.set_user_attr(CONFIG_ATTR, params_key(params))
+        self._asked[trial.number] = trial
+        attrs = trial.user_attrs
+        system_attrs = self._storage.get_trial(trial._trial_id).system_attrs
+        if attrs.get(DEFAULT_ATTR):
+            origin = Origin.DEFAULT
+        elif attrs.get(FALLBACK_ATTR):
+            origin = Origin.STUDY
+        elif attrs.get(WARM_START_ATTR):
+            origin = Origin.WARM_START
+        elif "fixed_params" in system_attrs:
+            origin = Origin.QUEUED
+        else:
+            origin = Origin.SAMPLER
+        return Suggestion(
+            trial.number, Configuration(params, bool(attrs.get(DEFAULT_ATTR))), origin,
+            system_attrs.get("failed_trial"),
+        )
+
+    def start(self, suggestion: Suggestion) -> None:
+        self._write_row(suggestion.number, TrialState.RUNNING, finished=False,
+                        retry_of=suggestion.retry_of)
+        self._started.add(suggestion.number)
+
+    def _forget(self, number: int) -> None:
+        self._asked.pop(number, None)
+        self._started.discard(number)
+
+    def _write_row(
+        self, number: int, state: TrialState, *, finished: bool, retry_of: int | None = None,
+        **fields: Any,
+    ) -> None:
+        trial = self._asked[number]
+        repository.record_trial(
+            url=self.url, study_name=self.name, number=number,
+            optuna_trial_id=trial._trial_id, params=json.loads(trial.user_attrs[CONFIG_ATTR]),
+            is_default=bool(trial.user_attrs.get(DEFAULT_ATTR)), host=self.host,
+            retry_of=retry_of, state=state.value, finished=finished, **fields,
+        )
+
+    def _told(self, number: int) -> bool:
+        """Whether Optuna holds the trial as finished; raises StaleTrial when it was failed
+        by someone else (no verdict of ours on it)."""
+        frozen = self._storage.get_trial(self._asked[number]._trial_id)
+        if not frozen.state.is_finished():
+            return False
+        if STATE_ATTR not in frozen.user_attrs:
+            raise StaleTrial(f"trial {number} was failed as stale by another worker")
+        return True
+
+    def finish(self, number: int, result: TrialResult) -> None:
+        trial = self._asked[number]
+        if not self._told(number):  # not a database retry after a lost reply
+            trial.set_user_attr(STATE_ATTR, result.state.value)
+            if result.failure_kind is not None:
+                trial.set_user_attr(FAILURE_ATTR, result.failure_kind.value)
+            if result.reused_from is not None:
+                trial.set_user_attr(REUSED_FROM_ATTR, result.reused_from)
+            for key, value in result.constraints.items():
+                trial.set_constraint(key, value)
+            if result.values is None:
+                self.study.tell(trial, state=OptunaState.FAIL)
+            else:
+                self.study.tell(trial, result.values)
+        if number in self._started:
+            repository.update_trial(
+                url=self.url, study_name=self.name, number=number, state=result.state.value,
+                feasible=result.feasible, failure_reason=result.reason, finished=True,
+                **result.columns,
+            )
+        else:  # answered without an engine: its row is written once, finished
+            self._write_row(number, result.state, finished=True, feasible=result.feasible,
+                            failure_reason=result.reason, **result.columns)
+        self._forget(number)
+
+    def withdraw(self, number: int, reason: str) -> None:
+        trial = self._asked[number]
+        if not self._told(number):
+            trial.set_user_attr(STATE_ATTR, TrialState.REUSED.value)
+            self.study.tell(trial, state=OptunaState.FAIL)
+        self._write_row(number, TrialState.REUSED, finished=True, feasible=False,
+                        failure_reason=reason)
+        self._forget(number)
+
+    def interrupt(self, number: int, reason: str) -> None:
+        trial = self._asked[number]
+        frozen = self._storage.get_trial(trial._trial_id)
+        if not frozen.state.is_finished():
+            trial.set_user_attr(FAILURE_ATTR, FailureKind.INTERRUPTED.value)
+            trial.set_user_attr(STATE_ATTR, TrialState.INTERRUPTED.value)
+            self.study.tell(trial, state=OptunaState.FAIL)
+            # Another run or worker redoes it.
+            self.enqueue(Configuration(frozen.params, bool(frozen.user_attrs.get(DEFAULT_ATTR))),
+                         Origin.QUEUED)
+        self._store_interrupted(number, reason)
+        self._forget(number)
+
+    def _store_interrupted(self, number: int, reason: str) -> None:
+        repository.update_trial(
+            url=self.url, study_name=self.name, number=number,
+            state=TrialState.INTERRUPTED.value, failure_kind=FailureKind.INTERRUPTED.value,
+            failure_reason=reason, finished=True,
+        )
+
+    def trials(self) -> list[TrialSummary]:
+        return [summary_of(t) for t in self.study.get_trials(deepcopy=False)]
+
+    def trial(self, number: int) -> TrialSummary:
+        trial_id = self._storage.get_trial_id_from_study_id_trial_number(
+            self.study._study_id, number)
+        return summary_of(self._storage.get_trial(trial_id))
+
+    # -- resume -----------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        study = self.study
+        if not self.shared:
+            # One process owns a SQLite study: a trial still RUNNING belongs to a controller
+            # that was killed. Close it as interrupted so its configuration is re-run.
+            for t in study.get_trials(deepcopy=False, states=[OptunaState.RUNNING]):
+                self._storage.set_trial_user_attr(
+                    t._trial_id, FAILURE_ATTR, FailureKind.INTERRUPTED.value)
+                self._storage.set_trial_state_values(t._trial_id, OptunaState.FAIL)
+        trials = study.get_trials(deepcopy=False)
+        self._reconcile_rows(trials)
+        self._requeue_interrupted(trials)
+
+    def _reconcile_rows(self, trials: list[optuna.trial.FrozenTrial]) -> None:
+        """Rows still "running" whose Optuna trial finished: the controller stopped between
+        the two writes (or, for a verdict-less FAIL, before recording anything)."""
+        by_number = {t.number: t for t in trials}
+        for row in repository.list_trials(url=self.url, study_name=self.name):
+            trial = by_number.get(row.number)
+            if row.state != TrialState.RUNNING or trial is None or not trial.state.is_finished():
+                continue
+            state = trial.user_attrs.get(STATE_ATTR)
+            kind = trial.user_attrs.get(FAILURE_ATTR)
+            if state is None or kind == FailureKind.INTERRUPTED:
+                self._store_interrupted(row.number, "its controller stopped without finishing it")
+                continue
+            repository.update_trial(
+                url=self.url, study_name=self.name, number=row.number, state=state,
+                failure_kind=kind, feasible=state == TrialState.COMPLETE and all(
+                    v <= 0 for v in trial.constraints.values()),
+                failure_reason="told to Optuna, but its controller stopped before recording "
+                               "the details", finished=True,
+            )
+
+    def _requeue_interrupted(self, trials: list[optuna.trial.FrozenTrial]) -> None:
+        def key(t: optuna.trial.FrozenTrial, params: dict[str, Any]) -> str:
+            return Configuration(params, bool(t.user_attrs.get(DEFAULT_ATTR))).key()
+
+        done = {key(t, t.params) for t in trials if t.state.is_finished()
+                and t.user_attrs.get(FAILURE_ATTR) != FailureKind.INTERRUPTED}
+        waiting = {key(t, t.system_attrs.get("fixed_params", t.params)) for t in trials
+                   if t.state == OptunaState.WAITING}
+        for t in trials:
+            if t.user_attrs.get(FAILURE_ATTR) != FailureKind.INTERRUPTED:
+                continue
+            k = key(t, t.params)
+            if k in done or k in waiting:
+                continue
+            self.enqueue(Configuration(dict(t.params), bool(t.user_attrs.get(DEFAULT_ATTR))),
+                         Origin.QUEUED)
+            waiting.add(k)
+
+    # -- several workers --------------------------------------------------------------------
+
+    def claim_lock(self) -> AbstractContextManager[None]:
+        return study_claim_lock(self.url, self.name)
+
+    @contextmanager
+    def heartbeat(self, number: int) -> Iterator[None]:
+        with get_heartbeat_thread(self._asked[number]._trial_id, self._storage):
+            yield
+
+    def fail_stale(self) -> list[int]:
+        with self._lock:
+            self._stale = []
+            fail_stale_trials(self.study)
+            return list(self._stale)
+
+    def _on_stale_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """A worker stopped sending heartbeats: record it, and queue its config again."""
+        self._retry(study, trial)
+        retried = len(trial.system_attrs.get("retry_history", [])) < self.max_retries
+        self._stale.append(trial.number)
+        repository.update_trial(
+            url=self.url, study_name=self.name, number=trial.number,
+            state=TrialState.FAILED.value, failure_kind=FailureKind.WORKER_LOST.value,
+            failure_reason=(
+                f"no heartbeat from its worker for {self.grace_period_s}s (noticed on "
+                f"{self.host}); " + ("its configuration was queued again" if retried
+                                     else "retry limit reached")
+            ),
+            finished=True,
+        )
+        self.notice(f"trial {trial.number} lost its worker; "
+                    + ("retrying it" if retried else "retry limit reached"))
+
+    # -- the quality reference ----------------------------------------------------------------
+
+    def quality_reference(self) -> tuple[Reference | None, bool]:
+        from autotune.quality.probe import Reference
+
+        study = self.study
+        attrs = self._storage.get_study_user_attrs(study._study_id)  # fresh, not a cached copy
+        data = attrs.get(REFERENCE_ATTR)
+        if data is not None:
+            return Reference.from_dict(data), False
+        # A default trial only *waiting* to run does not count: its retry (after its worker
+        # died) may have to be run by the very worker that is asking, which must not wait for
+        # itself.
+        pending = any(
+            t.user_attrs.get(DEFAULT_ATTR) and t.state == OptunaState.RUNNING
+            for t in study.get_trials(deepcopy=False)
+        )
+        return None, pending
+
+    def set_quality_reference(self, reference: Reference) -> None:
+        self.study.set_user_attr(REFERENCE_ATTR, reference.to_dict())

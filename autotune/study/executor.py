@@ -1,0 +1,122 @@
+"""How a study's work is carried out: parallel slots, Ctrl-C and SIGTERM, the stale-trial
+watchdog and database retry. Knows nothing of what a slot does."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from optuna.exceptions import StorageInternalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from autotune.engines.process import stop_all
+
+# Lost connections, not bad statements: only these are worth retrying.
+DB_ERRORS = (OperationalError, InterfaceError, StorageInternalError)
+T = TypeVar("T")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM tears the engine down exactly as Ctrl-C does."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Executor:
+    """Runs ``slot`` in ``parallel`` threads until each returns; the first error stops all
+    and is re-raised. Ctrl-C/SIGTERM sets ``stop``, tears every engine down and waits."""
+
+    def __init__(
+        self, stop: threading.Event, notice: Callable[[str], None], *, db_retry_s: float = 600.0,
+    ) -> None:
+        self.stop = stop
+        self.notice = notice
+        self.db_retry_s = db_retry_s
+
+    def run(
+        self, slot: Callable[[], None], parallel: int,
+        watchdog: tuple[Callable[[], object], float] | None = None,
+    ) -> bool:
+        """Returns whether the user interrupted. ``watchdog`` (action, interval) runs beside
+        the slots until they end, its database errors ignored (the next round retries)."""
+        errors: list[BaseException] = []
+        # Waiting on an Event, not Thread.join: a KeyboardInterrupt inside join() can leave the
+        # thread looking finished while it still runs (CPython gh-90882).
+        all_done = threading.Event()
+        remaining = [max(1, parallel)]
+        lock = threading.Lock()
+
+        def body() -> None:
+            try:
+                slot()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                errors.append(exc)
+                self.stop.set()
+            finally:
+                with lock:
+                    remaining[0] -= 1
+                    if remaining[0] == 0:
+                        all_done.set()
+
+        threads = [threading.Thread(target=body, name=f"trial-slot-{i}", daemon=True)
+                   for i in range(remaining[0])]
+        interrupted = False
+        with sigterm_as_interrupt():
+            for thread in threads:
+                thread.start()
+            if watchdog is not None:
+                threading.Thread(target=self._watch, args=watchdog, daemon=True).start()
+            try:
+                while not all_done.wait(0.2):
+                    pass
+            except KeyboardInterrupt:
+                interrupted = True
+                self.stop.set()
+                stop_all()
+                all_done.wait()
+        self.stop.set()
+        if errors:
+            raise errors[0]
+        return interrupted
+
+    def _watch(self, action: Callable[[], object], interval_s: float) -> None:
+        while not self.stop.wait(interval_s):
+            try:
+                action()
+            except DB_ERRORS:
+                continue
+
+    def with_db_retry(self, what: str, action: Callable[[], T]) -> T:
+        """Run ``action``; while the database is unreachable, retry with back-off and say so."""
+        delay = 1.0
+        deadline = time.monotonic() + self.db_retry_s
+        while True:
+            try:
+                return action()
+            except DB_ERRORS as exc:
+                lost = (OperationalError, InterfaceError)
+                transient = isinstance(exc, lost) or isinstance(exc.__cause__, lost)
+                if not transient or time.monotonic() + delay > deadline:
+                    raise
+                self.notice(
+                    f"database unreachable while {what} ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:200]}); retrying in {delay:.0f}s"
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 60.0)

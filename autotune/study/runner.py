@@ -1,0 +1,265 @@
+"""The study loop: claim a decision from the proposer, carry it out, record it in the store.
+
+The first trial of a new study is the vLLM-default configuration (queued), so every result can
+be shown as a gain over the defaults. Starting a study whose name exists resumes it. Several
+worker processes (``autotune worker``) can share a study on PostgreSQL: claims are serialised by
+the store's lock, heartbeats detect a dead worker and its configuration is retried by another.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autotune.configuration import Configuration
+from autotune.devices import DevicePool
+from autotune.engines.base import EngineLauncher
+from autotune.search import make_sampler
+from autotune.space import Space
+from autotune.store import Origin, StaleTrial, StudyFacts, StudyStore, Suggestion, open_store
+from autotune.study import recording
+from autotune.study.executor import Executor
+from autotune.study.proposer import (
+    ALL_MEASURED,
+    MAX_ASKS_PER_CLAIM,
+    Decision,
+    Done,
+    History,
+    Proposer,
+    Reuse,
+    Run,
+    Skip,
+    Wait,
+    WaitForTwin,
+)
+from autotune.study.reporter import SilentReporter, StudyReporter
+from autotune.trial import TrialRunner
+
+
+@dataclass
+class StudyRun:
+    name: str
+    trials_run: int
+    wall_s: float
+    interrupted: bool
+    peak_parallel: int = 1
+
+
+class StudyRunner:
+    """Runs trials of one study in this process, up to ``parallel`` at once.
+
+    ``prepare`` creates or resumes the study (``register=False`` for a worker joining a study
+    someone else created); ``run`` claims trials until the study's budget is reached."""
+
+    def __init__(
+        self, space: Space, *, store: StudyStore, trials: TrialRunner, hardware: str,
+        reporter: StudyReporter | None = None, space_path: str = "",
+        space_yaml: str | None = None, warm_start: Sequence[Mapping[str, Any]] = (),
+        heartbeat_interval_s: int = 10, db_retry_s: float = 600.0,
+    ) -> None:
+        self.space = space
+        self.store = store
+        self.runner = trials
+        self.hardware = hardware
+        self.reporter = reporter or SilentReporter()
+        self.space_path = space_path
+        self.space_yaml = space_yaml or yaml.safe_dump(space.model_dump(mode="json"))
+        self.warm_start = [Configuration(dict(p)) for p in warm_start]
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.proposer = Proposer(space)
+        self._stop = trials.stop_event
+        self.executor = Executor(self._stop, self._notice, db_retry_s=db_retry_s)
+        store.notice = self._notice
+        self._lock = threading.RLock()
+
+    @classmethod
+    def create(
+        cls, space: Space, *, name: str, storage: str, launcher: EngineLauncher,
+        pool: DevicePool, log_dir: Path, runner: TrialRunner | None = None,
+        grace_period_s: int = 30, max_retries: int = 2, heartbeat_interval_s: int = 10,
+        **options: Any,
+    ) -> StudyRunner:
+        """A runner over the study ``name`` in the database at ``storage``."""
+        store = open_store(storage, name, heartbeat_interval_s=heartbeat_interval_s,
+                           grace_period_s=grace_period_s, max_retries=max_retries)
+        trials = runner or TrialRunner(space, launcher, pool, log_dir / name)
+        return cls(space, store=store, trials=trials, hardware=pool.describe(),
+                   heartbeat_interval_s=heartbeat_interval_s, **options)
+
+    @property
+    def name(self) -> str:
+        return self.store.name
+
+    def _notice(self, text: str) -> None:
+        self.reporter.notice(text)
+
+    def prepare(self, *, budget: int | None = None, register: bool = True) -> None:
+        """Create or resume the study and record it; starts no engine."""
+        store = self.store
+        if store.open(self.space, make_sampler(self.space)):
+            store.enqueue(Configuration(self.space.default_params(), True), Origin.DEFAULT)
+            for config in self.warm_start:  # an earlier study's Pareto set, right after
+                store.enqueue(config, Origin.WARM_START)
+        else:
+            store.reconcile()
+        if register or store.facts() is None:
+            store.save_facts(StudyFacts(
+                space_yaml=self.space_yaml, space_path=self.space_path,
+                model=self.space.model.path, hardware=self.hardware,
+                objectives=[{"metric": o.metric, "direction": o.resolved_direction}
+                            for o in self.space.objectives],
+                slos=dict(self.space.slos), trial_budget=budget,
+            ))
+        store.fail_stale()
+        if self.runner.quality is not None:
+            # The reference outputs come from the default trial, maybe in another worker.
+            self.runner.quality.source = store.quality_reference
+
+    def finished_count(self) -> int:
+        return sum(1 for t in self.store.trials() if not t.running and t.counts_toward_budget)
+
+    def run(
+        self, n_trials: int | None = None, timeout_s: float | None = None, parallel: int = 1,
+        *, register: bool = True, max_trials_here: int | None = None,
+    ) -> StudyRun:
+        """Run trials until the study holds ``n_trials`` finished ones (None: the budget
+        recorded with the study), up to ``parallel`` at once, each on its own devices, and at
+        most ``max_trials_here`` in this process. Ctrl-C/SIGTERM tears every engine down."""
+        self.prepare(budget=n_trials, register=register)
+        if n_trials is None:
+            record = self.store.facts()
+            n_trials = (record.trial_budget if record else None) or self.space.search.trials
+        budget = n_trials
+        started = time.monotonic()
+        self.reporter.study_started(self.name, self.finished_count(), budget)
+        self._ran = self._claimed_here = self._peak = 0
+        self._running: dict[int, int] = {}  # trial number → most trials running beside it
+        self._stop.clear()
+        retry = self.executor.with_db_retry
+
+        def slot() -> None:
+            while timeout_s is None or time.monotonic() - started <= timeout_s:
+                decision, index = retry("claiming a trial",
+                                        lambda: self._claim(budget, max_trials_here))
+                if isinstance(decision, Done):
+                    if decision.notice:
+                        self._notice(decision.notice)
+                    return
+                if isinstance(decision, Wait):
+                    self._stop.wait(self.heartbeat_interval_s)
+                    continue
+                if isinstance(decision, WaitForTwin):
+                    decision, index = self._wait_for_twin(decision), self.finished_count() + 1
+                if isinstance(decision, Run):
+                    self._one_trial(decision.suggestion, index, budget)
+
+        def watch() -> None:
+            with self._lock:
+                self.store.fail_stale()
+
+        interrupted = self.executor.run(
+            slot, parallel, (watch, self.heartbeat_interval_s) if self.store.shared else None)
+        return StudyRun(self.name, self._ran, time.monotonic() - started, interrupted,
+                        self._peak)
+
+    def _claim(self, budget: int, max_here: int | None) -> tuple[Decision, int]:
+        """The next thing this slot does, and its trial's index in the study. Suggestions
+        already measured are answered with their result, those the crash model rejects are
+        told as failures, all without an engine and without counting toward the budget."""
+        with self._lock, self.store.claim_lock():
+            if self._stop.is_set() or (max_here is not None and self._claimed_here >= max_here):
+                return Done(), 0
+            history = History.of(self.store.trials())
+            first = self.proposer.before_asking(
+                history, budget=budget, running_here=self._running, shared=self.store.shared)
+            if isinstance(first, (Wait, Done)):
+                return first, 0
+            if first is not None:
+                self.store.enqueue(first, Origin.STUDY)
+            for ask in range(MAX_ASKS_PER_CLAIM + 1):
+                if ask == MAX_ASKS_PER_CLAIM:
+                    pick = self.proposer.unmeasured(history)
+                    if pick is None:
+                        return Done(ALL_MEASURED), 0
+                    self.store.enqueue(pick, Origin.STUDY)
+                decision = self.proposer.judge(self.store.ask(self.space), history)
+                if isinstance(decision, Reuse):
+                    self._reuse(decision)
+                    if decision.neighbour is not None:
+                        self.store.enqueue(decision.neighbour, Origin.STUDY)
+                    continue
+                if isinstance(decision, Skip):
+                    self.store.finish(decision.suggestion.number,
+                                      recording.skipped(self.space, decision.reason))
+                    continue
+                self._claimed_here += 1
+                if isinstance(decision, Run):
+                    self.store.start(decision.suggestion)
+                return decision, history.taken + 1
+        # Even the unmeasured pick was predicted to fail: nothing worth an engine is left.
+        return Done(), 0
+
+    def _reuse(self, decision: Reuse) -> None:
+        self.store.finish(decision.suggestion.number,
+                          recording.reused(decision.twin, decision.reason))
+
+    def _wait_for_twin(self, claim: WaitForTwin) -> Run | None:
+        """Wait for the running trial with the same configuration, then reuse its result (or,
+        if it did not finish with one, run the configuration here)."""
+        number, retry = claim.suggestion.number, self.executor.with_db_retry
+        self._notice(f"trial {number}: the same configuration as trial {claim.twin.number}, "
+                     "which is running; waiting for its result")
+        with self.store.heartbeat(number):
+            while (twin := retry("waiting for a trial",
+                                 lambda: self.store.trial(claim.twin.number))).running:
+                if self._stop.wait(1.0):
+                    retry("withdrawing a suggestion", lambda: self.store.withdraw(
+                        number, f"stopped while waiting for trial {claim.twin.number} "
+                                "(the same configuration)"))
+                    return None
+        with self._lock:
+            decision = self.proposer.after_twin(claim.suggestion, twin)
+            if isinstance(decision, Reuse):
+                retry("reusing a result", lambda: self._reuse(decision))
+                return None
+            self.store.start(decision.suggestion)
+            return decision
+
+    def _one_trial(self, suggestion: Suggestion, index: int, total: int) -> None:
+        number, config = suggestion.number, suggestion.configuration
+        with self._lock:
+            self._running[number] = 0
+            for other in self._running:
+                self._running[other] = max(self._running[other], len(self._running))
+            self._peak = max(self._peak, len(self._running))
+            self.reporter.trial_started(index, total, number, config.as_dict())
+        with self.store.heartbeat(number):
+            outcome = self.runner.run(number, config.as_dict(), is_default=config.is_default,
+                                      on_phase=self.reporter.phase)
+        with self._lock:
+            outcome.metrics["parallel_trials"] = float(self._running.pop(number))
+        retry = self.executor.with_db_retry
+        if self._stop.is_set() and outcome.state != "complete":
+            retry("recording the interrupted trial", lambda: self.store.interrupt(
+                number, "stopped by the user (Ctrl-C or SIGTERM)"))
+            return
+        reference = outcome.quality_reference
+        if reference is not None:  # stored before the default trial is told
+            retry("recording the quality reference",
+                  lambda: self.store.set_quality_reference(reference))
+        try:
+            retry("recording the trial", lambda: self.store.finish(
+                number, recording.measured(self.space, outcome)))
+        except StaleTrial as exc:
+            self._notice(f"{exc}: its configuration was queued again; this run's result is "
+                         "not recorded")
+            return
+        with self._lock:
+            self._ran += 1
+            self.reporter.trial_finished(number, outcome)

@@ -1,0 +1,18 @@
+"""The StudyStore conformance suite on a real PostgreSQL server (shared by workers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.store_suite import SharedStudyStoreSuite
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def store_url(postgres_url: str) -> str:
+    return postgres_url
+
+
+class TestPostgresStudyStore(SharedStudyStoreSuite):
+    pass
