@@ -22,7 +22,7 @@ from optuna.trial import TrialState as OptunaState
 from autotune.configuration import Configuration, params_key
 from autotune.db import repository
 from autotune.db.models import StudyRecord, TrialRecord
-from autotune.db.session import ensure_schema, has_schema
+from autotune.db.session import current_revision, ensure_schema, has_schema, head_revision
 from autotune.engines.failures import FailureKind
 from autotune.storage import is_sqlite, optuna_storage, study_claim_lock
 from autotune.store.attrs import (
@@ -68,6 +68,15 @@ class RdbCatalog:
 
     def list_trials(self, name: str, *, after: int | None = None) -> list[TrialRecord]:
         return repository.list_trials(url=self.url, study_name=name, after=after)
+
+    def optuna_study(self, name: str) -> optuna.Study:
+        return optuna.load_study(study_name=name, storage=self.url)
+
+    def schema_behind(self) -> bool:
+        try:
+            return current_revision(self.url) != head_revision()
+        except Exception:  # noqa: BLE001 - the storage cannot even be asked: say no more
+            return False
 
 
 def summary_of(trial: optuna.trial.FrozenTrial) -> TrialSummary:

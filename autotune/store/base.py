@@ -225,3 +225,13 @@ class Catalog(Protocol):
         """A study's trial rows in number order; ``after`` keeps only later numbers."""
         ...
 
+    def optuna_study(self, name: str) -> optuna.Study:
+        """Optuna's view of the study, for Optuna's own read-only tools (figures, importance).
+
+        Raises KeyError when Optuna holds no such study."""
+        ...
+
+    def schema_behind(self) -> bool:
+        """Whether autotune's tables are older than this autotune (``autotune db upgrade``)."""
+        ...
+
