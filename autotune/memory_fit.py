@@ -22,23 +22,25 @@ The arithmetic mirrors vLLM 0.32 (read from its source, see docs/memory-fit.md):
 Exact for an explicit KV budget; the weights, activation and overhead terms are estimates, and
 uncertain inputs lean towards "fits" (an unknown quantized checkpoint counts as 4-bit), so a
 configuration is rejected only when vLLM would refuse it. Plain full-attention decoders only:
-sliding-window, hybrid (Mamba / linear attention) and unknown architectures get no estimate.
+sliding-window, hybrid (Mamba / linear attention) and unknown architectures get no estimate
+(``model_shape`` reads a config.json into the ``ModelShape`` used here).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 import statistics
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from autotune.devices.cpu import parse_bytes
+from autotune.model_shape import UNKNOWN_QUANT_BITS as UNKNOWN_QUANT_BITS
+from autotune.model_shape import ModelShape as ModelShape
+from autotune.model_shape import dtype_size
+from autotune.model_shape import model_shape as model_shape
 
 GIB = 1024**3
 DeviceKind = Literal["cpu", "gpu"]
@@ -56,110 +58,6 @@ GPU_CUDA_GRAPH_BYTES = GIB // 2
 # Resident memory of a CPU worker besides the weights, after its warm-up (vLLM 0.32 CPU build,
 # eager): 0.69 GiB "consumed by non-kv usages" on the demo model, by benchmarks/memory_fit.py.
 CPU_WORKER_BASE_BYTES = int(0.7 * GIB)
-# A quantized checkpoint or method we do not know counts as 4-bit: leaning towards "fits".
-UNKNOWN_QUANT_BITS = 4
-
-_DTYPE_BYTES = {
-    "float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2,
-    "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1, "fp8_ds_mla": 1, "int8": 1,
-}
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the estimate needs from a config.json (``text_config`` for multimodal models)."""
-
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    tied_embeddings: bool
-    dtype_bytes: int
-    experts: int = 0  # routed experts of an MoE layer (0: dense)
-    expert_intermediate: int = 0
-    experts_per_token: int = 0
-    shared_intermediate: int = 0
-    dense_layers: int = 0  # leading dense layers of an MoE model (DeepSeek first_k_dense)
-    mla_kv_dim: int = 0  # kv_lora_rank + qk_rope_head_dim (multi-head latent attention)
-    weight_bits: float | None = None  # the checkpoint is quantized to this many bits
-    group_size: int = 128
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> ModelShape | None:
-        """None when the config is missing fields or is not a plain full-attention decoder."""
-        text = config.get("text_config") or config
-        if not isinstance(text, Mapping):
-            return None
-        layer_types = text.get("layer_types")
-        if layer_types and any(t != "full_attention" for t in layer_types):
-            return None
-        if text.get("sliding_window") and text.get("use_sliding_window", True):
-            return None
-        if any(key in text for key in ("mamba_d_state", "ssm_cfg", "linear_attn_config")):
-            return None
-        try:
-            layers = int(text["num_hidden_layers"])
-            hidden = int(text["hidden_size"])
-            heads = int(text["num_attention_heads"])
-            vocab = int(text["vocab_size"])
-        except (KeyError, TypeError, ValueError):
-            return None
-        kv_heads = int(text.get("num_key_value_heads") or heads)
-        head_dim = int(text.get("head_dim") or hidden // heads)
-        experts = int(
-            text.get("num_local_experts") or text.get("num_experts")
-            or text.get("n_routed_experts") or 0
-        )
-        intermediate = int(text.get("intermediate_size") or 4 * hidden)
-        mla = int(text.get("kv_lora_rank") or 0)
-        dtype = str(text.get("torch_dtype") or text.get("dtype") or config.get("torch_dtype")
-                    or "bfloat16")
-        quant = config.get("quantization_config") or text.get("quantization_config")
-        bits: float | None = None
-        group = 128
-        if isinstance(quant, Mapping):
-            method = str(quant.get("quant_method", "")).lower()
-            bits = float(quant.get("bits") or quant.get("w_bit") or 0) or None
-            group = int(quant.get("group_size") or quant.get("q_group_size") or 128)
-            if bits is None:
-                bits = 8.0 if "fp8" in method or "int8" in method else float(UNKNOWN_QUANT_BITS)
-        return cls(
-            layers=layers, hidden=hidden, intermediate=intermediate, heads=heads,
-            kv_heads=kv_heads, head_dim=head_dim, vocab=vocab,
-            tied_embeddings=bool(text.get("tie_word_embeddings",
-                                          config.get("tie_word_embeddings", False))),
-            # vLLM's "auto" dtype downcasts a float32 checkpoint to 16 bits.
-            dtype_bytes=min(_dtype_bytes(dtype, default=2), 2),
-            experts=experts,
-            expert_intermediate=int(text.get("moe_intermediate_size") or intermediate)
-            if experts else 0,
-            experts_per_token=int(text.get("num_experts_per_tok") or 2) if experts else 0,
-            shared_intermediate=int(text.get("shared_expert_intermediate_size") or 0)
-            or int(text.get("n_shared_experts") or 0) * int(text.get("moe_intermediate_size")
-                                                            or 0),
-            dense_layers=int(text.get("first_k_dense_replace") or 0) if experts else 0,
-            mla_kv_dim=mla + int(text.get("qk_rope_head_dim") or 0) if mla else 0,
-            weight_bits=bits, group_size=group,
-        )
-
-    def layer_linear_params(self, moe: bool) -> int:
-        """Parameters of one decoder layer's linear layers (attention + MLP or experts)."""
-        attention = 2 * self.hidden * self.heads * self.head_dim
-        attention += 2 * self.hidden * self.kv_heads * self.head_dim
-        if not moe:
-            return attention + 3 * self.hidden * self.intermediate
-        experts = 3 * self.hidden * self.expert_intermediate * self.experts
-        shared = 3 * self.hidden * self.shared_intermediate
-        return attention + experts + shared + self.hidden * self.experts
-
-    @property
-    def embedding_params(self) -> int:
-        return self.vocab * self.hidden
-
-
 @dataclass(frozen=True)
 class MemoryEstimate:
     """One configuration on one device (the per-device share of TP/PP). Bytes throughout."""
@@ -266,9 +164,9 @@ def estimate(
     tp = int(flags.get("tensor_parallel_size") or 1)
     pp = int(flags.get("pipeline_parallel_size") or 1)
     max_model_len = int(flags["max_model_len"])
-    act_bytes = _dtype_bytes(str(flags.get("dtype") or "auto"), default=shape.dtype_bytes)
+    act_bytes = dtype_size(str(flags.get("dtype") or "auto"), default=shape.dtype_bytes)
     kv_dtype = str(flags.get("kv_cache_dtype") or "auto")
-    kv_bytes = _dtype_bytes(kv_dtype, default=act_bytes)
+    kv_bytes = dtype_size(kv_dtype, default=act_bytes)
     block_size = int(flags.get("block_size") or (CPU_BLOCK_SIZE if device == "cpu"
                                                  else GPU_BLOCK_SIZE))
     layers_here = -(-shape.layers // pp)
@@ -302,13 +200,6 @@ def estimate(
         calibration=calibration, kv_memory=kv_memory, block_size=block_size,
         block_bytes=block_bytes, max_model_len=max_model_len, max_num_seqs=max_seqs,
     )
-
-
-def _dtype_bytes(name: str, *, default: int) -> int:
-    name = name.lower().removeprefix("torch.")
-    if name in ("auto", ""):
-        return default
-    return _DTYPE_BYTES.get(name, default)
 
 
 def _explicit_kv_bytes(
@@ -477,34 +368,3 @@ class Calibration:
     def offset(self) -> int:
         with self._lock:
             return int(statistics.median(self.offsets)) if self.offsets else 0
-
-
-def checkpoint_config(model: str) -> dict[str, Any]:
-    """config.json of a local checkpoint directory, or of a hub id in the local Hugging Face
-    cache; {} when neither is here (no download is attempted)."""
-    local = Path(model).expanduser() / "config.json"
-    candidates = [local] if local.is_file() else []
-    if not candidates and model.count("/") == 1 and not model.startswith((".", "/", "~")):
-        hub = Path(os.environ.get("HF_HUB_CACHE") or Path(
-            os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub")
-        snapshots = hub / ("models--" + model.replace("/", "--")) / "snapshots"
-        candidates = sorted(snapshots.glob("*/config.json"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(candidates):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(data, dict):
-            return data
-    return {}
-
-
-def model_shape(
-    config: Mapping[str, Any], *, quantized_checkpoint: bool = False
-) -> ModelShape | None:
-    """The shape of a checkpoint; ``quantized_checkpoint`` marks a quantization variant whose
-    own config.json is not here (the base model's is used, its weights counted as 4-bit)."""
-    shape = ModelShape.from_config(config)
-    if shape is not None and quantized_checkpoint and shape.weight_bits is None:
-        shape = replace(shape, weight_bits=float(UNKNOWN_QUANT_BITS))
-    return shape

@@ -6,10 +6,8 @@ number of devices present) and returns a reason, or None when the rule does not 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 
@@ -84,13 +82,3 @@ def check(ctx: RuleContext) -> str | None:
             return reason
     return None
 
-
-def read_model_config(model_path: str) -> dict[str, Any]:
-    """The model's config.json when it is a local directory; {} for a hub id not cached."""
-    path = Path(model_path) / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}

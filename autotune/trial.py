@@ -27,6 +27,7 @@ from autotune.engines.base import EngineConfig, EngineLauncher
 from autotune.engines.failures import EngineFailure, FailureKind, classify, log_excerpt
 from autotune.engines.replay import Grid, GridMeasurement, ReplayLauncher
 from autotune.engines.vllm import engine_config
+from autotune.model_config import read_model_config
 from autotune.quality.probe import QualityProbe, Reference
 from autotune.space import Space
 
@@ -76,7 +77,7 @@ class TrialRunner:
         self.log_dir = log_dir
         self.measuring = measuring or HttpMeasurement(space.quality, driver)
         self.stop_event = threading.Event()  # set on Ctrl-C: start no further engine
-        self.model_config = rules.read_model_config(space.model.resolved_path)
+        self.model_config = read_model_config(space.model.resolved_path)
         self.memory_calibration = memory_fit.Calibration()
         self._shapes: dict[str, memory_fit.ModelShape | None] = {}
 
@@ -122,7 +123,7 @@ class TrialRunner:
             if model == self.space.model.resolved_path:
                 self._shapes[model] = memory_fit.model_shape(self.model_config)
             else:  # a quantization variant's own checkpoint
-                own = memory_fit.checkpoint_config(model)
+                own = read_model_config(model)
                 self._shapes[model] = memory_fit.model_shape(
                     own or self.model_config, quantized_checkpoint=not own
                 )

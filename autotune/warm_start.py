@@ -15,7 +15,6 @@ no trace in either storage.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -31,6 +30,7 @@ from autotune.db import repository
 from autotune.db.models import StudyRecord, TrialRecord
 from autotune.db.session import has_schema
 from autotune.errors import AutotuneError
+from autotune.model_config import find_model_config
 from autotune.parameters import KNOWN_PARAMETERS
 from autotune.scoring import is_feasible, objective_values, pareto_indices, violations
 from autotune.space import ParameterSpec, Space, is_active
@@ -108,34 +108,16 @@ class ModelFamily:
         return f"model {self.name!r} (no readable config.json)"
 
 
-def _config_json(model: str) -> Path | None:
-    local = Path(os.path.expanduser(model)) / "config.json"
-    if local.is_file():
-        return local
-    try:  # a hub id: its config.json may be in the Hugging Face cache (never downloaded here)
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(model, "config.json")
-    except Exception:  # noqa: BLE001 - not installed, or not a valid repo id
-        return None
-    return Path(cached) if isinstance(cached, str) else None
-
-
 def model_family(model: str) -> ModelFamily:
-    path = _config_json(model)
-    if path is not None:
-        try:
-            config = json.loads(path.read_text())
-        except (OSError, ValueError):
-            config = None
-        if isinstance(config, dict):
-            archs = config.get("architectures") or []
-            return ModelFamily(
-                name=model,
-                model_type=config.get("model_type") or None,
-                architectures=tuple(str(a) for a in archs) if isinstance(archs, list) else (),
-                config_path=str(path),
-            )
+    found = find_model_config(model)
+    if found is not None:
+        archs = found.config.get("architectures") or []
+        return ModelFamily(
+            name=model,
+            model_type=found.config.get("model_type") or None,
+            architectures=tuple(str(a) for a in archs) if isinstance(archs, list) else (),
+            config_path=str(found.path),
+        )
     return ModelFamily(name=model)
 
 
