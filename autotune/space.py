@@ -29,7 +29,7 @@ from autotune.bench.workload_spec import PoissonLoad as PoissonLoad
 from autotune.bench.workload_spec import RandomPrompts as RandomPrompts
 from autotune.bench.workload_spec import WorkloadSpec
 from autotune.errors import SpaceError
-from autotune.measurement import MeasurementSpec
+from autotune.measurement_spec import MeasurementSpec
 from autotune.parameters import KNOWN_PARAMETERS, NONE_CHOICE
 from autotune.quality.spec import QUALITY_METRICS, QualitySpec
 
