@@ -24,13 +24,13 @@ waits for its result instead of running beside it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
+from autotune.configuration import Configuration
 from autotune.parameters import KNOWN_PARAMETERS
 from autotune.space import ParameterSpec, Space, default_value, is_active
 
@@ -132,11 +132,6 @@ def grid_values(space: Space) -> dict[str, list[Any]]:
     return values
 
 
-def config_key(params: Mapping[str, Any]) -> str:
-    """Canonical text of a configuration: equal for the same engine settings."""
-    return json.dumps(dict(params), sort_keys=True, default=str)
-
-
 def complete_params(space: Space, params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` made consistent with the space's ``when`` conditions: inactive parameters
     dropped, newly active ones set to their default."""
@@ -161,7 +156,7 @@ def neighbours(space: Space, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         for other in _steps(name, spec, value):
             if other != value:
                 out.append(complete_params(space, {**params, name: other}))
-    unique = {config_key(p): p for p in out}
+    unique = {Configuration(p).key(): p for p in out}
     return list(unique.values())
 
 
@@ -191,11 +186,11 @@ def front_neighbours(
     space: Space, front: Sequence[Mapping[str, Any]], known: Container[str]
 ) -> list[dict[str, Any]]:
     """Configurations one step from any of ``front`` (e.g. the Pareto-optimal ones) that are
-    not ``known`` (measured or running; keys as ``config_key``)."""
+    not ``known`` (measured or running; keys as ``Configuration.key()``)."""
     seen: dict[str, dict[str, Any]] = {}
     for params in front:
         for other in neighbours(space, params):
-            key = config_key(other)
+            key = Configuration(other).key()
             if key not in known:
                 seen.setdefault(key, other)
     return list(seen.values())

@@ -134,11 +134,10 @@ def test_neighbours_are_one_step_away_and_respect_conditions() -> None:
 
 def test_front_neighbours_leave_out_what_is_known() -> None:
     space = _space({"max_num_seqs": {"choices": [8, 16, 32]}})
-    from autotune.search import config_key
+    from autotune.configuration import Configuration
 
-    assert front_neighbours(space, [{"max_num_seqs": 16}], {config_key({"max_num_seqs": 8})}) == [
-        {"max_num_seqs": 32}
-    ]
+    known = {Configuration({"max_num_seqs": 8}).key()}
+    assert front_neighbours(space, [{"max_num_seqs": 16}], known) == [{"max_num_seqs": 32}]
     assert uses_local_search(space)
     assert not uses_local_search(_space(sampler="random"))
 
