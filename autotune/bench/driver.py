@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 
@@ -89,13 +89,12 @@ async def _stream(
                 data = line[5:].strip()
                 if data == b"[DONE]":
                     break
-                chunk = json.loads(data)
+                chunk = _chunk(data)
                 if "error" in chunk:
                     record.error = str(chunk["error"])[:300]
                     return record
                 now = time.perf_counter()
-                choices = chunk.get("choices") or []
-                if choices and choices[0].get("text"):
+                if _text(chunk):
                     if last is None:
                         record.ttft = now - sent
                     else:
@@ -103,9 +102,13 @@ async def _stream(
                     last = now
                 usage = chunk.get("usage")
                 if usage:
+                    if not isinstance(usage, dict):
+                        raise ValueError(f"malformed usage in chunk: {data[:100]!r}")
                     record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
                     record.output_tokens = int(usage.get("completion_tokens") or 0)
-    except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError, OSError) as exc:
+    # ValueError: JSON that is not a chunk, or a chunk of the wrong shape (one request fails,
+    # not the run: an exception escaping here would end the whole measurement).
+    except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as exc:
         record.error = f"{type(exc).__name__}: {exc}"[:300]
         return record
     record.e2e = time.perf_counter() - sent
@@ -116,6 +119,22 @@ async def _stream(
     else:
         record.ok = True
     return record
+
+
+def _chunk(data: bytes) -> dict[str, Any]:
+    """One SSE ``data:`` payload as a JSON object; ValueError for anything else."""
+    chunk = json.loads(data)
+    if not isinstance(chunk, dict):
+        raise ValueError(f"malformed chunk (not a JSON object): {data[:100]!r}")
+    return chunk
+
+
+def _text(chunk: Mapping[str, Any]) -> str:
+    """The text a completion chunk carries ('' for empty, usage-only and role chunks)."""
+    choices = chunk.get("choices") or []
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        raise ValueError(f"malformed choices in chunk: {str(choices)[:100]!r}")
+    return str(choices[0].get("text") or "") if choices else ""
 
 
 async def _run_load(

@@ -1,0 +1,209 @@
+"""The load driver against the mock OpenAI server: how each SSE case is counted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autotune.bench.driver import BenchResult, Endpoint, HttpLoadDriver
+from autotune.bench.metrics import percentile
+from autotune.bench.workload import WorkloadError
+from autotune.bench.workload_spec import WorkloadSpec
+from autotune.engines.process import free_port
+from tests.support.mock_openai import Behaviour, MockOpenAI
+
+TOKENS = 4
+REQUESTS = 4
+
+
+@pytest.fixture(scope="module")
+def module_server() -> Iterator[MockOpenAI]:
+    with MockOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def server(module_server: MockOpenAI) -> MockOpenAI:
+    module_server.reset()
+    return module_server
+
+
+def _workload(**update: Any) -> WorkloadSpec:
+    data: dict[str, Any] = {
+        "prompts": {"kind": "random", "input_tokens": 8, "output_tokens": TOKENS},
+        "num_requests": REQUESTS,
+        "load": {"kind": "concurrency", "concurrency": 2},
+        "request_timeout_s": 10,
+    }
+    data.update(update)
+    return WorkloadSpec.model_validate(data)
+
+
+def _run(server: MockOpenAI, behaviour: Behaviour | None = None, **workload: Any) -> BenchResult:
+    if behaviour is not None:
+        server.behaviour = behaviour
+    return HttpLoadDriver().run(server.endpoint, _workload(**workload), {"e2e_p95_ms": 10_000})
+
+
+def test_a_clean_stream_counts_every_token(server: MockOpenAI) -> None:
+    result = _run(server)
+    m = result.metrics
+    assert m["completed"] == REQUESTS and m["failed"] == 0 and m["error_rate"] == 0
+    assert m["total_output_tokens"] == REQUESTS * TOKENS
+    assert m["total_input_tokens"] == REQUESTS * 8
+    assert m["goodput_fraction"] == 1.0
+    for record in result.records:
+        assert record.ok and record.error == ""
+        assert record.ttft is not None and record.e2e is not None and record.e2e >= record.ttft
+        assert len(record.itls) == TOKENS - 1
+        assert record.output_tokens == TOKENS and record.prompt_tokens == 8
+    sent = [s.body for s in server.requests if s.path == "/v1/completions"]
+    assert len(sent) == REQUESTS
+    for body in sent:
+        assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+        assert body["ignore_eos"] is True and body["max_tokens"] == TOKENS
+        assert body["model"] == server.served_name
+        assert len(body["prompt"]) == 8 and all(isinstance(t, int) for t in body["prompt"])
+    # The prompt ids come from the server's own /tokenize, once per run.
+    assert [s.path for s in server.requests].count("/tokenize") == 1
+
+
+def test_delays_show_in_ttft_itl_and_tpot(server: MockOpenAI) -> None:
+    result = _run(server, Behaviour(first_token_delay_s=0.05, token_delay_s=0.02))
+    m = result.metrics
+    assert m["completed"] == REQUESTS
+    assert m["ttft_p50_ms"] >= 50 and m["itl_p50_ms"] > 0 and m["tpot_mean_ms"] > 0
+    for record in result.records:
+        assert record.ttft is not None and record.ttft >= 0.05
+        assert len(record.itls) == TOKENS - 1
+        # Single intervals may shrink in delivery; the last token cannot come before it was sent.
+        assert record.ttft + sum(record.itls) >= 0.05 + 0.02 * (TOKENS - 1)
+        assert record.e2e is not None and record.e2e >= 0.05 + 0.02 * (TOKENS - 1)
+
+
+def test_empty_chunks_and_keepalive_comments_are_not_tokens(server: MockOpenAI) -> None:
+    result = _run(server, Behaviour(empty_chunks=3, token_delay_s=0.01, keepalive_comments=True))
+    assert result.metrics["completed"] == REQUESTS
+    for record in result.records:
+        assert record.ok
+        assert len(record.itls) == TOKENS - 1  # the empty chunks opened no interval
+        assert record.ttft is not None and record.ttft + sum(record.itls) >= 0.01 * (TOKENS - 1)
+
+
+def test_an_error_chunk_mid_stream_fails_the_request_with_its_error(server: MockOpenAI) -> None:
+    result = _run(server, Behaviour(error_after=2, token_delay_s=0.01))
+    m = result.metrics
+    assert m["completed"] == 0 and m["failed"] == REQUESTS and m["error_rate"] == 1.0
+    assert m["total_output_tokens"] == 0
+    for record in result.records:
+        assert not record.ok and "mock error mid-stream" in record.error
+        # The tokens that came before the error were timed.
+        assert record.ttft is not None and len(record.itls) == 1
+        assert record.e2e is None
+
+
+def test_an_early_close_fails_the_request_and_keeps_the_run(server: MockOpenAI) -> None:
+    result = _run(server, Behaviour(close_after=2))
+    assert result.metrics["failed"] == REQUESTS and result.metrics["completed"] == 0
+    for record in result.records:
+        assert not record.ok and record.error.startswith("ClientPayloadError")
+        assert record.ttft is not None and len(record.itls) == 1
+        assert record.done_at >= record.sent_at > 0
+
+
+def test_a_non_200_status_fails_every_request_with_the_status(server: MockOpenAI) -> None:
+    result = _run(server, Behaviour(status=503))
+    assert result.metrics["failed"] == REQUESTS
+    for record in result.records:
+        assert record.error.startswith("HTTP 503: ") and "mock status 503" in record.error
+        assert record.ttft is None and record.itls == []
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        "not json",
+        '"a string"',
+        "null",
+        "[1, 2]",
+        '{"choices": "x"}',
+        '{"choices": [7]}',
+        '{"usage": "x"}',
+        '{"choices": [], "usage": {"completion_tokens": "many"}}',
+    ],
+)
+def test_a_malformed_chunk_fails_its_request_not_the_run(server: MockOpenAI, chunk: str) -> None:
+    result = _run(server, Behaviour(bad_chunk=chunk))
+    assert result.metrics["failed"] == REQUESTS
+    for record in result.records:
+        assert not record.ok
+        assert record.error.split(":")[0] in ("JSONDecodeError", "ValueError")
+        assert record.ttft is not None  # the token before the bad chunk was timed
+
+
+def test_failed_requests_leave_the_latencies_of_the_others(server: MockOpenAI) -> None:
+    server.script = [Behaviour(), Behaviour(first_token_delay_s=0.5, error_after=2)]
+    result = _run(server, num_requests=6)
+    m = result.metrics
+    assert m["completed"] == 3 and m["failed"] == 3 and m["error_rate"] == 0.5
+    assert m["total_output_tokens"] == 3 * TOKENS
+    ok = [r for r in result.records if r.ok]
+    failed = [r for r in result.records if not r.ok]
+    assert all(r.ttft is not None and r.ttft >= 0.5 for r in failed)  # timed, yet left out:
+    assert m["ttft_p99_ms"] == pytest.approx(1000 * percentile([r.ttft for r in ok], 99))
+    assert m["ttft_p99_ms"] < 500
+
+
+def test_a_stream_without_usage_is_counted_as_truncated(server: MockOpenAI) -> None:
+    """With ignore_eos the driver needs the usage chunk to know every token came."""
+    result = _run(server, Behaviour(usage=False))
+    assert result.metrics["failed"] == REQUESTS
+    assert all(r.error == f"truncated: 0 of {TOKENS} tokens" for r in result.records)
+
+
+def test_fewer_tokens_than_asked_is_truncation(server: MockOpenAI) -> None:
+    result = _run(server, Behaviour(tokens=2))
+    assert result.metrics["failed"] == REQUESTS
+    assert all(r.error == f"truncated: 2 of {TOKENS} tokens" for r in result.records)
+
+
+def test_a_timeout_fails_the_request(server: MockOpenAI) -> None:
+    result = _run(server, Behaviour(token_delay_s=0.2), request_timeout_s=0.3)
+    assert result.metrics["failed"] == REQUESTS
+    assert all(r.error.startswith("TimeoutError") for r in result.records)
+
+
+def test_warmup_requests_are_sent_but_not_measured(server: MockOpenAI) -> None:
+    result = _run(server, warmup_requests=3)
+    assert len(result.records) == REQUESTS and result.metrics["completed"] == REQUESTS
+    assert [s.path for s in server.requests].count("/v1/completions") == REQUESTS + 3
+    assert result.warmup_s > 0 and result.benchmark_s > 0
+
+
+def test_poisson_load_with_a_concurrency_cap(server: MockOpenAI) -> None:
+    result = _run(server, Behaviour(token_delay_s=0.005),
+                  load={"kind": "poisson", "rate": 200, "max_concurrency": 2}, num_requests=8)
+    assert result.metrics["completed"] == 8 and result.metrics["failed"] == 0
+
+
+def test_a_refused_connection_fails_every_request(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt": f"question {i}"}) for i in range(3)))
+    endpoint = Endpoint(f"http://127.0.0.1:{free_port()}", "nothing")
+    workload = _workload(prompts={"kind": "jsonl", "path": str(prompts), "output_tokens": 4})
+    result = HttpLoadDriver().run(endpoint, workload, {})
+    assert result.metrics["failed"] == REQUESTS and result.metrics["completed"] == 0
+    assert all(r.error.startswith("ClientConnectorError") for r in result.records)
+
+
+def test_only_an_unbuildable_workload_raises(tmp_path: Path) -> None:
+    endpoint = Endpoint(f"http://127.0.0.1:{free_port()}", "nothing")
+    with pytest.raises(WorkloadError, match="cannot tokenize"):
+        HttpLoadDriver().run(endpoint, _workload(), {})
+    missing = {"kind": "jsonl", "path": str(tmp_path / "missing.jsonl"), "output_tokens": 4}
+    with pytest.raises(WorkloadError, match="cannot read prompts file"):
+        HttpLoadDriver().run(endpoint, _workload(prompts=missing), {})
