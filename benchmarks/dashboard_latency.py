@@ -32,12 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from autotune.dashboard import create_app  # noqa: E402
-from tests.fixtures.dashboard.dashboard_studies import (  # noqa: E402
+from autotune.store import open_catalog  # noqa: E402
+from tests.support.dashboard_studies import (  # noqa: E402
     random_kinds,
     write_study,
     write_trial,
 )
-from tests.fixtures.dashboard.live_server import (  # noqa: E402
+from tests.support.live_server import (  # noqa: E402
     CHROMIUM,
     CHROMIUM_ARGS,
     running_server,
@@ -164,7 +165,7 @@ def main() -> None:
             print(f"writing a study of {args.trials} trials to {storage} ...", flush=True)
             write_study(storage, args.study, random_kinds(args.trials, seed=1), seed=1)
             print(f"  written in {time.perf_counter() - started:.0f} s", flush=True)
-        with running_server(create_app(storage)) as base:
+        with running_server(create_app(open_catalog(storage))) as base:
             report(args, storage, base)
 
 

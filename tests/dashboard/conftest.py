@@ -1,5 +1,6 @@
 """Storages for the dashboard tests: the recorded CPU quickstart and synthetic studies written
-through autotune's repository and Optuna (tests/fixtures/dashboard/dashboard_studies.py)."""
+through autotune's repository and Optuna (tests/support/dashboard_studies.py); their names are
+in tests/support/dashboard.py."""
 
 from __future__ import annotations
 
@@ -11,26 +12,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from autotune.dashboard import create_app
-from autotune.db.repository import list_studies
 from autotune.db.session import upgrade
-from tests.fixtures.dashboard.dashboard_studies import write_study
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dashboard"
-# A real study recorded by `autotune study start` on the CPU quickstart: 3 complete trials, all
-# over the TTFT SLO. Stored at the revision it was written with; tests upgrade a copy.
-QUICKSTART_DB = FIXTURES / "quickstart-cpu.db"
-QUICKSTART = "quickstart-cpu"
-# One letter per trial (F feasible, V violates an SLO, X failed, R running); trial 0 is the
-# vLLM-default one.
-MIXED_KINDS = "FVFFXFVFFXFFVFR"
-MIXED = "mixed"
-ONLY_FAILED = "only-failed"
-HOSTILE = "<script>alert('study')</script>"
-HOSTILE_PARAM = "<img src=x onerror=alert('param')>"
-
-
-def study_id(url: str, name: str) -> int:
-    return next(s.id for s in list_studies(url=url) if s.name == name)
+from autotune.store import open_catalog
+from tests.support.dashboard import (
+    HOSTILE,
+    HOSTILE_PARAM,
+    MIXED,
+    MIXED_KINDS,
+    ONLY_FAILED,
+    QUICKSTART_DB,
+)
+from tests.support.dashboard_studies import write_study
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +55,7 @@ def client_for() -> Iterator:
     clients: list[TestClient] = []
 
     def make(url: str, token: str | None = None, **kwargs: object) -> TestClient:
-        client = TestClient(create_app(url, token), **kwargs)
+        client = TestClient(create_app(open_catalog(url), token), **kwargs)
         clients.append(client)
         return client
 

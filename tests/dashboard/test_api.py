@@ -11,7 +11,8 @@ from autotune.bench.metrics import natural_direction
 from autotune.db.session import current_revision, head_revision
 from autotune.export import export_yaml
 from autotune.report import load_report, pareto_front
-from tests.dashboard.conftest import (
+from autotune.store import open_catalog
+from tests.support.dashboard import (
     HOSTILE,
     HOSTILE_PARAM,
     MIXED,
@@ -19,21 +20,9 @@ from tests.dashboard.conftest import (
     ONLY_FAILED,
     QUICKSTART,
     QUICKSTART_DB,
+    decode_trials,
     study_id,
 )
-
-
-def decode_trials(payload: dict) -> list[dict]:
-    """The columnar /trials payload back into one dict per trial."""
-    out = []
-    for row in payload["trials"]:
-        trial = dict(zip(payload["columns"], row, strict=True))
-        trial["params"] = {k: v for k, v in zip(payload["params"], trial["params"], strict=True)
-                           if v is not None}
-        trial["metrics"] = {k: v for k, v in zip(payload["metrics"], trial["metrics"],
-                                                 strict=True) if v is not None}
-        out.append(trial)
-    return out
 
 
 def assert_no_trace(text: str) -> None:
@@ -58,7 +47,7 @@ def test_studies_lists_counts_best_and_gain(studies_url, client_for):
     assert mixed["hardware"] == "CPU, 2 core(s), 1 engine slot"
     assert mixed["updated_at"]
 
-    report = load_report(studies_url, MIXED)
+    report = load_report(open_catalog(studies_url), MIXED)
     feasible = [t for t in report.trials if t.state == "complete" and t.feasible]
     best_throughput = max(feasible, key=lambda t: t.metrics["output_throughput"])
     best = mixed["best"]["output_throughput"]
@@ -140,7 +129,7 @@ def test_trials_and_after(studies_url, client_for):
 def test_front_for_objectives_and_any_metrics(studies_url, client_for):
     client = client_for(studies_url)
     sid = study_id(studies_url, MIXED)
-    report = load_report(studies_url, MIXED)
+    report = load_report(open_catalog(studies_url), MIXED)
     assert report.pareto_front
     objectives = client.get(f"/api/studies/{sid}/front").json()
     assert objectives["metrics"] == ["output_throughput", "e2e_p95_ms"]
@@ -163,7 +152,7 @@ def test_study_summary(studies_url, client_for):
     assert summary["name"] == MIXED
     assert summary["default_trial"] == 0
     assert summary["slos"] == {"ttft_p95_ms": 1500.0, "e2e_p95_ms": 4000.0}
-    assert summary["pareto_front"] == load_report(studies_url, MIXED).pareto_front
+    assert summary["pareto_front"] == load_report(open_catalog(studies_url), MIXED).pareto_front
     page = client.get(f"/studies/{sid}")
     assert page.status_code == 200
     assert '<script type="application/json" id="study-data">' in page.text
@@ -207,7 +196,7 @@ def test_only_failed_study_pages(studies_url, client_for):
 def test_trial_page_shows_everything(studies_url, client_for):
     client = client_for(studies_url)
     sid = study_id(studies_url, MIXED)
-    report = load_report(studies_url, MIXED)
+    report = load_report(open_catalog(studies_url), MIXED)
     record = next(t for t in report.trials if t.state == "complete" and not t.is_default)
     page = client.get(f"/studies/{sid}/trials/{record.number}")
     assert page.status_code == 200
@@ -237,7 +226,7 @@ def test_trial_page_shows_everything(studies_url, client_for):
 def test_export_yaml_is_what_autotune_export_writes(studies_url, client_for):
     client = client_for(studies_url)
     sid = study_id(studies_url, MIXED)
-    report = load_report(studies_url, MIXED)
+    report = load_report(open_catalog(studies_url), MIXED)
     record = report.trial(report.pareto_front[0])
     response = client.get(f"/studies/{sid}/trials/{record.number}/export.yaml")
     assert response.status_code == 200
@@ -254,7 +243,7 @@ def test_export_yaml_is_what_autotune_export_writes(studies_url, client_for):
 def test_compare_highlights_differing_params(studies_url, client_for):
     client = client_for(studies_url)
     sid = study_id(studies_url, MIXED)
-    report = load_report(studies_url, MIXED)
+    report = load_report(open_catalog(studies_url), MIXED)
     a, b = report.trial(1), report.trial(2)
     page = client.get(f"/studies/{sid}/compare?trials=1,2").text
     rows = re.findall(r'<tr class="param( differs)?"><th>([^<]+)</th>', page)

@@ -18,9 +18,10 @@ from autotune.bench.metrics import natural_direction
 from autotune.dashboard import create_app
 from autotune.export import export_yaml
 from autotune.report import load_report, pareto_front
-from tests.dashboard.conftest import HOSTILE, HOSTILE_PARAM, MIXED, MIXED_KINDS, study_id
-from tests.fixtures.dashboard.dashboard_studies import finish_trial, write_study, write_trial
-from tests.fixtures.dashboard.live_server import CHROMIUM, CHROMIUM_ARGS, running_server
+from autotune.store import open_catalog
+from tests.support.dashboard import HOSTILE, HOSTILE_PARAM, MIXED, MIXED_KINDS, study_id
+from tests.support.dashboard_studies import finish_trial, write_study, write_trial
+from tests.support.live_server import CHROMIUM, CHROMIUM_ARGS, running_server
 
 pytestmark = [
     pytest.mark.browser,
@@ -68,7 +69,7 @@ def context() -> Iterator:
 
 @pytest.fixture(scope="module")
 def site(studies_url) -> Iterator[str]:
-    with running_server(create_app(studies_url)) as base:
+    with running_server(create_app(open_catalog(studies_url))) as base:
         yield base
 
 
@@ -131,7 +132,7 @@ def test_studies_page(page, site):
 
 def test_pareto_plot_points_and_switching_metrics(page, site, studies_url):
     sid = study_id(studies_url, MIXED)
-    report = load_report(studies_url, MIXED)
+    report = load_report(open_catalog(studies_url), MIXED)
     open_study(page, site, sid)
     state = plot(page)
     counts = points_by_status(state)
@@ -171,7 +172,7 @@ def test_pareto_plot_points_and_switching_metrics(page, site, studies_url):
 
 def test_click_a_point_then_download_its_yaml(page, site, studies_url):
     sid = study_id(studies_url, MIXED)
-    report = load_report(studies_url, MIXED)
+    report = load_report(open_catalog(studies_url), MIXED)
     open_study(page, site, sid)
     # The first trace is the Pareto front: click its first marker.
     box = page.locator("#pareto .scatterlayer .trace").first.locator("path.point").first \
@@ -207,7 +208,7 @@ def test_trials_table_filters_sorts_and_compares(page, site, studies_url):
         "rows => rows.map(r => r.dataset.state)")) == {"failed"}
     reasons = page.locator("#trials td.reason").all_text_contents()
     assert all(r and r != "—" for r in reasons)
-    report = load_report(studies_url, MIXED)
+    report = load_report(open_catalog(studies_url), MIXED)
     kind = next(t.failure_kind for t in report.trials if t.failure_kind)
     page.select_option("#filter-kind", kind)
     expected = [t.number for t in report.trials if t.failure_kind == kind]
@@ -266,7 +267,7 @@ def test_hostile_strings_stay_text(page, site, studies_url):
 def test_new_trials_appear_without_reload(page, tmp_path):
     url = f"sqlite:///{tmp_path / 'live.db'}"
     study = write_study(url, "live", "FFVR", seed=9)
-    with running_server(create_app(url)) as base:
+    with running_server(create_app(open_catalog(url))) as base:
         open_study(page, base, study_id(url, "live"))
         assert sum(plot(page)["points"].values()) == 3
         page.evaluate("() => { window.notReloaded = true; }")

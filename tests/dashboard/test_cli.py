@@ -9,7 +9,7 @@ import typer
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from autotune.dashboard.cli import dashboard
+from autotune.cli.dashboard import dashboard
 from autotune.dashboard.server import bind_warnings, serve
 
 

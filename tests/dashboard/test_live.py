@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from autotune.dashboard.data import Refreshing, Snapshot
-from autotune.db import repository
 from autotune.report import load_report
-from tests.dashboard.conftest import study_id
-from tests.dashboard.test_api import decode_trials
-from tests.fixtures.dashboard.dashboard_studies import finish_trial, write_study, write_trial
+from autotune.store import open_catalog
+from tests.support.dashboard import decode_trials, study_id
+from tests.support.dashboard_studies import finish_trial, write_study, write_trial
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER_METRICS = ("request_goodput", "ttft_p99_ms")
@@ -30,7 +29,8 @@ def test_incremental_refresh_equals_a_full_read(tmp_path):
     snapshot encodes exactly what a fresh read does, Pareto fronts included."""
     url = f"sqlite:///{tmp_path / 'live.db'}"
     study = write_study(url, "live", "FFVXFR", seed=5)
-    snapshot = Snapshot.load(url, repository.get_study(url=url, name="live"))
+    catalog = open_catalog(url)
+    snapshot = Snapshot.load(catalog, catalog.get_study("live"))
     snapshot.front(OTHER_METRICS)
     rng = random.Random(1)
     running = [5]
@@ -43,13 +43,13 @@ def test_incremental_refresh_equals_a_full_read(tmp_path):
             running.append(write_trial(url, study, "R", rng))
         else:
             write_trial(url, study, rng.choice("FFFVX"), rng)
-        record = repository.get_study(url=url, name="live")
-        snapshot = snapshot.refreshed(url, record)
-        fresh = Snapshot.load(url, record)
+        record = catalog.get_study("live")
+        snapshot = snapshot.refreshed(catalog, record)
+        fresh = Snapshot.load(catalog, record)
         assert snapshot.trials_json() == fresh.trials_json()
         assert snapshot.summary == fresh.summary
         assert snapshot.front(OTHER_METRICS) == fresh.front(OTHER_METRICS)
-    assert snapshot.report.pareto_front == load_report(url, "live").pareto_front
+    assert snapshot.report.pareto_front == load_report(catalog, "live").pareto_front
     assert len(snapshot.report.trials) > 20
 
 
@@ -95,7 +95,7 @@ WRITER = textwrap.dedent("""
     import random, sys, time
     sys.path.insert(0, {root!r})
     import optuna
-    from tests.fixtures.dashboard.dashboard_studies import write_trial
+    from tests.support.dashboard_studies import write_trial
     study = optuna.load_study(study_name="busy", storage={url!r})
     rng = random.Random(0)
     for kind in {kinds!r}:
@@ -132,7 +132,7 @@ def test_reading_while_another_process_writes(tmp_path, client_for):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     payload = client.get(f"/api/studies/{sid}/trials").json()
-    assert payload["pareto_front"] == load_report(url, "busy").pareto_front
+    assert payload["pareto_front"] == load_report(open_catalog(url), "busy").pareto_front
     assert len(payload["trials"]) == 1 + len(kinds)
 
 

@@ -14,7 +14,7 @@ from autotune.engines.vllm import engine_config
 from autotune.scoring import slos_hold
 from autotune.space import PoissonLoad, Space
 from autotune.trial import TrialRunner
-from tests.conftest import small_space
+from tests.support.spaces import small_space
 
 pytestmark = pytest.mark.engine
 

@@ -17,7 +17,7 @@ from autotune.engines.base import create
 from autotune.engines.vllm import engine_config
 from autotune.measurement import MeasurementSpec, measure_robustly
 from autotune.space import Space
-from tests.conftest import small_space
+from tests.support.spaces import small_space
 
 pytestmark = pytest.mark.engine
 

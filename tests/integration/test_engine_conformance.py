@@ -11,7 +11,7 @@ from autotune.devices import CpuSlotPool
 from autotune.engines.base import EngineFailure, FailureKind, RunningEngine, create
 from autotune.engines.vllm import engine_config
 from autotune.space import Space
-from tests.conftest import small_space
+from tests.support.spaces import small_space
 
 pytestmark = pytest.mark.engine
 
@@ -67,6 +67,6 @@ def test_failed_start_is_classified_and_leaves_nothing(
         launcher.start(config, CpuSlotPool().acquire(1), tmp_path / "engine.log")
     assert info.value.kind == FailureKind.UNSUPPORTED
     assert "Unknown quantization method" in info.value.line
-    from tests.conftest import engine_processes
+    from tests.support.processes import engine_processes
 
     assert engine_processes() == []

@@ -15,7 +15,7 @@ from autotune.devices import CpuSlotPool
 from autotune.engines.vllm import VllmLauncher, engine_config
 from autotune.space import load_space
 from autotune.trial import TrialRunner
-from tests.conftest import small_space, write_space
+from tests.support.spaces import small_space, write_space
 
 pytestmark = pytest.mark.engine
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import engine_processes, small_space, write_space
+from tests.support.processes import engine_processes
+from tests.support.spaces import small_space, write_space
 
 pytestmark = pytest.mark.engine
 

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from autotune.engines.process import GuardedProcess, free_port
-from tests.conftest import engine_processes, small_space, write_space
+from tests.support.processes import engine_processes
+from tests.support.spaces import small_space, write_space
 
 pytestmark = pytest.mark.engine
 

@@ -11,7 +11,7 @@ import pytest
 from autotune.devices import CpuSlotPool, DevicePool, NoDevicesError, NvmlGpuPool
 from autotune.devices.cpu import derived_slots, parse_bytes
 from autotune.devices.sampling import UtilisationSampler
-from tests.fake_nvml import GIB, FakeNvml
+from tests.support.fake_nvml import GIB, FakeNvml
 
 
 def make_cpu() -> CpuSlotPool:

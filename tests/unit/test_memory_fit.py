@@ -15,7 +15,7 @@ from autotune.devices import CpuSlotPool, NvmlGpuPool
 from autotune.engines.failures import EngineFailure, FailureKind
 from autotune.space import load_space
 from autotune.trial import TrialRunner
-from tests.fake_nvml import FakeNvml
+from tests.support.fake_nvml import FakeNvml
 
 GIB = 1024**3
 ROOT = Path(__file__).resolve().parents[2]

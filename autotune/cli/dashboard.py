@@ -1,4 +1,4 @@
-"""``autotune dashboard``: a typer command function, registered by ``autotune.cli``."""
+"""``autotune dashboard``: serve the live, read-only dashboard of a storage."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from typing import Annotated
 
 import typer
 
+from autotune.cli.common import StorageOpt, fail, storage_url
+
+HELP = "Serve the live, read-only dashboard (FastAPI + Plotly)."
+
 
 def dashboard(
-    storage: Annotated[str | None, typer.Option(
-        "--storage", help="database URL (default: $AUTOTUNE_STORAGE or sqlite:///autotune.db)",
-        show_default=False)] = None,
+    storage: StorageOpt = None,
     host: Annotated[str, typer.Option(
         help="address to listen on; anything but loopback exposes every study")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on", min=1, max=65535)] = 8080,
@@ -20,11 +22,10 @@ def dashboard(
     )] = None,
 ) -> None:
     """Open a live, read-only dashboard of the studies in a storage, in the browser."""
-    from autotune.cli import _fail, _storage
     from autotune.dashboard.server import serve
     from autotune.errors import AutotuneError
 
     try:
-        serve(_storage(storage), host=host, port=port, token=token or None)
+        serve(storage_url(storage), host=host, port=port, token=token or None)
     except AutotuneError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None

@@ -1,0 +1,92 @@
+"""``autotune export`` and ``autotune confirm``: a trial's configuration, written out or
+re-measured on fresh servers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from autotune.cli.common import StorageOpt, console, err_console, fail, storage_url
+from autotune.cli.render import confirm_table
+from autotune.errors import AutotuneError
+
+TrialOpt = Annotated[int | None, typer.Option("--trial", help="trial number")]
+PickOpt = Annotated[str | None, typer.Option("--pick", help="max:METRIC or min:METRIC")]
+
+
+def _picked(name: str, storage: str | None, trial: int | None, pick: str | None) -> Any:
+    from autotune.export import pick_trial
+    from autotune.report import load_report
+    from autotune.store import open_catalog
+
+    if trial is not None and pick is not None:
+        err_console.print("[bold red]error:[/] give --trial or --pick, not both")
+        raise typer.Exit(2)
+    url = storage_url(storage)
+    try:
+        report = load_report(open_catalog(url), name)
+        return url, report, pick_trial(report, number=trial, pick=pick)
+    except AutotuneError as exc:
+        raise fail(exc) from None
+
+
+def _confirm(url: str, name: str, record: Any, times: int, log_dir: Path | None) -> Any:
+    from autotune.confirm import confirm_trial
+    from autotune.db import repository
+    from autotune.settings import Settings
+
+    study = repository.get_study(url=url, name=name)
+    assert study is not None
+    console.print(f"confirming trial {record.number} of {name} on {times} fresh server(s) ...")
+    return confirm_trial(study.space_yaml, record, times=times,
+                         log_dir=(log_dir or Path(Settings().log_dir)) / name)
+
+
+def export(
+    name: str,
+    storage: StorageOpt = None,
+    trial: TrialOpt = None,
+    pick: PickOpt = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="write to FILE")] = None,
+    confirm: Annotated[
+        int, typer.Option("--confirm", help="first re-measure it on K fresh servers", min=0)
+    ] = 0,
+    log_dir: Annotated[Path | None, typer.Option(help="engine logs folder")] = None,
+) -> None:
+    """Write a trial's configuration as a YAML for `vllm serve --config`."""
+    from autotune.export import export_yaml
+
+    url, report, record = _picked(name, storage, trial, pick)
+    text = export_yaml(report, record)
+    if confirm:
+        confirmation = _confirm(url, name, record, confirm, log_dir)
+        text = "\n".join(confirmation.comment_lines()) + "\n" + text
+    if output is None:
+        sys.stdout.write(text)
+        return
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(output)
+    err_console.print(f"wrote trial {record.number} of {name} to {output}")
+
+
+def confirm(
+    name: str,
+    storage: StorageOpt = None,
+    trial: TrialOpt = None,
+    pick: PickOpt = None,
+    times: Annotated[int, typer.Option(help="fresh servers to measure on", min=1)] = 3,
+    log_dir: Annotated[Path | None, typer.Option(help="engine logs folder")] = None,
+) -> None:
+    """Re-measure a trial's configuration on fresh servers: does the study's figure hold?"""
+    url, _, record = _picked(name, storage, trial, pick)
+    result = _confirm(url, name, record, times, log_dir)
+    console.print(confirm_table(name, record.number, result))
+    for line in result.comment_lines():
+        console.print(escape(line.lstrip("# ")))
+    if not result.holds:
+        raise typer.Exit(3)

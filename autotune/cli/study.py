@@ -1,0 +1,177 @@
+"""``autotune study``: start, list and show tuning studies."""
+
+from __future__ import annotations
+
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from autotune.cli.common import StorageOpt, console, err_console, fail, storage_url
+from autotune.cli.launch import (
+    device_pool,
+    finish,
+    parse_parallel,
+    run_with_progress,
+    study_runner,
+)
+from autotune.cli.render import (
+    print_study,
+    studies_table,
+    warm_start_ignored,
+    warm_start_plan,
+)
+from autotune.errors import AutotuneError
+
+app = typer.Typer(no_args_is_help=True, help="Create, run and inspect tuning studies.")
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def _warm_start(spec: Any, *, name: str, url: str, source: str, source_storage: str | None,
+                pool: Any, force: bool, budget: int) -> list[dict[str, Any]]:
+    """The configurations an earlier study seeds this one with, printed; [] on a resume."""
+    from autotune.store import open_catalog
+    from autotune.warm_start import find_study, plan, shown_url
+
+    if find_study(open_catalog(url), name) is not None:
+        warm_start_ignored(name, source)
+        return []
+    other_url = storage_url(source_storage) if source_storage else url
+    try:
+        result = plan(spec, source=source, catalog=open_catalog(other_url), model=spec.model.path,
+                      hardware=pool.describe(), force=force)
+    except AutotuneError as exc:
+        raise fail(exc) from None
+    warm_start_plan(result, source=source, shown_url=shown_url(other_url),
+                    objectives=spec.objectives, budget=budget)
+    return result.configurations if result.seeds else []
+
+
+@app.command("start")
+def study_start(
+    space: Annotated[Path, typer.Option("--space", help="search-space YAML file")],
+    name: Annotated[
+        str | None, typer.Option(help="study name (default: the space's name)")
+    ] = None,
+    storage: StorageOpt = None,
+    trials: Annotated[int | None, typer.Option(help="total trials in the study", min=1)] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="stop starting trials after S seconds")
+    ] = None,
+    log_dir: Annotated[Path | None, typer.Option(help="engine logs folder")] = None,
+    no_run: Annotated[
+        bool, typer.Option("--no-run", help="create the study, run nothing")
+    ] = False,
+    parallel: Annotated[
+        str, typer.Option(help="trials at once on disjoint devices: N or auto (as many as fit)")
+    ] = "1",
+    devices: Annotated[
+        str | None, typer.Option(help="auto, cpu, cpu:CORES, gpu or gpu:INDICES")
+    ] = None,
+    warm_start: Annotated[
+        str | None,
+        typer.Option("--warm-start", metavar="STUDY",
+                     help="first run the Pareto set of this earlier study (same model family "
+                          "and hardware class); only when the study is created"),
+    ] = None,
+    warm_start_storage: Annotated[
+        str | None,
+        typer.Option("--warm-start-storage", metavar="URL",
+                     help="database of the --warm-start study (default: --storage)"),
+    ] = None,
+    warm_start_any: Annotated[
+        bool, typer.Option("--warm-start-any",
+                           help="warm-start even from another model family or hardware class")
+    ] = False,
+) -> None:
+    """Run a tuning study: each trial launches, measures and tears down a real engine."""
+    from autotune.space import load_space
+
+    url = storage_url(storage)
+    try:
+        spec = load_space(space)
+    except AutotuneError as exc:
+        raise fail(exc) from None
+    study_name = name or spec.name or space.stem
+    wanted = parse_parallel(parallel)
+    pool = device_pool(spec, devices, wanted)
+    total = trials or spec.search.trials
+    seeds: list[dict[str, Any]] = []
+    if warm_start is not None:  # before anything is written: a refusal leaves no study behind
+        seeds = _warm_start(spec, name=study_name, url=url, source=warm_start,
+                            source_storage=warm_start_storage, pool=pool,
+                            force=warm_start_any, budget=total)
+    elif warm_start_storage is not None or warm_start_any:
+        err_console.print("[bold red]error:[/] --warm-start-storage and --warm-start-any need "
+                          "--warm-start STUDY")
+        raise typer.Exit(2)
+    runner = study_runner(spec, name=study_name, url=url, pool=pool, log_dir=log_dir,
+                          space_path=str(space), space_yaml=space.read_text(), warm_start=seeds)
+    if no_run:
+        runner.prepare(budget=total)
+        console.print(f"study [bold]{study_name}[/] ready in {url} (budget {total} trials); "
+                      f"run it with `autotune worker --study {study_name} --storage URL`")
+        return
+    console.print(f"study [bold]{study_name}[/] on {pool.describe()}, storage {url}")
+    started = time.monotonic()
+    run = run_with_progress(runner, pool, wanted, n_trials=total,
+                            timeout_s=timeout or spec.search.timeout_s)
+    finish(run, pool, url, study_name, started,
+           f"autotune study start --space {space} --name {study_name}")
+
+
+@app.command("list")
+def study_list(storage: StorageOpt = None) -> None:
+    """List the studies in a storage."""
+    from autotune.db import repository
+    from autotune.db.session import has_schema
+
+    url = storage_url(storage)
+    if not has_schema(url):
+        console.print(f"no autotune studies in {url}")
+        return
+    rows = []
+    for study in repository.list_studies(url=url):
+        trials = repository.list_trials(url=url, study_name=study.name)
+        rows.append((
+            study.name,
+            study.model,
+            study.hardware,
+            str(len(trials)),
+            str(sum(t.state == "complete" for t in trials)),
+            str(sum(t.state in ("failed", "rejected") for t in trials)),
+            study.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+        ))
+    console.print(studies_table(url, rows))
+
+
+@app.command("show")
+def study_show(
+    name: str,
+    storage: StorageOpt = None,
+    format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+) -> None:
+    """Show a study's trials and Pareto front (table, json or csv)."""
+    from autotune.report import load_report
+    from autotune.store import open_catalog
+
+    url = storage_url(storage)
+    try:
+        report = load_report(open_catalog(url), name)
+    except AutotuneError as exc:
+        raise fail(exc) from None
+    if format is OutputFormat.json:
+        sys.stdout.write(report.to_json() + "\n")
+        return
+    if format is OutputFormat.csv:
+        sys.stdout.write(report.to_csv())
+        return
+    print_study(report, name)

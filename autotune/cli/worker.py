@@ -1,0 +1,60 @@
+"""``autotune worker``: join an existing study and run its trials on this machine."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from autotune.cli.common import StorageOpt, console, err_console, fail, storage_url
+from autotune.cli.launch import (
+    device_pool,
+    finish,
+    parse_parallel,
+    run_with_progress,
+    study_runner,
+)
+
+
+def worker(
+    study: Annotated[str, typer.Option("--study", help="name of an existing study")],
+    storage: StorageOpt = None,
+    devices: Annotated[
+        str, typer.Option(help="auto, cpu, cpu:CORES, gpu or gpu:INDICES (this machine's)")
+    ] = "auto",
+    trials: Annotated[
+        int | None, typer.Option(help="run at most N trials in this worker", min=1)
+    ] = None,
+    parallel: Annotated[str, typer.Option(help="trials at once here: N or auto")] = "1",
+    log_dir: Annotated[Path | None, typer.Option(help="engine logs folder")] = None,
+) -> None:
+    """Join a study (made by `study start`, e.g. with --no-run) and run its trials here until
+    the study's trial budget is reached."""
+    import yaml
+    from pydantic import ValidationError
+
+    from autotune.db import repository
+    from autotune.db.session import has_schema
+    from autotune.errors import StudyNotFoundError
+    from autotune.space import Space
+
+    url = storage_url(storage)
+    record = repository.get_study(url=url, name=study) if has_schema(url) else None
+    if record is None:
+        raise fail(StudyNotFoundError(study, url))
+    try:
+        spec = Space.model_validate(yaml.safe_load(record.space_yaml))
+    except (ValidationError, yaml.YAMLError) as exc:
+        err_console.print(f"[bold red]error:[/] the space stored with study {study!r} is not "
+                          f"valid for this autotune version: {exc}")
+        raise typer.Exit(2) from None
+    wanted = parse_parallel(parallel)
+    pool = device_pool(spec, devices, wanted)
+    runner = study_runner(spec, name=study, url=url, pool=pool, log_dir=log_dir,
+                          space_path=record.space_path, space_yaml=record.space_yaml)
+    console.print(f"worker on {pool.describe()} joining study [bold]{study}[/] in {url}")
+    started = time.monotonic()
+    run = run_with_progress(runner, pool, wanted, register=False, max_trials_here=trials)
+    finish(run, pool, url, study, started, f"autotune worker --study {study} --storage {url}")

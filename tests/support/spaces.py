@@ -1,0 +1,40 @@
+"""Search spaces for tests that start a real engine: the CPU quickstart, made short."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "search_spaces" / "quickstart-cpu.yaml"
+
+
+def small_space(tmp_path: Path, model: Path, **overrides) -> dict:
+    """The quickstart space with a short workload, for tests with a real engine."""
+    data = yaml.safe_load(QUICKSTART.read_text())
+    data["model"]["path"] = str(model)
+    data["model"]["build_demo"] = False  # the demo_model fixture built it already
+    data["engine"]["shutdown_grace_s"] = 5
+    data["workload"].update(
+        {
+            "prompts": {"kind": "random", "input_tokens": 64, "output_tokens": 32},
+            "num_requests": 24,
+            "warmup_requests": 4,
+            "load": {"kind": "concurrency", "concurrency": 8},
+        }
+    )
+    data["slos"] = {"ttft_p95_ms": 20000, "e2e_p95_ms": 60000}
+    # Measured once: tests of other features must not depend on how busy the host is
+    # (tests/integration/test_disturbance.py covers re-measuring).
+    data["measurement"] = {"max_repeats": 0}
+    data.pop("quality", None)  # tests/quality covers the probe; others need not pay for it
+    for key, value in overrides.items():
+        data[key] = value
+    return data
+
+
+def write_space(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
