@@ -338,7 +338,7 @@ def default_value(space: Space, name: str) -> Any:
     """A parameter's default (the space's, else vLLM's nominal one), inside its range."""
     spec = space.parameters[name]
     value = spec.default if spec.default is not None else KNOWN_PARAMETERS[name].default
-    return _nearest_allowed(spec, value)
+    return nearest_allowed(spec, value)
 
 
 def _active(spec: ParameterSpec, params: dict[str, Any]) -> bool:
@@ -348,7 +348,7 @@ def _active(spec: ParameterSpec, params: dict[str, Any]) -> bool:
     )
 
 
-def _nearest_allowed(spec: ParameterSpec, value: Any) -> Any:
+def nearest_allowed(spec: ParameterSpec, value: Any) -> Any:
     """Keep the default inside the distribution so Optuna accepts the enqueued trial."""
     if spec.choices is not None and value not in spec.choices and spec.is_ordered:
         return nearest_choice(sorted(spec.choices), float(value), log=spec.choices_log_scale)

@@ -1,10 +1,10 @@
 """Warm start: seed a new study with the Pareto set of an earlier one.
 
 ``autotune study start --warm-start OTHER`` reads OTHER's finished trials from autotune's
-tables, re-scores them under the *new* space (its objectives, SLOs, error-rate, cost and quality
-bounds: the stored metrics are the same, the verdict may differ), takes the feasible Pareto set,
-maps each configuration into the new space and hands the result to ``StudyRunner(warm_start=)``,
-which enqueues it right after the vLLM-default trial.
+tables through a ``Catalog``, re-scores them under the *new* space (its objectives, SLOs,
+error-rate, cost and quality bounds: the stored metrics are the same, the verdict may differ),
+takes the feasible Pareto set, maps each configuration into the new space and hands the result
+to ``StudyRunner(warm_start=)``, which enqueues it right after the vLLM-default trial.
 
 Results only transfer between like and like, so OTHER must be on the same hardware class (CPU,
 or the same GPU model) and the same model family (``model_type``/``architectures`` of the
@@ -21,21 +21,22 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from sqlalchemy.engine import make_url
 
-from autotune.db import repository
 from autotune.db.models import StudyRecord, TrialRecord
-from autotune.db.session import has_schema
 from autotune.errors import AutotuneError
 from autotune.model_config import find_model_config
 from autotune.parameters import KNOWN_PARAMETERS
 from autotune.scoring import is_feasible, objective_values, pareto_indices, violations
 from autotune.space import ParameterSpec, Space, is_active
-from autotune.space import _nearest_allowed as nearest_allowed
+from autotune.space import nearest_allowed
 from autotune.storage import is_sqlite, sqlite_path
+
+if TYPE_CHECKING:
+    from autotune.store import Catalog
 
 # Tolerance for "this float sits on the range's step" (values went through JSON).
 _STEP_TOLERANCE = 1e-6
@@ -154,13 +155,14 @@ def mismatches(source: StudyRecord, *, model: str, hardware: str) -> list[str]:
 # --------------------------------------------------------------------------- storage
 
 
-def _storage_has_tables(url: str) -> bool:
-    """Whether autotune's tables are there, without creating a missing SQLite file."""
-    if is_sqlite(url):
-        path = sqlite_path(url)
+def _has_tables(catalog: Catalog) -> bool:
+    """Whether autotune's tables are there, without creating a missing SQLite file (opening
+    one to ask would create it)."""
+    if is_sqlite(catalog.url):
+        path = sqlite_path(catalog.url)
         if path is None or not path.is_file():
             return False
-    return has_schema(url)
+    return catalog.has_schema()
 
 
 def shown_url(url: str) -> str:
@@ -168,20 +170,20 @@ def shown_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def find_study(url: str, name: str) -> StudyRecord | None:
+def find_study(catalog: Catalog, name: str) -> StudyRecord | None:
     """The study's record, or None (never creates the storage)."""
-    if not _storage_has_tables(url):
+    if not _has_tables(catalog):
         return None
-    return repository.get_study(url=url, name=name)
+    return catalog.get_study(name)
 
 
-def _unknown_study(url: str, name: str) -> WarmStartError:
-    names = [s.name for s in repository.list_studies(url=url)] if _storage_has_tables(url) else []
+def _unknown_study(catalog: Catalog, name: str) -> WarmStartError:
+    names = [s.name for s in catalog.list_studies()] if _has_tables(catalog) else []
     there = (f"the studies there: {', '.join(names)}" if names
              else "it holds no autotune study")
     return WarmStartError(
-        f"--warm-start {name}: no study named {name!r} in {shown_url(url)}; {there} (give the "
-        "storage of the earlier study with --warm-start-storage URL)"
+        f"--warm-start {name}: no study named {name!r} in {shown_url(catalog.url)}; {there} "
+        "(give the storage of the earlier study with --warm-start-storage URL)"
     )
 
 
@@ -321,18 +323,18 @@ def plan(
     space: Space,
     *,
     source: str,
-    storage: str,
+    catalog: Catalog,
     model: str,
     hardware: str,
     force: bool = False,
 ) -> WarmStart:
-    """Read the earlier study ``source`` in ``storage`` and choose the configurations to enqueue.
+    """Read the earlier study ``source`` in ``catalog`` and choose the configurations to enqueue.
 
     Raises WarmStartError when the study is unknown, or on another hardware class or model
     family (unless ``force``: then each difference becomes a warning)."""
-    record = find_study(storage, source)
+    record = find_study(catalog, source)
     if record is None:
-        raise _unknown_study(storage, source)
+        raise _unknown_study(catalog, source)
     problems = mismatches(record, model=model, hardware=hardware)
     if problems and not force:
         raise WarmStartError(
@@ -341,9 +343,8 @@ def plan(
             + "\nuse an earlier study of the same model family on the same hardware class, "
             "or pass --warm-start-any to use it anyway"
         )
-    result = WarmStart(source=source, storage=storage, warnings=problems)
-    trials = [t for t in repository.list_trials(url=storage, study_name=source)
-              if t.state == "complete"]
+    result = WarmStart(source=source, storage=catalog.url, warnings=problems)
+    trials = [t for t in catalog.list_trials(source) if t.state == "complete"]
     result.complete = len(trials)
     lacking_obj, lacking_con = _missing_metrics(space, trials)
     for metric in lacking_obj:

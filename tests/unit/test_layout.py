@@ -1,0 +1,103 @@
+"""The package's layout rules, checked on the source: no import cycles between autotune's
+modules, no private name imported from another module, and the storage boundary held (only
+``autotune.store`` touches Optuna's private API and autotune's tables)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "autotune"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, ast.Module]:
+    return {_module_name(p): ast.parse(p.read_text(), str(p)) for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(name: str, tree: ast.Module, known: set[str]) -> list[tuple[str, list[str], bool]]:
+    """(imported module, names, at module level and not under TYPE_CHECKING) for each import
+    of an autotune module."""
+    out: list[tuple[str, list[str], bool]] = []
+    deferred: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or (
+            isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        ):
+            deferred.update(id(n) for n in ast.walk(node) if n is not node)
+    for node in ast.walk(tree):
+        eager = id(node) not in deferred
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if not node.module.startswith("autotune"):
+                continue
+            names = [a.name for a in node.names]
+            submodules = [n for n in names if f"{node.module}.{n}" in known]
+            # `from autotune.study import recording` imports the submodule, not a name.
+            out += [(f"{node.module}.{n}", [], eager) for n in submodules]
+            if len(submodules) < len(names):
+                out.append((node.module, [n for n in names if n not in submodules], eager))
+        elif isinstance(node, ast.Import):
+            out += [(a.name, [], eager) for a in node.names if a.name.startswith("autotune")]
+    return out
+
+
+def test_no_import_cycles() -> None:
+    modules = _modules()
+    known = set(modules)
+    graph: dict[str, set[str]] = {}
+    for name, tree in modules.items():
+        # Edges to the module named, not its parents: a package's __init__ importing its own
+        # submodules (so they register) is how registries work, not a cycle.
+        graph[name] = {target for target, _, eager in _imports(name, tree, known)
+                       if eager and target in known and target != name}
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert cycles == [], "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_no_private_names_imported_across_modules() -> None:
+    modules = _modules()
+    known = set(modules)
+    offenders = [
+        f"{name} imports {target}.{n}"
+        for name, tree in modules.items()
+        for target, names, _ in _imports(name, tree, known)
+        for n in names
+        if n.startswith("_") and n != "__version__"
+    ]
+    assert offenders == []
+
+
+def test_only_the_store_touches_optuna_internals_and_autotune_tables() -> None:
+    private = ("._storage", "._trial_id", "._study_id", "optuna.storages._heartbeat",
+               "_max_retry", "autotune.db.repository", "from autotune.db import repository")
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        name = _module_name(path)
+        if name.startswith(("autotune.store", "autotune.db")):
+            continue
+        text = path.read_text()
+        offenders += [f"{name}: {p}" for p in private if p in text]
+    assert offenders == []
