@@ -8,11 +8,12 @@ import pytest
 
 from autotune.bench.capacity import CapacitySpec
 from autotune.bench.driver import Endpoint
+from autotune.bench.workload_spec import PoissonLoad
 from autotune.devices import CpuSlotPool
-from autotune.engines.base import create
+from autotune.engines import create
 from autotune.engines.vllm import engine_config
 from autotune.scoring import slos_hold
-from autotune.space import PoissonLoad, Space
+from autotune.space import Space
 from autotune.trial import TrialRunner
 from tests.support.spaces import small_space
 
@@ -41,13 +42,13 @@ def test_bisection_matches_exhaustive_sweep(tmp_path: Path, demo_model: Path) ->
         workload = runner.space.workload.model_copy(update={
             "load": PoissonLoad(rate=rate, max_concurrency=128),
             "num_requests": points, "warmup_requests": 0})
-        return runner.driver.run(Endpoint(engine.base_url, engine.served_name), workload,
+        return runner.measuring.driver.run(Endpoint(engine.base_url, engine.served_name), workload,
                                  runner.space.slos).metrics
 
     try:
         light = measure(2.0)["e2e_p95_ms"]
         runner.space = space = space.model_copy(update={"slos": {"e2e_p95_ms": 3 * light}})
-        found = runner._capacity(engine, spec)
+        found = runner.measuring.capacity(engine, space, spec)
         step = found["capacity_resolution_rps"]
         assert found["capacity_request_rate"] > 0 and step > 0
         # Exhaustive sweep on the same server, at multiples of the bisection's resolution.
