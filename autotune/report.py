@@ -1,7 +1,7 @@
 """A study as people read it: trials, the feasible Pareto front, gains over the vLLM default.
 
-Built from autotune's own tables only, so ``study show``, the end-of-study table and the
-dashboard agree.
+Built from autotune's own tables only, read through a ``Catalog``, so ``study show``, the
+end-of-study table and the dashboard agree.
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from autotune.db import repository
 from autotune.db.models import TrialRecord
 from autotune.errors import StudyNotFoundError
 from autotune.quality.spec import QUALITY_METRICS
 from autotune.scoring import gain, pareto_indices
+
+if TYPE_CHECKING:
+    from autotune.store import Catalog
 
 
 @dataclass
@@ -137,11 +139,12 @@ def pareto_front(
     return sorted(feasible[i].number for i in pareto_indices(points, directions))
 
 
-def load_report(url: str, name: str) -> StudyReport:
-    study = repository.get_study(url=url, name=name)
+def load_report(catalog: Catalog, name: str) -> StudyReport:
+    """Study ``name`` as stored now; StudyNotFoundError when the catalog has no such study."""
+    study = catalog.get_study(name)
     if study is None:
-        raise StudyNotFoundError(name, url)
-    trials = repository.list_trials(url=url, study_name=name)
+        raise StudyNotFoundError(name, catalog.url)
+    trials = catalog.list_trials(name)
     report = StudyReport(
         name=name,
         model=study.model,

@@ -1,7 +1,8 @@
 """Read-only web dashboard over a study storage (FastAPI + Plotly; pages in ``web/``).
 
-``create_app(storage_url, token=None)`` builds the app, ``serve(...)`` runs it with uvicorn.
-Both are imported on first use so that ``autotune --help`` does not load FastAPI.
+``create_app(catalog, token=None)`` builds the app over a ``Catalog``
+(``autotune.store.open_catalog(url)``), ``serve(storage_url, ...)`` opens one and runs the app
+with uvicorn. Both are imported on first use so that ``autotune --help`` does not load FastAPI.
 """
 
 from __future__ import annotations

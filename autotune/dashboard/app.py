@@ -1,8 +1,8 @@
 """The dashboard's FastAPI app: pages, JSON endpoints, token check, read-only guard.
 
-``create_app(storage_url)`` builds an app over any storage, so tests hand it their own database.
-Nothing here writes: every route is a GET, any other method is refused before routing, and the
-storage is only read through ``autotune.dashboard.data``.
+``create_app(catalog)`` builds an app over any storage's ``Catalog``, so tests hand it their own
+database. Nothing here writes: every route is a GET, any other method is refused before routing,
+and the storage is only read through the catalog (``autotune.dashboard.data``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -30,9 +30,11 @@ from autotune.bench.metrics import LATENCIES, STATS
 from autotune.dashboard.data import NotFoundError, Snapshot, StudyData, dumps, number, timestamp
 from autotune.dashboard.figures import OptunaFigures
 from autotune.db.models import TrialRecord
-from autotune.db.session import current_revision, head_revision
 from autotune.errors import AutotuneError, StudyNotFoundError, TrialNotFoundError
 from autotune.export import HEADLINE_METRICS, export_yaml, pick_trial
+
+if TYPE_CHECKING:
+    from autotune.store import Catalog
 
 TOKEN_COOKIE = "autotune_dashboard_token"
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -79,16 +81,17 @@ def _is_api(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
 
-def create_app(storage_url: str, token: str | None = None) -> FastAPI:
-    """The dashboard over ``storage_url``. With ``token``, every request must carry it (header
-    ``Authorization: Bearer T``, cookie, or ``?token=T`` once, which sets the cookie)."""
+def create_app(catalog: Catalog, token: str | None = None) -> FastAPI:
+    """The dashboard over ``catalog`` (``autotune.store.open_catalog(url)``). With ``token``,
+    every request must carry it (header ``Authorization: Bearer T``, cookie, or ``?token=T``
+    once, which sets the cookie)."""
     web = web_root()
     plotly_path = plotly_js()
     env = Environment(loader=FileSystemLoader(web / "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     templates = Jinja2Templates(env=env)
-    data = StudyData(storage_url)
-    figures = OptunaFigures(storage_url)
+    data = StudyData(catalog)
+    figures = OptunaFigures(catalog)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -148,7 +151,7 @@ def create_app(storage_url: str, token: str | None = None) -> FastAPI:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
         # Starlette re-raises after this, so the server logs the trace; the page never shows it.
-        if isinstance(exc, DatabaseError) and _schema_behind(storage_url):
+        if isinstance(exc, DatabaseError) and catalog.schema_behind():
             response = problem(request, 503, "autotune's tables in this storage are older than "
                                "this autotune: run `autotune db upgrade --storage URL` once "
                                "(the dashboard itself never writes)")
@@ -286,13 +289,6 @@ def _authorised(request: Request, token: str) -> bool:
     ]
     expected = token.encode()
     return any(hmac.compare_digest(value.encode(), expected) for value in offered if value)
-
-
-def _schema_behind(url: str) -> bool:
-    try:
-        return current_revision(url) != head_revision()
-    except Exception:  # the storage cannot even be asked: say nothing more specific
-        return False
 
 
 def _numbers(text: str) -> list[int]:

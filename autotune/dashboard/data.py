@@ -1,12 +1,13 @@
 """What the dashboard reads, cached per study until the study's record changes.
 
-Every read goes through ``autotune.report`` / ``autotune.db.repository`` (and Optuna's own API for
-the figures Optuna draws). A study is re-read only when its ``updated_at`` moves (each trial start
-and finish stamps it), so a polling client costs one small query per request. A re-read is
-incremental: trials that had finished are kept, only later ones are fetched
-(``list_trials(after=N)``), and Pareto fronts are recomputed from the previous front plus the new
-trials, which gives the same set since dominance is transitive. Re-reads run in the background:
-one that takes longer than ``wait_s`` leaves requests with the previous snapshot meanwhile.
+Every read goes through the app's ``Catalog`` (``autotune.report`` builds the study from it, and
+the figures ask it for Optuna's view). A study is re-read only when its ``updated_at`` moves
+(each trial start and finish stamps it), so a polling client costs one small query per request.
+A re-read is incremental: trials that had finished are kept, only later ones are fetched
+(``list_trials(after=N)``), and Pareto fronts are recomputed from the previous front plus the
+new trials, which gives the same set since dominance is transitive. Re-reads run in the
+background: one that takes longer than ``wait_s`` leaves requests with the previous snapshot
+meanwhile.
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from autotune.bench.metrics import natural_direction
-from autotune.db import repository
 from autotune.db.models import StudyRecord, TrialRecord
-from autotune.db.session import has_schema
 from autotune.errors import AutotuneError
 from autotune.export import pick_trial
 from autotune.report import StudyReport, load_report, pareto_front
+
+if TYPE_CHECKING:
+    from autotune.store import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +98,16 @@ class Snapshot:
         self.trials_json()
 
     @classmethod
-    def load(cls, url: str, record: StudyRecord) -> Snapshot:
-        return cls(record.id, record.updated_at, load_report(url, record.name))
+    def load(cls, catalog: Catalog, record: StudyRecord) -> Snapshot:
+        return cls(record.id, record.updated_at, load_report(catalog, record.name))
 
-    def refreshed(self, url: str, record: StudyRecord) -> Snapshot:
+    def refreshed(self, catalog: Catalog, record: StudyRecord) -> Snapshot:
         """The study as stored now, reading only the trials after the settled ones."""
         old = self.report
         if (record.id != self.study_id or record.objectives != old.objectives
                 or record.slos != old.slos):
-            return Snapshot.load(url, record)
-        new = repository.list_trials(url=url, study_name=record.name, after=self.settled)
+            return Snapshot.load(catalog, record)
+        new = catalog.list_trials(record.name, after=self.settled)
         trials = old.trials[:bisect_right(self.numbers, self.settled)] + new
         report = StudyReport(
             name=old.name, model=record.model, hardware=record.hardware,
@@ -283,17 +285,17 @@ class Refreshing(Generic[T]):
 class StudyData:
     """The storage as the dashboard sees it. Thread-safe; one per app."""
 
-    def __init__(self, url: str, *, wait_s: float = 0.5) -> None:
-        self.url = url
+    def __init__(self, catalog: Catalog, *, wait_s: float = 0.5) -> None:
+        self.catalog = catalog
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dashboard")
         self.snapshots: Refreshing[Snapshot] = Refreshing(self.executor, wait_s)
         self.figures: Refreshing[dict[str, Any]] = Refreshing(self.executor, wait_s)
 
     def studies(self) -> list[StudyRecord]:
         """Every autotune study in the storage; none while its tables do not exist."""
-        if not has_schema(self.url):
+        if not self.catalog.has_schema():
             return []
-        return repository.list_studies(url=self.url)
+        return self.catalog.list_studies()
 
     def record(self, study_id: int) -> StudyRecord:
         record = next((s for s in self.studies() if s.id == study_id), None)
@@ -304,8 +306,8 @@ class StudyData:
     def snapshot(self, record: StudyRecord) -> Snapshot:
         def read(previous: Snapshot | None) -> Snapshot:
             if previous is None:
-                return Snapshot.load(self.url, record)
-            return previous.refreshed(self.url, record)
+                return Snapshot.load(self.catalog, record)
+            return previous.refreshed(self.catalog, record)
 
         return self.snapshots.get(record.id, record.updated_at, read)
 

@@ -4,7 +4,8 @@ Hypervolume history (several objectives) comes from ``optuna.visualization`` on 
 stored: its feasibility is the SLO constraints autotune told Optuna, so it matches ours. Parameter
 importances are computed on the trials that were really measured: a configuration that crashed
 is told to Optuna as the worst possible values, which would otherwise drown every other effect.
-One loaded ``optuna.Study`` is kept per study, so Optuna's cache reads only new trials.
+One ``optuna.Study`` from the catalog is kept per study, so Optuna's cache reads only new
+trials.
 """
 
 from __future__ import annotations
@@ -12,19 +13,22 @@ from __future__ import annotations
 import json
 import threading
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 
 from autotune.dashboard.data import Snapshot, number
 
+if TYPE_CHECKING:
+    from autotune.store import Catalog
+
 MIN_TRIALS_FOR_IMPORTANCE = 2
 
 
 class OptunaFigures:
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
         self._studies: dict[str, optuna.Study] = {}
         self._lock = threading.Lock()
 
@@ -32,7 +36,7 @@ class OptunaFigures:
         with self._lock:
             if name not in self._studies:
                 optuna.logging.set_verbosity(optuna.logging.WARNING)
-                self._studies[name] = optuna.load_study(study_name=name, storage=self.url)
+                self._studies[name] = self.catalog.optuna_study(name)
             return self._studies[name]
 
     def compute(self, snapshot: Snapshot) -> dict[str, Any]:

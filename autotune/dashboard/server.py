@@ -39,10 +39,11 @@ def serve(
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from autotune.dashboard.app import create_app
+    from autotune.store import open_catalog
 
     for line in bind_warnings(host, token):
         print(f"warning: {line}", file=sys.stderr)
-    app = create_app(storage_url, token)
+    app = create_app(open_catalog(storage_url), token)
     if host in LOOPBACK_NAMES:
         # A page on another site cannot reach us through DNS rebinding.
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_NAMES))

@@ -19,6 +19,7 @@ from autotune.db.session import (
     upgrade,
 )
 from autotune.report import load_report
+from autotune.store import open_catalog
 
 ASSETS = Path(__file__).resolve().parents[1] / "fixtures" / "migrations"
 REVISIONS = [s.revision for s in
@@ -33,7 +34,7 @@ def _check_upgraded(url: str) -> None:
     assert current_revision(url) == head_revision()
     columns = {c["name"] for c in inspect(get_engine(url)).get_columns("autotune_trials")}
     assert {"retry_of", "failure_kind", "engine_command"} <= columns
-    report = load_report(url, "asset")
+    report = load_report(open_catalog(url), "asset")
     assert [t.state for t in report.trials] == ["complete", "failed"]
     assert report.trials[0].metrics == {"output_throughput": 900.0}
     assert report.trials[1].failure_kind == "unsupported"

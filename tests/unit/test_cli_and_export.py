@@ -12,6 +12,7 @@ from autotune.devices import CpuSlotPool
 from autotune.export import export_yaml, pick_trial
 from autotune.report import load_report
 from autotune.space import load_space
+from autotune.store import open_catalog
 from autotune.trial import TrialRunner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +94,7 @@ def _record_study(url: str) -> None:
 def test_report_pareto_gain_and_export(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     _record_study(url)
-    report = load_report(url, "s")
+    report = load_report(open_catalog(url), "s")
     assert report.pareto_front == [0, 1, 2]
     assert report.gains(report.trial(1))["output_throughput"] == 1.5
     assert report.gains(report.trial(1))["e2e_p95_ms"] == 2000 / 2500

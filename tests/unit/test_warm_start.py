@@ -19,6 +19,7 @@ from autotune import cli
 from autotune.db import repository
 from autotune.db.session import ensure_schema
 from autotune.space import Space, suggest_params
+from autotune.store import open_catalog
 from autotune.store.attrs import DEFAULT_ATTR, WARM_START_ATTR
 from autotune.warm_start import (
     WarmStartError,
@@ -208,7 +209,8 @@ def test_plan_rescores_under_the_new_space(tmp_path: Path) -> None:
     model = _model_dir(tmp_path, "llama", "llama", "LlamaForCausalLM")
     _record_earlier(url, model=str(model))
     space = Space.model_validate(_space_dict(model))
-    result = plan(space, source="earlier", storage=url, model=str(model), hardware=CPU)
+    result = plan(space, source="earlier", catalog=open_catalog(url), model=str(model),
+                  hardware=CPU)
     assert result.complete == 8 and result.pareto == 6
     assert result.feasible == 7  # trial 5 misses the new, tighter SLO
     assert result.configurations == EXPECTED_SEEDS
@@ -224,7 +226,7 @@ def test_plan_reports_metrics_the_earlier_study_never_measured(tmp_path: Path) -
     _record_earlier(url, model=str(model))
     data = _space_dict(model, slos={"e2e_p95_ms": 1000, "ttft_p95_ms": 300})
     data["objectives"].append({"metric": "tpot_p99_ms"})
-    result = plan(Space.model_validate(data), source="earlier", storage=url,
+    result = plan(Space.model_validate(data), source="earlier", catalog=open_catalog(url),
                   model=str(model), hardware=CPU)
     assert not result.seeds  # no trial can be placed without the tpot objective
     assert any("objective tpot_p99_ms was not measured in 8" in n for n in result.notes)
@@ -237,11 +239,11 @@ def test_plan_refuses_other_hardware_unless_forced(tmp_path: Path) -> None:
     _record_earlier(url, model=str(model), hardware=H100)
     space = Space.model_validate(_space_dict(model))
     with pytest.raises(WarmStartError) as err:
-        plan(space, source="earlier", storage=url, model=str(model), hardware=CPU)
+        plan(space, source="earlier", catalog=open_catalog(url), model=str(model), hardware=CPU)
     assert "NVIDIA H100 80GB HBM3" in str(err.value) and "runs on CPU" in str(err.value)
     assert err.value.exit_code == 2
-    forced = plan(space, source="earlier", storage=url, model=str(model), hardware=CPU,
-                  force=True)
+    forced = plan(space, source="earlier", catalog=open_catalog(url), model=str(model),
+                  hardware=CPU, force=True)
     assert forced.warnings and forced.configurations == EXPECTED_SEEDS
 
 
@@ -412,7 +414,7 @@ def test_replayed_studies_warm_start_end_to_end(tmp_path: Path) -> None:
     chosen = [r.params for r in [*complete[:16:2], *failed[:2], *complete[-2:]]]
     earlier = study(earlier_space, "earlier", chosen)
     earlier.run(n_trials=1 + len(chosen))
-    result = plan(new_space, source="earlier", storage=url,
+    result = plan(new_space, source="earlier", catalog=open_catalog(url),
                   model=new_space.model.path, hardware=pool.describe())
     assert result.seeds, result.notes + [s.reason for s in result.skipped]
     recorded = {t.number: t for t in repository.list_trials(url=url, study_name="earlier")}
