@@ -12,6 +12,9 @@ mid-stream, a malformed chunk, an early close, a non-200 status) for every follo
     with MockOpenAI() as server:
         server.behaviour = Behaviour(tokens=4, token_delay_s=0.01, error_after=2)
         HttpLoadDriver().run(server.endpoint, workload, slos)
+
+``MockLauncher`` starts one per engine start, behind the engine boundary, so whole trials run
+through ``TrialRunner`` and its default measuring step in unit tests.
 """
 
 from __future__ import annotations
@@ -19,13 +22,19 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from autotune.bench.driver import Endpoint
+from autotune.devices import DeviceSet
+from autotune.engines import EngineConfig, EngineFailure
+from autotune.engines.failures import classify
+from autotune.engines.vllm import render_flags
 
 SERVED_NAME = "mock-model"
 VERSION = "0.0.mock"
@@ -312,3 +321,64 @@ def _token(i: int) -> str:
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
+
+
+class MockEngine:
+    """A RunningEngine answered by a MockOpenAI in this process (no process of its own)."""
+
+    def __init__(self, server: MockOpenAI, argv: list[str], log_path: Path, startup_s: float):
+        self.server = server
+        self.base_url = server.base_url
+        self.served_name = server.served_name
+        self.argv = argv
+        self.log_path = log_path
+        self.startup_s = startup_s
+        self.version = VERSION
+        self._stopped_after: float | None = None
+
+    def alive(self) -> bool:
+        return self._stopped_after is None
+
+    def failure(self) -> EngineFailure:
+        return classify(self.log_path.read_text(errors="replace"), None)
+
+    def pids(self) -> list[int]:
+        return []
+
+    def stop(self) -> float:
+        if self._stopped_after is None:
+            started = time.monotonic()
+            self.server.stop()
+            self._stopped_after = time.monotonic() - started
+        return self._stopped_after
+
+
+class MockLauncher:
+    """Implements EngineLauncher with a MockOpenAI per start, answering as ``behaviour``. A
+    configuration with ``quantization: nosuchquant`` fails to start as vLLM does (its log line
+    classified by autotune's own classifier)."""
+
+    name = "mock"
+
+    def __init__(self, behaviour: Behaviour | None = None) -> None:
+        self.behaviour = behaviour or Behaviour()
+        self.started: list[MockEngine] = []
+
+    def argv(self, config: EngineConfig, port: int | None = None) -> list[str]:
+        argv = ["mock-openai", config.model, *render_flags(config.flags)]
+        return argv + (["--port", str(port)] if port is not None else [])
+
+    def start(self, config: EngineConfig, devices: DeviceSet, log_path: Path) -> MockEngine:
+        started = time.monotonic()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if config.flags.get("quantization") == "nosuchquant":
+            log_path.write_text("ValueError: Unknown quantization method: nosuchquant. Must be "
+                                "one of ['awq', 'fp8'].\n")
+            raise classify(log_path.read_text(), 1)
+        server = MockOpenAI(config.served_name).start()
+        server.behaviour = self.behaviour
+        log_path.write_text(f"INFO mock OpenAI server for {config.model} on {server.base_url}\n")
+        engine = MockEngine(server, self.argv(config, server.port), log_path,
+                            max(time.monotonic() - started, 1e-6))
+        self.started.append(engine)
+        return engine

@@ -11,17 +11,26 @@ from pathlib import Path
 import pytest
 
 from autotune.devices import CpuSlotPool
-from autotune.engines.base import EngineFailure, EngineLauncher, FailureKind, RunningEngine
+from autotune.engines import (
+    EngineConfig,
+    EngineFailure,
+    EngineLauncher,
+    FailureKind,
+    RunningEngine,
+    create,
+)
 from autotune.engines.replay import (
     GRID_ENV,
     Grid,
     GridError,
+    GridMeasurement,
     GridMiss,
     ReplayLauncher,
-    ReplayTrialRunner,
 )
 from autotune.engines.vllm import engine_config
 from autotune.space import Space
+from autotune.trial import ReplayTrialRunner
+from tests.support.engine_suite import EngineSuite, FailingStart
 from tests.support.replay_grid import DEFAULT_METRICS, ROWS, write_grid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,14 +109,56 @@ def test_launcher_conforms_and_raises_the_recorded_failure(grid: Grid, tmp_path:
 
 
 def test_registered_as_replay(grid: Grid, monkeypatch: pytest.MonkeyPatch) -> None:
-    from autotune.engines.base import create
-
     monkeypatch.setenv(GRID_ENV, grid.path)
     launcher = create("replay")
     assert isinstance(launcher, ReplayLauncher) and len(launcher.grid.rows) == 9
     monkeypatch.delenv(GRID_ENV)
     with pytest.raises(GridError, match=GRID_ENV):
         create("replay")
+
+
+class TestReplayLauncherConforms(EngineSuite):
+    """The engine suite on the replay engine: no process, no HTTP server."""
+
+    runs_processes = False
+    serves_http = False
+
+    @pytest.fixture
+    def launcher(self, grid: Grid) -> EngineLauncher:
+        return ReplayLauncher(grid)
+
+    @pytest.fixture
+    def serve_config(self, grid: Grid) -> EngineConfig:
+        params = {"max_num_seqs": 8, "max_num_batched_tokens": 256, "enable_chunked_prefill": True}
+        return engine_config(grid.space(), params, is_default=False)
+
+    @pytest.fixture
+    def failing_start(self, grid: Grid) -> FailingStart:
+        params = {"max_num_seqs": 64, "max_num_batched_tokens": 2048,
+                  "enable_chunked_prefill": False}
+        row = grid.by_params(params)
+        return FailingStart(engine_config(grid.space(), params, is_default=False),
+                            FailureKind.OUT_OF_MEMORY, f"replayed from grid row {row.index}")
+
+
+def test_the_replay_runner_is_a_trial_runner_with_the_grid_step(
+    grid: Grid, tmp_path: Path
+) -> None:
+    runner = ReplayTrialRunner(grid.space(), grid, log_dir=tmp_path)
+    assert isinstance(runner.measuring, GridMeasurement) and runner.quality is None
+    phases: list[str] = []
+    params = {"max_num_seqs": 8, "max_num_batched_tokens": 2048, "enable_chunked_prefill": True}
+    outcome = runner.run(3, params, is_default=False, on_phase=phases.append)
+    assert phases == ["waiting for devices", "starting engine", "replaying", "tearing down"]
+    assert outcome.state == "complete" and outcome.metrics == ROWS[(8, 2048, True)][2]
+    assert outcome.timings == {"startup_s": 20.0, "teardown_s": 0.0}
+    assert outcome.argv[0] == "replay" and outcome.engine_version == "replay"
+    assert "row" in (tmp_path / "trial-0003.log").read_text()
+    failed = {"max_num_seqs": 64, "max_num_batched_tokens": 2048, "enable_chunked_prefill": False}
+    outcome = runner.run(4, failed, is_default=False)
+    assert outcome.state == "failed" and outcome.failure is not None
+    assert outcome.failure.kind == FailureKind.OUT_OF_MEMORY
+    assert "recorded out_of_memory" in outcome.log_excerpt  # the replay's own log line
 
 
 @pytest.mark.parametrize(
