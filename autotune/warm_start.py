@@ -31,8 +31,7 @@ from autotune.errors import AutotuneError
 from autotune.model_config import find_model_config
 from autotune.parameters import KNOWN_PARAMETERS
 from autotune.scoring import is_feasible, objective_values, pareto_indices, violations
-from autotune.space import ParameterSpec, Space, is_active
-from autotune.space import nearest_allowed
+from autotune.space import ParameterSpec, Space, is_active, nearest_allowed
 from autotune.storage import is_sqlite, sqlite_path
 
 if TYPE_CHECKING:
