@@ -1,7 +1,8 @@
 """Quality of a trial's outputs: labelled accuracy and agreement with a reference.
 
-``spec`` and ``grading`` are light (the space file needs them); ``probe`` talks HTTP to a live
-server and ``store`` keeps the reference in the study. See docs/quality.md.
+``spec`` and ``grading`` are light (the space file needs them); ``reference`` reads the eval set
+and scores outputs against the study's reference (kept by the study store); ``probe`` talks HTTP
+to a live server. See docs/quality.md.
 """
 
 from autotune.quality.spec import QUALITY_INFO_METRICS, QUALITY_METRICS, QualitySpec

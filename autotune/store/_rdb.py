@@ -46,7 +46,7 @@ from autotune.store.base import (
 from autotune.trial_state import TrialState
 
 if TYPE_CHECKING:
-    from autotune.quality.probe import Reference
+    from autotune.quality.reference import Reference
     from autotune.space import Space
 
 # Heartbeats, retries and grouped TPE are "experimental" in Optuna; we rely on them knowingly.
@@ -386,7 +386,7 @@ class RdbStudyStore:
     # -- the quality reference ----------------------------------------------------------------
 
     def quality_reference(self) -> tuple[Reference | None, bool]:
-        from autotune.quality.probe import Reference
+        from autotune.quality.reference import Reference
 
         study = self.study
         attrs = self._storage.get_study_user_attrs(study._study_id)  # fresh, not a cached copy

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import optuna
 
     from autotune.db.models import StudyRecord, TrialRecord
-    from autotune.quality.probe import Reference
+    from autotune.quality.reference import Reference
     from autotune.space import Space
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from autotune.configuration import Configuration
 from autotune.db import repository
 from autotune.engines.failures import EngineFailure, FailureKind
-from autotune.quality.probe import Reference, ReferenceItem
+from autotune.quality.reference import Reference, ReferenceItem
 from autotune.scoring import failed_values
 from autotune.space import Space
 from autotune.store import (
