@@ -1,0 +1,204 @@
+"""Whole trials through TrialRunner and its measuring step, on the mock OpenAI server: the
+engine suite's HTTP half, the default HttpMeasurement, and an injected step."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autotune.bench.driver import Endpoint
+from autotune.bench.http_step import HttpMeasurement
+from autotune.bench.step import MeasureContext, Measured, MeasuringStep
+from autotune.devices import CpuSlotPool
+from autotune.engines import (
+    EngineConfig,
+    EngineFailure,
+    EngineLauncher,
+    FailureKind,
+    RunningEngine,
+)
+from autotune.engines.vllm import engine_config
+from autotune.scoring import COST_METRIC
+from autotune.space import Space
+from autotune.trial import TrialRunner
+from tests.support.engine_suite import EndpointSuite, EngineSuite, FailingStart
+from tests.support.mock_openai import Behaviour, MockLauncher, MockOpenAI
+
+SPACE: dict[str, Any] = {
+    "name": "mock",
+    "model": {"path": "/nonexistent/mock-model", "max_model_len": 512},
+    "engine": {"command": ["vllm", "serve"], "flags": {"dtype": "float16"}},
+    "workload": {
+        "prompts": {"kind": "random", "input_tokens": 8, "output_tokens": 4},
+        "num_requests": 8,
+        "warmup_requests": 2,
+        "load": {"kind": "concurrency", "concurrency": 2},
+        "request_timeout_s": 10,
+    },
+    "slos": {"e2e_p95_ms": 5000},
+    "objectives": [{"metric": "output_throughput", "direction": "maximize"}],
+    "measurement": {"max_repeats": 0},
+    "parameters": {"max_num_seqs": {"choices": [8, 16], "default": 16}},
+}
+
+
+def _space(**update: Any) -> Space:
+    return Space.model_validate({**SPACE, **update})
+
+
+@pytest.fixture(scope="module")
+def mock_endpoint() -> Iterator[Endpoint]:
+    with MockOpenAI() as server:
+        yield server.endpoint
+
+
+class TestMockEndpointConforms(EndpointSuite):
+    """The HTTP half of the engine suite on the mock server."""
+
+    @pytest.fixture
+    def endpoint(self, mock_endpoint: Endpoint) -> Endpoint:
+        return mock_endpoint
+
+
+class TestMockLauncherConforms(EngineSuite):
+    """The whole engine suite on the mock launcher (an in-process server, no process)."""
+
+    runs_processes = False
+    serves_http = True
+
+    @pytest.fixture
+    def launcher(self) -> EngineLauncher:
+        return MockLauncher()
+
+    @pytest.fixture
+    def serve_config(self) -> EngineConfig:
+        return engine_config(_space(), {}, is_default=True)
+
+    @pytest.fixture
+    def failing_start(self) -> FailingStart:
+        config = engine_config(_space(), {}, is_default=True)
+        config = EngineConfig(**{**config.__dict__,
+                                 "flags": {**config.flags, "quantization": "nosuchquant"}})
+        return FailingStart(config, FailureKind.UNSUPPORTED, "Unknown quantization method")
+
+
+def _runner(tmp_path: Path, launcher: MockLauncher, space: Space | None = None,
+            **kwargs: Any) -> TrialRunner:
+    return TrialRunner(space or _space(), launcher, CpuSlotPool(slots=1), tmp_path / "logs",
+                       **kwargs)
+
+
+def test_a_trial_is_measured_over_http(tmp_path: Path) -> None:
+    launcher = MockLauncher(Behaviour(token_delay_s=0.002))
+    runner = _runner(tmp_path, launcher)
+    assert isinstance(runner.measuring, HttpMeasurement) and runner.quality is None
+    phases: list[str] = []
+    outcome = runner.run(1, {"max_num_seqs": 8}, is_default=False, on_phase=phases.append)
+    assert outcome.state == "complete", outcome.failure
+    assert phases == ["waiting for devices", "starting engine", "benchmarking", "tearing down"]
+    m = outcome.metrics
+    assert m["completed"] == 8 and m["failed"] == 0 and m["total_output_tokens"] == 32
+    assert m["ttft_p50_ms"] > 0 and m["measurement_runs"] == 1
+    assert "output_throughput_ci_low" in m  # robust measurement ran
+    assert set(outcome.timings) >= {"startup_s", "warmup_s", "benchmark_s", "teardown_s"}
+    # A busy host (other tests, other processes) may disturb it: then the note says so.
+    assert outcome.disturbed == bool(outcome.measurements[-1]["disturbances"])
+    assert outcome.disturbed == any(n.startswith("measured under disturbance") for n in
+                                    outcome.notes)
+    assert outcome.argv[:2] == ["mock-openai", "/nonexistent/mock-model"]
+    assert "--max-num-seqs" in outcome.argv and "--port" in outcome.argv
+    assert outcome.engine_version == "0.0.mock" and outcome.devices
+    (engine,) = launcher.started
+    assert not engine.alive()  # torn down
+    sent = [s for s in engine.server.requests if s.path == "/v1/completions"]
+    assert len(sent) == 2 + 8  # the warm-up requests ran too
+    result = json.loads((tmp_path / "logs" / "trial-0001.result.json").read_text())
+    assert result["completed"] == 8 and result["median_ttft_ms"] == m["ttft_p50_ms"]
+
+
+def test_no_request_served_is_a_benchmark_failure_with_the_first_error(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, MockLauncher(Behaviour(status=503)))
+    outcome = runner.run(1, {"max_num_seqs": 8}, is_default=False)
+    assert outcome.state == "failed" and outcome.failure is not None
+    assert outcome.failure.kind == FailureKind.BENCHMARK_FAILED
+    assert outcome.failure.reason.startswith("no request succeeded: HTTP 503")
+    assert outcome.metrics["completed"] == 0 and outcome.metrics["failed"] == 8
+    assert "mock OpenAI server" in outcome.log_excerpt  # the engine's log, as it was
+    assert not (tmp_path / "logs" / "trial-0001.result.json").exists()
+
+
+def test_an_error_chunk_in_every_stream_fails_the_trial(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, MockLauncher(Behaviour(error_after=1)))
+    outcome = runner.run(1, {"max_num_seqs": 8}, is_default=False)
+    assert outcome.failure is not None and outcome.failure.kind == FailureKind.BENCHMARK_FAILED
+    assert "mock error mid-stream" in outcome.failure.reason
+
+
+def test_a_failed_start_is_classified_without_measuring(tmp_path: Path) -> None:
+    launcher = MockLauncher()
+    space = _space(engine={**SPACE["engine"], "flags": {"quantization": "nosuchquant"}})
+    outcome = _runner(tmp_path, launcher, space).run(0, {}, is_default=True)
+    assert outcome.state == "failed" and outcome.failure is not None
+    assert outcome.failure.kind == FailureKind.UNSUPPORTED and launcher.started == []
+    assert "Unknown quantization method" in outcome.log_excerpt
+
+
+def test_capacity_and_cost_are_measured_on_the_same_engine(tmp_path: Path) -> None:
+    space = _space(capacity={"start_rate": 50, "max_rate": 100, "bisection_steps": 0,
+                             "requests_per_point": 4},
+                   cost={"device_hour_usd": 2.0})
+    launcher = MockLauncher()
+    phases: list[str] = []
+    outcome = _runner(tmp_path, launcher, space).run(1, {"max_num_seqs": 8}, is_default=False,
+                                                     on_phase=phases.append)
+    assert outcome.state == "complete", outcome.failure
+    assert "searching SLO capacity" in phases and len(launcher.started) == 1
+    assert outcome.metrics["capacity_request_rate"] == 100  # every point held: up to max_rate
+    assert outcome.metrics["capacity_load_points"] == 2
+    assert outcome.timings["capacity_s"] > 0
+    assert outcome.metrics[COST_METRIC] > 0
+
+
+class _Step:
+    """An injected measuring step that records what it was given."""
+
+    quality = None
+
+    def __init__(self, measured: Measured) -> None:
+        self.measured = measured
+        self.seen: list[tuple[str, str, MeasureContext]] = []
+
+    def measure(
+        self, engine: RunningEngine, config: EngineConfig, trial: MeasureContext
+    ) -> Measured:
+        assert engine.alive()
+        self.seen.append((engine.base_url, config.model, trial))
+        return self.measured
+
+
+def test_an_injected_step_decides_the_outcome(tmp_path: Path) -> None:
+    step = _Step(Measured(metrics={"output_throughput": 7.0}, timings={"benchmark_s": 1.5},
+                          notes=["stepped"], disturbed=True))
+    assert isinstance(step, MeasuringStep)
+    launcher = MockLauncher()
+    runner = _runner(tmp_path, launcher, measuring=step)
+    outcome = runner.run(5, {"max_num_seqs": 8}, is_default=False)
+    assert outcome.state == "complete"
+    assert outcome.metrics == {"output_throughput": 7.0} and outcome.notes == ["stepped"]
+    assert outcome.disturbed and outcome.timings["benchmark_s"] == 1.5
+    ((url, model, trial),) = step.seen
+    assert url == launcher.started[0].base_url and model == "/nonexistent/mock-model"
+    assert trial.number == 5 and not trial.is_default and trial.space is runner.space
+    assert trial.log_path == tmp_path / "logs" / "trial-0005.log"
+    assert not launcher.started[0].alive()
+
+    failing = _Step(Measured(metrics={"completed": 0.0},
+                             failure=EngineFailure(FailureKind.BENCHMARK_FAILED, "step says no")))
+    outcome = _runner(tmp_path, MockLauncher(), measuring=failing).run(6, {}, is_default=True)
+    assert outcome.state == "failed" and outcome.failure is not None
+    assert outcome.failure.reason == "step says no" and outcome.metrics == {"completed": 0.0}
+    assert failing.seen[0][2].is_default
