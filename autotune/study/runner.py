@@ -8,7 +8,6 @@ the store's lock, heartbeats detect a dead worker and its configuration is retri
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,20 +23,9 @@ from autotune.search import make_sampler
 from autotune.space import Space
 from autotune.store import Origin, StaleTrial, StudyFacts, StudyStore, Suggestion, open_store
 from autotune.study import recording
+from autotune.study.claims import Claims
 from autotune.study.executor import Executor
-from autotune.study.proposer import (
-    ALL_MEASURED,
-    MAX_ASKS_PER_CLAIM,
-    Decision,
-    Done,
-    History,
-    Proposer,
-    Reuse,
-    Run,
-    Skip,
-    Wait,
-    WaitForTwin,
-)
+from autotune.study.proposer import Done, Proposer, Run, Wait, WaitForTwin
 from autotune.study.reporter import SilentReporter, StudyReporter
 from autotune.trial import TrialRunner
 
@@ -75,8 +63,10 @@ class StudyRunner:
         self.proposer = Proposer(space)
         self._stop = trials.stop_event
         self.executor = Executor(self._stop, self._notice, db_retry_s=db_retry_s)
+        self.claims = Claims(space, store, self.proposer, self.executor, self._stop,
+                             self._notice)
+        self._lock = self.claims.lock
         store.notice = self._notice
-        self._lock = threading.RLock()
 
     @classmethod
     def create(
@@ -138,15 +128,15 @@ class StudyRunner:
         budget = n_trials
         started = time.monotonic()
         self.reporter.study_started(self.name, self.finished_count(), budget)
-        self._ran = self._claimed_here = self._peak = 0
+        self._ran = self._peak = self.claims.claimed_here = 0
         self._running: dict[int, int] = {}  # trial number → most trials running beside it
         self._stop.clear()
         retry = self.executor.with_db_retry
 
         def slot() -> None:
             while timeout_s is None or time.monotonic() - started <= timeout_s:
-                decision, index = retry("claiming a trial",
-                                        lambda: self._claim(budget, max_trials_here))
+                decision, index = retry("claiming a trial", lambda: self.claims.next(
+                    budget, self._running, max_trials_here))
                 if isinstance(decision, Done):
                     if decision.notice:
                         self._notice(decision.notice)
@@ -155,7 +145,8 @@ class StudyRunner:
                     self._stop.wait(self.heartbeat_interval_s)
                     continue
                 if isinstance(decision, WaitForTwin):
-                    decision, index = self._wait_for_twin(decision), self.finished_count() + 1
+                    decision = self.claims.wait_for_twin(decision)
+                    index = self.finished_count() + 1
                 if isinstance(decision, Run):
                     self._one_trial(decision.suggestion, index, budget)
 
@@ -167,69 +158,6 @@ class StudyRunner:
             slot, parallel, (watch, self.heartbeat_interval_s) if self.store.shared else None)
         return StudyRun(self.name, self._ran, time.monotonic() - started, interrupted,
                         self._peak)
-
-    def _claim(self, budget: int, max_here: int | None) -> tuple[Decision, int]:
-        """The next thing this slot does, and its trial's index in the study. Suggestions
-        already measured are answered with their result, those the crash model rejects are
-        told as failures, all without an engine and without counting toward the budget."""
-        with self._lock, self.store.claim_lock():
-            if self._stop.is_set() or (max_here is not None and self._claimed_here >= max_here):
-                return Done(), 0
-            history = History.of(self.store.trials())
-            first = self.proposer.before_asking(
-                history, budget=budget, running_here=self._running, shared=self.store.shared)
-            if isinstance(first, (Wait, Done)):
-                return first, 0
-            if first is not None:
-                self.store.enqueue(first, Origin.STUDY)
-            for ask in range(MAX_ASKS_PER_CLAIM + 1):
-                if ask == MAX_ASKS_PER_CLAIM:
-                    pick = self.proposer.unmeasured(history)
-                    if pick is None:
-                        return Done(ALL_MEASURED), 0
-                    self.store.enqueue(pick, Origin.STUDY)
-                decision = self.proposer.judge(self.store.ask(self.space), history)
-                if isinstance(decision, Reuse):
-                    self._reuse(decision)
-                    if decision.neighbour is not None:
-                        self.store.enqueue(decision.neighbour, Origin.STUDY)
-                    continue
-                if isinstance(decision, Skip):
-                    self.store.finish(decision.suggestion.number,
-                                      recording.skipped(self.space, decision.reason))
-                    continue
-                self._claimed_here += 1
-                if isinstance(decision, Run):
-                    self.store.start(decision.suggestion)
-                return decision, history.taken + 1
-        # Even the unmeasured pick was predicted to fail: nothing worth an engine is left.
-        return Done(), 0
-
-    def _reuse(self, decision: Reuse) -> None:
-        self.store.finish(decision.suggestion.number,
-                          recording.reused(decision.twin, decision.reason))
-
-    def _wait_for_twin(self, claim: WaitForTwin) -> Run | None:
-        """Wait for the running trial with the same configuration, then reuse its result (or,
-        if it did not finish with one, run the configuration here)."""
-        number, retry = claim.suggestion.number, self.executor.with_db_retry
-        self._notice(f"trial {number}: the same configuration as trial {claim.twin.number}, "
-                     "which is running; waiting for its result")
-        with self.store.heartbeat(number):
-            while (twin := retry("waiting for a trial",
-                                 lambda: self.store.trial(claim.twin.number))).running:
-                if self._stop.wait(1.0):
-                    retry("withdrawing a suggestion", lambda: self.store.withdraw(
-                        number, f"stopped while waiting for trial {claim.twin.number} "
-                                "(the same configuration)"))
-                    return None
-        with self._lock:
-            decision = self.proposer.after_twin(claim.suggestion, twin)
-            if isinstance(decision, Reuse):
-                retry("reusing a result", lambda: self._reuse(decision))
-                return None
-            self.store.start(decision.suggestion)
-            return decision
 
     def _one_trial(self, suggestion: Suggestion, index: int, total: int) -> None:
         number, config = suggestion.number, suggestion.configuration
