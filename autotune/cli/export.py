@@ -36,10 +36,10 @@ def _picked(name: str, storage: str | None, trial: int | None, pick: str | None)
 
 def _confirm(url: str, name: str, record: Any, times: int, log_dir: Path | None) -> Any:
     from autotune.confirm import confirm_trial
-    from autotune.db import repository
     from autotune.settings import Settings
+    from autotune.store import open_catalog
 
-    study = repository.get_study(url=url, name=name)
+    study = open_catalog(url).get_study(name)
     assert study is not None
     console.print(f"confirming trial {record.number} of {name} on {times} fresh server(s) ...")
     return confirm_trial(study.space_yaml, record, times=times,

@@ -131,16 +131,16 @@ def study_start(
 @app.command("list")
 def study_list(storage: StorageOpt = None) -> None:
     """List the studies in a storage."""
-    from autotune.db import repository
-    from autotune.db.session import has_schema
+    from autotune.store import open_catalog
 
     url = storage_url(storage)
-    if not has_schema(url):
+    catalog = open_catalog(url)
+    if not catalog.has_schema():
         console.print(f"no autotune studies in {url}")
         return
     rows = []
-    for study in repository.list_studies(url=url):
-        trials = repository.list_trials(url=url, study_name=study.name)
+    for study in catalog.list_studies():
+        trials = catalog.list_trials(study.name)
         rows.append((
             study.name,
             study.model,

@@ -35,13 +35,13 @@ def worker(
     import yaml
     from pydantic import ValidationError
 
-    from autotune.db import repository
-    from autotune.db.session import has_schema
     from autotune.errors import StudyNotFoundError
     from autotune.space import Space
+    from autotune.store import open_catalog
 
     url = storage_url(storage)
-    record = repository.get_study(url=url, name=study) if has_schema(url) else None
+    catalog = open_catalog(url)
+    record = catalog.get_study(study) if catalog.has_schema() else None
     if record is None:
         raise fail(StudyNotFoundError(study, url))
     try:
