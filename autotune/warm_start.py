@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from sqlalchemy.engine import make_url
 
+from autotune.configuration import Configuration
 from autotune.db.models import StudyRecord, TrialRecord
 from autotune.errors import AutotuneError
 from autotune.model_config import find_model_config
@@ -267,10 +268,6 @@ def map_params(
     return mapped, None
 
 
-def params_key(params: Mapping[str, Any]) -> str:
-    return repr(sorted((k, (type(v).__name__, v)) for k, v in params.items()))
-
-
 # --------------------------------------------------------------------------- the plan
 
 
@@ -368,7 +365,7 @@ def plan(
     sign = 1.0 if space.directions[0] == "minimize" else -1.0
     front.sort(key=lambda tv: (sign * tv[1][0], tv[0].number))
     fixed = fixed_flags(record.space_yaml)
-    seen = {params_key(space.default_params()): "the vLLM defaults (the first trial)"}
+    seen = {Configuration(space.default_params()).key(): "the vLLM defaults (the first trial)"}
     for t, values in front:
         if t.is_default:
             result.notes.append(f"trial {t.number} of {source} (vLLM defaults) is on its front: "
@@ -378,7 +375,7 @@ def plan(
         if mapped is None:
             result.skipped.append(Skipped(t.number, dict(t.params), problem or ""))
             continue
-        key = params_key(mapped)
+        key = Configuration(mapped).key()
         if key in seen:
             result.skipped.append(Skipped(t.number, dict(t.params),
                                           f"in this space it is the same as {seen[key]}"))

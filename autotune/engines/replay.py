@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.bench.step import MeasureContext, Measured
+from autotune.configuration import Configuration, params_key
 from autotune.devices import DeviceSet
 from autotune.engines.base import EngineConfig, RunningEngine, register
 from autotune.engines.failures import EngineFailure, FailureKind
@@ -48,15 +49,6 @@ class GridError(ValueError):
 
 class GridMiss(GridError, LookupError):
     """The search asked for a configuration that was never measured."""
-
-
-def flags_key(flags: Mapping[str, Any]) -> str:
-    """Canonical text of a flag set: equal for the same engine invocation."""
-    return json.dumps(dict(flags), sort_keys=True, separators=(",", ":"), default=str)
-
-
-def params_key(params: Mapping[str, Any]) -> str:
-    return json.dumps(dict(params), sort_keys=True, separators=(",", ":"), default=str)
 
 
 @dataclass(frozen=True)
@@ -132,9 +124,9 @@ class Grid:
         self.meta = dict(meta or {})
         self.path = path
         self._by_flags: dict[str, GridRow] = {}
-        self._by_params: dict[tuple[str, bool], GridRow] = {}
+        self._by_params: dict[str, GridRow] = {}
         for row in rows:
-            pkey = (params_key(row.params), row.default)
+            pkey = Configuration(row.params, row.default).key()
             if pkey in self._by_params:
                 raise GridError(
                     f"row {row.index}: the same configuration as row "
@@ -142,7 +134,7 @@ class Grid:
                 )
             self._by_params[pkey] = row
             if row.flags:
-                self._by_flags.setdefault(flags_key(row.flags), row)
+                self._by_flags.setdefault(params_key(row.flags), row)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Grid:
@@ -192,17 +184,17 @@ class Grid:
 
     def by_flags(self, flags: Mapping[str, Any]) -> GridRow:
         try:
-            return self._by_flags[flags_key(flags)]
+            return self._by_flags[params_key(flags)]
         except KeyError:
             raise GridMiss(
                 f"the grid {self.path} holds no configuration started with the flags "
-                f"{flags_key(flags)}; replay only the space the grid was measured with "
+                f"{params_key(flags)}; replay only the space the grid was measured with "
                 "(Grid.space()), restricted to the grid's values"
             ) from None
 
     def by_params(self, params: Mapping[str, Any], *, default: bool = False) -> GridRow:
         try:
-            return self._by_params[(params_key(params), default)]
+            return self._by_params[Configuration(params, default).key()]
         except KeyError:
             raise GridMiss(
                 f"the grid {self.path} holds no configuration {params_key(params)}"

@@ -1,5 +1,5 @@
 """One conformance suite for every DevicePool, plus NVML specifics with pynvml faked at its
-function boundary (tests.fake_nvml) — these machines have no NVIDIA GPU."""
+function boundary (tests.support.fake_nvml) — these machines have no NVIDIA GPU."""
 
 from __future__ import annotations
 
