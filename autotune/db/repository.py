@@ -6,7 +6,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from autotune.db.models import StudyRecord, TrialRecord
 from autotune.db.session import session_factory
@@ -25,6 +25,12 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+def _trial(study_name: str, number: int) -> Select[tuple[TrialRecord]]:
+    return select(TrialRecord).where(
+        TrialRecord.study_name == study_name, TrialRecord.number == number
+    )
 
 
 def save_study(
@@ -82,11 +88,7 @@ def record_trial(
 ) -> None:
     """Create (or reset) one trial's row in ``state``, with ``fields`` set, in one transaction."""
     with session_factory(url)() as session, session.begin():
-        record = session.scalar(
-            select(TrialRecord).where(
-                TrialRecord.study_name == study_name, TrialRecord.number == number
-            )
-        )
+        record = session.scalar(_trial(study_name, number))
         if record is None:
             record = TrialRecord(study_name=study_name, number=number)
             session.add(record)
@@ -137,11 +139,7 @@ def update_trial(*, url: str, study_name: str, number: int, **fields: Any) -> No
     """Set columns of one trial; ``finished=True`` also stamps ``finished_at``."""
     finished = fields.pop("finished", False)
     with session_factory(url)() as session, session.begin():
-        record = session.scalar(
-            select(TrialRecord).where(
-                TrialRecord.study_name == study_name, TrialRecord.number == number
-            )
-        )
+        record = session.scalar(_trial(study_name, number))
         if record is None:
             raise KeyError(f"trial {number} of study {study_name!r} has no record")
         _set_fields(record, fields)
@@ -162,8 +160,4 @@ def list_trials(*, url: str, study_name: str, after: int | None = None) -> list[
 
 def get_trial(*, url: str, study_name: str, number: int) -> TrialRecord | None:
     with session_factory(url)() as session:
-        return session.scalar(
-            select(TrialRecord).where(
-                TrialRecord.study_name == study_name, TrialRecord.number == number
-            )
-        )
+        return session.scalar(_trial(study_name, number))
