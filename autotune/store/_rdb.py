@@ -98,6 +98,10 @@ def summary_of(trial: optuna.trial.FrozenTrial) -> TrialSummary:
 
 
 class RdbStudyStore:
+    """The whole ``StudyStore`` contract in one class (over 200 lines, on purpose): nearly every
+    method pairs an Optuna write with a row write in a set order (Optuna first, then the row),
+    and that rule is easiest to keep, and to check, where all the pairs stand together."""
+
     def __init__(
         self, url: str, name: str, *, heartbeat_interval_s: int = 10, grace_period_s: int = 30,
         max_retries: int = 2, notice: Callable[[str], None] | None = None,
