@@ -57,6 +57,32 @@ class TrialOutcome:
     measurements: list[dict[str, Any]] = field(default_factory=list)
     disturbed: bool = False
 
+    def record(self, measured: Measured, log_path: Path) -> None:
+        """Take what the measuring step found (before teardown, so that a failure's log
+        excerpt is the log as the failure left it)."""
+        self.metrics = measured.metrics
+        self.timings.update(measured.timings)
+        self.measurements = measured.measurements
+        self.disturbed = measured.disturbed
+        self.notes.extend(measured.notes)
+        self.quality_reference = measured.quality_reference
+        if measured.failure is not None:
+            self.fail(measured.failure, log_path)
+        else:
+            self.state = "complete"
+
+    def fail(self, failure: EngineFailure, log_path: Path) -> None:
+        """Failed with ``failure``; the excerpt of the engine's log around its deciding line."""
+        self.state = "failed"
+        self.failure = failure
+        try:
+            text = log_path.read_text(errors="replace")
+        except OSError:
+            text = ""
+        if failure.kind == FailureKind.BENCHMARK_FAILED and not failure.line:
+            failure.line = classify(text, None).line
+        self.log_excerpt = log_excerpt(text, failure.line)
+
 
 class TrialRunner:
     def __init__(
@@ -247,11 +273,11 @@ class TrialRunner:
             engine = self.launcher.start(config, devices, log_path)
         except EngineFailure as failure:
             outcome.timings["startup_s"] = time.monotonic() - started
-            self._fail(outcome, failure, log_path)
+            outcome.fail(failure, log_path)
             return
         if self.stop_event.is_set():  # stopped while this engine was starting
             outcome.timings["teardown_s"] = engine.stop()
-            self._fail(outcome, EngineFailure(FailureKind.INTERRUPTED, "study stopped"), log_path)
+            outcome.fail(EngineFailure(FailureKind.INTERRUPTED, "study stopped"), log_path)
             return
         outcome.argv = list(engine.argv)
         outcome.engine_version = engine.version
@@ -259,37 +285,10 @@ class TrialRunner:
         trial = MeasureContext(self.space, number, is_default, self.pool, devices, log_path,
                                on_phase)
         try:
-            self._record(outcome, self.measuring.measure(engine, config, trial), log_path)
+            outcome.record(self.measuring.measure(engine, config, trial), log_path)
         finally:
             on_phase("tearing down")
             outcome.timings["teardown_s"] = engine.stop()
-
-    def _record(self, outcome: TrialOutcome, measured: Measured, log_path: Path) -> None:
-        """Set what the step measured on the outcome (before teardown, so that a failure's log
-        excerpt is the log as the failure left it)."""
-        outcome.metrics = measured.metrics
-        outcome.timings.update(measured.timings)
-        outcome.measurements = measured.measurements
-        outcome.disturbed = measured.disturbed
-        outcome.notes.extend(measured.notes)
-        outcome.quality_reference = measured.quality_reference
-        if measured.failure is not None:
-            self._fail(outcome, measured.failure, log_path)
-        else:
-            outcome.state = "complete"
-
-    @staticmethod
-    def _fail(outcome: TrialOutcome, failure: EngineFailure, log_path: Path) -> None:
-        outcome.state = "failed"
-        outcome.failure = failure
-        try:
-            text = log_path.read_text(errors="replace")
-        except OSError:
-            text = ""
-        if failure.kind == FailureKind.BENCHMARK_FAILED and not failure.line:
-            found = classify(text, None)
-            failure.line = found.line
-        outcome.log_excerpt = log_excerpt(text, failure.line)
 
 
 class ReplayTrialRunner(TrialRunner):

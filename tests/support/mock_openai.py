@@ -13,8 +13,7 @@ mid-stream, a malformed chunk, an early close, a non-200 status) for every follo
         server.behaviour = Behaviour(tokens=4, token_delay_s=0.01, error_after=2)
         HttpLoadDriver().run(server.endpoint, workload, slos)
 
-``MockLauncher`` starts one per engine start, behind the engine boundary, so whole trials run
-through ``TrialRunner`` and its default measuring step in unit tests.
+``tests/support/mock_engine.py`` puts it behind the engine boundary.
 """
 
 from __future__ import annotations
@@ -22,19 +21,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
 from autotune.bench.driver import Endpoint
-from autotune.devices import DeviceSet
-from autotune.engines import EngineConfig, EngineFailure
-from autotune.engines.failures import classify
-from autotune.engines.vllm import render_flags
 
 SERVED_NAME = "mock-model"
 VERSION = "0.0.mock"
@@ -64,22 +57,12 @@ class Seen:
     body: dict[str, Any] = field(default_factory=dict)
 
 
-class MockOpenAI:
-    """The server, on 127.0.0.1 and a free port, in a thread of its own (its own event loop).
+class ThreadedServer:
+    """An aiohttp application on 127.0.0.1 and a free port, served by a thread of its own (with
+    its own event loop), so synchronous code under test can call it. ``start``/``stop`` or a
+    ``with`` block; subclasses add their routes in ``routes``."""
 
-    ``start``/``stop`` or a ``with`` block; ``reset`` restores the default behaviour and forgets
-    the requests and counters (for a server shared by a module's tests)."""
-
-    def __init__(self, served_name: str = SERVED_NAME) -> None:
-        self.served_name = served_name
-        self.behaviour = Behaviour()
-        self.script: list[Behaviour] = []
-        self.requests: list[Seen] = []
-        self.answered = 0  # completion requests seen (the index into ``script``)
-        self.running = 0
-        self.prompt_tokens = 0
-        self.generation_tokens = 0
-        self.finished = 0
+    def __init__(self) -> None:
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -89,20 +72,10 @@ class MockOpenAI:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def endpoint(self) -> Endpoint:
-        return Endpoint(self.base_url, self.served_name)
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
 
-    def reset(self) -> None:
-        self.behaviour = Behaviour()
-        self.script = []
-        self.answered = 0
-        self.requests.clear()
-        self.prompt_tokens = self.generation_tokens = self.finished = 0
-
-    # --- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> MockOpenAI:
+    def start(self) -> Self:
         ready = threading.Event()
         failed: list[BaseException] = []
 
@@ -121,10 +94,10 @@ class MockOpenAI:
             loop.run_until_complete(self._runner.cleanup() if self._runner else asyncio.sleep(0))
             loop.close()
 
-        self._thread = threading.Thread(target=serve, name="mock-openai", daemon=True)
+        self._thread = threading.Thread(target=serve, name=type(self).__name__, daemon=True)
         self._thread.start()
         if not ready.wait(10):
-            raise RuntimeError("the mock OpenAI server did not start within 10s")
+            raise RuntimeError(f"{type(self).__name__} did not start within 10s")
         if failed:
             raise failed[0]
         return self
@@ -135,7 +108,7 @@ class MockOpenAI:
             self._thread.join(10)
         self._loop = self._thread = None
 
-    def __enter__(self) -> MockOpenAI:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -143,6 +116,42 @@ class MockOpenAI:
 
     async def _listen(self) -> None:
         app = web.Application()
+        self.routes(app)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+
+class MockOpenAI(ThreadedServer):
+    """The mock vLLM server. ``reset`` restores the default behaviour and forgets the requests
+    and counters (for a server shared by a module's tests)."""
+
+    def __init__(self, served_name: str = SERVED_NAME) -> None:
+        super().__init__()
+        self.served_name = served_name
+        self.behaviour = Behaviour()
+        self.script: list[Behaviour] = []
+        self.requests: list[Seen] = []
+        self.answered = 0  # completion requests seen (the index into ``script``)
+        self.running = 0
+        self.prompt_tokens = 0
+        self.generation_tokens = 0
+        self.finished = 0
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.base_url, self.served_name)
+
+    def reset(self) -> None:
+        self.behaviour = Behaviour()
+        self.script = []
+        self.answered = 0
+        self.requests.clear()
+        self.prompt_tokens = self.generation_tokens = self.finished = 0
+
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/tokenize", self._tokenize)
@@ -150,13 +159,6 @@ class MockOpenAI:
         app.router.add_get("/version", self._version)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    # --- endpoints -------------------------------------------------------------------------
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
@@ -321,64 +323,3 @@ def _token(i: int) -> str:
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
-
-
-class MockEngine:
-    """A RunningEngine answered by a MockOpenAI in this process (no process of its own)."""
-
-    def __init__(self, server: MockOpenAI, argv: list[str], log_path: Path, startup_s: float):
-        self.server = server
-        self.base_url = server.base_url
-        self.served_name = server.served_name
-        self.argv = argv
-        self.log_path = log_path
-        self.startup_s = startup_s
-        self.version = VERSION
-        self._stopped_after: float | None = None
-
-    def alive(self) -> bool:
-        return self._stopped_after is None
-
-    def failure(self) -> EngineFailure:
-        return classify(self.log_path.read_text(errors="replace"), None)
-
-    def pids(self) -> list[int]:
-        return []
-
-    def stop(self) -> float:
-        if self._stopped_after is None:
-            started = time.monotonic()
-            self.server.stop()
-            self._stopped_after = time.monotonic() - started
-        return self._stopped_after
-
-
-class MockLauncher:
-    """Implements EngineLauncher with a MockOpenAI per start, answering as ``behaviour``. A
-    configuration with ``quantization: nosuchquant`` fails to start as vLLM does (its log line
-    classified by autotune's own classifier)."""
-
-    name = "mock"
-
-    def __init__(self, behaviour: Behaviour | None = None) -> None:
-        self.behaviour = behaviour or Behaviour()
-        self.started: list[MockEngine] = []
-
-    def argv(self, config: EngineConfig, port: int | None = None) -> list[str]:
-        argv = ["mock-openai", config.model, *render_flags(config.flags)]
-        return argv + (["--port", str(port)] if port is not None else [])
-
-    def start(self, config: EngineConfig, devices: DeviceSet, log_path: Path) -> MockEngine:
-        started = time.monotonic()
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        if config.flags.get("quantization") == "nosuchquant":
-            log_path.write_text("ValueError: Unknown quantization method: nosuchquant. Must be "
-                                "one of ['awq', 'fp8'].\n")
-            raise classify(log_path.read_text(), 1)
-        server = MockOpenAI(config.served_name).start()
-        server.behaviour = self.behaviour
-        log_path.write_text(f"INFO mock OpenAI server for {config.model} on {server.base_url}\n")
-        engine = MockEngine(server, self.argv(config, server.port), log_path,
-                            max(time.monotonic() - started, 1e-6))
-        self.started.append(engine)
-        return engine

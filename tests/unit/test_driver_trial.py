@@ -26,7 +26,8 @@ from autotune.scoring import COST_METRIC
 from autotune.space import Space
 from autotune.trial import TrialRunner
 from tests.support.engine_suite import EndpointSuite, EngineSuite, FailingStart
-from tests.support.mock_openai import Behaviour, MockLauncher, MockOpenAI
+from tests.support.mock_engine import MockLauncher
+from tests.support.mock_openai import Behaviour, MockOpenAI
 
 SPACE: dict[str, Any] = {
     "name": "mock",
