@@ -13,7 +13,7 @@ import pytest
 
 from autotune.bench.driver import Endpoint, HttpLoadDriver
 from autotune.devices import CpuSlotPool
-from autotune.engines.base import create
+from autotune.engines import create
 from autotune.engines.vllm import engine_config
 from autotune.measurement import MeasurementSpec, measure_robustly
 from autotune.space import Space
