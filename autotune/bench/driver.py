@@ -54,7 +54,7 @@ class LoadDriver(Protocol):
 async def _one_request(
     client: aiohttp.ClientSession, endpoint: Endpoint, prompt: Prompt, ignore_eos: bool
 ) -> RequestRecord:
-    payload = {
+    payload: dict[str, object] = {
         "model": endpoint.served_name,
         "prompt": prompt.body,
         "max_tokens": prompt.max_tokens,
