@@ -36,3 +36,9 @@ class TrialNotFoundError(AutotuneError):
 
 class StorageError(AutotuneError):
     pass
+
+
+class OptionError(AutotuneError):
+    """A command-line option's value cannot be used (a file that cannot be read, a clash)."""
+
+    exit_code = 2

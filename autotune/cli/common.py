@@ -24,7 +24,8 @@ StorageOpt = Annotated[
 
 def fail(exc: AutotuneError) -> typer.Exit:
     """Print ``exc`` as one error line; the exit to raise carries its exit code."""
-    err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    # Soft wrap: a long path stays one piece that can be copied.
+    err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(exc.exit_code)
 
 

@@ -85,3 +85,62 @@ def test_storage_password_is_not_printed(served, capsys, monkeypatch):
     assert "hunter2" not in err
     assert "user:***@db.example" in err
     assert "warning: the dashboard listens on 10.0.0.1" in err
+
+
+@pytest.mark.parametrize("host, name", [("::1", "[::1]"), ("127.0.0.2", "127.0.0.2"),
+                                        ("0:0:0:0:0:0:0:1", "[::1]")])
+def test_every_loopback_address_refuses_other_host_names(studies_url, served, host, name):
+    serve(studies_url, host=host)
+    app = served["app"]
+    assert TestClient(app, base_url=f"http://{name}:8080").get("/").status_code == 200
+    assert TestClient(app, base_url="http://localhost:8080").get("/").status_code == 200
+    assert TestClient(app, base_url="http://attacker.example").get("/").status_code == 400
+
+
+def test_token_from_a_file(studies_url, served, tmp_path):
+    secret = tmp_path / "token"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    result = CliRunner().invoke(cli(), ["--storage", studies_url, "--token-file", str(secret)],
+                                env={"AUTOTUNE_DASHBOARD_TOKEN": "from-env"})
+    assert result.exit_code == 0, result.output
+    assert "s3cret" not in result.output and "warning" not in result.output
+    client = TestClient(served["app"], base_url="http://localhost:8080")
+    assert client.get("/api/studies").status_code == 401
+    assert client.get("/api/studies", headers={"Authorization": "Bearer from-env"}
+                      ).status_code == 401  # the file, named explicitly, wins
+    assert client.get("/api/studies", headers={"Authorization": "Bearer s3cret"}
+                      ).status_code == 200
+
+
+@pytest.mark.parametrize("content, expected", [(None, "cannot read"), ("  \n", "is empty")])
+def test_unusable_token_file_is_refused(served, tmp_path, content, expected):
+    secret = tmp_path / "token"
+    if content is not None:
+        secret.write_text(content)
+    result = CliRunner().invoke(cli(), ["--storage", f"sqlite:///{tmp_path / 'x.db'}",
+                                        "--token-file", str(secret)])
+    assert result.exit_code == 2, result.output
+    assert str(secret) in result.output and expected in result.output
+    assert served == {}
+
+
+def test_token_and_token_file_together_are_refused(served, tmp_path):
+    secret = tmp_path / "token"
+    secret.write_text("s3cret")
+    result = CliRunner().invoke(cli(), ["--storage", f"sqlite:///{tmp_path / 'x.db'}",
+                                        "--token", "t", "--token-file", str(secret)])
+    assert result.exit_code == 2, result.output
+    assert "--token-file" in result.output and served == {}
+
+
+def test_token_on_the_command_line_warns_of_ps(studies_url, served, tmp_path):
+    result = CliRunner().invoke(cli(), ["--storage", studies_url, "--token", "t0k"])
+    assert result.exit_code == 0, result.output
+    assert "visible" in result.output and "--token-file" in result.output
+    shared = tmp_path / "token"
+    shared.write_text("t0k")
+    shared.chmod(0o644)
+    result = CliRunner().invoke(cli(), ["--storage", studies_url, "--token-file", str(shared)])
+    assert result.exit_code == 0, result.output
+    assert "readable by other users" in result.output and "chmod 600" in result.output
