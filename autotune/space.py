@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import (
     Field,
     ValidationError,
@@ -25,8 +23,10 @@ from autotune.bench.metrics import LATENCY_METRIC
 from autotune.bench.workload_spec import WorkloadSpec
 from autotune.errors import SpaceError
 from autotune.measurement_spec import MeasurementSpec
+from autotune.model_config import candidates, hub_cache, is_repo_id
 from autotune.parameters import KNOWN_PARAMETERS, NONE_CHOICE
 from autotune.quality.spec import QUALITY_METRICS, QualitySpec
+from autotune.space_file import line_of, parse, read_text
 from autotune.space_sections import (
     CostSpec,
     EngineSpec,
@@ -265,17 +265,7 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 def load_space(path: str | os.PathLike[str]) -> Space:
     """Read and validate a space file; raise SpaceError naming the file and field paths."""
     p = str(path)
-    try:
-        text = Path(p).read_text()
-    except OSError as exc:
-        raise SpaceError(p, [("", f"cannot read file: {exc.strerror or exc}")]) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpaceError(p, [(where, f"YAML syntax error: {problem}")]) from exc
+    data, _ = parse(p, read_text(p))
     if not isinstance(data, dict):
         raise SpaceError(p, [("", "the file must be a YAML mapping (key: value)")])
     try:
@@ -294,3 +284,34 @@ def load_space(path: str | os.PathLike[str]) -> Space:
                 continue
             problems.append((loc, msg))
         raise SpaceError(p, problems) from exc
+
+
+def check_model_path(space: Space, path: str | os.PathLike[str]) -> None:
+    """Refuse a ``model.path`` an engine could not open: nothing there, and no hub id (or one
+    the engine's offline hub cache lacks), unless ``model.build_demo`` builds it first.
+
+    Checked before anything is written, by the command that runs the engine here: a study
+    created for workers elsewhere (``--no-run``) may name a path only they hold."""
+    model = space.model
+    if model.build_demo or os.path.exists(model.resolved_path):
+        return
+    offline = _offline(space)
+    if is_repo_id(model.path) and not (offline and not candidates(model.path)):
+        return
+    if is_repo_id(model.path):
+        why = (f"{model.path!r} is not in the Hugging Face cache ({hub_cache()}) and the engine "
+               f"runs with HF_HUB_OFFLINE={offline}: download it first "
+               f"(`huggingface-cli download {model.path}`), or give its local folder")
+    else:
+        why = (f"{model.path!r} does not exist and is not a hub id (org/name): give the model's "
+               "local folder or its hub id, or set model.build_demo: true to build the CPU demo "
+               "model there")
+    p = str(path)
+    line = line_of(parse(p, read_text(p))[1], ("model", "path"))
+    raise SpaceError(p, [("model.path" + (f" (line {line})" if line else ""), why)])
+
+
+def _offline(space: Space) -> str | None:
+    """The engine's HF_HUB_OFFLINE when it is set to a true value (its env wins over ours)."""
+    value = space.engine.env.get("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", ""))
+    return value if value.strip().upper() in {"1", "ON", "YES", "TRUE"} else None

@@ -93,11 +93,14 @@ def study_start(
     ] = False,
 ) -> None:
     """Run a tuning study: each trial launches, measures and tears down a real engine."""
-    from autotune.space import load_space
+    from autotune.space import check_model_path, load_space
+    from autotune.space_file import read_text
 
     url = storage_url(storage)
     try:
         spec = load_space(space)
+        if not no_run:  # a study made for workers elsewhere may name a path only they hold
+            check_model_path(spec, space)
     except AutotuneError as exc:
         raise fail(exc) from None
     study_name = name or spec.name or space.stem
@@ -114,7 +117,8 @@ def study_start(
                           "--warm-start STUDY")
         raise typer.Exit(2)
     runner = study_runner(spec, name=study_name, url=url, pool=pool, log_dir=log_dir,
-                          space_path=str(space), space_yaml=space.read_text(), warm_start=seeds)
+                          space_path=str(space), space_yaml=read_text(str(space)),
+                          warm_start=seeds)
     if no_run:
         runner.prepare(budget=total)
         console.print(f"study [bold]{study_name}[/] ready in {url} (budget {total} trials); "

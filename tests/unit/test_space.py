@@ -146,3 +146,36 @@ def test_default_params_are_inside_the_space() -> None:
     assert defaults["speculative_method"] == "none"
     assert "num_speculative_tokens" not in defaults
     assert defaults["max_num_seqs"] == 128
+
+
+def test_key_written_twice_is_refused_wherever_it_is(tmp_path: Path) -> None:
+    text = QUICKSTART.read_text(encoding="utf-8")
+    nested = text.replace("  served_name: demo\n", "  served_name: demo\n  served_name: other\n")
+    assert _problems(tmp_path, nested)[0] == (
+        "model.served_name (line 8)",
+        "written twice, on lines 7 and 8: YAML would silently keep the last; keep one")
+    top = text + "name: again\n"
+    assert _problems(tmp_path, top)[0][0].startswith("name (line ")
+    flow = text.replace("  max_model_len: 512\n", "  max_model_len: 512\n  x: {a: 1, a: 2}\n")
+    assert _problems(tmp_path, flow)[0][0] == "model.x.a (line 9)"
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    text = QUICKSTART.read_text(encoding="utf-8").replace(
+        "  load: {kind: concurrency, concurrency: 32}\n",
+        "  load: &load {kind: concurrency, concurrency: 32}\n")
+    text += "x-unused: {<<: *load, concurrency: 8}\n"
+    locs = [loc for loc, _ in _problems(tmp_path, text)]
+    assert locs == ["x-unused"]  # the unknown key only, no "written twice"
+
+
+def test_not_a_text_file(tmp_path: Path) -> None:
+    problems = _problems(tmp_path, "name: demo\nmodel:\x00\n")
+    assert problems == [("line 2, column 7", "not a text file: character #x0000 (special "
+                         "characters are not allowed); check that --space names the YAML file")]
+
+
+def test_utf8_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + QUICKSTART.read_bytes())
+    assert load_space(path).name == "quickstart-cpu"
