@@ -295,13 +295,13 @@ def check_model_path(space: Space, path: str | os.PathLike[str]) -> None:
     model = space.model
     if model.build_demo or os.path.exists(model.resolved_path):
         return
-    offline = _offline(space)
-    if is_repo_id(model.path) and not (offline and not candidates(model.path)):
+    hub, offline = is_repo_id(model.path), _offline(space)
+    if hub and (offline is None or candidates(model.path)):
         return
-    if is_repo_id(model.path):
+    if hub:
         why = (f"{model.path!r} is not in the Hugging Face cache ({hub_cache()}) and the engine "
-               f"runs with HF_HUB_OFFLINE={offline}: download it first "
-               f"(`huggingface-cli download {model.path}`), or give its local folder")
+               f"runs with HF_HUB_OFFLINE={offline}: download it into the cache first, or give "
+               "its local folder")
     else:
         why = (f"{model.path!r} does not exist and is not a hub id (org/name): give the model's "
                "local folder or its hub id, or set model.build_demo: true to build the CPU demo "
