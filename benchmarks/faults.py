@@ -1,0 +1,276 @@
+"""Fault benchmark: real quickstart studies (short workload, real vLLM CPU engines) with one
+fault injected into each, and what the study made of it.
+
+Faults, in one run: the engine killed with SIGKILL mid-trial; the engine stopped with SIGSTOP
+mid-trial; the port the engine is given taken by another process; the controller killed with
+SIGKILL mid-trial, then the study resumed; PostgreSQL connections cut repeatedly under two
+workers sharing a study. For each it prints:
+
+- trials lost: the study's budget minus the trials it holds as finished (complete, failed or
+  rejected), plus any trial left "running" (goal 0);
+- measured twice: configurations with more than one complete measurement (goal 0);
+- engines left: vLLM processes of this run alive after the study ended (goal 0);
+- detect s: seconds from the injection to the study's reaction (the trial recorded, the
+  engine gone, the worker carrying on).
+
+    .venv/bin/python benchmarks/faults.py [--model DIR] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autotune.demo_model import build_demo_model  # noqa: E402
+from autotune.store import open_catalog  # noqa: E402
+from tests.support.processes import engine_processes  # noqa: E402 - marks this run's engines
+from tests.support.spaces import small_space  # noqa: E402
+
+BUDGET = 3
+PORT_HOLDER = '''
+import os, socket, sys, time
+argv = sys.argv[1:]
+marker = os.environ["AUTOTUNE_FAULT_MARKER"]
+if not os.path.exists(marker):  # the first start only: another process takes the port
+    open(marker, "w").close()
+    port = int(argv[argv.index("--port") + 1])
+    if os.fork() == 0:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        time.sleep(90)
+        os._exit(0)
+    time.sleep(0.5)
+os.execv(argv[0], argv)
+'''
+
+
+@dataclass
+class Result:
+    fault: str
+    lost: int
+    twice: int
+    engines_left: int
+    detect_s: float | None
+    note: str
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "autotune.cli", *args], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def wait_for(check: Callable[[], object], timeout_s: float, what: str) -> object:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise TimeoutError(f"no {what} within {timeout_s:.0f}s")
+
+
+def rows(url: str, name: str) -> list:
+    catalog = open_catalog(url)
+    return catalog.list_trials(name) if catalog.has_schema() else []
+
+
+def running_trial(url: str, name: str, number: int) -> bool:
+    return any(r.number == number and r.state == "running" for r in rows(url, name))
+
+
+def serving(log: Path) -> bool:
+    """The engine answered its first measured request (its log shows the completions)."""
+    return log.exists() and "POST /v1/completions" in log.read_text(errors="replace")
+
+
+def settle(url: str, name: str) -> Result:
+    trials = rows(url, name)
+    finished = [r for r in trials if r.state in ("complete", "failed", "rejected")]
+    left_running = sum(r.state == "running" for r in trials)
+    complete = collections.Counter(
+        json.dumps([r.params, r.is_default], sort_keys=True)
+        for r in trials if r.state == "complete")
+    return Result("", max(0, BUDGET - len(finished)) + left_running,
+                  sum(n - 1 for n in complete.values() if n > 1), len(engine_processes()),
+                  None, f"{len(trials)} rows: " + ", ".join(
+                      f"{state} {n}" for state, n in collections.Counter(
+                          r.state for r in trials).items()))
+
+
+def finished_after(url: str, name: str, number: int, since: float) -> float | None:
+    for r in rows(url, name):
+        if r.number == number and r.state != "running" and r.finished_at is not None:
+            return time.time() - since
+    return None
+
+
+def engine_signal(sig: int, url: str, name: str, logs: Path, number: int) -> Result:
+    """Signal the engine of trial ``number`` once it is serving; time until it is recorded."""
+    proc = cli("study", "start", "--space", str(logs / "space.yaml"), "--storage", url,
+               "--name", name, "--trials", str(BUDGET), "--log-dir", str(logs))
+    log = logs / name / f"trial-{number:04d}.log"
+    wait_for(lambda: running_trial(url, name, number) and serving(log), 600, "serving engine")
+    pids = engine_processes()
+    injected = time.time()
+    for pid in pids:
+        os.kill(pid, sig)
+    detect = wait_for(lambda: finished_after(url, name, number, injected), 600,
+                      "recorded trial")
+    if sig == signal.SIGSTOP:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    proc.wait(timeout=900)
+    result = settle(url, name)
+    result.detect_s = float(detect)  # type: ignore[arg-type]
+    reason = [r.failure_reason for r in rows(url, name) if r.number == number]
+    result.note += f"; trial {number}: {(reason[0] or '')[:70]}"
+    return result
+
+
+def port_taken(url: str, name: str, logs: Path, python: str) -> Result:
+    wrapper = logs / "hold_port.py"
+    wrapper.write_text(PORT_HOLDER)
+    data = yaml.safe_load((logs / "space.yaml").read_text())
+    data["engine"]["command"] = [python, str(wrapper), python, "-m",
+                                 "vllm.entrypoints.openai.api_server"]
+    space = logs / "space-port.yaml"
+    space.write_text(yaml.safe_dump(data, sort_keys=False))
+    started = time.time()
+    proc = cli("study", "start", "--space", str(space), "--storage", url, "--name", name,
+               "--trials", str(BUDGET), "--log-dir", str(logs),
+               env={"AUTOTUNE_FAULT_MARKER": str(logs / "port-taken")})
+    detect = wait_for(lambda: finished_after(url, name, 0, started), 900, "first trial")
+    proc.wait(timeout=900)
+    result = settle(url, name)
+    result.detect_s = float(detect)  # type: ignore[arg-type]
+    first = [r for r in rows(url, name) if r.number == 0][0]
+    result.note += f"; trial 0 {first.state}: {(first.failure_reason or 'measured')[:60]}"
+    return result
+
+
+def controller_kill(url: str, name: str, logs: Path) -> Result:
+    args = ("study", "start", "--space", str(logs / "space.yaml"), "--storage", url, "--name",
+            name, "--trials", str(BUDGET), "--log-dir", str(logs))
+    proc = cli(*args)
+    log = logs / name / "trial-0001.log"
+    wait_for(lambda: running_trial(url, name, 1) and serving(log), 600, "serving engine")
+    injected = time.time()
+    proc.kill()
+    proc.wait()
+    detect = wait_for(lambda: not engine_processes() and time.time() - injected, 60,
+                      "engine gone after the controller's death")
+    resumed = cli(*args)
+    resumed.wait(timeout=900)
+    result = settle(url, name)
+    result.detect_s = float(detect)  # type: ignore[arg-type]
+    result.note += "; resumed once"
+    return result
+
+
+def postgres_cut(logs: Path) -> Result:
+    from sqlalchemy import create_engine, text
+
+    from tests.support.pg_server import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        url = server.new_database()
+        name = "pg-cut"
+        space = logs / "space.yaml"
+        subprocess.run([sys.executable, "-m", "autotune.cli", "study", "start", "--space",
+                        str(space), "--storage", url, "--name", name, "--trials",
+                        str(BUDGET), "--no-run"], check=True, capture_output=True)
+        workers = [cli("worker", "--study", name, "--storage", url, "--space", str(space),
+                       "--devices", f"cpu:{i}", "--log-dir", str(logs / f"w{i}"))
+                   for i in range(2)]
+        wait_for(lambda: any(r.state == "running" for r in rows(url, name)), 600,
+                 "a running trial")
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        injected = time.time()
+        cut = 0
+        with admin.connect() as connection:
+            while time.time() - injected < 20:
+                cut += connection.execute(text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )).scalar() or 0
+                time.sleep(1.0)
+        admin.dispose()
+        for worker in workers:
+            worker.wait(timeout=1200)
+        result = settle(url, name)
+        result.detect_s = None
+        result.note += f"; {cut} connections cut in 20 s"
+        return result
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--only", action="append", default=[])
+    args = parser.parse_args()
+    model = args.model or build_demo_model(os.path.expanduser("~/.cache/autotune/demo-llama"))
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="autotune-faults-") as tmp:
+        base = Path(tmp)
+        data = small_space(base, model)
+        data["search"] = {**data.get("search", {}), "trials": BUDGET, "seed": 1}
+        scenarios: dict[str, Callable[[Path, str], Result]] = {
+            "engine kill -9": lambda d, url: engine_signal(signal.SIGKILL, url, "kill9", d, 1),
+            "engine SIGSTOP": lambda d, url: engine_signal(signal.SIGSTOP, url, "sigstop", d, 1),
+            "port taken": lambda d, url: port_taken(url, "port", d, sys.executable),
+            "controller kill -9, resume": lambda d, url: controller_kill(url, "ctl", d),
+            "PostgreSQL cut, 2 workers": lambda d, url: postgres_cut(d),
+        }
+        for fault, run in scenarios.items():
+            if args.only and fault not in args.only:
+                continue
+            where = base / fault.split()[0].replace(",", "")
+            where.mkdir(exist_ok=True)
+            (where / "space.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+            print(f"--- {fault} ...", flush=True)
+            started = time.monotonic()
+            try:
+                result = run(where, f"sqlite:///{where / 'study.db'}")
+            except Exception as exc:  # noqa: BLE001 - report it, go on to the next fault
+                result = Result(fault, -1, -1, len(engine_processes()), None,
+                                f"scenario error: {type(exc).__name__}: {exc}")
+            result.fault = fault
+            results.append(result)
+            print(f"    done in {time.monotonic() - started:.0f}s: {result.note}", flush=True)
+    print()
+    print(f"{'fault':<28} {'lost':>5} {'twice':>6} {'engines left':>13} {'detect s':>9}")
+    for r in results:
+        detect = f"{r.detect_s:9.1f}" if r.detect_s is not None else f"{'-':>9}"
+        print(f"{r.fault:<28} {r.lost:>5} {r.twice:>6} {r.engines_left:>13} {detect}")
+    for r in results:
+        print(f"  {r.fault}: {r.note}")
+
+
+if __name__ == "__main__":
+    main()
