@@ -62,7 +62,8 @@ class StudyRunner:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.proposer = Proposer(space)
         self._stop = trials.stop_event
-        self.executor = Executor(self._stop, self._notice, db_retry_s=db_retry_s)
+        self.executor = Executor(self._stop, self._notice, db_retry_s=db_retry_s,
+                                 url=store.url)
         self.claims = Claims(space, store, self.proposer, self.executor, self._stop,
                              self._notice)
         self._lock = self.claims.lock
