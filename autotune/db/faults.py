@@ -80,6 +80,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _where(url: str) -> str:
+    if not url:
+        return "the study's database"
     parts = make_url(url)
     if parts.get_backend_name() == "sqlite":
         return parts.database or "the SQLite database"
