@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     heartbeat_interval_s: int = 10
     grace_period_s: int = 30
     max_retries: int = 2
+    # The trust boundary (docs/distributed.md): the sha256 a study's stored space must have
+    # before `autotune worker` or `confirm` runs its engine command (or pass --space FILE).
+    space_sha256: str | None = None
 
     @field_validator("storage")
     @classmethod

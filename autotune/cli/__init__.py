@@ -34,10 +34,16 @@ app.command("dashboard", help=dashboard.HELP)(dashboard.dashboard)
 
 def main() -> None:
     """Console entry point: database errors become one clear line and exit code 1."""
+    from rich.markup import escape
     from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from autotune.errors import AutotuneError
 
     try:
         app()
+    except AutotuneError as exc:  # raised mid-run (e.g. a full disk): one line, its exit code
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(exc.exit_code)
     except (OperationalError, ArgumentError) as exc:
         err_console.print(f"[bold red]error:[/] cannot use the storage: {exc.args[0]}")
         sys.exit(1)

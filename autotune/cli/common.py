@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from autotune.errors import AutotuneError
+from autotune.errors import AutotuneError, SpaceError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -20,6 +21,32 @@ StorageOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+SpaceFileOpt = Annotated[
+    Path | None,
+    typer.Option("--space", help="this machine's copy of the study's space file: the engine "
+                                 "command stored in the database runs only if it matches"),
+]
+SpaceShaOpt = Annotated[
+    str | None,
+    typer.Option("--space-sha256", metavar="HEX",
+                 help="run the stored space only if its sha256 is HEX "
+                      "(default: $AUTOTUNE_SPACE_SHA256)", show_default=False),
+]
+
+
+def vouched_space(stored_yaml: str, study: str, local: Path | None, sha256: str | None) -> Any:
+    """The study's stored space if this machine's --space or pinned hash vouches for it;
+    exit 2 otherwise (see autotune/trusted_space.py)."""
+    from autotune.settings import Settings
+    from autotune.trusted_space import UntrustedSpace, trusted_space
+
+    try:
+        return trusted_space(stored_yaml, study=study, local=local,
+                             sha256=sha256 or Settings().space_sha256)
+    except (UntrustedSpace, SpaceError) as exc:
+        raise fail(exc) from None
 
 
 def fail(exc: AutotuneError) -> typer.Exit:

@@ -10,7 +10,16 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from autotune.cli.common import StorageOpt, console, err_console, fail, storage_url
+from autotune.cli.common import (
+    SpaceFileOpt,
+    SpaceShaOpt,
+    StorageOpt,
+    console,
+    err_console,
+    fail,
+    storage_url,
+    vouched_space,
+)
 from autotune.cli.render import confirm_table
 from autotune.errors import AutotuneError
 
@@ -34,15 +43,17 @@ def _picked(name: str, storage: str | None, trial: int | None, pick: str | None)
         raise fail(exc) from None
 
 
-def _confirm(url: str, name: str, record: Any, times: int, log_dir: Path | None) -> Any:
+def _confirm(url: str, name: str, record: Any, times: int, log_dir: Path | None,
+             space: Path | None, space_sha256: str | None) -> Any:
     from autotune.confirm import confirm_trial
     from autotune.settings import Settings
     from autotune.store import open_catalog
 
     study = open_catalog(url).get_study(name)
     assert study is not None
+    spec = vouched_space(study.space_yaml, name, space, space_sha256)
     console.print(f"confirming trial {record.number} of {name} on {times} fresh server(s) ...")
-    return confirm_trial(study.space_yaml, record, times=times,
+    return confirm_trial(spec, record, times=times,
                          log_dir=(log_dir or Path(Settings().log_dir)) / name)
 
 
@@ -56,14 +67,17 @@ def export(
         int, typer.Option("--confirm", help="first re-measure it on K fresh servers", min=0)
     ] = 0,
     log_dir: Annotated[Path | None, typer.Option(help="engine logs folder")] = None,
+    space: SpaceFileOpt = None,
+    space_sha256: SpaceShaOpt = None,
 ) -> None:
-    """Write a trial's configuration as a YAML for `vllm serve --config`."""
+    """Write a trial's configuration as a YAML for `vllm serve --config` (with --confirm, the
+    stored engine command runs only if --space FILE or --space-sha256 vouches for it)."""
     from autotune.export import export_yaml
 
     url, report, record = _picked(name, storage, trial, pick)
     text = export_yaml(report, record)
     if confirm:
-        confirmation = _confirm(url, name, record, confirm, log_dir)
+        confirmation = _confirm(url, name, record, confirm, log_dir, space, space_sha256)
         text = "\n".join(confirmation.comment_lines()) + "\n" + text
     if output is None:
         sys.stdout.write(text)
@@ -81,10 +95,13 @@ def confirm(
     pick: PickOpt = None,
     times: Annotated[int, typer.Option(help="fresh servers to measure on", min=1)] = 3,
     log_dir: Annotated[Path | None, typer.Option(help="engine logs folder")] = None,
+    space: SpaceFileOpt = None,
+    space_sha256: SpaceShaOpt = None,
 ) -> None:
-    """Re-measure a trial's configuration on fresh servers: does the study's figure hold?"""
+    """Re-measure a trial's configuration on fresh servers: does the study's figure hold?
+    The stored engine command runs only if --space FILE or --space-sha256 vouches for it."""
     url, _, record = _picked(name, storage, trial, pick)
-    result = _confirm(url, name, record, times, log_dir)
+    result = _confirm(url, name, record, times, log_dir, space, space_sha256)
     console.print(confirm_table(name, record.number, result))
     for line in result.comment_lines():
         console.print(escape(line.lstrip("# ")))

@@ -122,7 +122,8 @@ def study_start(
     if no_run:
         runner.prepare(budget=total)
         console.print(f"study [bold]{study_name}[/] ready in {url} (budget {total} trials); "
-                      f"run it with `autotune worker --study {study_name} --storage URL`")
+                      f"run it with `autotune worker --study {study_name} --storage URL "
+                      f"--space {space}`")
         return
     console.print(f"study [bold]{study_name}[/] on {pool.describe()}, storage {url}")
     started = time.monotonic()

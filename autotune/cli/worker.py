@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from autotune.cli.common import StorageOpt, console, err_console, fail, storage_url
+from autotune.cli.common import (
+    SpaceFileOpt,
+    SpaceShaOpt,
+    StorageOpt,
+    console,
+    fail,
+    storage_url,
+    vouched_space,
+)
 from autotune.cli.launch import (
     device_pool,
     finish,
@@ -29,14 +37,13 @@ def worker(
     ] = None,
     parallel: Annotated[str, typer.Option(help="trials at once here: N or auto")] = "1",
     log_dir: Annotated[Path | None, typer.Option(help="engine logs folder")] = None,
+    space: SpaceFileOpt = None,
+    space_sha256: SpaceShaOpt = None,
 ) -> None:
     """Join a study (made by `study start`, e.g. with --no-run) and run its trials here until
-    the study's trial budget is reached."""
-    import yaml
-    from pydantic import ValidationError
-
+    the study's trial budget is reached. The engine command stored with the study runs only
+    if this machine's --space FILE (or --space-sha256) vouches for it."""
     from autotune.errors import StudyNotFoundError
-    from autotune.space import Space
     from autotune.store import open_catalog
 
     url = storage_url(storage)
@@ -44,12 +51,7 @@ def worker(
     record = catalog.get_study(study) if catalog.has_schema() else None
     if record is None:
         raise fail(StudyNotFoundError(study, url))
-    try:
-        spec = Space.model_validate(yaml.safe_load(record.space_yaml))
-    except (ValidationError, yaml.YAMLError) as exc:
-        err_console.print(f"[bold red]error:[/] the space stored with study {study!r} is not "
-                          f"valid for this autotune version: {exc}")
-        raise typer.Exit(2) from None
+    spec = vouched_space(record.space_yaml, study, space, space_sha256)
     wanted = parse_parallel(parallel)
     pool = device_pool(spec, devices, wanted)
     runner = study_runner(spec, name=study, url=url, pool=pool, log_dir=log_dir,
@@ -57,4 +59,6 @@ def worker(
     console.print(f"worker on {pool.describe()} joining study [bold]{study}[/] in {url}")
     started = time.monotonic()
     run = run_with_progress(runner, pool, wanted, register=False, max_trials_here=trials)
-    finish(run, pool, url, study, started, f"autotune worker --study {study} --storage {url}")
+    pin = f"--space {space}" if space is not None else "--space-sha256 HEX"
+    finish(run, pool, url, study, started,
+           f"autotune worker --study {study} --storage {url} {pin}")

@@ -17,9 +17,13 @@ def _now() -> datetime:
 
 
 def json_safe(value: Any) -> Any:
-    """NaN and infinities become null: PostgreSQL's JSON rejects them (SQLite lets them by)."""
+    """What PostgreSQL accepts (SQLite lets both by): NaN and infinities become null, and a NUL
+    character (a crashed engine's log can hold some) becomes U+FFFD, the replacement character:
+    PostgreSQL's text and JSON cannot hold it."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -51,12 +55,12 @@ def save_study(
         if record is None:
             record = StudyRecord(name=name, created_at=_now())
             session.add(record)
-        record.space_yaml = space_yaml
-        record.space_path = space_path
-        record.model = model
-        record.hardware = hardware
-        record.objectives = objectives
-        record.slos = slos
+        record.space_yaml = space_yaml  # kept byte for byte: workers pin its hash
+        record.space_path = json_safe(space_path)
+        record.model = json_safe(model)
+        record.hardware = json_safe(hardware)
+        record.objectives = json_safe(objectives)
+        record.slos = json_safe(slos)
         if trial_budget is not None:
             record.trial_budget = trial_budget
         record.updated_at = _now()
@@ -94,10 +98,10 @@ def record_trial(
             session.add(record)
         record.optuna_trial_id = optuna_trial_id
         record.state = state
-        record.params = params
+        record.params = json_safe(params)
         record.is_default = is_default
         record.retry_of = retry_of
-        record.host = host
+        record.host = json_safe(host)
         record.metrics = {}
         record.violations = {}
         record.engine_command = []
@@ -132,7 +136,7 @@ def _set_fields(record: TrialRecord, fields: dict[str, Any]) -> None:
     for key, value in fields.items():
         if not hasattr(TrialRecord, key):
             raise AttributeError(f"TrialRecord has no column {key!r}")
-        setattr(record, key, json_safe(value) if isinstance(value, (dict, list)) else value)
+        setattr(record, key, json_safe(value))
 
 
 def update_trial(*, url: str, study_name: str, number: int, **fields: Any) -> None:

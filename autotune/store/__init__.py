@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from autotune.store._rdb import RdbCatalog, RdbStudyStore, summary_of
+from autotune.store._catalog import RdbCatalog, summary_of
+from autotune.store._rdb import RdbStudyStore
 from autotune.store.base import (
     Catalog,
     Origin,

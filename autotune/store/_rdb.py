@@ -1,4 +1,4 @@
-"""``StudyStore`` and ``Catalog`` on a SQL database: Optuna's RDB storage beside autotune's tables.
+"""``StudyStore`` on a SQL database: Optuna's RDB storage beside autotune's tables.
 
 The only module that touches Optuna's private API (trial ids, the heartbeat helpers, the retry
 callback's limit) and, through ``autotune.db.repository``, autotune's tables.
@@ -10,21 +10,23 @@ import json
 import socket
 import threading
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import fail_stale_trials, get_heartbeat_thread
+from optuna.storages._heartbeat import fail_stale_trials
 from optuna.trial import TrialState as OptunaState
 
 from autotune.configuration import Configuration, params_key
 from autotune.db import repository
-from autotune.db.models import StudyRecord, TrialRecord
-from autotune.db.session import current_revision, ensure_schema, has_schema, head_revision
+from autotune.db.models import StudyRecord
+from autotune.db.session import ensure_schema
 from autotune.engines.failures import FailureKind
 from autotune.storage import is_sqlite, optuna_storage, study_claim_lock
+from autotune.store._catalog import summary_of
 from autotune.store.attrs import (
     CONFIG_ATTR,
     DEFAULT_ATTR,
@@ -43,6 +45,7 @@ from autotune.store.base import (
     TrialResult,
     TrialSummary,
 )
+from autotune.store.heartbeat import Heartbeat
 from autotune.trial_state import TrialState
 
 if TYPE_CHECKING:
@@ -51,50 +54,6 @@ if TYPE_CHECKING:
 
 # Heartbeats, retries and grouped TPE are "experimental" in Optuna; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-class RdbCatalog:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def has_schema(self) -> bool:
-        return has_schema(self.url)
-
-    def list_studies(self) -> list[StudyRecord]:
-        return repository.list_studies(url=self.url)
-
-    def get_study(self, name: str) -> StudyRecord | None:
-        return repository.get_study(url=self.url, name=name)
-
-    def list_trials(self, name: str, *, after: int | None = None) -> list[TrialRecord]:
-        return repository.list_trials(url=self.url, study_name=name, after=after)
-
-    def optuna_study(self, name: str) -> optuna.Study:
-        return optuna.load_study(study_name=name, storage=self.url)
-
-    def schema_behind(self) -> bool:
-        try:
-            return current_revision(self.url) != head_revision()
-        except Exception:  # noqa: BLE001 - the storage cannot even be asked: say no more
-            return False
-
-
-def summary_of(trial: optuna.trial.FrozenTrial) -> TrialSummary:
-    key = trial.user_attrs.get(CONFIG_ATTR)
-    state = trial.user_attrs.get(STATE_ATTR)
-    kind = trial.user_attrs.get(FAILURE_ATTR)
-    return TrialSummary(
-        number=trial.number,
-        configuration=(
-            Configuration(json.loads(key), bool(trial.user_attrs.get(DEFAULT_ATTR)))
-            if key is not None else None
-        ),
-        running=trial.state == OptunaState.RUNNING,
-        state=TrialState(state) if state is not None else None,
-        failure_kind=FailureKind(kind) if kind is not None else None,
-        values=tuple(trial.values) if trial.values is not None else None,
-        constraints=dict(trial.constraints),
-    )
 
 
 class RdbStudyStore:
@@ -227,30 +186,30 @@ class RdbStudyStore:
             retry_of=retry_of, state=state.value, finished=finished, **fields,
         )
 
-    def _told(self, number: int) -> bool:
-        """Whether Optuna holds the trial as finished; raises StaleTrial when it was failed
-        by someone else (no verdict of ours on it)."""
+    def _told(self, number: int, result: TrialResult | None = None) -> bool:
+        """Whether Optuna holds the trial as finished by us; raises StaleTrial when someone
+        else finished it: no verdict of ours on it, or (a database retry after the watchdog
+        of another worker failed it in between) not the verdict ``result`` would tell."""
         frozen = self._storage.get_trial(self._asked[number]._trial_id)
         if not frozen.state.is_finished():
             return False
-        if STATE_ATTR not in frozen.user_attrs:
+        ours = STATE_ATTR in frozen.user_attrs and (
+            result is None
+            or (frozen.state == OptunaState.COMPLETE) == (result.values is not None))
+        if not ours:
             raise StaleTrial(f"trial {number} was failed as stale by another worker")
         return True
 
     def finish(self, number: int, result: TrialResult) -> None:
         trial = self._asked[number]
-        if not self._told(number):  # not a database retry after a lost reply
-            trial.set_user_attr(STATE_ATTR, result.state.value)
-            if result.failure_kind is not None:
-                trial.set_user_attr(FAILURE_ATTR, result.failure_kind.value)
-            if result.reused_from is not None:
-                trial.set_user_attr(REUSED_FROM_ATTR, result.reused_from)
-            for key, value in result.constraints.items():
-                trial.set_constraint(key, value)
-            if result.values is None:
-                self.study.tell(trial, state=OptunaState.FAIL)
-            else:
-                self.study.tell(trial, result.values)
+        if not self._told(number, result):  # not a database retry after a lost reply
+            try:
+                self._tell(trial, result)
+            except (UpdateFinishedTrialError, ValueError):
+                # Failed by a watchdog between the check and the tell (Optuna refuses to
+                # update a finished trial): the same verdict as above, the race lost.
+                self._told(number, result)
+                raise
         if number in self._started:
             repository.update_trial(
                 url=self.url, study_name=self.name, number=number, state=result.state.value,
@@ -261,6 +220,19 @@ class RdbStudyStore:
             self._write_row(number, result.state, finished=True, feasible=result.feasible,
                             failure_reason=result.reason, **result.columns)
         self._forget(number)
+
+    def _tell(self, trial: optuna.trial.Trial, result: TrialResult) -> None:
+        trial.set_user_attr(STATE_ATTR, result.state.value)
+        if result.failure_kind is not None:
+            trial.set_user_attr(FAILURE_ATTR, result.failure_kind.value)
+        if result.reused_from is not None:
+            trial.set_user_attr(REUSED_FROM_ATTR, result.reused_from)
+        for key, value in result.constraints.items():
+            trial.set_constraint(key, value)
+        if result.values is None:
+            self.study.tell(trial, state=OptunaState.FAIL)
+        else:
+            self.study.tell(trial, result.values)
 
     def withdraw(self, number: int, reason: str) -> None:
         trial = self._asked[number]
@@ -358,10 +330,13 @@ class RdbStudyStore:
     def claim_lock(self) -> AbstractContextManager[None]:
         return study_claim_lock(self.url, self.name)
 
-    @contextmanager
-    def heartbeat(self, number: int) -> Iterator[None]:
-        with get_heartbeat_thread(self._asked[number]._trial_id, self._storage):
-            yield
+    def heartbeat(self, number: int) -> AbstractContextManager[None]:
+        interval = self._storage.get_heartbeat_interval()
+        if interval is None:  # not shared: no watchdog to keep at bay
+            return nullcontext()
+        trial_id = self._asked[number]._trial_id
+        return Heartbeat(lambda: self._storage.record_heartbeat(trial_id), interval,
+                         number=number, notice=lambda text: self.notice(text))
 
     def fail_stale(self) -> list[int]:
         with self._lock:

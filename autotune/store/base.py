@@ -159,7 +159,8 @@ class StudyStore(Protocol):
     def finish(self, number: int, result: TrialResult) -> None:
         """Tell Optuna and write autotune's row, once. A trial Optuna already holds as
         finished (a database retry after a lost reply) is not told again; one failed as stale
-        by another worker raises ``StaleTrial`` and keeps that verdict."""
+        by another worker (before or during this call) raises ``StaleTrial`` and keeps that
+        verdict."""
         ...
 
     def withdraw(self, number: int, reason: str) -> None:
@@ -189,7 +190,9 @@ class StudyStore(Protocol):
         ...
 
     def heartbeat(self, number: int) -> AbstractContextManager[None]:
-        """Keep the trial alive while its body runs (no-op where nothing is shared)."""
+        """Keep the trial alive while its body runs, recording included (no-op where nothing
+        is shared). A heartbeat that cannot be written is tried again at the next interval
+        and reported once through ``notice``; it never raises and never stops early."""
         ...
 
     def fail_stale(self) -> list[int]:

@@ -11,12 +11,13 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from optuna.exceptions import StorageInternalError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
+from autotune.db.faults import DatabaseFault, advice, is_transient
 from autotune.engines.process import stop_all
 
-# Lost connections, not bad statements: only these are worth retrying.
-DB_ERRORS = (OperationalError, InterfaceError, StorageInternalError)
+# What a database call can raise; ``is_transient`` tells a lost connection from the rest.
+DB_ERRORS = (DBAPIError, StorageInternalError)
 T = TypeVar("T")
 
 
@@ -44,10 +45,12 @@ class Executor:
 
     def __init__(
         self, stop: threading.Event, notice: Callable[[str], None], *, db_retry_s: float = 600.0,
+        url: str = "",
     ) -> None:
         self.stop = stop
         self.notice = notice
         self.db_retry_s = db_retry_s
+        self.url = url  # the study's database, named in what the user is told
 
     def run(
         self, slot: Callable[[], None], parallel: int,
@@ -103,20 +106,27 @@ class Executor:
                 continue
 
     def with_db_retry(self, what: str, action: Callable[[], T]) -> T:
-        """Run ``action``; while the database is unreachable, retry with back-off and say so."""
+        """Run ``action``; while the database is unreachable (a lost connection, see
+        ``autotune.db.faults``), retry with back-off and say so. Any other database error fails
+        at once, as a ``DatabaseFault`` saying what to do where we know it."""
         delay = 1.0
         deadline = time.monotonic() + self.db_retry_s
         while True:
             try:
                 return action()
             except DB_ERRORS as exc:
-                lost = (OperationalError, InterfaceError)
-                transient = isinstance(exc, lost) or isinstance(exc.__cause__, lost)
-                if not transient or time.monotonic() + delay > deadline:
-                    raise
-                self.notice(
-                    f"database unreachable while {what} ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:200]}); retrying in {delay:.0f}s"
-                )
+                if not is_transient(exc):
+                    todo = advice(exc, self.url)
+                    if todo is None:  # a bug, not the database's state: shown as it is
+                        raise
+                    raise DatabaseFault(f"while {what}: {todo}") from exc
+                first_line = (str(exc).splitlines() or [""])[0][:200]
+                if time.monotonic() + delay > deadline:
+                    raise DatabaseFault(
+                        f"the database stayed unreachable for {self.db_retry_s:.0f}s while "
+                        f"{what} ({type(exc).__name__}: {first_line}); once it is back, run "
+                        "the same command again: the study resumes where it stopped") from exc
+                self.notice(f"database unreachable while {what} ({type(exc).__name__}: "
+                            f"{first_line}); retrying in {delay:.0f}s")
                 time.sleep(delay)
                 delay = min(delay * 2, 60.0)

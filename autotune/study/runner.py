@@ -27,7 +27,7 @@ from autotune.study.claims import Claims
 from autotune.study.executor import Executor
 from autotune.study.proposer import Done, Proposer, Run, Wait, WaitForTwin
 from autotune.study.reporter import SilentReporter, StudyReporter
-from autotune.trial import TrialRunner
+from autotune.trial import TrialOutcome, TrialRunner
 
 
 @dataclass
@@ -62,7 +62,8 @@ class StudyRunner:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.proposer = Proposer(space)
         self._stop = trials.stop_event
-        self.executor = Executor(self._stop, self._notice, db_retry_s=db_retry_s)
+        self.executor = Executor(self._stop, self._notice, db_retry_s=db_retry_s,
+                                 url=store.url)
         self.claims = Claims(space, store, self.proposer, self.executor, self._stop,
                              self._notice)
         self._lock = self.claims.lock
@@ -167,16 +168,27 @@ class StudyRunner:
                 self._running[other] = max(self._running[other], len(self._running))
             self._peak = max(self._peak, len(self._running))
             self.reporter.trial_started(index, total, number, config.as_dict())
+        # The heartbeat lasts through the recording too: a database retry can take minutes,
+        # and a trial silent that long would be failed as stale by another worker's watchdog
+        # and measured again.
         with self.store.heartbeat(number):
             outcome = self.runner.run(number, config.as_dict(), is_default=config.is_default,
                                       on_phase=self.reporter.phase)
-        with self._lock:
-            outcome.metrics["parallel_trials"] = float(self._running.pop(number))
+            with self._lock:
+                outcome.metrics["parallel_trials"] = float(self._running.pop(number))
+            recorded = self._record(number, outcome)
+        if recorded:
+            with self._lock:
+                self._ran += 1
+                self.reporter.trial_finished(number, outcome)
+
+    def _record(self, number: int, outcome: TrialOutcome) -> bool:
+        """Record a run trial's outcome; False when it was not recorded as run here."""
         retry = self.executor.with_db_retry
         if self._stop.is_set() and outcome.state != "complete":
             retry("recording the interrupted trial", lambda: self.store.interrupt(
                 number, "stopped by the user (Ctrl-C or SIGTERM)"))
-            return
+            return False
         reference = outcome.quality_reference
         if reference is not None:  # stored before the default trial is told
             retry("recording the quality reference",
@@ -187,7 +199,5 @@ class StudyRunner:
         except StaleTrial as exc:
             self._notice(f"{exc}: its configuration was queued again; this run's result is "
                          "not recorded")
-            return
-        with self._lock:
-            self._ran += 1
-            self.reporter.trial_finished(number, outcome)
+            return False
+        return True

@@ -29,16 +29,17 @@ GUARD_LINE = re.compile(r"\[autotune-guard\] engine pid (\d+) in process group (
 FAST_HEARTBEAT = {"AUTOTUNE_HEARTBEAT_INTERVAL_S": "1", "AUTOTUNE_GRACE_PERIOD_S": "6"}
 
 
-def _create(tmp_path: Path, demo_model: Path, url: str, budget: int) -> None:
+def _create(tmp_path: Path, demo_model: Path, url: str, budget: int) -> Path:
     space = write_space(tmp_path, small_space(tmp_path, demo_model))
     subprocess.run([*CLI, "study", "start", "--space", str(space), "--storage", url,
                     "--name", "shared", "--trials", str(budget), "--no-run"], check=True)
+    return space
 
 
-def _worker(url: str, cores: str, logs: Path, **env: str) -> subprocess.Popen:
+def _worker(url: str, cores: str, logs: Path, space: Path, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [*CLI, "worker", "--study", "shared", "--storage", url, "--devices", f"cpu:{cores}",
-         "--log-dir", str(logs)],
+         "--log-dir", str(logs), "--space", str(space)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **env},
     )
@@ -59,9 +60,9 @@ def _check_complete_records(url: str, budget: int) -> list:
 
 
 def test_two_workers_share_the_budget(tmp_path: Path, demo_model: Path, postgres_url: str):
-    _create(tmp_path, demo_model, postgres_url, budget=4)
-    a = _worker(postgres_url, "0", tmp_path / "a")
-    b = _worker(postgres_url, "1", tmp_path / "b")
+    space = _create(tmp_path, demo_model, postgres_url, budget=4)
+    a = _worker(postgres_url, "0", tmp_path / "a", space)
+    b = _worker(postgres_url, "1", tmp_path / "b", space)
     out_a, _ = a.communicate(timeout=600)
     out_b, _ = b.communicate(timeout=600)
     assert a.returncode == 0, out_a
@@ -82,8 +83,8 @@ def test_two_workers_share_the_budget(tmp_path: Path, demo_model: Path, postgres
 
 def test_kill9_worker_is_retried_elsewhere(tmp_path: Path, demo_model: Path,
                                            postgres_url: str) -> None:
-    _create(tmp_path, demo_model, postgres_url, budget=3)
-    victim = _worker(postgres_url, "0", tmp_path / "victim", **FAST_HEARTBEAT)
+    space = _create(tmp_path, demo_model, postgres_url, budget=3)
+    victim = _worker(postgres_url, "0", tmp_path / "victim", space, **FAST_HEARTBEAT)
     log = None
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and log is None:
@@ -95,7 +96,7 @@ def test_kill9_worker_is_retried_elsewhere(tmp_path: Path, demo_model: Path,
     assert log is not None, "the first worker never started an engine"
     sid = int(GUARD_LINE.search(log.read_text()).group(2))
     lost_number = int(log.stem.split("-")[1])
-    survivor = _worker(postgres_url, "1", tmp_path / "survivor", **FAST_HEARTBEAT)
+    survivor = _worker(postgres_url, "1", tmp_path / "survivor", space, **FAST_HEARTBEAT)
     time.sleep(2)
     os.kill(victim.pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -130,7 +131,7 @@ def test_kill9_worker_is_retried_elsewhere(tmp_path: Path, demo_model: Path,
 
 def test_sqlite_refuses_a_second_process(tmp_path: Path, demo_model: Path) -> None:
     url = f"sqlite:///{tmp_path / 'one.db'}"
-    _create(tmp_path, demo_model, url, budget=2)
+    space = _create(tmp_path, demo_model, url, budget=2)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
         from autotune.storage import claim_single_writer
@@ -140,7 +141,8 @@ def test_sqlite_refuses_a_second_process(tmp_path: Path, demo_model: Path) -> No
     """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
-        refused = subprocess.run([*CLI, "worker", "--study", "shared", "--storage", url],
+        refused = subprocess.run([*CLI, "worker", "--study", "shared", "--storage", url,
+                                  "--space", str(space)],
                                  capture_output=True, text=True, timeout=60)
         assert refused.returncode == 1
         assert "already used by another autotune process" in refused.stderr

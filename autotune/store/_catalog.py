@@ -1,0 +1,62 @@
+"""``Catalog`` on a SQL database, and Optuna's trials as ``TrialSummary`` (read-only helpers of
+the SQL store)."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+from optuna.trial import TrialState as OptunaState
+
+from autotune.configuration import Configuration
+from autotune.db import repository
+from autotune.db.models import StudyRecord, TrialRecord
+from autotune.db.session import current_revision, has_schema, head_revision
+from autotune.engines.failures import FailureKind
+from autotune.store.attrs import CONFIG_ATTR, DEFAULT_ATTR, FAILURE_ATTR, STATE_ATTR
+from autotune.store.base import TrialSummary
+from autotune.trial_state import TrialState
+
+
+class RdbCatalog:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def has_schema(self) -> bool:
+        return has_schema(self.url)
+
+    def list_studies(self) -> list[StudyRecord]:
+        return repository.list_studies(url=self.url)
+
+    def get_study(self, name: str) -> StudyRecord | None:
+        return repository.get_study(url=self.url, name=name)
+
+    def list_trials(self, name: str, *, after: int | None = None) -> list[TrialRecord]:
+        return repository.list_trials(url=self.url, study_name=name, after=after)
+
+    def optuna_study(self, name: str) -> optuna.Study:
+        return optuna.load_study(study_name=name, storage=self.url)
+
+    def schema_behind(self) -> bool:
+        try:
+            return current_revision(self.url) != head_revision()
+        except Exception:  # noqa: BLE001 - the storage cannot even be asked: say no more
+            return False
+
+
+def summary_of(trial: optuna.trial.FrozenTrial) -> TrialSummary:
+    key = trial.user_attrs.get(CONFIG_ATTR)
+    state = trial.user_attrs.get(STATE_ATTR)
+    kind = trial.user_attrs.get(FAILURE_ATTR)
+    return TrialSummary(
+        number=trial.number,
+        configuration=(
+            Configuration(json.loads(key), bool(trial.user_attrs.get(DEFAULT_ATTR)))
+            if key is not None else None
+        ),
+        running=trial.state == OptunaState.RUNNING,
+        state=TrialState(state) if state is not None else None,
+        failure_kind=FailureKind(kind) if kind is not None else None,
+        values=tuple(trial.values) if trial.values is not None else None,
+        constraints=dict(trial.constraints),
+    )
