@@ -14,8 +14,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.store.attrs import REFERENCE_ATTR
 from autotune.space import Space
+from autotune.store.attrs import REFERENCE_ATTR
 from tests.support.processes import engine_processes
 from tests.support.spaces import small_space, write_space
 
