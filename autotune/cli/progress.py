@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import IO, Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -97,6 +97,11 @@ class StudyProgress:
             trial.phase, trial.phase_since = phase, self.clock()
         return trial
 
+    def now_running(self) -> list[Running]:
+        """The running trials by number (read by the display's refresh thread)."""
+        with self._lock:
+            return sorted(self.running.values(), key=lambda t: t.number)
+
     def finish(self, number: int) -> float:
         """Wall seconds of trial ``number``, now counted as done."""
         now = self.clock()
@@ -131,7 +136,7 @@ def outcome_text(outcome: Any) -> str:
 class PlainReporter:
     """Implements StudyReporter as plain lines, one per event and phase change."""
 
-    def __init__(self, state: StudyProgress, out: TextIO) -> None:
+    def __init__(self, state: StudyProgress, out: IO[str]) -> None:
         self.state = state
         self.out = out
 
@@ -162,7 +167,9 @@ class PlainReporter:
                    f"{outcome_text(outcome)}")
         for note in outcome.notes:
             self._line(f"  note: {note}")
-        self._line(f"{self.state.done} of {self.state.total} trials done, {self.state.eta()}")
+        s = self.state
+        self._line(f"{s.done} of {s.total} trials done"
+                   + (f", {s.eta()}" if s.done < s.total else ""))
 
     def __enter__(self) -> PlainReporter:
         return self
@@ -188,7 +195,7 @@ class LiveReporter(PlainReporter):
                              f"{duration(now - s.started)} · {s.eta()}")
         lines: list[Any] = [ProgressBar(total=max(s.total, 1), completed=s.done, width=40),
                             head]
-        for t in sorted(list(s.running.values()), key=lambda t: t.number):
+        for t in s.now_running():
             lines.append(Text.assemble(
                 f"  {t.label} ", (f"{t.phase} {duration(now - t.phase_since)}", "cyan"),
                 f" · {duration(now - t.started)} in all · {t.params}"))

@@ -83,10 +83,10 @@ def print_trial(report: Any, t: Any) -> None:
     _section("throughput", [(k, m[k]) for k in THROUGHPUT if k in m])
     _section("quality", [(QUALITY_LABELS[k], format_quality(k, m[k]))
                          for k in QUALITY_METRICS if k in m])
-    shown = {*THROUGHPUT, *LATENCY_METRICS, *QUALITY_METRICS}
+    elsewhere = {*THROUGHPUT, *LATENCY_METRICS, *QUALITY_METRICS}
     _section("engine and measurement metrics",
              [(f"{short_names.metric(k)} ({k})" if short_names.metric(k) != k else k, m[k])
-              for k in sorted(m) if k not in shown])
+              for k in sorted(m) if k not in elsewhere])
     _section("timings, s", [(k, f"{v:.1f}") for k, v in (
         ("startup", t.startup_s), ("warmup", t.warmup_s), ("benchmark", t.benchmark_s),
         ("teardown", t.teardown_s)) if v is not None] + [("measured", measured(t))])
