@@ -136,17 +136,18 @@ def trials_table(report: Any, title: str, columns: tuple[str, ...] | list[str] =
     for two_lines in (False, True):
         cols = _compact_columns(report, columns, two_lines)
         cells = [[cell(t) for _, cell, _ in cols] for t in rows]
-        fixed = sum(max([_cell_width(c[i]) for c in cells] + [_word(h)])
+        fixed = sum(max([_cell_width(c[i]) for c in cells] + [_word(h, two_lines)])
                     for i, (h, _, _) in enumerate(cols) if h != _HEADERS["params"])
         room = width - fixed - 2 * (len(cols) - 1)
-        if room >= _widest(_items(report)) or "objectives" not in columns:
+        # Inline gains only while the parameters keep room for two items a line.
+        if room > 2 * _widest(_items(report)) or "objectives" not in columns:
             break
     table = _table(title)
     table.show_edge = False
     table.collapse_padding = True
     for i, (header, _, right) in enumerate(cols):
         wraps = header == _HEADERS["params"]
-        widest = max([_cell_width(c[i]) for c in cells] + [_word(header)])
+        widest = max([_cell_width(c[i]) for c in cells] + [_word(header, two_lines)])
         table.add_column(header if wraps else textwrap.fill(header, widest),
                          justify="right" if right else "left", overflow="fold",
                          no_wrap=not wraps,
@@ -160,9 +161,10 @@ def _cell_width(cell: str) -> int:
     return max(Text.from_markup(line).cell_len for line in cell.split("\n"))
 
 
-def _word(header: str) -> int:
-    """A header's width: on one line up to 12 characters, else its longest word."""
-    return len(header) if len(header) <= 12 else max(len(w) for w in header.split())
+def _word(header: str, tight: bool) -> int:
+    """A header's width: on one line up to 12 characters (unless ``tight``), else its longest
+    word."""
+    return len(header) if len(header) <= 12 and not tight else max(map(len, header.split()))
 
 
 def _compact_columns(report: Any, columns: tuple[str, ...] | list[str], two_lines: bool,
