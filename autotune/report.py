@@ -59,6 +59,22 @@ class StudyReport:
             for m, d in zip(self.metrics, self.directions, strict=True)
         }
 
+    def changed(self, record: TrialRecord) -> dict[str, Any]:
+        """The parameters of ``record`` that differ from the default trial's (all of them when
+        the study has no default trial)."""
+        default = self.trial(self.default_number) if self.default_number is not None else None
+        if record.is_default:
+            return {}
+        base = default.params if default is not None else {}
+        return {k: v for k, v in record.params.items() if k not in base or base[k] != v}
+
+    def missed(self, record: TrialRecord) -> list[str] | None:
+        """The constraints (SLOs, error rate, cost, quality) ``record`` violates, [] when it
+        met them all, None when it was never measured."""
+        if record.state != "complete" or not record.violations:
+            return None
+        return [k for k, v in record.violations.items() if v > 0]
+
     def trial_dict(self, record: TrialRecord) -> dict[str, Any]:
         return {
             "number": record.number,

@@ -10,7 +10,8 @@ from typing import Any
 import typer
 
 from autotune.cli.common import console, err_console, fail
-from autotune.cli.render import RichReporter, print_summary, progress_bar
+from autotune.cli.progress import reporter_for
+from autotune.cli.render import print_summary
 
 
 def parse_parallel(parallel: str) -> int | None:
@@ -71,11 +72,14 @@ def study_runner(spec: Any, *, name: str, url: str, pool: Any, log_dir: Path | N
     )
 
 
-def run_with_progress(runner: Any, pool: Any, wanted: int | None, **run_kwargs: Any) -> Any:
-    """``runner.run`` on as many slots as wanted and free, behind the live progress bar."""
-    with progress_bar() as progress:
-        runner.reporter = RichReporter(progress)
-        slots = pool.slots if wanted is None else min(wanted, pool.slots)
+def run_with_progress(runner: Any, pool: Any, wanted: int | None, *, out: Any = None,
+                      **run_kwargs: Any) -> Any:
+    """``runner.run`` on as many slots as wanted and free, behind the live progress (plain
+    lines when ``out``, the console by default, is not a terminal)."""
+    slots = pool.slots if wanted is None else min(wanted, pool.slots)
+    with reporter_for(out or console, slots=slots,
+                      defaults=runner.space.default_params()) as reporter:
+        runner.reporter = reporter
         return runner.run(parallel=slots, **run_kwargs)
 
 

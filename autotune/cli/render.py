@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
+from rich import box
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
+from rich.text import Text
 
+from autotune import short_names
 from autotune.cli.common import console, err_console
 
 # Shown by `study show` when measured (column titles).
@@ -41,67 +38,174 @@ def short_params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 
-def progress_bar() -> Progress:
-    """The live bar of a study run: description, bar, i of N, elapsed, ETA."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+def _table(title: str) -> Table:
+    return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
 
 
-class RichReporter:
-    """Live progress: trial i of N, phase, elapsed, ETA; one line per finished trial."""
+def _widest(items: Any, cap: int = 24) -> int:
+    """The widest whole item (a ``k=v`` or a figure), so that cells wrap between items."""
+    return min(max((len(i) for i in items), default=1), cap)
 
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task = progress.add_task("preparing", total=None)
-        self.trial_label = ""
 
-    def study_started(self, name: str, done: int, total: int) -> None:
-        self.progress.update(self.task, total=total, completed=done, description=f"study {name}")
-        if done:
-            self.progress.console.print(
-                f"resuming study [bold]{name}[/]: {done} of {total} trials already done"
-            )
+def _items(report: Any) -> list[str]:
+    return [short_names.assignment(k, v) for t in report.trials
+            for k, v in report.changed(t).items()]
 
-    def trial_started(self, index: int, total: int, number: int, params: dict[str, Any]) -> None:
-        self.trial_label = f"trial {index} of {total} (#{number})"
-        self.progress.console.print(
-            f"[bold]{self.trial_label}[/] {short_params(params) or 'vLLM defaults'}"
+
+def changed_cell(report: Any, t: Any) -> str:
+    """The parameters that differ from the defaults, as short ``k=v`` items."""
+    if t.is_default:
+        return "defaults"
+    changed = report.changed(t)
+    return " ".join(escape(short_names.assignment(k, v)) for k, v in changed.items()) or "—"
+
+
+def objective_cell(report: Any, t: Any, metric: str, two_lines: bool = False) -> str:
+    """The value, then its gain over the defaults (``×1.20``) beside it or under it."""
+    if metric not in t.metrics:
+        return "—"
+    text = f"{t.metrics[metric]:.4g}"
+    g = None if t.is_default else report.gains(t).get(metric)
+    return text if g is None else f"{text}{chr(10) if two_lines else ' '}×{g:.2f}"
+
+
+def result_cell(report: Any, t: Any) -> str:
+    if t.state == "complete":
+        if t.number in report.pareto_front:
+            return "[green]front[/]"
+        return "feasible" if t.feasible else "[yellow]infeasible[/]"
+    if t.state == "running":
+        return ""
+    return f"[red]{escape(short_names.failure(t.failure_kind))}[/]"
+
+
+def slo_cell(report: Any, t: Any) -> str:
+    missed = report.missed(t)
+    if missed is None:
+        return "—"
+    if not missed:
+        return "met"
+    # One missed constraint a line, without the unit: "✗ ttft p95".
+    return "\n".join(f"[yellow]✗[/] {escape(short_names.metric(m).removesuffix(' ms'))}"
+                     for m in missed)
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.1f}" if value is not None else "—"
+
+
+# The named columns of `study show --columns` (objectives: one column per objective).
+COLUMNS = ("trial", "state", "result", "params", "objectives", "slos", "startup", "bench",
+           "measured", "failure")
+COMPACT = ("trial", "state", "result", "params", "objectives", "slos")
+_HEADERS = {"trial": "#", "state": "state", "result": "result",
+            "params": "changed from defaults", "slos": "SLOs", "startup": "startup s",
+            "bench": "bench s", "measured": "measured", "failure": "failure"}
+
+
+def check_columns(report: Any, columns: list[str]) -> list[str]:
+    """``--columns``: named columns or metric names; ValueError naming what is unknown."""
+    metrics = {k for t in report.trials for k in t.metrics}
+    unknown = [c for c in columns if c not in COLUMNS and c not in metrics]
+    if unknown:
+        raise ValueError(
+            f"unknown column(s) {', '.join(unknown)}: use {', '.join(COLUMNS)} or a metric "
+            f"name this study measured (study show NAME --format csv lists them)"
         )
-        self.phase("starting")
+    return columns
 
-    def phase(self, phase: str) -> None:
-        self.progress.update(self.task, description=f"{self.trial_label}: {phase}")
 
-    def notice(self, text: str) -> None:
-        self.progress.console.print(f"[yellow]{escape(text)}[/]")
+class CompactTable:
+    """The compact trials table, laid out for the width it is printed at: only the parameters
+    wrap (between whole ``k=v`` items); every other cell is short and kept whole, the gains
+    going under their values when one line would not leave the parameters room."""
 
-    def trial_finished(self, number: int, outcome: Any) -> None:
-        t = outcome.timings
-        if outcome.state == "complete":
-            m = outcome.metrics
-            text = (
-                f"  [green]complete[/] {m.get('output_throughput', 0):.0f} tok/s, "
-                f"TTFT p95 {m.get('ttft_p95_ms', 0):.0f} ms, "
-                f"E2E p95 {m.get('e2e_p95_ms', 0):.0f} ms, errors {m.get('error_rate', 0):.1%}"
-                f" (startup {t.get('startup_s', 0):.1f}s, benchmark "
-                f"{t.get('benchmark_s', 0):.1f}s, teardown {t.get('teardown_s', 0):.1f}s)"
-            )
+    def __init__(self, report: Any, title: str, columns: tuple[str, ...] | list[str],
+                 rows: list[Any] | None = None) -> None:
+        self.report, self.title, self.columns, self.rows = report, title, columns, rows
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield trials_table(self.report, self.title, self.columns, options.max_width, self.rows)
+
+
+def trials_table(report: Any, title: str, columns: tuple[str, ...] | list[str] = COMPACT,
+                 width: int = 80, rows: list[Any] | None = None) -> Table:
+    """The compact trials table at ``width`` columns (see ``CompactTable``)."""
+    if rows is None:
+        rows = [t for t in report.trials if t.state != "reused"]  # reused: counted below
+    for two_lines in (False, True):
+        cols = _compact_columns(report, columns, two_lines)
+        cells = [[cell(t) for _, cell, _ in cols] for t in rows]
+        fixed = sum(max([_cell_width(c[i]) for c in cells] + [_word(h, two_lines)])
+                    for i, (h, _, _) in enumerate(cols) if h != _HEADERS["params"])
+        room = width - fixed - 2 * (len(cols) - 1)
+        # Inline gains only while the parameters keep room for two items a line.
+        if room > 2 * _widest(_items(report)) or "objectives" not in columns:
+            break
+    table = _table(title)
+    table.show_edge = False
+    table.collapse_padding = True
+    for i, (header, _, right) in enumerate(cols):
+        wraps = header == _HEADERS["params"]
+        widest = max([_cell_width(c[i]) for c in cells] + [_word(header, two_lines)])
+        table.add_column(header if wraps else textwrap.fill(header, widest),
+                         justify="right" if right else "left", overflow="fold",
+                         no_wrap=not wraps,
+                         min_width=_widest(_items(report)) if wraps else None)
+    for row in cells:
+        table.add_row(*row)
+    return table
+
+
+def _cell_width(cell: str) -> int:
+    return max(Text.from_markup(line).cell_len for line in cell.split("\n"))
+
+
+def _word(header: str, tight: bool) -> int:
+    """A header's width: on one line up to 12 characters (unless ``tight``), else its longest
+    word."""
+    return len(header) if len(header) <= 12 and not tight else max(map(len, header.split()))
+
+
+def _compact_columns(report: Any, columns: tuple[str, ...] | list[str], two_lines: bool,
+                     ) -> list[tuple[str, Any, bool]]:
+    """(header, cell of a trial, right-aligned) per column."""
+    out: list[tuple[str, Any, bool]] = []
+    for col in columns:
+        if col == "objectives":
+            for metric, direction in zip(report.metrics, report.directions, strict=True):
+                arrow = "↑" if direction == "maximize" else "↓"
+                out.append((f"{short_names.metric(metric)} {arrow}",
+                            lambda t, m=metric: objective_cell(report, t, m, two_lines), True))
+        elif col in _HEADERS:
+            out.append((_HEADERS[col], lambda t, cell=_CELLS[col]: cell(report, t),
+                        col in ("trial", "startup", "bench")))
         else:
-            kind = outcome.failure.kind.value if outcome.failure else "?"
-            reason = outcome.failure.reason if outcome.failure else ""
-            text = f"  [red]{outcome.state}[/] [{kind}] {reason}"
-        for note in outcome.notes:
-            text += f"\n  [yellow]note:[/] {note}"
-        self.progress.console.print(text, highlight=False)
-        self.progress.advance(self.task)
+            out.append((escape(short_names.metric(col)),
+                        lambda t, m=col: f"{t.metrics[m]:.4g}" if m in t.metrics else "—", True))
+    return out
+
+
+def _trial(report: Any, t: Any) -> str:
+    return str(t.number) + ("*" if t.number in report.pareto_front else "")
+
+
+def _failure(report: Any, t: Any) -> str:
+    kind = f"{t.failure_kind}: " if t.failure_kind else ""
+    return escape(kind + (t.failure_reason or ""))
+
+
+_CELLS: dict[str, Any] = {
+    "trial": _trial,
+    "state": lambda report, t: t.state,
+    "result": result_cell,
+    "params": changed_cell,
+    "slos": slo_cell,
+    "startup": lambda report, t: _seconds(t.startup_s),
+    "bench": lambda report, t: _seconds(t.benchmark_s),
+    "measured": lambda report, t: measured(t),
+    "failure": _failure,
+}
 
 
 def print_summary(report: Any) -> None:
@@ -114,29 +218,15 @@ def print_summary(report: Any) -> None:
         console.print("[yellow]no feasible trial yet: no Pareto front[/]")
         return
     console.print(pareto_table(report))
+    console.print(f"×N: times better than the vLLM defaults; one trial in full: autotune study "
+                  f"show {escape(report.name)} --trial N", highlight=False)
 
 
-def pareto_table(report: Any) -> Table:
-    table = Table(title=f"Pareto front of {report.name} (feasible trials)")
-    table.add_column("trial", justify="right")
-    table.add_column("parameters")
-    for metric, direction in zip(report.metrics, report.directions, strict=True):
-        arrow = "↑" if direction == "maximize" else "↓"
-        table.add_column(f"{metric} {arrow}", justify="right")
-        table.add_column("vs default", justify="right")
-    for number in report.pareto_front:
-        t = report.trial(number)
-        gains = report.gains(t)
-        row = [
-            str(number) + (" (default)" if t.is_default else ""),
-            short_params(t.params) if not t.is_default else "vLLM defaults",
-        ]
-        for metric in report.metrics:
-            row.append(f"{t.metrics.get(metric, float('nan')):.4g}")
-            g = gains.get(metric)
-            row.append("—" if g is None else f"{g:.2f}x")
-        table.add_row(*row)
-    return table
+def pareto_table(report: Any) -> CompactTable:
+    """The feasible Pareto front, compact: trial, changed parameters, objectives with gains."""
+    return CompactTable(report, f"Pareto front of {escape(report.name)}: feasible, every SLO "
+                        "met", ("trial", "params", "objectives"),
+                        [report.trial(n) for n in report.pareto_front])
 
 
 def measured(t: Any) -> str:
@@ -162,11 +252,56 @@ def studies_table(url: str, rows: list[tuple[str, ...]]) -> Table:
     return table
 
 
-def print_study(report: Any, name: str) -> None:
-    """`study show` as a table: the trials, what their columns mean, the Pareto front."""
+def print_study(report: Any, name: str, *, wide: bool = False,
+                columns: list[str] | None = None) -> None:
+    """`study show` as a table: compact by default (``columns`` to choose), every column with
+    ``wide``; then what the columns mean, the failures, the Pareto front."""
+    title = f"study {escape(name)}: {escape(report.model)} on {escape(report.hardware)}"
+    if wide:
+        console.print(wide_table(report, title))
+        console.print("* = on the feasible Pareto front; measured: clean, clean after repeats "
+                      "(a disturbed run was measured again on the same server), or DISTURBED "
+                      "(no clean run: treat its figures with care)")
+    else:
+        shown = columns or list(COMPACT)
+        console.print(CompactTable(report, title, shown))
+        console.print(
+            "* on the feasible Pareto front · ✗ a missed SLO · ×N: times better than the vLLM "
+            f"defaults (trial {report.default_number}) · more: --wide or --columns (see "
+            "--help) · one trial in full: --trial N", highlight=False)
+        if "failure" not in shown:
+            for t in report.trials:
+                if t.failure_reason and t.state != "reused":
+                    kind = short_names.failure(t.failure_kind)
+                    console.print(f"  trial {t.number} {escape(kind)}: "
+                                  f"{escape(t.failure_reason)}", highlight=False)
+    no_engine = {s: sum(1 for t in report.trials if t.state == s) for s in ("reused", "skipped")}
+    if any(no_engine.values()):
+        console.print(
+            f"suggestions answered without an engine: {no_engine['reused']} reused (the same "
+            f"configuration was measured already; not listed above, see --format json), "
+            f"{no_engine['skipped']} skipped (the crash model predicted a failure; the reason is "
+            "given with the trial) — docs/search.md"
+        )
+    if report.quality_columns and report.default_number is not None:
+        console.print(
+            f"quality: accuracy on the study's eval set; agreement with trial "
+            f"{report.default_number} (vLLM defaults, the reference) — docs/quality.md"
+        )
+    if wide and report.pareto_front:
+        console.print(pareto_table(report))
+    elif report.pareto_front:
+        console.print("Pareto front (feasible, every SLO met): trial(s) "
+                      + ", ".join(map(str, report.pareto_front)), highlight=False)
+    else:
+        console.print("[yellow]no feasible trial yet: no Pareto front[/]")
+
+
+def wide_table(report: Any, title: str) -> Table:
+    """`study show --wide`: every column, parameters in full, one per line."""
     from autotune.quality.spec import QUALITY_LABELS, format_quality
 
-    table = Table(title=f"study {name}: {report.model} on {report.hardware}")
+    table = Table(title=title)
     extra = [m for m in SHOWN_RESOURCE_METRICS
              if m not in report.metrics and any(m in t.metrics for t in report.trials)]
     quality = report.quality_columns
@@ -183,45 +318,25 @@ def print_study(report: Any, name: str) -> None:
         "measured",
         "failure",
     ):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for t in report.trials:
         if t.state == "reused":
             continue  # counted below; listed by --format json/csv
-        failure = (
-            f"{t.failure_kind}: {t.failure_reason}" if t.failure_kind else t.failure_reason or ""
-        )
         table.add_row(
-            str(t.number) + ("*" if t.number in report.pareto_front else ""),
+            _trial(report, t),
             t.state,
             "yes" if t.feasible else "no",
-            "vLLM defaults" if t.is_default else short_params(t.params),
+            "vLLM defaults" if t.is_default
+            else "\n".join(escape(f"{k}={v}") for k, v in t.params.items()),
             *(f"{t.metrics[m]:.4g}" if m in t.metrics else "—" for m in report.metrics),
             *(format_quality(m, t.metrics.get(m)) for m in quality),
             *(f"{t.metrics[m]:.3g}" if m in t.metrics else "—" for m in extra),
-            f"{t.startup_s:.1f}" if t.startup_s is not None else "—",
-            f"{t.benchmark_s:.1f}" if t.benchmark_s is not None else "—",
+            _seconds(t.startup_s),
+            _seconds(t.benchmark_s),
             measured(t),
-            failure[:120],
+            _failure(report, t),
         )
-    console.print(table)
-    console.print("* = on the feasible Pareto front; measured: clean, clean after repeats "
-                  "(a disturbed run was measured again on the same server), or DISTURBED (no "
-                  "clean run: treat its figures with care)")
-    no_engine = {s: sum(1 for t in report.trials if t.state == s) for s in ("reused", "skipped")}
-    if any(no_engine.values()):
-        console.print(
-            f"suggestions answered without an engine: {no_engine['reused']} reused (the same "
-            f"configuration was measured already; not listed above, see --format json), "
-            f"{no_engine['skipped']} skipped (the crash model predicted a failure; the reason is "
-            "in the failure column) — docs/search.md"
-        )
-    if quality and report.default_number is not None:
-        console.print(
-            f"quality: accuracy on the study's eval set; agreement with trial "
-            f"{report.default_number} (vLLM defaults, the reference) — docs/quality.md"
-        )
-    if report.pareto_front:
-        console.print(pareto_table(report))
+    return table
 
 
 def warm_start_ignored(name: str, source: str) -> None:

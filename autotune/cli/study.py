@@ -19,6 +19,7 @@ from autotune.cli.launch import (
     study_runner,
 )
 from autotune.cli.render import (
+    check_columns,
     print_study,
     studies_table,
     warm_start_ignored,
@@ -163,8 +164,21 @@ def study_show(
     name: str,
     storage: StorageOpt = None,
     format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="every column, the parameters in full names")
+    ] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option("--columns", metavar="A,B,C",
+                     help="the table's columns: trial, state, result, params, objectives, "
+                          "slos, startup, bench, measured, failure, or metric names"),
+    ] = None,
+    trial: Annotated[
+        int | None, typer.Option("--trial", metavar="N", help="one trial in full")
+    ] = None,
 ) -> None:
-    """Show a study's trials and Pareto front (table, json or csv)."""
+    """Show a study's trials and Pareto front (table, json or csv), or one trial in full."""
+    from autotune.cli.trial_view import print_trial
     from autotune.report import load_report
     from autotune.store import open_catalog
 
@@ -179,4 +193,17 @@ def study_show(
     if format is OutputFormat.csv:
         sys.stdout.write(report.to_csv())
         return
-    print_study(report, name)
+    if trial is not None:
+        record = report.trial(trial)
+        if record is None:
+            err_console.print(f"[bold red]error:[/] study {name!r} has no trial {trial}; its "
+                              f"trials are 0..{len(report.trials) - 1}")
+            raise typer.Exit(2)
+        print_trial(report, record)
+        return
+    try:
+        chosen = check_columns(report, columns.split(",")) if columns else None
+    except ValueError as exc:
+        err_console.print(f"[bold red]error:[/] --columns: {exc}")
+        raise typer.Exit(2) from None
+    print_study(report, name, wide=wide, columns=chosen)

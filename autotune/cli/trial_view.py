@@ -1,0 +1,109 @@
+"""`study show NAME --trial N`: one trial in full, every figure it recorded, grouped."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from autotune import short_names
+from autotune.bench.metrics import LATENCIES, STATS
+from autotune.cli.common import console
+from autotune.cli.render import measured, result_cell, slo_cell
+from autotune.quality.spec import QUALITY_LABELS, QUALITY_METRICS, format_quality
+
+THROUGHPUT = ("output_throughput", "request_throughput", "total_token_throughput",
+              "request_goodput", "goodput_fraction", "error_rate", "completed", "failed",
+              "duration_s", "total_input_tokens", "total_output_tokens")
+LATENCY_METRICS = {f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS}
+
+
+def _grid(title: str) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
+                  show_header=False)
+    table.add_column(style="bold", overflow="fold")
+    table.add_column(overflow="fold")
+    return table
+
+
+def _number(v: Any) -> str:
+    if isinstance(v, float):
+        if v.is_integer() and abs(v) < 1e15:
+            return str(int(v))
+        return f"{v:.1f}" if abs(v) >= 100 else f"{v:.4g}"
+    return escape(str(v))
+
+
+def print_trial(report: Any, t: Any) -> None:
+    """Parameters, objectives and constraints, latencies, throughput, engine metrics, quality,
+    timings, and the failure with its log line."""
+    head = f"trial {t.number} of {escape(report.name)}: {t.state}, {result_cell(report, t)}"
+    console.print(head + (" (the vLLM defaults)" if t.is_default else ""), highlight=False)
+    default = report.trial(report.default_number) if report.default_number is not None else None
+    params = Table(title="parameters", box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    for col in ("name", "short", "value", "default"):
+        params.add_column(col, overflow="fold")
+    changed = report.changed(t)
+    for k, v in t.params.items():
+        base = default.params.get(k, "—") if default is not None else "—"
+        params.add_row(escape(k), short_names.parameter(k),
+                       ("[bold]" if k in changed else "") + escape(short_names.value(v)),
+                       escape(short_names.value(base)))
+    console.print(params)
+    m = t.metrics
+    if report.metrics and m:
+        goals = _grid("objectives")
+        for metric, gain in report.gains(t).items():
+            shown = _number(m[metric]) if metric in m else "—"
+            goals.add_row(escape(metric), shown + ("" if gain is None else f" ×{gain:.2f} "
+                                                   "vs the defaults"))
+        console.print(goals)
+    if t.violations and t.state == "complete":
+        constraints = _grid(f"constraints: {slo_cell(report, t)}")
+        for key, v in t.violations.items():
+            limit = report.slos.get(key)
+            value = _number(m[key]) if key in m else "—"
+            bound = f" (limit {_number(limit)})" if limit is not None else ""
+            constraints.add_row(escape(key), f"{value}{bound}: " + ("met" if v <= 0 else
+                                                                   "[yellow]missed[/]"))
+        console.print(constraints)
+    if any(k in m for k in LATENCY_METRICS):
+        latency = Table(title="latency, ms", box=box.SIMPLE_HEAD, pad_edge=False,
+                        title_justify="left")
+        latency.add_column("")
+        for stat in STATS:
+            latency.add_column(stat, justify="right")
+        for lat in LATENCIES:
+            latency.add_row(lat, *(f"{m[f'{lat}_{s}_ms']:.1f}" if f"{lat}_{s}_ms" in m
+                                   else "—" for s in STATS))
+        console.print(latency)
+    _section("throughput", [(k, m[k]) for k in THROUGHPUT if k in m])
+    _section("quality", [(QUALITY_LABELS[k], format_quality(k, m[k]))
+                         for k in QUALITY_METRICS if k in m])
+    elsewhere = {*THROUGHPUT, *LATENCY_METRICS, *QUALITY_METRICS}
+    _section("engine and measurement metrics",
+             [(f"{short_names.metric(k)} ({k})" if short_names.metric(k) != k else k, m[k])
+              for k in sorted(m) if k not in elsewhere])
+    _section("timings, s", [(k, f"{v:.1f}") for k, v in (
+        ("startup", t.startup_s), ("warmup", t.warmup_s), ("benchmark", t.benchmark_s),
+        ("teardown", t.teardown_s)) if v is not None] + [("measured", measured(t))])
+    if t.failure_kind or t.failure_reason:
+        _section("failure", [("kind", t.failure_kind or "—"), ("reason", t.failure_reason or ""),
+                             ("log line", t.failure_line or "—")])
+    _section("engine", [(k, v) for k, v in (
+        ("command", shlex.join(t.engine_command) if t.engine_command else None),
+        ("version", t.engine_version), ("host", t.host), ("devices", t.devices),
+        ("log", t.log_path)) if v])
+
+
+def _section(title: str, rows: list[tuple[str, Any]]) -> None:
+    if not rows:
+        return
+    table = _grid(title)
+    for key, value in rows:
+        table.add_row(escape(key), value if title == "quality" or key == "measured"
+                      else _number(value))
+    console.print(table)
