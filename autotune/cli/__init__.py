@@ -1,8 +1,9 @@
 """The ``autotune`` command line (typer + rich): the app, its command groups, the entry point.
 
 One module per command group (study, worker, export/confirm, db, devices, demo, dashboard);
-``common`` holds the consoles, the ``--storage`` option and the error exit, ``render`` what is
-printed, ``launch`` the run shared by ``study start`` and ``worker``.
+``common`` holds the consoles, the ``--storage`` option and the error exit; ``render`` (tables),
+``trial_view`` (one trial in full) and ``progress`` (the live display) what is printed;
+``launch`` the run shared by ``study start`` and ``worker``.
 """
 
 from __future__ import annotations
