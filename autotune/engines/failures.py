@@ -159,8 +159,8 @@ def classify(log_text: str, returncode: int | None) -> EngineFailure:
 # Requests lost on the way (refused or dropped connections, timeouts, streams with no token),
 # as the load driver and the workload builder word them: no answer from the server about them.
 _LOST_REQUESTS = re.compile(
-    r"Connect\w*Error|Connection (?:refused|reset)|Disconnected|Timeout|timed out|"
-    r"no token received"
+    r"Connect\w*Error|Connection (?:refused|reset)|Disconnected|ClientPayloadError|"
+    r"ClientOSError|Timeout|timed out|no token received"
 )
 
 
