@@ -323,10 +323,10 @@ class TrialRunner:
                                on_phase)
         try:
             outcome.record(self.measuring.measure(engine, config, trial), log_path)
-            failure = outcome.failure
-            if failure is not None and failure.kind == FailureKind.BENCHMARK_FAILED:
+            found = outcome.failure
+            if found is not None and found.kind == FailureKind.BENCHMARK_FAILED:
                 outcome.failure = after_benchmark(
-                    failure, engine.alive() and healthy(engine.base_url))
+                    found, engine.alive() and healthy(engine.base_url))
         finally:
             on_phase("tearing down")
             self._teardown(engine, outcome, devices)
