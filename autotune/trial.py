@@ -23,10 +23,17 @@ from autotune.bench.http_step import HttpMeasurement
 from autotune.bench.metrics import finite_metrics
 from autotune.bench.step import MeasureContext, Measured, MeasuringStep
 from autotune.devices import CpuSlotPool, DevicePool, DeviceSet, ReportsDeviceMemory
-from autotune.engines.base import EngineConfig, EngineLauncher
-from autotune.engines.failures import EngineFailure, FailureKind, classify, log_excerpt
+from autotune.engines.base import EngineConfig, EngineLauncher, RunningEngine
+from autotune.engines.failures import (
+    EngineFailure,
+    FailureKind,
+    TeardownError,
+    after_benchmark,
+    classify,
+    log_excerpt,
+)
 from autotune.engines.replay import Grid, GridMeasurement, ReplayLauncher
-from autotune.engines.vllm import engine_config
+from autotune.engines.vllm import engine_config, healthy
 from autotune.model_config import read_model_config
 from autotune.quality.probe import QualityProbe, Reference
 from autotune.space import Space
@@ -36,6 +43,9 @@ __all__ = ["PhaseCallback", "ReplayTrialRunner", "TrialOutcome", "TrialRunner", 
 
 PhaseCallback = Callable[[str], None]
 HOST_FAULT_FALLBACK_DTYPE = "float16"
+# Starts of one configuration in one trial while its failures are transient (each on a fresh
+# port, with a log of its own): a second start is worth it, a third rarely changes the verdict.
+TRANSIENT_ATTEMPTS = 2
 
 
 @dataclass
@@ -196,12 +206,12 @@ class TrialRunner:
                 outcome.state = "failed"
                 outcome.failure = EngineFailure(FailureKind.INTERRUPTED, "study stopped")
                 return outcome
-            self._launch_and_measure(
-                number, config, devices, outcome, on_phase, is_default=is_default
-            )
+            self._attempts(number, config, devices, outcome, on_phase, is_default)
             if (
                 outcome.failure is not None
                 and outcome.failure.kind == FailureKind.HOST_FAULT
+                and not outcome.failure.survivors
+                and not self.stop_event.is_set()
                 and str(config.flags.get("dtype", "auto")) in ("auto", "bfloat16")
                 and devices.kind == "cpu"
             ):
@@ -212,11 +222,8 @@ class TrialRunner:
                     f"{HOST_FAULT_FALLBACK_DTYPE}"
                 )
                 retry = replace(config, flags={**config.flags, "dtype": HOST_FAULT_FALLBACK_DTYPE})
-                outcome.failure = None
                 outcome.flags = dict(retry.flags)
-                self._launch_and_measure(
-                    number, retry, devices, outcome, on_phase, attempt=2, is_default=is_default
-                )
+                self._attempts(number, retry, devices, outcome, on_phase, is_default)
             self._check_memory_fit(replace(config, flags=outcome.flags), devices, outcome)
         finally:
             self.pool.release(devices)
@@ -250,10 +257,39 @@ class TrialRunner:
         if note:
             outcome.notes.append(note)
 
-    def log_path(self, number: int, attempt: int = 1) -> Path:
-        """Where the engine of this trial (and attempt) logs."""
-        suffix = "" if attempt == 1 else f".{attempt}"
-        return self.log_dir / f"trial-{number:04d}{suffix}.log"
+    def log_path(self, number: int) -> Path:
+        """A new log file for the next engine start of trial ``number``: ``trial-NNNN.log``,
+        then ``trial-NNNN.attempt-2.log``, ... (the first name not taken, so an earlier run's
+        log of the same number is neither appended to nor read as this one's)."""
+        path = self.log_dir / f"trial-{number:04d}.log"
+        attempt = 1
+        while path.exists():
+            attempt += 1
+            path = self.log_dir / f"trial-{number:04d}.attempt-{attempt}.log"
+        return path
+
+    def _attempts(
+        self, number: int, config: EngineConfig, devices: DeviceSet, outcome: TrialOutcome,
+        on_phase: PhaseCallback, is_default: bool,
+    ) -> None:
+        """Launch and measure ``config``; start it again while its failure is transient."""
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            if self.stop_event.is_set():
+                outcome.state = "failed"
+                outcome.failure = EngineFailure(FailureKind.INTERRUPTED, "study stopped")
+                return
+            outcome.failure = None
+            self._launch_and_measure(number, config, devices, outcome, on_phase, is_default)
+            failure = outcome.failure
+            if (
+                failure is None
+                or failure.kind != FailureKind.TRANSIENT
+                or failure.survivors
+                or attempt == TRANSIENT_ATTEMPTS
+            ):
+                return
+            outcome.notes.append(f"start {attempt} failed transiently ({failure.reason}); "
+                                 "started again")
 
     def _launch_and_measure(
         self,
@@ -262,22 +298,23 @@ class TrialRunner:
         devices: DeviceSet,
         outcome: TrialOutcome,
         on_phase: PhaseCallback,
-        attempt: int = 1,
-        is_default: bool = False,
+        is_default: bool,
     ) -> None:
-        log_path = self.log_path(number, attempt)
+        log_path = self.log_path(number)
         outcome.log_path = str(log_path)
         on_phase("starting engine")
         started = time.monotonic()
         try:
-            engine = self.launcher.start(config, devices, log_path)
+            engine = self.launcher.start(config, devices, log_path, stop=self.stop_event)
         except EngineFailure as failure:
             outcome.timings["startup_s"] = time.monotonic() - started
             outcome.fail(failure, log_path)
+            if failure.survivors:
+                self._survived(failure.survivors, outcome, devices)
             return
         if self.stop_event.is_set():  # stopped while this engine was starting
-            outcome.timings["teardown_s"] = engine.stop()
             outcome.fail(EngineFailure(FailureKind.INTERRUPTED, "study stopped"), log_path)
+            self._teardown(engine, outcome, devices)
             return
         outcome.argv = list(engine.argv)
         outcome.engine_version = engine.version
@@ -286,9 +323,35 @@ class TrialRunner:
                                on_phase)
         try:
             outcome.record(self.measuring.measure(engine, config, trial), log_path)
+            found = outcome.failure
+            if found is not None and found.kind == FailureKind.BENCHMARK_FAILED:
+                outcome.failure = after_benchmark(
+                    found, engine.alive() and healthy(engine.base_url))
         finally:
             on_phase("tearing down")
+            self._teardown(engine, outcome, devices)
+
+    def _teardown(self, engine: RunningEngine, outcome: TrialOutcome, devices: DeviceSet) -> None:
+        started = time.monotonic()
+        try:
             outcome.timings["teardown_s"] = engine.stop()
+        except TeardownError as exc:
+            outcome.timings["teardown_s"] = time.monotonic() - started
+            self._survived(exc.survivors, outcome, devices)
+
+    def _survived(self, survivors: list[int], outcome: TrialOutcome, devices: DeviceSet) -> None:
+        """Processes outlived the engine's teardown: its devices are marked suspect, a failed
+        trial keeps its first reason and gets this one beside it (a measured one keeps its
+        figures, which were taken before), and the study goes on."""
+        what = (f"engine processes {survivors} survived teardown; devices "
+                f"{devices.describe()} marked suspect")
+        self.pool.mark_suspect(devices, what)
+        failure = outcome.failure
+        if failure is None:
+            outcome.notes.append(what)
+        elif what not in failure.reason:
+            failure.reason = f"{failure.reason}; then {what}"
+            failure.survivors = survivors
 
 
 class ReplayTrialRunner(TrialRunner):

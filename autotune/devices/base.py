@@ -45,6 +45,8 @@ class DevicePool(Protocol):
     them; it raises NoDevicesError when ``n`` can never be satisfied. ``release`` gives a set
     back (also after failures); a pool may hold a released device back until the previous
     engine's memory is free, and report it as stuck when that never happens.
+    ``mark_suspect`` notes devices whose engine left a process behind: they stay in use, but
+    other free devices are handed out first, and ``suspects()`` says why.
     """
 
     kind: DeviceKind
@@ -60,6 +62,10 @@ class DevicePool(Protocol):
     def release(self, devices: DeviceSet) -> None: ...
 
     def stuck(self) -> list[int]: ...
+
+    def mark_suspect(self, devices: DeviceSet, reason: str) -> None: ...
+
+    def suspects(self) -> dict[int, str]: ...
 
     def describe(self) -> str: ...
 
@@ -99,6 +105,7 @@ class Allocator:
         self.devices = tuple(devices)
         self.free: set[int] = set(devices)
         self.unavailable: set[int] = set()
+        self.suspect: set[int] = set()  # handed out last (their last engine left a process)
         self.waiting: list[Request] = []
         self.max_bypass = max_bypass
         self.chooser = chooser
@@ -125,7 +132,9 @@ class Allocator:
         overtaken: list[Request] = []
         for request in list(self.waiting):
             if request.n <= len(self.free):
-                ids = self.chooser(sorted(self.free), request.n)
+                trusted = sorted(self.free - self.suspect)
+                ids = self.chooser(trusted if len(trusted) >= request.n else sorted(self.free),
+                                   request.n)
                 self.free.difference_update(ids)
                 request.granted = ids
                 self.waiting.remove(request)
@@ -160,6 +169,7 @@ class PooledDevices:
     def __init__(self, ids: Sequence[int], chooser: Chooser = lowest_ids) -> None:
         self._allocator = Allocator(ids, chooser=chooser)
         self._cond = threading.Condition()
+        self._suspects: dict[int, str] = {}
 
     @property
     def capacity(self) -> int:
@@ -206,6 +216,15 @@ class PooledDevices:
 
     def stuck(self) -> list[int]:
         return sorted(self._allocator.unavailable)
+
+    def mark_suspect(self, devices: DeviceSet, reason: str) -> None:
+        with self._cond:
+            self._allocator.suspect.update(devices.ids)
+            self._suspects.update(dict.fromkeys(devices.ids, reason))
+
+    def suspects(self) -> dict[int, str]:
+        with self._cond:
+            return dict(self._suspects)
 
     def drain(self, ids: tuple[int, ...]) -> tuple[list[int], list[int]]:
         """Wait until the devices are free of the previous engine: (ready, stuck)."""

@@ -8,13 +8,14 @@ conformance suite in tests/support/engine_suite.py.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from autotune.devices import DeviceSet
-from autotune.engines.failures import EngineFailure, FailureKind
+from autotune.engines.failures import EngineFailure, FailureKind, TeardownError
 
 __all__ = [
     "EngineConfig",
@@ -22,6 +23,7 @@ __all__ = [
     "EngineLauncher",
     "FailureKind",
     "RunningEngine",
+    "TeardownError",
     "create",
     "register",
 ]
@@ -48,7 +50,8 @@ class EngineConfig:
 @runtime_checkable
 class RunningEngine(Protocol):
     """A started, healthy engine. ``stop`` is idempotent and returns teardown seconds only after
-    confirming that no process of the engine remains."""
+    confirming that no process of the engine remains; it raises TeardownError naming the
+    processes that survived it."""
 
     base_url: str
     served_name: str
@@ -73,13 +76,18 @@ class RunningEngine(Protocol):
 @runtime_checkable
 class EngineLauncher(Protocol):
     """Starts engines. ``start`` blocks until the engine is healthy or raises EngineFailure
-    (and then leaves no process behind)."""
+    (and then leaves no process behind, or names those left in ``EngineFailure.survivors``).
+    It writes a fresh ``log_path``. When ``stop`` is set it gives up within a second or two:
+    EngineFailure(INTERRUPTED)."""
 
     name: str
 
     def argv(self, config: EngineConfig, port: int | None = None) -> list[str]: ...
 
-    def start(self, config: EngineConfig, devices: DeviceSet, log_path: Path) -> RunningEngine: ...
+    def start(
+        self, config: EngineConfig, devices: DeviceSet, log_path: Path,
+        *, stop: threading.Event | None = None,
+    ) -> RunningEngine: ...
 
 
 _REGISTRY: dict[str, Callable[[], EngineLauncher]] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -22,6 +22,9 @@ class FailureKind(StrEnum):
     CRASHED = "crashed"  # the engine died for a reason we do not recognise
     BENCHMARK_FAILED = "benchmark_failed"  # started, but the load could not be served
     HOST_FAULT = "host_fault"  # the host, not the config (e.g. SIGILL from a bf16 kernel)
+    # The moment, not the config: a port taken, a kill we did not send, a full disk, a start
+    # that hangs, a healthy server's failed benchmark. Retried in the trial; never reused.
+    TRANSIENT = "transient"
     INTERRUPTED = "interrupted"  # the user stopped the study during this trial
     WORKER_LOST = "worker_lost"  # its worker process died (no heartbeat); retried elsewhere
 
@@ -40,7 +43,9 @@ class FailureKind(StrEnum):
 
         Otherwise the trial is an Optuna FAIL, which samplers ignore: a host fault or an
         interruption says nothing about the configuration."""
-        return self not in (FailureKind.HOST_FAULT, FailureKind.INTERRUPTED)
+        return self not in (
+            FailureKind.HOST_FAULT, FailureKind.INTERRUPTED, FailureKind.TRANSIENT
+        )
 
     @property
     def retried(self) -> bool:
@@ -48,13 +53,23 @@ class FailureKind(StrEnum):
         return self in (FailureKind.INTERRUPTED, FailureKind.WORKER_LOST)
 
 
+class TeardownError(RuntimeError):
+    """Processes of an engine survived its teardown (``RunningEngine.stop``)."""
+
+    def __init__(self, survivors: list[int]) -> None:
+        super().__init__(f"engine processes {survivors} survived teardown")
+        self.survivors = survivors
+
+
 @dataclass
 class EngineFailure(Exception):
-    """An engine could not start or serve. ``line`` is the log line that decided the kind."""
+    """An engine could not start or serve. ``line`` is the log line that decided the kind;
+    ``survivors``: processes of the engine that then survived its teardown."""
 
     kind: FailureKind
     reason: str
     line: str = ""
+    survivors: list[int] = field(default_factory=list)
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.reason}"
@@ -64,6 +79,15 @@ _SIGNATURES: list[tuple[FailureKind, re.Pattern[str]]] = [
     (
         FailureKind.HOST_FAULT,
         re.compile(r"exit ?code:? -4\b|Illegal instruction|SIGILL|signal 4\b"),
+    ),
+    (
+        # Another process holds the port (it is picked free, then released before vLLM binds
+        # it); the disk filled up; a worker was SIGKILLed (the kernel's OOM killer).
+        FailureKind.TRANSIENT,
+        re.compile(
+            r"Address already in use|EADDRINUSE|\[Errno 98\]|No space left on device|"
+            r"\[Errno 28\]|died unexpectedly \(exit code: -9\)"
+        ),
     ),
     (
         FailureKind.OUT_OF_MEMORY,
@@ -97,6 +121,9 @@ _SIGNATURES: list[tuple[FailureKind, re.Pattern[str]]] = [
         re.compile(r"Timed out waiting for engine core processes to start"),
     ),
 ]
+# Signals autotune never sends to a running engine on its own: when the engine dies of one, some
+# other process (the kernel's OOM killer, an operator) killed it; the config is not to blame.
+_FOREIGN_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _GENERIC = re.compile(r"Error|Exception|Traceback|died unexpectedly|failed", re.I)
 # vLLM's own INFO/WARNING/DEBUG lines never decide a failure ("... is not supported, falling
 # back" or "failed to increase ulimit" are routine).
@@ -104,10 +131,18 @@ _BENIGN = re.compile(r"\b(?:INFO|WARNING|DEBUG)\b \d\d-\d\d |^\s*warnings\.warn|
 
 
 def classify(log_text: str, returncode: int | None) -> EngineFailure:
-    """Kind, reason and deciding line for an engine that exited or stopped serving."""
+    """Kind, reason and deciding line for an engine that exited or stopped serving on its own
+    (not stopped by autotune: ``returncode`` is then the status of its own death)."""
     lines = [line for line in log_text.splitlines() if not _BENIGN.search(line)]
     if returncode is not None and returncode in (-signal.SIGILL, 128 + signal.SIGILL):
         return EngineFailure(FailureKind.HOST_FAULT, "engine killed by SIGILL (host CPU fault)")
+    killer = _signal_of(returncode)
+    if killer in _FOREIGN_SIGNALS:
+        return EngineFailure(
+            FailureKind.TRANSIENT,
+            f"engine killed by {killer.name}, which autotune did not send (the kernel's "
+            "out-of-memory killer, or an operator)",
+        )
     for kind, pattern in _SIGNATURES:
         for line in lines:
             if pattern.search(line):
@@ -119,6 +154,39 @@ def classify(log_text: str, returncode: int | None) -> EngineFailure:
     return EngineFailure(
         FailureKind.CRASHED, f"engine stopped ({status}) with no error in its log"
     )
+
+
+# Requests lost on the way (refused or dropped connections, timeouts, streams with no token),
+# as the load driver and the workload builder word them: no answer from the server about them.
+_LOST_REQUESTS = re.compile(
+    r"Connect\w*Error|Connection (?:refused|reset)|Disconnected|ClientPayloadError|"
+    r"ClientOSError|Timeout|timed out|no token received"
+)
+
+
+def after_benchmark(failure: EngineFailure, healthy: bool) -> EngineFailure:
+    """A failed benchmark whose requests were lost on the way (not answered with an error)
+    while the server stayed healthy is transient; any other benchmark failure stands."""
+    if (
+        healthy
+        and failure.kind == FailureKind.BENCHMARK_FAILED
+        and _LOST_REQUESTS.search(failure.reason)
+    ):
+        return EngineFailure(
+            FailureKind.TRANSIENT, f"{failure.reason} (the server stayed healthy)", failure.line
+        )
+    return failure
+
+
+def _signal_of(returncode: int | None) -> signal.Signals | None:
+    """The signal that killed the engine: ``-N`` from Popen, ``128 + N`` from the guard."""
+    if returncode is None or returncode == 0:
+        return None
+    number = -returncode if returncode < 0 else returncode - 128
+    try:
+        return signal.Signals(number)
+    except ValueError:
+        return None
 
 
 def _short(line: str, limit: int = 300) -> str:

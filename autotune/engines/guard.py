@@ -5,6 +5,9 @@ Started by the controller as ``python -m autotune.engines.guard ARGV...`` in a n
 When that pipe reaches EOF — the controller closed it to stop the engine, or the controller
 died, even by ``kill -9`` — the guard terminates the group (TERM, then KILL after a grace
 period), reaps every descendant (it is a child subreaper, so orphans come back to it) and exits.
+If the guard itself dies (``kill -9``), its sentinel — a forked child that only waits for the
+guard's end of a pipe to close — SIGKILLs every process left in the session, so the engine is
+never re-parented to init and left running.
 Standard library only: it must start fast and import nothing heavy.
 """
 
@@ -30,10 +33,12 @@ def _become_subreaper() -> None:
         pass  # not Linux: the process group still covers the usual case
 
 
-def _descendants() -> list[int]:
-    """Pids whose ancestry leads to this guard (children, and orphans reparented to it)."""
-    me = os.getpid()
-    parents: dict[int, int] = {}
+_SENTINEL: list[int] = []  # the sentinel's pid: not part of the engine tree
+
+
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """pid → (parent pid, session id, state) of every process in /proc."""
+    found: dict[int, tuple[int, int, str]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -43,15 +48,52 @@ def _descendants() -> list[int]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        parents[int(entry)] = int(fields[1])
+        found[int(entry)] = (int(fields[1]), int(fields[3]), fields[0])
+    return found
+
+
+def _descendants() -> list[int]:
+    """Pids whose ancestry leads to this guard (children, and orphans reparented to it)."""
+    parents = {pid: ppid for pid, (ppid, _, _) in _processes().items()}
     found: list[int] = []
-    frontier = [me]
+    frontier = [os.getpid()]
     while frontier:
         pid = frontier.pop()
-        kids = [child for child, parent in parents.items() if parent == pid]
+        kids = [child for child, parent in parents.items()
+                if parent == pid and child not in _SENTINEL]
         found += kids
         frontier += kids
     return found
+
+
+def _start_sentinel() -> None:
+    """Fork the sentinel: when the guard's end of the pipe closes (the guard exited or was
+    killed), it SIGKILLs what remains of the session and exits. Before any thread starts."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(read_end)
+        _SENTINEL.append(pid)
+        return  # the guard keeps write_end open (not inherited by the engine) until it dies
+    try:
+        os.close(write_end)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the guard's own TERM to the group
+        while os.read(read_end, 1):
+            pass
+        session, me = os.getsid(0), os.getpid()
+        for _ in range(50):
+            left = [p for p, (_, sid, state) in _processes().items()
+                    if sid == session and p != me and state != "Z"]
+            if not left:
+                break
+            for victim in left:
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+    finally:
+        os._exit(0)
 
 
 def _signal_all(sig: int) -> None:
@@ -100,6 +142,7 @@ def main(argv: list[str]) -> int:
         return 2
     grace_s = float(os.environ.get(GRACE_ENV, "10"))
     _become_subreaper()
+    _start_sentinel()
     stop = threading.Event()
 
     def watch_stdin() -> None:

@@ -17,6 +17,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from autotune import procfs
+from autotune.engines.failures import TeardownError
 from autotune.engines.guard import GRACE_ENV
 
 
@@ -29,17 +31,10 @@ def free_port() -> int:
 def session_members(sid: int) -> list[int]:
     """Pids of live (non-zombie) processes whose session id is ``sid``."""
     members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, session = fields[0], int(fields[3])
-        if session == sid and state != "Z":
-            members.append(int(entry))
+    for pid in procfs.pids():
+        stat = procfs.process_stat(pid)
+        if stat is not None and stat.session == sid and stat.state != "Z":
+            members.append(pid)
     return members
 
 
@@ -61,13 +56,14 @@ def stop_all() -> int:
     for process in live:
         try:
             process.stop()
-        except RuntimeError:
-            pass
+        except TeardownError:
+            pass  # the trial that owns it records the survivors
     return len(live)
 
 
 class GuardedProcess:
-    """One engine command running under the guard, logging to ``log_path``."""
+    """One engine command running under the guard, logging to ``log_path`` (a fresh file:
+    an earlier run's lines there would be classified as this engine's)."""
 
     def __init__(
         self, argv: list[str], env: Mapping[str, str], log_path: Path, grace_s: float
@@ -77,7 +73,7 @@ class GuardedProcess:
         self.grace_s = grace_s
         log_path.parent.mkdir(parents=True, exist_ok=True)
         full_env = {**os.environ, **env, GRACE_ENV: str(grace_s)}
-        with open(log_path, "ab") as log:
+        with open(log_path, "wb") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "autotune.engines.guard", *argv],
                 stdin=subprocess.PIPE,
@@ -88,6 +84,7 @@ class GuardedProcess:
             )
         self.pid = self._proc.pid
         self._stopped_after: float | None = None
+        self.stop_requested = False  # set by stop(): a death from now on is ours
         self._stop_lock = threading.Lock()
         with _LIVE_LOCK:
             _LIVE.add(self)
@@ -109,7 +106,9 @@ class GuardedProcess:
             return ""
 
     def stop(self) -> float:
-        """Tear the whole tree down; return seconds taken. Raises if a process survives."""
+        """Tear the whole tree down; return seconds taken. Raises TeardownError if a process
+        survives."""
+        self.stop_requested = True
         with self._stop_lock:
             return self._stop()
 
@@ -133,7 +132,7 @@ class GuardedProcess:
             time.sleep(0.2)
         survivors = self.pids()
         if survivors:
-            raise RuntimeError(f"engine processes {survivors} survived teardown")
+            raise TeardownError(survivors)
         self._stopped_after = time.monotonic() - started
         with _LIVE_LOCK:
             _LIVE.discard(self)

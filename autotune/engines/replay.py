@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,7 +261,10 @@ class ReplayLauncher:
     def argv(self, config: EngineConfig, port: int | None = None) -> list[str]:
         return ["replay", config.model, *render_flags(config.flags)]
 
-    def start(self, config: EngineConfig, devices: DeviceSet, log_path: Path) -> ReplayedEngine:
+    def start(
+        self, config: EngineConfig, devices: DeviceSet, log_path: Path,
+        *, stop: threading.Event | None = None,
+    ) -> ReplayedEngine:
         row = self.grid.by_flags(config.flags)
         if self.write_logs:
             log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,8 +18,13 @@ from typing import Any
 import httpx
 
 from autotune.devices import DeviceSet
-from autotune.engines.base import EngineConfig, register
-from autotune.engines.failures import EngineFailure, FailureKind, classify
+from autotune.engines.base import EngineConfig, RunningEngine, register
+from autotune.engines.failures import (
+    EngineFailure,
+    FailureKind,
+    TeardownError,
+    classify,
+)
 from autotune.engines.process import GuardedProcess, free_port
 from autotune.parameters import KNOWN_PARAMETERS, NONE_CHOICE
 from autotune.space import Space
@@ -94,6 +100,23 @@ def render_flags(flags: Mapping[str, Any]) -> list[str]:
     return argv
 
 
+def stop_after_failure(engine: RunningEngine, failure: EngineFailure) -> None:
+    """Tear down an engine that failed; processes that survive are told in ``failure``
+    (``survivors``), so the trial records both reasons instead of losing the first."""
+    try:
+        engine.stop()
+    except TeardownError as exc:
+        failure.survivors = exc.survivors
+
+
+def healthy(base_url: str, timeout_s: float = 5.0) -> bool:
+    """Whether the server at ``base_url`` answers /health with 200 now."""
+    try:
+        return httpx.get(f"{base_url}/health", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def resolve_command(command: tuple[str, ...] | list[str]) -> list[str]:
     return [sys.executable if part == "{python}" else part for part in command]
 
@@ -122,10 +145,17 @@ class VllmServer:
     def stop(self) -> float:
         return self._process.stop()
 
-    def wait_until_healthy(self, timeout_s: float) -> None:
+    def wait_until_healthy(self, timeout_s: float, stop: threading.Event | None = None) -> None:
+        """Poll /health until 200. Raises the classified failure when the engine exits, a
+        transient failure when it still runs after ``timeout_s`` (a hang is no verdict on the
+        configuration: a stray error line in its log is not the cause), and INTERRUPTED as
+        soon as ``stop`` is set."""
         started = time.monotonic()
-        with httpx.Client(timeout=2.0) as client:
+        stop = stop or threading.Event()
+        with httpx.Client(timeout=HEALTH_POLL_S * 4) as client:
             while True:
+                if stop.is_set() or self._process.stop_requested:
+                    raise EngineFailure(FailureKind.INTERRUPTED, "stopped during engine start")
                 if not self._process.alive():
                     raise self.failure()
                 try:
@@ -134,14 +164,12 @@ class VllmServer:
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() - started > timeout_s:
-                    found = classify(self._process.read_log(), None)
-                    if found.kind != FailureKind.CRASHED:
-                        raise found  # an error in the log explains the hang better
                     raise EngineFailure(
-                        FailureKind.STARTUP_TIMEOUT,
-                        f"no healthy /health within {timeout_s:.0f}s",
+                        FailureKind.TRANSIENT,
+                        f"no healthy /health within {timeout_s:.0f}s; the engine still runs",
+                        classify(self._process.read_log(), None).line,
                     )
-                time.sleep(HEALTH_POLL_S)
+                stop.wait(HEALTH_POLL_S)
             self.startup_s = time.monotonic() - started
             try:
                 self.version = str(client.get(f"{self.base_url}/version").json()["version"])
@@ -162,14 +190,20 @@ class VllmLauncher:
             argv += ["--host", "127.0.0.1", "--port", str(port)]
         return argv
 
-    def start(self, config: EngineConfig, devices: DeviceSet, log_path: Path) -> VllmServer:
+    def start(
+        self, config: EngineConfig, devices: DeviceSet, log_path: Path,
+        *, stop: threading.Event | None = None,
+    ) -> VllmServer:
         port = free_port()
         argv = self.argv(config, port)
         env = {**config.env, **devices.env}
         process = GuardedProcess(argv, env, log_path, config.shutdown_grace_s)
         server = VllmServer(process, f"http://127.0.0.1:{port}", config.served_name)
         try:
-            server.wait_until_healthy(config.startup_timeout_s)
+            server.wait_until_healthy(config.startup_timeout_s, stop)
+        except EngineFailure as failure:
+            stop_after_failure(server, failure)
+            raise
         except BaseException:
             server.stop()
             raise

@@ -131,3 +131,25 @@ def test_sigint_then_kill9_then_resume(tmp_path: Path, demo_model: Path) -> None
     assert [t["state"] for t in trials] == ["interrupted", "interrupted", "complete"]
     assert trials[-1]["is_default"]
     assert engine_processes() == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_during_engine_start_returns_within_seconds(
+    tmp_path: Path, demo_model: Path, signum: int
+) -> None:
+    space = write_space(tmp_path, small_space(tmp_path, demo_model))
+    url = f"sqlite:///{tmp_path / 'stop.db'}"
+    logs = tmp_path / "logs"
+    controller = _start(space, url, logs, trials=1)
+    sid = _wait_for_engine(logs / "stop" / "trial-0000.log")
+    time.sleep(3)  # a few seconds into the start: vLLM is importing and loading
+    sent = time.monotonic()
+    controller.send_signal(signum)
+    out, _ = controller.communicate(timeout=120)
+    took = time.monotonic() - sent
+    print(f"{signal.Signals(signum).name} during engine start: returned after {took:.1f}s")
+    assert controller.returncode == 130, out
+    assert took < 10, out
+    assert session_members(sid) == []
+    assert engine_processes() == []
+    assert [t["state"] for t in _trials(url)] == ["interrupted"]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -59,7 +60,10 @@ class MockLauncher:
         argv = ["mock-openai", config.model, *render_flags(config.flags)]
         return argv + (["--port", str(port)] if port is not None else [])
 
-    def start(self, config: EngineConfig, devices: DeviceSet, log_path: Path) -> MockEngine:
+    def start(
+        self, config: EngineConfig, devices: DeviceSet, log_path: Path,
+        *, stop: threading.Event | None = None,
+    ) -> MockEngine:
         started = time.monotonic()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         if config.flags.get("quantization") == "nosuchquant":

@@ -49,7 +49,7 @@ class _MustNotStart:
     def argv(self, config, port=None):
         return ["engine", config.model]
 
-    def start(self, config, devices, log_path):
+    def start(self, config, devices, log_path, *, stop=None):
         raise AssertionError("an engine was started for a configuration known to be invalid")
 
 

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from autotune.engines.failures import FailureKind, classify, log_excerpt
+from autotune.engines.failures import (
+    EngineFailure,
+    FailureKind,
+    after_benchmark,
+    classify,
+    log_excerpt,
+)
 
 LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "engine_logs"
 
@@ -67,3 +73,33 @@ def test_warnings_do_not_decide() -> None:
 
 def test_no_clue_at_all() -> None:
     assert classify("", 3).kind == FailureKind.CRASHED
+
+
+@pytest.mark.parametrize(
+    ("text", "returncode"),
+    [
+        ("OSError: [Errno 98] Address already in use", 1),
+        ("ERROR: [Errno 98] error while attempting to bind on address ('127.0.0.1', 8000): "
+         "address already in use", 1),
+        ("OSError: [Errno 28] No space left on device", 1),
+        ("RuntimeError: Engine core initialization failed.", 128 + 9),  # the OOM killer
+        ("", -9),
+        ("(EngineCore pid=1) ERROR 11-27 12:00:00 [multiproc_executor.py:1] Worker proc "
+         "VllmWorker-0 died unexpectedly (exit code: -9)", 1),
+    ],
+)
+def test_faults_of_the_moment_are_transient(text: str, returncode: int) -> None:
+    failure = classify(text, returncode)
+    assert failure.kind == FailureKind.TRANSIENT, failure
+    # Not the configuration's fault: an Optuna FAIL (not reused), not learned from.
+    assert not failure.kind.blames_config and not failure.kind.caused_by_config
+    assert not failure.kind.retried  # retried within the trial, then it counts
+
+
+def test_lost_requests_of_a_healthy_server_are_transient() -> None:
+    lost = EngineFailure(FailureKind.BENCHMARK_FAILED,
+                         "no request succeeded: ClientConnectorError: Connection refused")
+    assert after_benchmark(lost, healthy=True).kind == FailureKind.TRANSIENT
+    assert after_benchmark(lost, healthy=False).kind == FailureKind.BENCHMARK_FAILED
+    answered = EngineFailure(FailureKind.BENCHMARK_FAILED, "no request succeeded: HTTP 400: x")
+    assert after_benchmark(answered, healthy=True) is answered

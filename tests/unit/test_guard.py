@@ -77,3 +77,17 @@ def test_controller_killed_with_sigkill_leaves_no_process(tmp_path: Path) -> Non
     os.kill(ctl.pid, signal.SIGKILL)
     ctl.wait()
     assert _wait_for(lambda: session_members(sid) == [], timeout=15), session_members(sid)
+
+
+def test_the_engine_dies_with_its_guard(tmp_path: Path) -> None:
+    proc = GuardedProcess(TREE, {}, tmp_path / "engine.log", grace_s=2)
+    try:
+        assert _wait_for(lambda: "tree up" in proc.read_log())
+        assert _wait_for(lambda: len(proc.pids()) >= 5)
+        os.kill(proc.pid, signal.SIGKILL)  # the guard alone; its engine tree is left
+        killed = time.monotonic()
+        assert _wait_for(lambda: session_members(proc.pid) == [], timeout=5), (
+            session_members(proc.pid))
+        print(f"engine tree gone {time.monotonic() - killed:.2f}s after kill -9 of its guard")
+    finally:
+        proc.stop()

@@ -246,7 +246,7 @@ class _Launcher:
     def argv(self, config, port=None):
         return ["engine", config.model]
 
-    def start(self, config, devices, log_path):
+    def start(self, config, devices, log_path, *, stop=None):
         self.started += 1
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(self.log)
