@@ -174,6 +174,11 @@ def exact(value: Any) -> str:
     return ""
 
 
+def metric_order(name: str) -> tuple[int, int, str]:
+    """Sort key: by group, then a group's known names in its order, then the others by name."""
+    return GROUPS.index(metric_group(name)), _RANK.get(name, len(_RANK)), name
+
+
 def grouped(metrics: Mapping[str, Any], skip: frozenset[str] = frozenset()
             ) -> list[tuple[str, list[tuple[str, str, str]]]]:
     """``(group, [(name, readable, exact), ...])`` in ``GROUPS`` order, empty groups left out;
@@ -184,7 +189,7 @@ def grouped(metrics: Mapping[str, Any], skip: frozenset[str] = frozenset()
             by_group[metric_group(name)].append(name)
     out = []
     for group in GROUPS:
-        names = sorted(by_group[group], key=lambda n: (_RANK.get(n, len(_RANK)), n))
+        names = sorted(by_group[group], key=metric_order)
         if names:
             out.append((group, [(n, format_metric(n, metrics[n]), exact(metrics[n]))
                                 for n in names]))

@@ -7,7 +7,15 @@ from typing import Any
 
 from autotune.bench.metrics import LATENCIES, STATS
 from autotune.dashboard.data import Snapshot, number, timestamp
-from autotune.dashboard.formatting import exact, format_metric, format_value, grouped
+from autotune.dashboard.formatting import (
+    GROUPS,
+    exact,
+    format_metric,
+    format_value,
+    grouped,
+    metric_group,
+    metric_order,
+)
 from autotune.dashboard.logs import TAIL_LINES, log_tail
 from autotune.db.models import TrialRecord
 
@@ -92,8 +100,8 @@ def trial_view(snapshot: Snapshot, record: TrialRecord) -> dict[str, Any]:
 
 
 def compare_view(snapshot: Snapshot, records: list[TrialRecord]) -> dict[str, Any]:
-    """Rows of params and metrics across trials; params that differ are flagged, and the best
-    value of each metric is marked."""
+    """Rows of params and metrics across trials; params that differ are flagged, metrics come
+    in the trial page's groups, and the best value of each metric is marked."""
     params = list(dict.fromkeys(p for r in records for p in r.params))
     param_rows = []
     for name in params:
@@ -101,17 +109,20 @@ def compare_view(snapshot: Snapshot, records: list[TrialRecord]) -> dict[str, An
         differs = any(repr(v) != repr(values[0]) for v in values)
         param_rows.append({"name": name, "cells": [param_text(v) for v in values],
                            "differs": differs})
-    metric_rows = []
-    for name in [m for m in snapshot.metric_names if any(m in r.metrics for r in records)]:
-        values = [number(r.metrics.get(name)) for r in records]
+    metric_rows: dict[str, list[dict[str, Any]]] = {g: [] for g in GROUPS}
+    present_names = {m for r in records for m in r.metrics}
+    for name in sorted(present_names, key=metric_order):
+        raw = [r.metrics.get(name) for r in records]
+        values = [number(v) for v in raw]  # compared at the precision the API sends
         present = [v for v in values if v is not None]
         best = None
         if len(set(present)) > 1:
             best = (max if snapshot.direction(name) == "maximize" else min)(present)
-        metric_rows.append({
+        metric_rows[metric_group(name)].append({
             "name": name, "direction": snapshot.direction(name),
-            "cells": [(format_metric(name, v), exact(v), v is not None and v == best)
-                      for v in values],
+            "cells": [(format_metric(name, shown), exact(shown), v is not None and v == best)
+                      for shown, v in zip(raw, values, strict=True)],
         })
     return {"trials": records, "status": [status_of(r) for r in records],
-            "params": param_rows, "metrics": metric_rows}
+            "params": param_rows,
+            "metric_groups": [(g, rows) for g, rows in metric_rows.items() if rows]}

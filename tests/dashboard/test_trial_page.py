@@ -108,3 +108,15 @@ def test_a_large_log_is_read_from_its_end(tmp_path):
     tail = log_tail(str(log)).splitlines()
     assert len(tail) == 40 and tail[-1] == "INFO line 19999: <b>engine</b> & green"
     assert log_tail(str(tmp_path / "none.log")) is None and log_tail(None) is None
+
+
+def test_compare_groups_metrics_with_units(study, client_for):
+    url, sid, _ = study
+    enrich_trial(url, MIXED, RICH, None)
+    page = client_for(url).get(f"/studies/{sid}/compare?trials=0,{RICH}").text
+    sections = re.findall(r'<tr class="section"><th colspan="3">(\w+)</th>', page)
+    assert sections == ["parameters", "latency", "throughput", "engine", "resources",
+                        "quality", "cost", "other", "failure"]
+    text = visible(page)
+    assert "2,097,152 tokens" in text and " tok/s" in text
+    assert not re.search(r"\d\.\d+e[+-]\d\d", text)
