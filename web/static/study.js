@@ -423,7 +423,7 @@
     const row = table.tHead.rows[0];
     row.replaceChildren(...columns().map((col) => {
       const th = el("th", { text: col.title, "data-key": col.key,
-        cls: [col.num ? "num" : "", col.sortable === false ? "" : "sortable",
+        cls: [`col-${col.key}`, col.num ? "num" : "", col.sortable === false ? "" : "sortable",
           state.sort.key === col.key ? (state.sort.dir > 0 ? "sorted-asc" : "sorted-desc") : ""]
           .filter(Boolean).join(" ") });
       if (col.unit) th.append(el("span", { cls: "unit", text: col.unit }));
@@ -483,8 +483,8 @@
         if (col.key === "status") return el("td", {}, el("span", { cls: `badge ${status}`, text: status }));
         if (col.key === "params") return paramCell(trial);
         const value = col.value(trial);
-        const cls = col.num ? "num" : col.key === "failure_reason" ? "reason"
-          : col.key === "finished_at" ? "when" : "";
+        const cls = [`col-${col.key}`, col.num ? "num" : col.key === "failure_reason" ? "reason"
+          : col.key === "finished_at" ? "when" : ""].join(" ");
         return el("td", { cls, text: col.num ? fmt(value) : value ?? "—" });
       });
       return el("tr", { "data-number": trial.number, "data-state": trial.state,
