@@ -8,7 +8,6 @@ and the storage is only read through the catalog (``autotune.dashboard.data``).
 from __future__ import annotations
 
 import hmac
-import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -26,12 +25,13 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.exc import DatabaseError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from autotune.bench.metrics import LATENCIES, STATS
-from autotune.dashboard.data import NotFoundError, Snapshot, StudyData, dumps, number, timestamp
+from autotune.dashboard.data import NotFoundError, Snapshot, StudyData, dumps, timestamp
 from autotune.dashboard.figures import OptunaFigures
+from autotune.dashboard.logs import log_tail
+from autotune.dashboard.views import compare_view, trial_view
 from autotune.db.models import TrialRecord
 from autotune.errors import AutotuneError, StudyNotFoundError, TrialNotFoundError
-from autotune.export import HEADLINE_METRICS, export_yaml, pick_trial
+from autotune.export import export_yaml, pick_trial
 
 if TYPE_CHECKING:
     from autotune.store import Catalog
@@ -247,7 +247,8 @@ def create_app(catalog: Catalog, token: str | None = None) -> FastAPI:
     def api_trial(snapshot: StudyDep, trial_number: int) -> Response:
         record = trial_of(snapshot, trial_number)
         payload = snapshot.report.trial_dict(record)
-        payload.update(log_excerpt=record.log_excerpt, engine_flags=record.engine_flags,
+        payload.update(log_excerpt=record.log_excerpt, log_tail=log_tail(record.log_path),
+                       engine_flags=record.engine_flags,
                        model=record.model, started_at=timestamp(record.started_at),
                        finished_at=timestamp(record.finished_at))
         return json_bytes(dumps(payload))
@@ -296,89 +297,3 @@ def _numbers(text: str) -> list[int]:
         return list(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
     except ValueError:
         raise HTTPException(400, "trials: comma-separated trial numbers, e.g. 0,3") from None
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "—"}[value]
-    if isinstance(value, float):
-        rounded = number(value)
-        return "—" if rounded is None else f"{rounded:.6g}"
-    return str(value)
-
-
-def trial_view(snapshot: Snapshot, record: TrialRecord) -> dict[str, Any]:
-    """What the trial page shows, formatted (the template only lays it out)."""
-    report = snapshot.report
-    metrics = record.metrics
-    latency = [
-        (lat, [_fmt(metrics.get(f"{lat}_{stat}_ms")) for stat in STATS]) for lat in LATENCIES
-        if any(f"{lat}_{stat}_ms" in metrics for stat in STATS)
-    ]
-    in_latency = {f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS}
-    headline = [m for m in HEADLINE_METRICS if m in metrics and m not in in_latency]
-    others = sorted(m for m in metrics if m not in in_latency and m not in headline)
-    gains = report.gains(record)
-    slos = [
-        (metric, _fmt(limit), _fmt(metrics.get(metric)), record.violations.get(metric, 1.0) <= 0)
-        for metric, limit in report.slos.items()
-    ]
-    timings = [(label, _fmt(value)) for label, value in (
-        ("startup s", record.startup_s), ("warmup s", record.warmup_s),
-        ("benchmark s", record.benchmark_s), ("teardown s", record.teardown_s),
-    )]
-    return {
-        "status": status_of(record),
-        "pareto": record.number in report.pareto_front,
-        "params": [(k, _fmt(v)) for k, v in record.params.items()],
-        "flags": [(k, _fmt(v)) for k, v in record.engine_flags.items()],
-        "objectives": [
-            (o["metric"], o["direction"], _fmt(metrics.get(o["metric"])),
-             "—" if gains.get(o["metric"]) is None else f"{gains[o['metric']]:.2f}x")
-            for o in report.objectives
-        ],
-        "headline": [(m, _fmt(metrics[m])) for m in headline],
-        "latency_stats": list(STATS),
-        "latency": latency,
-        "other_metrics": [(m, _fmt(metrics[m])) for m in others],
-        "slos": slos,
-        "timings": timings,
-        "started": timestamp(record.started_at) or "—",
-        "finished": timestamp(record.finished_at) or "—",
-        "command": shlex.join(record.engine_command) if record.engine_command else "",
-    }
-
-
-def status_of(record: TrialRecord) -> str:
-    """feasible | violating | failed | running | skipped (how the plot and the table colour a
-    trial; skipped: a suggestion answered without an engine, reused or predicted to fail)."""
-    if record.state == "complete":
-        return "feasible" if record.feasible else "violating"
-    if record.state in ("reused", "skipped"):
-        return "skipped"
-    return "running" if record.state == "running" else "failed"
-
-
-def compare_view(snapshot: Snapshot, records: list[TrialRecord]) -> dict[str, Any]:
-    """Rows of params and metrics across trials; params that differ are flagged, and the best
-    value of each metric is marked."""
-    params = list(dict.fromkeys(p for r in records for p in r.params))
-    param_rows = []
-    for name in params:
-        values = [r.params.get(name) for r in records]
-        differs = any(repr(v) != repr(values[0]) for v in values)
-        param_rows.append({"name": name, "cells": [_fmt(v) for v in values],
-                           "differs": differs})
-    metric_rows = []
-    for name in [m for m in snapshot.metric_names if any(m in r.metrics for r in records)]:
-        values = [number(r.metrics.get(name)) for r in records]
-        present = [v for v in values if v is not None]
-        best = None
-        if len(set(present)) > 1:
-            best = (max if snapshot.direction(name) == "maximize" else min)(present)
-        metric_rows.append({
-            "name": name, "direction": snapshot.direction(name),
-            "cells": [(_fmt(v), v is not None and v == best) for v in values],
-        })
-    return {"trials": records, "status": [status_of(r) for r in records],
-            "params": param_rows, "metrics": metric_rows}

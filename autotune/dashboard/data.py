@@ -26,6 +26,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from autotune.bench.metrics import natural_direction
+from autotune.dashboard.formatting import metric_unit
 from autotune.db.models import StudyRecord, TrialRecord
 from autotune.errors import AutotuneError
 from autotune.export import pick_trial
@@ -181,6 +182,7 @@ class Snapshot:
             "metrics": self.metric_names,
             "params": self.param_names,
             "directions": {m: self.direction(m) for m in self.metric_names},
+            "units": {m: metric_unit(m) for m in self.metric_names},
             "updated_at": timestamp(self.updated_at),
             "version": self.version,
         }

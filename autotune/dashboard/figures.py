@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from autotune.store import Catalog
 
 MIN_TRIALS_FOR_IMPORTANCE = 2
+# A legend in one row above the plot area, never on it (the page's columns are narrow; Plotly
+# grows the top margin to fit it); the margins the page sets leave room for the axis labels.
+LEGEND_ABOVE = {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"}
+MARGIN = {"l": 60, "r": 20, "t": 10, "b": 50}
+MARGIN_WITH_LEGEND = {**MARGIN, "t": 40}
 
 
 class OptunaFigures:
@@ -94,7 +99,7 @@ def hypervolume_history(study: optuna.Study, snapshot: Snapshot) -> dict[str, An
     if point is None:
         return None
     fig = optuna.visualization.plot_hypervolume_history(study, point)
-    fig.update_layout(title=None)
+    fig.update_layout(title=None, legend=LEGEND_ABOVE, margin=MARGIN_WITH_LEGEND)
     return _figure(fig)
 
 
@@ -120,7 +125,8 @@ def best_so_far(snapshot: Snapshot) -> dict[str, Any] | None:
              "name": "best so far"},
         ],
         "layout": {"xaxis": {"title": {"text": "trial"}},
-                   "yaxis": {"title": {"text": metric}}},
+                   "yaxis": {"title": {"text": metric}},
+                   "legend": LEGEND_ABOVE, "margin": MARGIN_WITH_LEGEND},
     }
 
 
@@ -131,5 +137,10 @@ def param_importances(
     measured.set_metric_names(metrics)
     measured.add_trials(trials)
     fig = optuna.visualization.plot_param_importances(measured)
-    fig.update_layout(title=None)
+    # Optuna writes each bar's value past its end: widen the axis so the longest bar's label
+    # stays inside the plot area, clear of the legend. The parameter names say what the y axis
+    # is, and its title would take their room.
+    longest = max((max(bar.x, default=0) for bar in fig.data), default=0) or 1.0
+    fig.update_layout(title=None, legend=LEGEND_ABOVE, margin=MARGIN_WITH_LEGEND,
+                      yaxis_title=None, xaxis_range=[0, longest * 1.22])
     return _figure(fig)

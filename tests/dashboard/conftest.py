@@ -1,12 +1,14 @@
 """Storages for the dashboard tests: the recorded CPU quickstart and synthetic studies written
 through autotune's repository and Optuna (tests/support/dashboard_studies.py); their names are
-in tests/support/dashboard.py."""
+in tests/support/dashboard.py. The browser fixtures (``context``, ``page``) drive Debian's
+headless Chromium through Playwright; screenshots go to test-output/dashboard/."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,6 +25,9 @@ from tests.support.dashboard import (
     QUICKSTART_DB,
 )
 from tests.support.dashboard_studies import write_study
+from tests.support.live_server import CHROMIUM, CHROMIUM_ARGS
+
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "dashboard"
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +67,48 @@ def client_for() -> Iterator:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def context() -> Iterator:
+    """One browser context for the module, so plotly.js is fetched and compiled once."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000},
+                                      accept_downloads=True)
+        context.problems = []
+
+        def offline(route) -> None:  # noqa: ANN001
+            if urlparse(route.request.url).hostname != "127.0.0.1":
+                context.problems.append(f"request to another host: {route.request.url}")
+                route.abort()
+            else:
+                route.continue_()
+
+        context.route("**/*", offline)
+        yield context
+        browser.close()
+
+
+@pytest.fixture
+def page(context, request) -> Iterator:
+    page = context.new_page()
+    problems = context.problems
+    problems.clear()
+    page.on("pageerror", lambda error: problems.append(f"JavaScript error: {error}"))
+    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"),
+                                      dialog.dismiss()))
+    shots = 0
+
+    def shot(name: str) -> None:
+        nonlocal shots
+        shots += 1
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SHOTS / f"{request.node.name}-{shots}-{name}.png", full_page=True)
+
+    page.shot = shot
+    yield page
+    page.close()
+    assert problems == []

@@ -10,7 +10,6 @@ import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
@@ -21,14 +20,13 @@ from autotune.report import load_report, pareto_front
 from autotune.store import open_catalog
 from tests.support.dashboard import HOSTILE, HOSTILE_PARAM, MIXED, MIXED_KINDS, study_id
 from tests.support.dashboard_studies import finish_trial, write_study, write_trial
-from tests.support.live_server import CHROMIUM, CHROMIUM_ARGS, running_server
+from tests.support.live_server import CHROMIUM, running_server
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(),
                        reason=f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)"),
 ]
-SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "dashboard"
 STATUSES = ("feasible", "violating", "failed")
 TIMEOUT_MS = 30_000
 
@@ -45,54 +43,9 @@ PLOT_STATE = """() => {
 
 
 @pytest.fixture(scope="module")
-def context() -> Iterator:
-    """One browser context for the module, so plotly.js is fetched and compiled once."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000},
-                                      accept_downloads=True)
-        context.problems = []
-
-        def offline(route) -> None:  # noqa: ANN001
-            if urlparse(route.request.url).hostname != "127.0.0.1":
-                context.problems.append(f"request to another host: {route.request.url}")
-                route.abort()
-            else:
-                route.continue_()
-
-        context.route("**/*", offline)
-        yield context
-        browser.close()
-
-
-@pytest.fixture(scope="module")
 def site(studies_url) -> Iterator[str]:
     with running_server(create_app(open_catalog(studies_url))) as base:
         yield base
-
-
-@pytest.fixture
-def page(context, request) -> Iterator:
-    page = context.new_page()
-    problems = context.problems
-    problems.clear()
-    page.on("pageerror", lambda error: problems.append(f"JavaScript error: {error}"))
-    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"),
-                                      dialog.dismiss()))
-    shots = 0
-
-    def shot(name: str) -> None:
-        nonlocal shots
-        shots += 1
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=SHOTS / f"{request.node.name}-{shots}-{name}.png", full_page=True)
-
-    page.shot = shot
-    yield page
-    page.close()
-    assert problems == []
 
 
 def open_study(page, base: str, sid: int) -> None:

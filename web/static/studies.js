@@ -31,14 +31,14 @@
     table.hidden = studies.length === 0;
     const rows = studies.map((study) => el("tr", { "data-study": study.id },
       el("td", {}, el("a", { href: `/studies/${study.id}`, cls: "study-link", text: study.name })),
-      el("td", { text: study.model }),
+      el("td", { cls: "model", text: study.model }),
       el("td", { text: study.hardware || "—" }),
       el("td", { cls: "num", text: study.counts.total }),
       el("td", { cls: "num", text: study.counts.complete }),
       el("td", { cls: "num", text: study.counts.failed + study.counts.rejected }),
       el("td", { cls: "num", text: study.counts.running }),
       bestCell(study),
-      el("td", { text: study.updated_at || "—" }),
+      el("td", { cls: "when", text: study.updated_at || "—" }),
     ));
     table.tBodies[0].replaceChildren(...rows);
   }

@@ -319,9 +319,14 @@
       showscale: true,
       colorbar: { title: { text: esc(first) } },
     };
+    // Axis names side by side overlap when each axis has less than ~110 px: slant them.
+    const perAxis = document.getElementById("parallel").clientWidth / dimensions.length;
+    const slanted = perAxis < 110;
     try {
-      Plotly.react("parallel", [{ type: "parcoords", dimensions, line }],
-        { margin: { l: 80, r: 80, t: 40, b: 20 } }, { responsive: true, displaylogo: false });
+      Plotly.react("parallel", [{ type: "parcoords", dimensions, line,
+        labelangle: slanted ? -30 : 0, labelside: slanted ? "top" : undefined }],
+      { margin: { l: 80, r: 80, t: slanted ? 110 : 40, b: 20 } },
+      { responsive: true, displaylogo: false });
       note.textContent = `${trials.length} measured trials; drag along an axis to filter`;
     } catch (error) {
       note.textContent = `parallel coordinates need WebGL (${error.message})`;
@@ -344,7 +349,8 @@
         const figure = payload[name];
         const note = document.getElementById(`${name}-note`);
         if (figure) {
-          const layout = { ...figure.layout, margin: { l: 60, r: 20, t: 10, b: 50 } };
+          const layout = { ...figure.layout,
+            margin: { l: 60, r: 20, t: 10, b: 50, ...figure.layout.margin } };
           layout.xaxis = { ...layout.xaxis, automargin: true };
           layout.yaxis = { ...layout.yaxis, automargin: true };
           Plotly.react(name, figure.data, layout, { responsive: true, displaylogo: false });
@@ -374,13 +380,27 @@
       { key: "state", title: "state", value: (t) => t.state },
       { key: "status", title: "result", value: (t) => autotune.status(t) },
       ...[...new Set(keyMetrics)].map((m) => ({
-        key: `m:${m}`, title: `${m} ${arrow(direction(m))}`, num: true,
-        value: (t) => t.metrics[m] ?? null })),
+        key: `m:${m}`, title: `${m} ${arrow(direction(m))}`, unit: UNITS[study.units[m]],
+        num: true, value: (t) => t.metrics[m] ?? null })),
       { key: "params", title: "parameters", value: (t) => paramText(t) },
       { key: "failure_kind", title: "failure", value: (t) => t.failure_kind ?? null },
       { key: "failure_reason", title: "reason", value: (t) => t.failure_reason ?? null },
       { key: "finished_at", title: "finished (UTC)", value: (t) => t.finished_at ?? null },
     ];
+  }
+
+  // Shown after a column's name; shares (0..1) and unknown units get none.
+  const UNITS = { ms: "ms", s: "s", "tok/s": "tok/s", "req/s": "req/s", "%": "%",
+    tokens: "tokens", requests: "requests", MiB: "MiB", GiB: "GiB", $: "$" };
+
+  // One k=v per piece, so a line breaks between parameters, not inside one.
+  function paramCell(trial) {
+    if (trial.is_default) return el("td", { cls: "params", text: "vLLM defaults" });
+    const td = el("td", { cls: "params" });
+    for (const [k, v] of Object.entries(trial.params)) {
+      td.append(el("span", { text: `${k}=${fmt(v)}` }), " ");
+    }
+    return td;
   }
 
   function paramText(trial) {
@@ -403,9 +423,10 @@
     const row = table.tHead.rows[0];
     row.replaceChildren(...columns().map((col) => {
       const th = el("th", { text: col.title, "data-key": col.key,
-        cls: [col.num ? "num" : "", col.sortable === false ? "" : "sortable",
+        cls: [`col-${col.key}`, col.num ? "num" : "", col.sortable === false ? "" : "sortable",
           state.sort.key === col.key ? (state.sort.dir > 0 ? "sorted-asc" : "sorted-desc") : ""]
           .filter(Boolean).join(" ") });
+      if (col.unit) th.append(el("span", { cls: "unit", text: col.unit }));
       if (col.sortable !== false) {
         th.addEventListener("click", () => {
           state.sort = { key: col.key, dir: state.sort.key === col.key ? -state.sort.dir : 1 };
@@ -460,9 +481,10 @@
           trial.is_default ? " ★" : "");
         }
         if (col.key === "status") return el("td", {}, el("span", { cls: `badge ${status}`, text: status }));
+        if (col.key === "params") return paramCell(trial);
         const value = col.value(trial);
-        const cls = col.num ? "num" : col.key === "params" ? "params"
-          : col.key === "failure_reason" ? "reason" : "";
+        const cls = [`col-${col.key}`, col.num ? "num" : col.key === "failure_reason" ? "reason"
+          : col.key === "finished_at" ? "when" : ""].join(" ");
         return el("td", { cls, text: col.num ? fmt(value) : value ?? "—" });
       });
       return el("tr", { "data-number": trial.number, "data-state": trial.state,
