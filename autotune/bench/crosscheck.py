@@ -91,6 +91,8 @@ def vllm_bench_argv(
         "--random-input-len", str(load.input_len), "--random-output-len", str(load.output_len),
         "--num-prompts", str(load.requests), "--max-concurrency", str(load.concurrency),
         "--request-rate", "inf", "--ignore-eos", "--num-warmups", str(load.warmup),
+        # greedy, as our driver asks (vllm bench no longer sends temperature 0 by default)
+        "--temperature", "0",
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
         "--seed", str(seed), "--disable-tqdm", "--save-result",
         "--result-dir", str(result.parent), "--result-filename", result.name,
