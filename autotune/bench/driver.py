@@ -4,6 +4,13 @@
 ``HttpLoadDriver`` is async on aiohttp, as ``vllm bench serve`` is: on a small host the client
 shares the CPU with the engine, so its per-chunk cost shows in the engine's throughput.
 Warm-up requests run first and are not measured.
+
+The figures follow ``vllm bench serve`` (vllm/benchmarks/lib/endpoint_request_func.py): every
+streamed chunk with choices is a token event, empty text or not (TTFT at the first, one ITL per
+later one); E2E ends at the last such chunk, not when the stream closes after the usage chunk;
+a request's send time is taken after the client's concurrency gate, and the wait at the gate is
+kept apart (``RequestRecord.queued_s``). A run in which no request in flight receives anything
+for ``stall_timeout_s`` raises ``EngineStalled`` instead of waiting for request timeouts.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,7 +27,7 @@ import aiohttp
 
 from autotune.bench.metrics import RequestRecord, summarize
 from autotune.bench.workload import Prompt, build_prompts
-from autotune.bench.workload_spec import ConcurrencyLoad, PoissonLoad, WorkloadSpec
+from autotune.bench.workload_spec import ConcurrencyLoad, WorkloadSpec
 
 
 @dataclass(frozen=True)
@@ -38,12 +45,17 @@ class BenchResult:
     started_at: float = 0.0  # time.perf_counter() at the first measured send
 
 
+class EngineStalled(Exception):
+    """No request in flight received anything for the workload's ``stall_timeout_s``."""
+
+
 @runtime_checkable
 class LoadDriver(Protocol):
     """Drives ``workload`` against a running OpenAI-compatible endpoint and measures it.
 
     Never raises for request errors: they are counted in ``failed`` / ``error_rate``. Raises
-    only when the workload itself cannot be built (e.g. an unreadable prompts file).
+    WorkloadError when the workload itself cannot be built (e.g. an unreadable prompts file),
+    and EngineStalled when the engine stops answering every request at once.
     """
 
     def run(
@@ -51,8 +63,26 @@ class LoadDriver(Protocol):
     ) -> BenchResult: ...
 
 
+class _Progress:
+    """When anything last arrived from the engine, and how many requests are in flight."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.in_flight = 0
+
+    def begin(self) -> None:
+        if self.in_flight == 0:  # an idle gap between arrivals is not a stall
+            self.last = time.perf_counter()
+        self.in_flight += 1
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        self.last = time.perf_counter()
+
+
 async def _one_request(
-    client: aiohttp.ClientSession, endpoint: Endpoint, prompt: Prompt, ignore_eos: bool
+    client: aiohttp.ClientSession, endpoint: Endpoint, prompt: Prompt, ignore_eos: bool,
+    progress: _Progress, arrived: float | None = None,
 ) -> RequestRecord:
     payload: dict[str, object] = {
         "model": endpoint.served_name,
@@ -64,17 +94,20 @@ async def _one_request(
         "ignore_eos": ignore_eos,
     }
     sent = time.perf_counter()
-    record = RequestRecord(ok=False, sent_at=sent)
+    record = RequestRecord(ok=False, sent_at=sent, queued_s=sent - (arrived or sent))
+    progress.begin()
     try:
-        return await _stream(client, endpoint, prompt, ignore_eos, payload, record, sent)
+        return await _stream(client, endpoint, prompt, ignore_eos, payload, record, progress)
     finally:
         record.done_at = time.perf_counter()
+        progress.end()
 
 
 async def _stream(
     client: aiohttp.ClientSession, endpoint: Endpoint, prompt: Prompt, ignore_eos: bool,
-    payload: dict[str, object], record: RequestRecord, sent: float,
+    payload: dict[str, object], record: RequestRecord, progress: _Progress,
 ) -> RequestRecord:
+    sent = record.sent_at
     last: float | None = None
     try:
         async with client.post(f"{endpoint.base_url}/v1/completions", json=payload) as response:
@@ -86,6 +119,8 @@ async def _stream(
                 line = raw.strip()
                 if not line.startswith(b"data:"):
                     continue
+                now = time.perf_counter()
+                progress.last = now
                 data = line[5:].strip()
                 if data == b"[DONE]":
                     break
@@ -93,8 +128,7 @@ async def _stream(
                 if "error" in chunk:
                     record.error = str(chunk["error"])[:300]
                     return record
-                now = time.perf_counter()
-                if _text(chunk):
+                if _choices(chunk):  # a token event even when its text is empty (vLLM's)
                     if last is None:
                         record.ttft = now - sent
                     else:
@@ -111,10 +145,11 @@ async def _stream(
     except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as exc:
         record.error = f"{type(exc).__name__}: {exc}"[:300]
         return record
-    record.e2e = time.perf_counter() - sent
-    if record.ttft is None:
+    if last is None:
         record.error = "no token received"
-    elif ignore_eos and record.output_tokens < prompt.max_tokens:
+        return record
+    record.e2e = last - sent  # at the last token, as vLLM's E2EL
+    if ignore_eos and record.output_tokens < prompt.max_tokens:
         record.error = f"truncated: {record.output_tokens} of {prompt.max_tokens} tokens"
     else:
         record.ok = True
@@ -129,25 +164,25 @@ def _chunk(data: bytes) -> dict[str, Any]:
     return chunk
 
 
-def _text(chunk: Mapping[str, Any]) -> str:
-    """The text a completion chunk carries ('' for empty, usage-only and role chunks)."""
+def _choices(chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The chunk's choices ([] for the usage-only chunk)."""
     choices = chunk.get("choices") or []
     if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
         raise ValueError(f"malformed choices in chunk: {str(choices)[:100]!r}")
-    return str(choices[0].get("text") or "") if choices else ""
+    return choices
 
 
 async def _run_load(
     endpoint: Endpoint,
     prompts: Sequence[Prompt],
-    load: ConcurrencyLoad | PoissonLoad,
-    timeout_s: float,
+    workload: WorkloadSpec,
     seed: int,
     ignore_eos: bool,
 ) -> tuple[list[RequestRecord], float]:
-    limit = load.concurrency if isinstance(load, ConcurrencyLoad) else load.max_concurrency
+    load = workload.load
+    progress = _Progress()
     connector = aiohttp.TCPConnector(limit=0, force_close=False, keepalive_timeout=60)
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    timeout = aiohttp.ClientTimeout(total=workload.request_timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
         started = time.perf_counter()
         if isinstance(load, ConcurrencyLoad):
@@ -157,26 +192,58 @@ async def _run_load(
             async def worker() -> None:
                 while queue:
                     index, prompt = queue.pop(0)
-                    records[index] = await _one_request(client, endpoint, prompt, ignore_eos)
+                    records[index] = await _one_request(
+                        client, endpoint, prompt, ignore_eos, progress)
 
-            await asyncio.gather(*(worker() for _ in range(min(load.concurrency, len(prompts)))))
-            done = [r for r in records if r is not None]
+            async def closed() -> list[RequestRecord]:
+                await asyncio.gather(*(worker() for _ in range(min(load.concurrency,
+                                                                   len(prompts)))))
+                return [r for r in records if r is not None]
+
+            done = await _watched(closed(), progress, workload.stall_timeout_s)
         else:
             rng = random.Random(seed)
-            gate = asyncio.Semaphore(limit) if limit else None
+            gate = asyncio.Semaphore(load.max_concurrency) if load.max_concurrency else None
 
             async def send(prompt: Prompt) -> RequestRecord:
+                arrived = time.perf_counter()
                 if gate is None:
-                    return await _one_request(client, endpoint, prompt, ignore_eos)
+                    return await _one_request(client, endpoint, prompt, ignore_eos, progress)
                 async with gate:
-                    return await _one_request(client, endpoint, prompt, ignore_eos)
+                    return await _one_request(client, endpoint, prompt, ignore_eos, progress,
+                                              arrived)
 
-            tasks = []
-            for prompt in prompts:
-                tasks.append(asyncio.create_task(send(prompt)))
-                await asyncio.sleep(rng.expovariate(load.rate))
-            done = list(await asyncio.gather(*tasks))
+            async def open_loop() -> list[RequestRecord]:
+                tasks = []
+                for prompt in prompts:
+                    tasks.append(asyncio.create_task(send(prompt)))
+                    await asyncio.sleep(rng.expovariate(load.rate))
+                return list(await asyncio.gather(*tasks))
+
+            done = await _watched(open_loop(), progress, workload.stall_timeout_s)
         return done, time.perf_counter() - started
+
+
+async def _watched(
+    run: Coroutine[Any, Any, list[RequestRecord]], progress: _Progress, stall_s: float
+) -> list[RequestRecord]:
+    """``run``, cancelled with EngineStalled once requests are in flight and nothing has come
+    from the engine for ``stall_s`` (a stopped or hung engine keeps connections open, so the
+    requests alone would wait for their timeout)."""
+    task = asyncio.ensure_future(run)
+    tick = min(1.0, stall_s / 4)
+    while not task.done():
+        await asyncio.wait({task}, timeout=tick)
+        silent = time.perf_counter() - progress.last
+        if not task.done() and progress.in_flight and silent > stall_s:
+            in_flight = progress.in_flight
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise EngineStalled(
+                f"engine stalled: no token from any of {in_flight} requests in flight for "
+                f"{silent:.1f} s (stall_timeout_s {stall_s:g})"
+            )
+    return task.result()
 
 
 class HttpLoadDriver:
@@ -193,24 +260,10 @@ class HttpLoadDriver:
         warmup_s = 0.0
         if warmup:
             _, warmup_s = asyncio.run(
-                _run_load(
-                    endpoint,
-                    warmup,
-                    workload.load,
-                    workload.request_timeout_s,
-                    workload.seed,
-                    self.ignore_eos,
-                )
+                _run_load(endpoint, warmup, workload, workload.seed, self.ignore_eos)
             )
         records, duration = asyncio.run(
-            _run_load(
-                endpoint,
-                measured,
-                workload.load,
-                workload.request_timeout_s,
-                workload.seed + 1,
-                self.ignore_eos,
-            )
+            _run_load(endpoint, measured, workload, workload.seed + 1, self.ignore_eos)
         )
         started_at = min((r.sent_at for r in records), default=0.0)
         return BenchResult(summarize(records, duration, slos), records, warmup_s, duration,

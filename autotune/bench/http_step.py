@@ -1,12 +1,23 @@
-"""The default measuring step: load, quality and SLO capacity over the engine's HTTP API."""
+"""The default measuring step: load, quality and SLO capacity over the engine's HTTP API.
+
+Before every load run (each repeat, each capacity point) and before the quality probe, the
+engine must be alive and answer ``/health`` within the workload's ``stall_timeout_s``; the
+driver ends a run in which nothing arrives for that long. A stall fails the trial as
+``benchmark_failed`` with "engine stalled: ..."; an engine that exited fails it with its exit
+(signal or status, from the guard's log line) and the log's last error, instead of whatever
+request the death broke first.
+"""
 
 from __future__ import annotations
 
+import re
 import time
 
+import httpx
+
 from autotune.bench.capacity import CapacitySpec, find_capacity
-from autotune.bench.driver import BenchResult, Endpoint, HttpLoadDriver, LoadDriver
-from autotune.bench.metrics import write_result_file
+from autotune.bench.driver import BenchResult, Endpoint, EngineStalled, HttpLoadDriver, LoadDriver
+from autotune.bench.metrics import summarize, write_result_file
 from autotune.bench.step import MeasureContext, Measured
 from autotune.bench.workload import WorkloadError
 from autotune.bench.workload_spec import ConcurrencyLoad, PoissonLoad, WorkloadSpec
@@ -36,16 +47,23 @@ class HttpMeasurement:
         try:
             self._load(engine, trial, found)
             if found.failure is None:
+                check_serving(engine, trial.space.workload.stall_timeout_s)
                 self._probe_quality(engine, trial, found)
                 capacity = trial.space.capacity
-                if capacity is not None and engine.alive():
+                if capacity is not None:
                     trial.on_phase("searching SLO capacity")
                     started = time.monotonic()
                     found.metrics.update(self.capacity(engine, trial.space, capacity))
                     found.timings["capacity_s"] = time.monotonic() - started
                 write_result_file(trial.log_path.with_suffix(".result.json"), found.metrics)
-        except WorkloadError as exc:
+        except EngineFailure as exc:
+            found.failure = exc
+        except EngineStalled as exc:
             found.failure = EngineFailure(FailureKind.BENCHMARK_FAILED, str(exc))
+        except WorkloadError as exc:
+            # e.g. /tokenize refused: an engine that died says why better than the request
+            found.failure = (exited(engine) if stopped(engine)
+                             else EngineFailure(FailureKind.BENCHMARK_FAILED, str(exc)))
         return found
 
     def _load(self, engine: RunningEngine, trial: MeasureContext, found: Measured) -> None:
@@ -73,6 +91,8 @@ class HttpMeasurement:
                 space.cost.device_hour_usd, len(trial.devices.ids),
                 found.metrics.get("output_throughput", 0.0),
             )
+        if result.metrics.get("failed"):
+            check_serving(engine, space.workload.stall_timeout_s)  # a death broke them?
         if result.metrics.get("completed", 0) == 0:
             failure = engine.failure()
             if failure.kind == FailureKind.CRASHED:  # it still runs: the requests failed
@@ -85,7 +105,9 @@ class HttpMeasurement:
             found.failure = failure
 
     def run_load(self, engine: RunningEngine, workload: WorkloadSpec, space: Space) -> BenchResult:
-        """One run of ``workload`` against ``engine``, scored against ``space``'s SLOs."""
+        """One run of ``workload`` against ``engine``, scored against ``space``'s SLOs, once
+        the engine is alive and answers /health."""
+        check_serving(engine, workload.stall_timeout_s)
         return self.driver.run(Endpoint(engine.base_url, engine.served_name), workload, space.slos)
 
     def _probe_quality(
@@ -115,7 +137,9 @@ class HttpMeasurement:
         self, engine: RunningEngine, space: Space, spec: CapacitySpec
     ) -> dict[str, float]:
         """Bracket and bisect the Poisson rate at which every SLO of ``space`` holds, on this
-        engine."""
+        engine. Latencies are judged as a user arriving at that rate sees them: from arrival,
+        including any wait behind the client's ``max_concurrency`` gate (else a rate far
+        above the server's would hold, its queue hidden on the client)."""
 
         def measure(rate: float) -> dict[str, float]:
             workload = space.workload.model_copy(update={
@@ -123,6 +147,61 @@ class HttpMeasurement:
                 "num_requests": spec.requests_per_point,
                 "warmup_requests": 0,
             })
-            return self.run_load(engine, workload, space).metrics
+            result = self.run_load(engine, workload, space)
+            if not result.records:
+                return result.metrics
+            waited = [r.including_client_queue() for r in result.records]
+            return summarize(waited, result.benchmark_s, space.slos)
 
         return find_capacity(measure, lambda m: slos_hold(space, m), spec).as_metrics()
+
+
+def check_serving(engine: RunningEngine, timeout_s: float) -> None:
+    """Raise EngineFailure unless ``engine`` is alive and its /health answers 200 within
+    ``timeout_s`` (a stopped or hung engine accepts the connection and never answers)."""
+    if not engine.alive():
+        raise exited(engine)
+    try:
+        status = httpx.get(f"{engine.base_url}/health", timeout=timeout_s).status_code
+        problem = "" if status == 200 else f"/health answered HTTP {status}"
+    except httpx.TimeoutException:
+        raise EngineFailure(
+            FailureKind.BENCHMARK_FAILED,
+            f"engine stalled: /health did not answer within {timeout_s:g} s",
+        ) from None
+    except httpx.HTTPError as exc:
+        problem = f"/health failed: {type(exc).__name__}: {exc}"
+    if problem:
+        if stopped(engine, wait_s=10):
+            raise exited(engine)
+        raise EngineFailure(FailureKind.BENCHMARK_FAILED, f"engine stopped serving: {problem}")
+
+
+def stopped(engine: RunningEngine, wait_s: float = 0.0) -> bool:
+    """Whether the engine has exited, waiting up to ``wait_s`` for it to do so (its guard
+    reaps the engine's children before it exits itself, a few seconds after a death)."""
+    deadline = time.monotonic() + wait_s
+    while engine.alive():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+_EXIT_LINE = re.compile(r"\[autotune-guard\] (engine (?:killed by signal|exited with status) .*)")
+
+
+def exited(engine: RunningEngine) -> EngineFailure:
+    """The engine's death as a failure: its kind from the log, and a reason that names the
+    exit (signal or status) and the log's deciding error."""
+    failure = engine.failure()
+    try:
+        log = engine.log_path.read_text(errors="replace")
+    except OSError:
+        log = ""
+    exits = _EXIT_LINE.findall(log)
+    how = exits[-1].strip() if exits else "engine exited"
+    return EngineFailure(
+        failure.kind, f"the engine process exited during the measurement ({how}): "
+        f"{failure.reason}", failure.line,
+    )

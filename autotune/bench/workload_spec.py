@@ -48,3 +48,6 @@ class WorkloadSpec(_Strict):
     load: Annotated[ConcurrencyLoad | PoissonLoad, Field(discriminator="kind")]
     seed: int = 0
     request_timeout_s: float = Field(default=300.0, gt=0)
+    # No token (nor any answer) from any request in flight for this long, or no /health answer
+    # within it: the engine stalled (e.g. SIGSTOPped, or hung), and the trial fails.
+    stall_timeout_s: float = Field(default=30.0, gt=0)

@@ -6,8 +6,9 @@ It serves what autotune reads of a vLLM server: ``/v1/completions`` and
 ``stream_options.include_usage`` asks for it), ``/tokenize``, ``/health``, ``/version``,
 ``/v1/models`` and a small Prometheus ``/metrics``. Token ``i`` of an answer is the text
 ``"t{i} "``. ``Behaviour`` sets delays and the edge cases (empty chunks, an error chunk
-mid-stream, a malformed chunk, an early close, a non-200 status) for every following request
-(or ``script``: request k of the completions endpoints answers as ``script[k % len(script)]``)::
+mid-stream, a malformed chunk, an early close, a non-200 status, a stall) for every following
+request (or ``script``: request k of the completions endpoints answers as
+``script[k % len(script)]``)::
 
     with MockOpenAI() as server:
         server.behaviour = Behaviour(tokens=4, token_delay_s=0.01, error_after=2)
@@ -47,6 +48,10 @@ class Behaviour:
     status: int = 200  # not 200: every completion request fails with this status
     usage: bool = True  # send the usage chunk when the request asks for it
     keepalive_comments: bool = False  # SSE comment lines (": ping") between chunks
+    stall_after: int | None = None  # go silent after this many tokens (a SIGSTOPped engine)
+    stall_s: float = 30.0  # how long a stall lasts (the client gives up long before)
+    usage_delay_s: float = 0.0  # between the last token and the usage chunk
+    health_delay_s: float = 0.0  # /health answers after this long (a stalled engine: long)
 
 
 @dataclass
@@ -161,6 +166,7 @@ class MockOpenAI(ThreadedServer):
         app.router.add_get("/metrics", self._metrics)
 
     async def _health(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.behaviour.health_delay_s)
         return web.Response(status=200)
 
     async def _version(self, request: web.Request) -> web.Response:
@@ -300,6 +306,8 @@ class MockOpenAI(ThreadedServer):
                 assert request.transport is not None
                 request.transport.close()  # mid-body: the client sees an incomplete payload
                 return response
+            if b.stall_after is not None and i == b.stall_after:
+                await asyncio.sleep(b.stall_s)
             if b.error_after is not None and i == b.error_after:
                 await say({"error": {"object": "error", "message": "mock error mid-stream",
                                      "type": "InternalServerError", "code": 500}})
@@ -309,6 +317,7 @@ class MockOpenAI(ThreadedServer):
             self.generation_tokens += 1
             if i == 0 and b.bad_chunk is not None:
                 await send(b.bad_chunk)
+        await asyncio.sleep(b.usage_delay_s)
         if b.usage and (body.get("stream_options") or {}).get("include_usage"):
             await say({"id": "cmpl-mock", "choices": [], "usage": _usage(prompt_tokens, sent)})
         await send("[DONE]")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from autotune.bench.driver import BenchResult, Endpoint, HttpLoadDriver
+from autotune.bench.driver import BenchResult, Endpoint, EngineStalled, HttpLoadDriver
 from autotune.bench.metrics import percentile
 from autotune.bench.workload import WorkloadError
 from autotune.bench.workload_spec import WorkloadSpec
@@ -85,13 +86,63 @@ def test_delays_show_in_ttft_itl_and_tpot(server: MockOpenAI) -> None:
         assert record.e2e is not None and record.e2e >= 0.05 + 0.02 * (TOKENS - 1)
 
 
-def test_empty_chunks_and_keepalive_comments_are_not_tokens(server: MockOpenAI) -> None:
-    result = _run(server, Behaviour(empty_chunks=3, token_delay_s=0.01, keepalive_comments=True))
+def test_chunks_with_empty_text_count_as_in_vllm_bench(server: MockOpenAI) -> None:
+    """vLLM's benchmark times every chunk that has choices, text or not (a special token
+    streams as an empty text): the first such chunk is the first token. SSE comments are
+    not chunks."""
+    result = _run(server, Behaviour(empty_chunks=3, first_token_delay_s=0.05,
+                                    token_delay_s=0.05, keepalive_comments=True))
     assert result.metrics["completed"] == REQUESTS
     for record in result.records:
         assert record.ok
-        assert len(record.itls) == TOKENS - 1  # the empty chunks opened no interval
-        assert record.ttft is not None and record.ttft + sum(record.itls) >= 0.01 * (TOKENS - 1)
+        assert len(record.itls) == 3 + TOKENS - 1  # every chunk with choices opened one
+        # The empty chunks come right after the first delay; the first text 0.05 s later
+        # would have made TTFT >= 0.1 s.
+        assert record.ttft is not None and 0.05 <= record.ttft < 0.095
+        assert sum(record.itls) >= 0.05 * (TOKENS - 1)
+
+
+def test_e2e_ends_at_the_last_token_not_at_the_stream_close(server: MockOpenAI) -> None:
+    """vLLM's E2EL is the time to the last token; a slow usage chunk or close is not latency."""
+    result = _run(server, Behaviour(token_delay_s=0.01, usage_delay_s=0.3))
+    assert result.metrics["completed"] == REQUESTS
+    for record in result.records:
+        assert record.ttft is not None and record.e2e is not None
+        assert record.e2e == pytest.approx(record.ttft + sum(record.itls), abs=1e-6)
+        assert record.e2e < 0.3
+        assert record.done_at - record.sent_at >= 0.3  # the stream itself did last longer
+    assert result.metrics["e2e_p99_ms"] < 300
+
+
+def test_a_stalled_engine_ends_the_run_with_a_stall(server: MockOpenAI) -> None:
+    """No token from any request for ``stall_timeout_s``: the run stops, it does not wait for
+    the request timeout (300 s by default)."""
+    server.behaviour = Behaviour(token_delay_s=0.01, stall_after=2, stall_s=20)
+    started = time.monotonic()
+    with pytest.raises(EngineStalled, match=r"engine stalled: no token from any of 2 "
+                       r"requests in flight for .* s \(stall_timeout_s 0.5\)"):
+        HttpLoadDriver().run(server.endpoint, _workload(stall_timeout_s=0.5,
+                                                        request_timeout_s=60), {})
+    assert time.monotonic() - started < 5
+
+
+def test_idle_gaps_between_arrivals_are_not_a_stall(server: MockOpenAI) -> None:
+    """Under a slow Poisson load nothing is in flight between requests: no stall."""
+    result = _run(server, Behaviour(token_delay_s=0.001), load={"kind": "poisson", "rate": 2},
+                  num_requests=3, stall_timeout_s=0.2, seed=3)
+    assert result.metrics["completed"] == 3
+
+
+def test_client_queueing_under_a_concurrency_cap_is_recorded(server: MockOpenAI) -> None:
+    """As ``vllm bench serve`` does, a request's send time is after the client's concurrency
+    gate, and the time it waited there is kept apart (``queued_s``)."""
+    result = _run(server, Behaviour(token_delay_s=0.02),
+                  load={"kind": "poisson", "rate": 1000, "max_concurrency": 1}, num_requests=4)
+    assert result.metrics["completed"] == 4
+    queued = sorted(r.queued_s for r in result.records)
+    assert queued[0] < 0.05 and queued[-1] >= 2 * 0.02 * (TOKENS - 1)
+    for record in result.records:
+        assert record.e2e is not None and record.e2e < 0.5 * (TOKENS * 0.02 * 4)
 
 
 def test_an_error_chunk_mid_stream_fails_the_request_with_its_error(server: MockOpenAI) -> None:

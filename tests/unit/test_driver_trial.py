@@ -4,6 +4,7 @@ engine suite's HTTP half, the default HttpMeasurement, and an injected step."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from autotune.bench.driver import Endpoint
 from autotune.bench.http_step import HttpMeasurement
 from autotune.bench.step import MeasureContext, Measured, MeasuringStep
-from autotune.devices import CpuSlotPool
+from autotune.devices import CpuSlotPool, DeviceSet
 from autotune.engines import (
     EngineConfig,
     EngineFailure,
@@ -26,7 +27,7 @@ from autotune.scoring import COST_METRIC
 from autotune.space import Space
 from autotune.trial import TrialRunner
 from tests.support.engine_suite import EndpointSuite, EngineSuite, FailingStart
-from tests.support.mock_engine import MockLauncher
+from tests.support.mock_engine import MockEngine, MockLauncher
 from tests.support.mock_openai import Behaviour, MockOpenAI
 
 SPACE: dict[str, Any] = {
@@ -162,6 +163,70 @@ def test_capacity_and_cost_are_measured_on_the_same_engine(tmp_path: Path) -> No
     assert outcome.metrics["capacity_load_points"] == 2
     assert outcome.timings["capacity_s"] > 0
     assert outcome.metrics[COST_METRIC] > 0
+
+
+def test_capacity_counts_the_time_requests_queue_behind_the_concurrency_cap(
+    tmp_path: Path,
+) -> None:
+    """Above what one slot serves, requests wait at the client's gate: the SLO a user sees
+    includes that wait, so the capacity stops where the queue grows (each answer alone takes
+    ~0.1 s, far inside the SLO, at every rate)."""
+    space = _space(capacity={"start_rate": 4, "max_rate": 64, "bisection_steps": 0,
+                             "requests_per_point": 16, "max_concurrency": 1},
+                   slos={"e2e_p95_ms": 400})
+    outcome = _runner(tmp_path, MockLauncher(Behaviour(token_delay_s=0.03)), space).run(
+        1, {"max_num_seqs": 8}, is_default=False)
+    assert outcome.state == "complete", outcome.failure
+    assert outcome.metrics["e2e_p95_ms"] < 400
+    assert 4 <= outcome.metrics["capacity_request_rate"] <= 16
+
+
+def _stalling(**workload: Any) -> Space:
+    return _space(workload={**SPACE["workload"], "stall_timeout_s": 0.5, **workload})
+
+
+def test_a_stalled_engine_fails_the_trial_as_stalled(tmp_path: Path) -> None:
+    """Tokens stop coming (a SIGSTOPped engine): failed within the stall timeout, not after
+    the request timeout, with the stall as its reason, and the engine torn down."""
+    launcher = MockLauncher(Behaviour(token_delay_s=0.01, stall_after=1, stall_s=4))
+    started = time.monotonic()
+    outcome = _runner(tmp_path, launcher, _stalling(request_timeout_s=120)).run(
+        1, {"max_num_seqs": 8}, is_default=False)
+    assert time.monotonic() - started < 10
+    assert outcome.state == "failed" and outcome.failure is not None
+    assert outcome.failure.kind == FailureKind.BENCHMARK_FAILED
+    assert outcome.failure.reason.startswith("engine stalled: no token from any of 2 requests")
+    assert not launcher.started[0].alive()
+
+
+def test_a_health_check_that_never_answers_is_a_stall(tmp_path: Path) -> None:
+    launcher = MockLauncher(Behaviour(health_delay_s=2))
+    outcome = _runner(tmp_path, launcher, _stalling()).run(1, {"max_num_seqs": 8},
+                                                           is_default=False)
+    assert outcome.failure is not None and outcome.failure.kind == FailureKind.BENCHMARK_FAILED
+    assert outcome.failure.reason == "engine stalled: /health did not answer within 0.5 s"
+    assert not [s for s in launcher.started[0].server.requests if s.path != "/tokenize"]
+
+
+class _DeadOnArrival(MockLauncher):
+    """Its engine dies (SIGKILL) right after it became healthy."""
+
+    def start(self, config: EngineConfig, devices: DeviceSet, log_path: Path) -> MockEngine:
+        engine = super().start(config, devices, log_path)
+        engine.stop()
+        with log_path.open("a") as log:
+            log.write("RuntimeError: the worker went away\n"
+                      "[autotune-guard] engine killed by signal 9 (SIGKILL)\n")
+        return engine
+
+
+def test_an_engine_that_died_is_named_not_the_request_it_broke(tmp_path: Path) -> None:
+    outcome = _runner(tmp_path, _DeadOnArrival()).run(1, {"max_num_seqs": 8}, is_default=False)
+    assert outcome.failure is not None
+    assert "cannot tokenize" not in outcome.failure.reason
+    assert outcome.failure.reason == (
+        "the engine process exited during the measurement (engine killed by signal 9 "
+        "(SIGKILL)): RuntimeError: the worker went away")
 
 
 class _Step:

@@ -7,6 +7,7 @@ import pytest
 
 from autotune.bench.metrics import (
     RequestRecord,
+    goodput_limits,
     meets_slos,
     percentile,
     summarize,
@@ -82,3 +83,33 @@ def test_vllm_bench_key_names() -> None:
     assert keys["mean_tpot_ms"] == 3.0
     assert keys["output_throughput"] == 4.0
     assert keys["completed"] == 5
+
+
+def test_goodput_takes_one_limit_per_latency_type_as_vllm_bench_goodput() -> None:
+    """``--goodput ttft:X tpot:Y e2el:Z``: one limit per latency type. From percentile SLOs the
+    limit is the SLO on the highest percentile (the bound nearly every request must meet),
+    not the strictest of them; ITL is not a goodput type in vLLM."""
+    slos = {"ttft_p50_ms": 100.0, "ttft_p99_ms": 500.0, "itl_p99_ms": 1.0, "e2e_mean_ms": 9e3,
+            "tpot_p90_ms": 150.0}
+    assert goodput_limits(slos) == {"ttft": 500.0, "tpot": 150.0, "e2el": 9e3}
+    records = [_rec(0.3, 1.3, 11), _rec(0.6, 1.6, 11), _rec(0.1, 3.1, 11)]
+    # 300 ms TTFT is good (the p99 bound is 500 ms); ITL 100 ms does not count against it.
+    assert [meets_slos(r, slos) for r in records] == [True, False, False]
+    assert summarize(records, 1.0, slos)["request_goodput"] == pytest.approx(1.0)
+
+
+def test_a_single_token_answer_has_no_tpot_and_meets_any_tpot_limit() -> None:
+    """vLLM leaves one-token answers out of TPOT and counts their TPOT as 0 for goodput."""
+    one = RequestRecord(ok=True, output_tokens=1, ttft=0.1, e2e=0.1)
+    assert one.tpot is None and meets_slos(one, {"tpot_p99_ms": 0.001})
+    assert math.isnan(summarize([one], 1.0, {})["tpot_mean_ms"])
+
+
+def test_client_queue_time_is_added_for_what_a_user_waits() -> None:
+    record = RequestRecord(ok=True, output_tokens=11, ttft=0.1, e2e=1.1, itls=[0.1] * 10,
+                           sent_at=5.0, done_at=6.1, queued_s=2.0)
+    waited = record.including_client_queue()
+    assert waited.ttft == pytest.approx(2.1) and waited.e2e == pytest.approx(3.1)
+    assert waited.tpot == pytest.approx(record.tpot) and waited.itls == record.itls
+    assert waited.sent_at == pytest.approx(3.0) and waited.queued_s == 0.0
+    assert record.ttft == 0.1  # the original is kept as measured
