@@ -14,24 +14,14 @@ from rich.text import Text
 from autotune import short_names
 from autotune.cli.common import console, err_console
 
-# Shown by `study show` when measured (column titles).
-SHOWN_RESOURCE_METRICS = {
-    "output_throughput_cv": "tput CV",
-    "kv_cache_usage_peak_pct": "KV peak %",
-    "preemptions": "preempt",
-    "prefix_cache_hit_rate": "prefix hit",
-    "spec_decode_acceptance_rate": "spec accept",
-    "queue_time_mean_ms": "queue ms",
-    "capacity_request_rate": "capacity req/s",
-    "gpu_util_mean_pct": "GPU util %",
-    "gpu_mem_peak_mib": "GPU mem MiB",
-    "cpu_util_mean_pct": "CPU util %",
-    "engine_rss_peak_mib": "engine RSS MiB",
-    "cost_per_1m_output_tokens_usd": "$/1M tok",
-    "parallel_trials": "ran at once",
-    "kv_cache_tokens": "KV tokens",
-    "memory_fit_kv_error": "KV estimate err",
-}
+# Shown by `study show --wide` when measured, titled by their short names.
+SHOWN_RESOURCE_METRICS = {name: short_names.METRIC_NAMES[name] for name in (
+    "output_throughput_cv", "kv_cache_usage_peak_pct", "preemptions", "prefix_cache_hit_rate",
+    "spec_decode_acceptance_rate", "queue_time_mean_ms", "capacity_request_rate",
+    "gpu_util_mean_pct", "gpu_mem_peak_mib", "cpu_util_mean_pct", "engine_rss_peak_mib",
+    "cost_per_1m_output_tokens_usd", "parallel_trials", "kv_cache_tokens",
+    "memory_fit_kv_error",
+)}
 
 
 def short_params(params: dict[str, Any]) -> str:
