@@ -1,66 +1,66 @@
-"""Build the CPU quickstart's demo model offline: a tiny Llama trained on digit-string tasks.
+"""The CPU quickstart's demo model: a tiny Llama that answers digit-string tasks exactly.
 
-No model can be downloaded on an offline machine, so autotune makes one. A random-weight model
-has no accuracy to lose, so this one is *trained*, deterministically, on three small synthetic
-tasks whose answers can be checked exactly::
+No model can be downloaded on an offline machine, so autotune ships one. A random-weight model
+has no accuracy to lose, so this one was *trained* (:mod:`autotune.demo_training`, about 6
+CPU-minutes) on three small synthetic tasks whose answers can be checked exactly::
 
     copy 48213 =      →  48213
     reverse 48213 =   →  31284
     add 57+68 =       →  125
 
-The tokenizer is a byte-level BPE (vocab 2048) trained on the Python standard library's own
-sources, with every digit its own token. The model is a 2-layer Llama (hidden 128), trained in
-float32 for a fixed number of seeded steps, then saved in float16 (bf16 kernels can die with
-SIGILL on some CPU hosts). Prompts whose CRC-32 falls in the held-out split are never trained
-on; ``evals/demo-tasks.jsonl`` (from :func:`eval_rows`) is drawn only from that split.
-
-Building takes about 6 minutes of CPU time (training uses one thread: the same weights at
-every build, and no stall when the cores are shared) and is cached at the target directory;
-``autotune-demo.json`` there names the recipe version, so a changed recipe is rebuilt. Needs
-``tokenizers``, ``transformers`` and ``torch`` (the ``cpu`` or ``demo`` extra); the controller
-never imports this module unless a space file asks for ``model.build_demo``.
+Its files (a 2-layer Llama, hidden 128, vocab 2048, float16: 1.4 MB) are in
+``autotune/demo_files/``; :func:`build_demo_model` copies them to the target directory and
+checks every file's SHA-256, so every machine serves the same bits, in well under a second and
+without torch. Prompts whose CRC-32 falls in the held-out split were never trained on;
+``evals/demo-tasks.jsonl`` (from :func:`eval_rows`) is drawn only from that split.
+``autotune-demo.json`` in the target names the recipe version, so a changed recipe replaces
+an old build; the controller never imports this module unless a space file asks for
+``model.build_demo``.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
-import math
 import os
 import random
 import shutil
-import sysconfig
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-# Bump whenever anything below changes what gets built: cached builds of other recipes are
-# rebuilt (the version is stored in RECIPE_FILE).
-RECIPE_VERSION = "digit-tasks-1"
-RECIPE_FILE = "autotune-demo.json"
+from autotune.errors import AutotuneError
 
-DEMO_VOCAB_SIZE = 2048
-SPECIAL_TOKENS = ["<s>", "</s>", "<unk>", "<pad>"]
+# Bump whenever the shipped files change: cached builds of other recipes are replaced (the
+# version is stored in RECIPE_FILE). "+shipped": the digit-tasks-1 training's files, copied.
+RECIPE_VERSION = "digit-tasks-1+shipped"
+RECIPE_FILE = "autotune-demo.json"
+SHIPPED = Path(__file__).resolve().parent / "demo_files"
+TRAINING_RECORD = "training.json"  # how the shipped weights were trained (steps, accuracy)
+# The files a build copies and their SHA-256 (``python -m autotune.demo_training`` prints
+# them for a retrained model).
+SHIPPED_SHA256 = {
+    "config.json": "9d4f970c079f6384d6ee56942388f330a379f7062b031afbcb3cbe38cf161d42",
+    "generation_config.json": "314c8926625bdca49c577a67d56c671f955fa96e24d1bb009fd0752b277bfdb2",
+    "model.safetensors": "b7db3634ae2f71b7175b22643cb1ddd10d4c246eca4980a41bb4b6eff770c4b1",
+    "tokenizer.json": "62b34ae3eb2f916de756d8725e4043c2ffa38055d38efa52a528c6925981c0ed",
+    "tokenizer_config.json": "855a1e976e64d47dd06eee6507bc0edc8aff768209d978a544dd4c9e623d41ec",
+}
+
 TASKS = ("copy", "reverse", "add")
 MIN_DIGITS, MAX_DIGITS = 3, 8  # copy / reverse operand length
 MAX_ADDEND = 99
 HELD_OUT_BUCKETS = 8  # 1 prompt in 8 is held out from training
-TRAIN_STEPS = 2000  # addition is learnt (suddenly) after ~1200 steps
-BATCH_SIZE = 96
-LEARNING_RATE = 3e-3
-WARMUP_STEPS = 100
-TRAIN_THREADS = 1  # the same weights at every build, and no stall on a busy host
-# Guard for hosts whose float rounding sends training elsewhere: while the accuracy on held-out
-# validation prompts (not the eval set) is below the target, train EXTRA_STEPS more.
-TARGET_ACCURACY = 0.98
-EXTRA_STEPS = 500
-EXTRA_LEARNING_RATE = 1e-3
-MAX_EXTENSIONS = 4
 MAX_POSITIONS = 4096
+
+
+class DemoModelError(AutotuneError):
+    """The shipped demo model files are missing or not the ones this version ships."""
 
 
 def task_example(rng: random.Random, task: str | None = None) -> dict[str, str]:
@@ -99,12 +99,6 @@ def validation_rows(count: int = 150) -> list[dict[str, str]]:
     return rows[:count]
 
 
-def _training_files(limit: int = 400) -> list[str]:
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(str(p) for p in stdlib.glob("*.py"))
-    return files[:limit]
-
-
 def recipe(target: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The recipe record of a built model (version, eval accuracy), or None."""
     try:
@@ -125,8 +119,11 @@ def is_built(target: str | os.PathLike[str]) -> bool:
     )
 
 
-def build_demo_model(target: str | os.PathLike[str], seed: int = 0) -> Path:
-    """Build the demo model at ``target`` unless it is already there; return the directory."""
+def build_demo_model(target: str | os.PathLike[str]) -> Path:
+    """Install the demo model at ``target`` unless it is already there; return the directory.
+
+    Raises :class:`DemoModelError` when a shipped file is missing or its hash is not the
+    expected one (a damaged checkout: restore ``autotune/demo_files/`` from git)."""
     target = Path(os.path.expanduser(str(target)))
     if is_built(target):
         return target
@@ -134,10 +131,21 @@ def build_demo_model(target: str | os.PathLike[str], seed: int = 0) -> Path:
     with _build_lock(target):
         if is_built(target):  # another process built it while we waited
             return target
+        started = time.monotonic()
         staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
         staging.chmod(0o755)  # mkdtemp makes it private; the model is for every user
         try:
-            _build_into(staging, seed)
+            for name, expected in SHIPPED_SHA256.items():
+                _copy_checked(SHIPPED / name, staging / name, expected)
+            trained = json.loads((SHIPPED / TRAINING_RECORD).read_text())
+            record = {
+                "recipe": RECIPE_VERSION,
+                "sha256": SHIPPED_SHA256,
+                "trained": trained,
+                "eval_accuracy": trained.get("eval_accuracy"),
+                "build_s": round(time.monotonic() - started, 3),
+            }
+            (staging / RECIPE_FILE).write_text(json.dumps(record, indent=2) + "\n")
             if target.exists():
                 shutil.rmtree(target)
             staging.rename(target)  # appears complete or not at all
@@ -145,6 +153,25 @@ def build_demo_model(target: str | os.PathLike[str], seed: int = 0) -> Path:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _copy_checked(source: Path, destination: Path, expected: str) -> None:
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise DemoModelError(
+            f"demo model file {source} is missing ({exc.strerror}): restore autotune/demo_files/"
+            " from git (git checkout -- autotune/demo_files)"
+        ) from None
+    found = hashlib.sha256(data).hexdigest()
+    if found != expected:
+        raise DemoModelError(
+            f"demo model file {source} has SHA-256 {found[:16]}…, not {expected[:16]}…: a"
+            " damaged checkout or a Git LFS pointer; restore it with"
+            " git checkout -- autotune/demo_files"
+        )
+    destination.write_bytes(data)
+    destination.chmod(0o644)
 
 
 @contextmanager
@@ -155,199 +182,6 @@ def _build_lock(target: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def make_tokenizer() -> Any:
-    """The byte-level BPE tokenizer (a ``PreTrainedTokenizerFast``); digits are single tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
-        ]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=DEMO_VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train(_training_files(), trainer)
-    bos = tokenizer.token_to_id("<s>")
-    # Every text prompt starts with <s>, in training and when vLLM tokenizes it.
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        model_max_length=MAX_POSITIONS,
-    )
-
-
-def _encode_example(tokenizer: Any, prompt: str, answer: str) -> tuple[list[int], int]:
-    """Token ids of ``<s> prompt answer </s>`` and how many of them are the prompt."""
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    answer_ids = tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
-    return prompt_ids + answer_ids + [tokenizer.eos_token_id], len(prompt_ids)
-
-
-def _training_batch(tokenizer: Any, rng: random.Random, size: int) -> tuple[Any, Any]:
-    import torch
-
-    rows: list[tuple[list[int], int]] = []
-    while len(rows) < size:
-        example = task_example(rng)
-        if not is_held_out(example["prompt"]):
-            rows.append(_encode_example(tokenizer, example["prompt"], example["answer"]))
-    width = max(len(ids) for ids, _ in rows)
-    inputs = torch.full((size, width), tokenizer.pad_token_id, dtype=torch.long)
-    labels = torch.full((size, width), -100, dtype=torch.long)
-    for i, (ids, n_prompt) in enumerate(rows):
-        inputs[i, : len(ids)] = torch.tensor(ids)
-        # Loss on the answer and </s> only: the prompt is random digits, not something to learn.
-        labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
-    return inputs, labels
-
-
-def greedy_answers(
-    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 12
-) -> list[str]:
-    """Greedy completions (decoded, stripped) of ``prompts`` with the in-process model."""
-    import torch
-
-    out: dict[int, str] = {}
-    by_length: dict[int, list[int]] = {}
-    encoded = [tokenizer(p)["input_ids"] for p in prompts]
-    for i, ids in enumerate(encoded):
-        by_length.setdefault(len(ids), []).append(i)
-    with torch.no_grad():
-        for indices in by_length.values():
-            seqs = torch.tensor([encoded[i] for i in indices])
-            done = torch.zeros(len(indices), dtype=torch.bool)
-            generated: list[list[int]] = [[] for _ in indices]
-            for _ in range(max_new_tokens):
-                logits = model(input_ids=seqs).logits[:, -1, :]
-                next_ids = logits.float().argmax(dim=-1)
-                for row, token in enumerate(next_ids.tolist()):
-                    if not done[row]:
-                        if token == tokenizer.eos_token_id:
-                            done[row] = True
-                        else:
-                            generated[row].append(token)
-                if bool(done.all()):
-                    break
-                seqs = torch.cat([seqs, next_ids[:, None]], dim=1)
-            for row, i in enumerate(indices):
-                out[i] = tokenizer.decode(generated[row]).strip()
-    return [out[i] for i in range(len(prompts))]
-
-
-def _build_into(directory: Path, seed: int) -> None:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    started = time.monotonic()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TRAIN_THREADS)  # a fixed reduction order: the same weights each build
-    try:
-        torch.manual_seed(seed)
-        tokenizer = make_tokenizer()
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=128,
-            intermediate_size=384,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=MAX_POSITIONS,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            tie_word_embeddings=True,
-        )
-        model = LlamaForCausalLM(config)
-        rng = random.Random(seed)
-        _train(model, tokenizer, rng, TRAIN_STEPS, LEARNING_RATE, WARMUP_STEPS)
-        validation = validation_rows()
-        extensions = 0
-        while extensions < MAX_EXTENSIONS and _accuracy(model, tokenizer, validation) < (
-            TARGET_ACCURACY
-        ):
-            _train(model, tokenizer, rng, EXTRA_STEPS, EXTRA_LEARNING_RATE, 0)
-            extensions += 1
-        model.eval()
-        # Score the weights as saved (rounded to float16), computing in float32: CPU float16
-        # matmuls are slow, and vLLM's own float16 numbers are measured by the quality probe.
-        model = model.to(torch.float16).to(torch.float32)
-        rows = eval_rows()
-        eval_accuracy = _accuracy(model, tokenizer, rows)
-    finally:
-        torch.set_num_threads(threads)
-    model = model.to(torch.float16)
-    model.config.dtype = "float16"
-    model.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
-    (directory / RECIPE_FILE).write_text(
-        json.dumps(
-            {
-                "recipe": RECIPE_VERSION,
-                "seed": seed,
-                "train_steps": TRAIN_STEPS + extensions * EXTRA_STEPS,
-                "extensions": extensions,
-                "eval_rows": len(rows),
-                "eval_accuracy": eval_accuracy,
-                "build_s": round(time.monotonic() - started, 1),
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-
-
-def _accuracy(model: Any, tokenizer: Any, rows: Sequence[dict[str, str]]) -> float:
-    model.eval()
-    answers = greedy_answers(model, tokenizer, [r["prompt"] for r in rows])
-    return sum(a == r["answer"] for a, r in zip(answers, rows, strict=True)) / len(rows)
-
-
-def _train(
-    model: Any, tokenizer: Any, rng: random.Random, steps: int, peak_lr: float, warmup: int
-) -> None:
-    """``steps`` AdamW steps: linear warm-up to ``peak_lr``, then cosine down to 5% of it."""
-    import torch
-
-    model.train()
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=peak_lr, betas=(0.9, 0.98), weight_decay=0.01
-    )
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, steps - warmup)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    for _ in range(steps):
-        inputs, labels = _training_batch(tokenizer, rng, BATCH_SIZE)
-        # The LM head only where there is a label: a third of the cost of full-sequence logits.
-        hidden = model.model(input_ids=inputs).last_hidden_state[:, :-1]
-        targets = labels[:, 1:]
-        scored = targets != -100
-        loss = torch.nn.functional.cross_entropy(model.lm_head(hidden[scored]), targets[scored])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
 
 
 def write_eval_set(path: str | os.PathLike[str]) -> None:

@@ -7,13 +7,16 @@ from typing import Annotated
 
 import typer
 
-from autotune.cli.common import console
+from autotune.cli.common import console, fail
 
 
 def build_demo(
     path: Annotated[Path, typer.Argument()] = Path("~/.cache/autotune/demo-llama"),
 ) -> None:
-    """Build the CPU quickstart's tiny demo model (offline; trained in ~6 CPU-minutes)."""
-    from autotune.demo_model import build_demo_model
+    """Install the CPU quickstart's tiny trained demo model (offline; checked by hash)."""
+    from autotune.demo_model import DemoModelError, build_demo_model
 
-    console.print(f"demo model at {build_demo_model(path.expanduser())}")
+    try:
+        console.print(f"demo model at {build_demo_model(path.expanduser())}")
+    except DemoModelError as exc:
+        raise fail(exc) from None

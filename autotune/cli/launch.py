@@ -57,11 +57,14 @@ def study_runner(spec: Any, *, name: str, url: str, pool: Any, log_dir: Path | N
     except StorageError as exc:
         raise fail(exc) from None
     if spec.model.build_demo:
-        from autotune.demo_model import build_demo_model, is_built
+        from autotune.demo_model import DemoModelError, build_demo_model, is_built
 
         if not is_built(spec.model.resolved_path):
             console.print(f"building the demo model at {spec.model.resolved_path} ...")
-            build_demo_model(spec.model.resolved_path)
+            try:
+                build_demo_model(spec.model.resolved_path)
+            except DemoModelError as exc:
+                raise fail(exc) from None
     settings = Settings()
     return StudyRunner.create(
         spec, name=name, storage=url, launcher=create(spec.engine.kind), pool=pool,
