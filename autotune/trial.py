@@ -95,6 +95,13 @@ class TrialOutcome:
 
 
 class TrialRunner:
+    """One trial end to end: checks before launch, engine starts (a transient fault starts it
+    again), the measuring step, teardown.
+
+    Over 200 lines because every step reads and writes the same trial state (its devices, log,
+    outcome and stop event); the checks before launch (``rejection``, ``memory_estimate``) are
+    the part that could stand alone, and the first to move if this class grows."""
+
     def __init__(
         self,
         space: Space,

@@ -59,6 +59,9 @@ class QualityProbe:
     One probe serves every trial slot of a study (thread-safe). ``source`` reads the reference
     another worker may have stored; a trial that finds none while the default trial is still
     running waits for it (up to ``spec.reference_wait_s``) with its server up.
+
+    Just over 200 lines: the two passes (generation, teacher forcing) share its HTTP batching
+    and the reference lock; the pure scoring is in ``quality.reference``.
     """
 
     def __init__(
