@@ -4,7 +4,7 @@ Starts one vLLM CPU server on the quickstart's demo model, then measures the sam
 (random prompts, fixed input/output lengths, ignore_eos, fixed concurrency) alternately with
 autotune's driver and with vLLM's own benchmark (``vllm.benchmarks.serve``, in this process;
 autotune/bench/crosscheck.py), fresh prompts every run, at each concurrency, and prints both
-side by side with the differences (tests/integration/test_crosscheck.py asserts them).
+side by side with the differences (the goal: throughput within 3%, median TTFT/TPOT 5%).
 
     .venv/bin/python benchmarks/crosscheck_vllm_bench.py [--rounds 2] [--concurrency 4 16]
 """

@@ -4,8 +4,7 @@ Both measure the same kind of workload (random prompts of fixed input and output
 ``ignore_eos``, a fixed concurrency), each with fresh prompts (vLLM's prefix cache is on by
 default: a prompt sent twice would be served from it the second time). vLLM's benchmark runs
 in this process (``vllm.benchmarks.serve``: ``add_cli_args`` and ``main``, imported only here),
-so both clients share the host alike. Used by benchmarks/crosscheck_vllm_bench.py and by the
-cross-check test (tests/integration/test_crosscheck.py).
+so both clients share the host alike. Used by benchmarks/crosscheck_vllm_bench.py.
 """
 
 from __future__ import annotations
