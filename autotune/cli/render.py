@@ -265,6 +265,15 @@ def print_study(report: Any, name: str, *, wide: bool = False,
                     kind = short_names.failure(t.failure_kind)
                     console.print(f"  trial {t.number} {escape(kind)}: "
                                   f"{escape(t.failure_reason)}", highlight=False)
+        if report.quality_columns:
+            from autotune.quality.spec import QUALITY_LABELS, format_quality
+
+            for t in report.trials:
+                measured = [f"{QUALITY_LABELS.get(m, m)} {format_quality(m, t.metrics.get(m))}"
+                            for m in report.quality_columns if m in t.metrics]
+                if measured:
+                    console.print(f"  trial {t.number} quality: " + " · ".join(measured),
+                                  highlight=False)
     no_engine = {s: sum(1 for t in report.trials if t.state == s) for s in ("reused", "skipped")}
     if any(no_engine.values()):
         console.print(

@@ -211,7 +211,8 @@ def test_a_health_check_that_never_answers_is_a_stall(tmp_path: Path) -> None:
 class _DeadOnArrival(MockLauncher):
     """Its engine dies (SIGKILL) right after it became healthy."""
 
-    def start(self, config: EngineConfig, devices: DeviceSet, log_path: Path) -> MockEngine:
+    def start(self, config: EngineConfig, devices: DeviceSet, log_path: Path, *,
+              stop: Any = None) -> MockEngine:
         engine = super().start(config, devices, log_path)
         engine.stop()
         with log_path.open("a") as log:
