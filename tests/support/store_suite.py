@@ -25,6 +25,7 @@ from autotune.store import (
     StaleTrial,
     StudyFacts,
     StudyStore,
+    Suggestion,
     TrialResult,
     open_catalog,
     open_store,
@@ -50,6 +51,15 @@ def opened(url: str, name: str = "s", **options: Any) -> StudyStore:
     sp = space()
     store.open(sp, optuna.samplers.RandomSampler(seed=0))
     return store
+
+
+def started(url: str) -> tuple[StudyStore, Suggestion]:
+    """An open study with its facts saved and one trial started from the sampler."""
+    store = opened(url)
+    store.save_facts(facts())
+    suggestion = store.ask(space())
+    store.start(suggestion)
+    return store, suggestion
 
 
 def rows_fail_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,10 +127,7 @@ class StudyStoreSuite:
     def test_finishing_again_after_a_lost_reply_tells_optuna_once(
         self, store_url: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        store = opened(store_url)
-        store.save_facts(facts())
-        suggestion = store.ask(space())
-        store.start(suggestion)
+        store, suggestion = started(store_url)
         result = recording.measured(space(), outcome(300.0))
         rows_fail_once(monkeypatch)
         with pytest.raises(OperationalError):
@@ -162,10 +169,7 @@ class StudyStoreSuite:
     def test_a_host_fault_is_an_optuna_fail_not_an_infeasible_config(
         self, store_url: str
     ) -> None:
-        store = opened(store_url)
-        store.save_facts(facts())
-        suggestion = store.ask(space())
-        store.start(suggestion)
+        store, suggestion = started(store_url)
         fault = TrialOutcome("failed", failure=EngineFailure(
             FailureKind.HOST_FAULT, "SIGILL", "exit code -4"))
         store.finish(suggestion.number, recording.measured(space(), fault))
@@ -209,10 +213,7 @@ class StudyStoreSuite:
     def test_resume_repairs_a_row_left_running_after_optuna_was_told(
         self, store_url: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        store = opened(store_url)
-        store.save_facts(facts())
-        suggestion = store.ask(space())
-        store.start(suggestion)
+        store, suggestion = started(store_url)
         # The controller dies between the two writes: Optuna has the verdict, our row not.
         rows_fail_once(monkeypatch)
         with pytest.raises(OperationalError):
