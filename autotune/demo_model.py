@@ -38,7 +38,8 @@ from autotune.errors import AutotuneError
 
 # Bump whenever the shipped files change: cached builds of other recipes are replaced (the
 # version is stored in RECIPE_FILE). "+shipped": the digit-tasks-1 training's files, copied.
-RECIPE_VERSION = "digit-tasks-1+shipped"
+# "+chat": with a chat template in tokenizer_config.json.
+RECIPE_VERSION = "digit-tasks-1+shipped+chat"
 RECIPE_FILE = "autotune-demo.json"
 SHIPPED = Path(__file__).resolve().parent / "demo_files"
 TRAINING_RECORD = "training.json"  # how the shipped weights were trained (steps, accuracy)
@@ -49,8 +50,15 @@ SHIPPED_SHA256 = {
     "generation_config.json": "314c8926625bdca49c577a67d56c671f955fa96e24d1bb009fd0752b277bfdb2",
     "model.safetensors": "b7db3634ae2f71b7175b22643cb1ddd10d4c246eca4980a41bb4b6eff770c4b1",
     "tokenizer.json": "62b34ae3eb2f916de756d8725e4043c2ffa38055d38efa52a528c6925981c0ed",
-    "tokenizer_config.json": "855a1e976e64d47dd06eee6507bc0edc8aff768209d978a544dd4c9e623d41ec",
+    "tokenizer_config.json": "04c2f437d99810baa459acfdacbaaff46c19181fc488c77e8406dcec8da82960",
 }
+
+# The chat template in the shipped tokenizer_config.json (chat workloads go to
+# /v1/chat/completions, which needs one): each message as "<|role|>\ncontent</s>\n".
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 
 TASKS = ("copy", "reverse", "add")
 MIN_DIGITS, MAX_DIGITS = 3, 8  # copy / reverse operand length

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.demo_model import (
+    CHAT_TEMPLATE,
     MAX_POSITIONS,
     RECIPE_FILE,
     TRAINING_RECORD,
@@ -200,6 +201,7 @@ def train_demo_model(directory: str | os.PathLike[str], seed: int = 0) -> Path:
     model = model.to(torch.float16)
     model.config.dtype = "float16"
     model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(directory)
     (directory / TRAINING_RECORD).write_text(
         json.dumps(

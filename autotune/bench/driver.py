@@ -53,13 +53,16 @@ class EngineStalled(Exception):
 class LoadDriver(Protocol):
     """Drives ``workload`` against a running OpenAI-compatible endpoint and measures it.
 
-    Never raises for request errors: they are counted in ``failed`` / ``error_rate``. Raises
-    WorkloadError when the workload itself cannot be built (e.g. an unreadable prompts file),
-    and EngineStalled when the engine stops answering every request at once.
+    ``run_index`` numbers the runs on one server (repeats, capacity points, load levels):
+    each gets prompts of its own. Never raises for request errors: they are counted in
+    ``failed`` / ``error_rate``. Raises WorkloadError when the workload itself cannot be built
+    (e.g. an unreadable prompts file), and EngineStalled when the engine stops answering
+    every request at once.
     """
 
     def run(
-        self, endpoint: Endpoint, workload: WorkloadSpec, slos: Mapping[str, float]
+        self, endpoint: Endpoint, workload: WorkloadSpec, slos: Mapping[str, float],
+        run_index: int = 0,
     ) -> BenchResult: ...
 
 
@@ -253,9 +256,10 @@ class HttpLoadDriver:
         self.ignore_eos = ignore_eos
 
     def run(
-        self, endpoint: Endpoint, workload: WorkloadSpec, slos: Mapping[str, float]
+        self, endpoint: Endpoint, workload: WorkloadSpec, slos: Mapping[str, float],
+        run_index: int = 0,
     ) -> BenchResult:
-        prompts = build_prompts(workload, endpoint.base_url, endpoint.served_name)
+        prompts = build_prompts(workload, endpoint.base_url, endpoint.served_name, run_index)
         warmup, measured = prompts[: workload.warmup_requests], prompts[workload.warmup_requests :]
         warmup_s = 0.0
         if warmup:

@@ -10,8 +10,10 @@ request the death broke first.
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
+from collections.abc import Iterator
 
 import httpx
 
@@ -44,8 +46,9 @@ class HttpMeasurement:
         self, engine: RunningEngine, config: EngineConfig, trial: MeasureContext
     ) -> Measured:
         found = Measured()
+        runs = itertools.count()  # every run on this server gets prompts of its own
         try:
-            self._load(engine, trial, found)
+            self._load(engine, trial, found, runs)
             if found.failure is None:
                 check_serving(engine, trial.space.workload.stall_timeout_s)
                 self._probe_quality(engine, trial, found)
@@ -53,7 +56,7 @@ class HttpMeasurement:
                 if capacity is not None:
                     trial.on_phase("searching SLO capacity")
                     started = time.monotonic()
-                    found.metrics.update(self.capacity(engine, trial.space, capacity))
+                    found.metrics.update(self.capacity(engine, trial.space, capacity, runs))
                     found.timings["capacity_s"] = time.monotonic() - started
                 write_result_file(trial.log_path.with_suffix(".result.json"), found.metrics)
         except EngineFailure as exc:
@@ -66,12 +69,14 @@ class HttpMeasurement:
                              else EngineFailure(FailureKind.BENCHMARK_FAILED, str(exc)))
         return found
 
-    def _load(self, engine: RunningEngine, trial: MeasureContext, found: Measured) -> None:
+    def _load(
+        self, engine: RunningEngine, trial: MeasureContext, found: Measured, runs: Iterator[int]
+    ) -> None:
         space = trial.space
         trial.on_phase("benchmarking")
         with UtilisationSampler(trial.pool, trial.devices, engine.pids) as sampler:
             robust = measure_robustly(
-                lambda: self.run_load(engine, space.workload, space), engine.base_url,
+                lambda: self.run_load(engine, space.workload, space, next(runs)), engine.base_url,
                 space.measurement,
                 closed_loop=isinstance(space.workload.load, ConcurrencyLoad),
                 on_repeat=lambda n, why: trial.on_phase(f"re-measuring ({n}): {why[0]}"),
@@ -104,11 +109,14 @@ class HttpMeasurement:
                 )
             found.failure = failure
 
-    def run_load(self, engine: RunningEngine, workload: WorkloadSpec, space: Space) -> BenchResult:
-        """One run of ``workload`` against ``engine``, scored against ``space``'s SLOs, once
-        the engine is alive and answers /health."""
+    def run_load(
+        self, engine: RunningEngine, workload: WorkloadSpec, space: Space, run_index: int = 0
+    ) -> BenchResult:
+        """Run ``run_index`` of ``workload`` against ``engine`` (each index has prompts of its
+        own), scored against ``space``'s SLOs, once the engine is alive and answers /health."""
         check_serving(engine, workload.stall_timeout_s)
-        return self.driver.run(Endpoint(engine.base_url, engine.served_name), workload, space.slos)
+        return self.driver.run(Endpoint(engine.base_url, engine.served_name), workload,
+                               space.slos, run_index)
 
     def _probe_quality(
         self, engine: RunningEngine, trial: MeasureContext, found: Measured
@@ -134,12 +142,15 @@ class HttpMeasurement:
             found.timings["quality_s"] = time.monotonic() - started
 
     def capacity(
-        self, engine: RunningEngine, space: Space, spec: CapacitySpec
+        self, engine: RunningEngine, space: Space, spec: CapacitySpec,
+        runs: Iterator[int] | None = None,
     ) -> dict[str, float]:
         """Bracket and bisect the Poisson rate at which every SLO of ``space`` holds, on this
         engine. Latencies are judged as a user arriving at that rate sees them: from arrival,
         including any wait behind the client's ``max_concurrency`` gate (else a rate far
         above the server's would hold, its queue hidden on the client)."""
+
+        fresh = runs if runs is not None else itertools.count()
 
         def measure(rate: float) -> dict[str, float]:
             workload = space.workload.model_copy(update={
@@ -147,7 +158,7 @@ class HttpMeasurement:
                 "num_requests": spec.requests_per_point,
                 "warmup_requests": 0,
             })
-            result = self.run_load(engine, workload, space)
+            result = self.run_load(engine, workload, space, next(fresh))
             if not result.records:
                 return result.metrics
             waited = [r.including_client_queue() for r in result.records]

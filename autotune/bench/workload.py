@@ -29,12 +29,32 @@ _SEED_TEXT = (
 
 
 @dataclass(frozen=True)
-class Prompt:
-    """One request's prompt: token ids or text, and how many tokens to generate."""
+class Turn:
+    """A later user turn of a conversation: sent after the model answered the turn before."""
 
-    body: list[int] | str
+    content: str
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request of a workload.
+
+    ``body`` (token ids or text) goes to ``/v1/completions``; when ``messages`` is set instead
+    (OpenAI chat messages) the request goes to ``/v1/chat/completions`` and the server's chat
+    template applies. ``arrival_s`` (trace replay) is the send time as an offset from the
+    run's start; ``next_turns`` are a conversation's later user turns, each sent with the
+    whole history (including the model's own answers) after the workload's think time;
+    ``group`` names the conversation or shared prefix the request belongs to.
+    """
+
+    body: list[int] | str | None
     max_tokens: int
     input_tokens: int | None = None
+    messages: tuple[dict[str, str], ...] | None = None
+    arrival_s: float | None = None
+    next_turns: tuple[Turn, ...] = ()
+    group: str | None = None
 
 
 class WorkloadError(Exception):
@@ -98,8 +118,13 @@ def jsonl_prompts(spec: JsonlPrompts, count: int, seed: int) -> list[Prompt]:
     return [Prompt(texts[i % len(texts)], spec.output_tokens) for i in range(count)]
 
 
-def build_prompts(workload: WorkloadSpec, base_url: str, model: str) -> list[Prompt]:
-    """Warm-up prompts first, then the measured ones (deterministic for a given seed)."""
+def build_prompts(
+    workload: WorkloadSpec, base_url: str, model: str, run_index: int = 0
+) -> list[Prompt]:
+    """Warm-up prompts first, then the measured ones (deterministic for a given seed and
+    ``run_index``). Runs with different ``run_index`` on one server get prompts of their own
+    (unless the workload shares prefixes on purpose), so none is served from the prefix cache
+    because an earlier run sent it."""
     count = workload.warmup_requests + workload.num_requests
     if isinstance(workload.prompts, RandomPrompts):
         pool = token_pool(base_url, model)
