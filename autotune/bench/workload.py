@@ -30,10 +30,12 @@ _SEED_TEXT = (
 
 @dataclass(frozen=True)
 class Turn:
-    """A later user turn of a conversation: sent after the model answered the turn before."""
+    """A later user turn of a conversation: sent ``think_s`` seconds after the model answered
+    the turn before, with the whole history."""
 
     content: str
     max_tokens: int
+    think_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ConcurrencyLoad", "JsonlPrompts", "PoissonLoad", "RandomPrompts", "WorkloadSpec"]
+__all__ = [
+    "ConcurrencyLoad", "JsonlPrompts", "PoissonLoad", "RandomPrompts", "TraceLoad", "WorkloadSpec",
+]
 
 
 class _Strict(BaseModel):
@@ -41,11 +43,20 @@ class PoissonLoad(_Strict):
     max_concurrency: int | None = Field(default=None, gt=0)
 
 
+class TraceLoad(_Strict):
+    """Open-loop replay at the arrival times the prompts carry (a trace's timestamps, scaled
+    by ``time_scale``: 0.5 replays twice as fast)."""
+
+    kind: Literal["trace"] = "trace"
+    time_scale: float = Field(default=1.0, gt=0)
+    max_concurrency: int | None = Field(default=None, gt=0)
+
+
 class WorkloadSpec(_Strict):
     prompts: Annotated[RandomPrompts | JsonlPrompts, Field(discriminator="kind")]
     num_requests: int = Field(gt=0)
     warmup_requests: int = Field(default=0, ge=0)
-    load: Annotated[ConcurrencyLoad | PoissonLoad, Field(discriminator="kind")]
+    load: Annotated[ConcurrencyLoad | PoissonLoad | TraceLoad, Field(discriminator="kind")]
     seed: int = 0
     request_timeout_s: float = Field(default=300.0, gt=0)
     # No token (nor any answer) from any request in flight for this long, or no /health answer
