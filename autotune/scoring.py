@@ -1,9 +1,11 @@
 """How a trial is scored: objective values, SLO constraints, feasibility, Pareto front, gains.
 
 Constraints follow Optuna's convention (feasible when every value ≤ 0). Each SLO gives
-``(measured − limit) / limit``; the error-rate limit gives ``error_rate − max_error_rate``;
-a quality bound (``quality.min`` / ``quality.max``) gives the raw margin ``bound − measured``
-or ``measured − bound``.
+``(measured − limit) / limit`` (in a mix of workloads, each workload's SLOs under its name:
+``chat.ttft_p95_ms``); the error-rate limit gives ``error_rate − max_error_rate`` (in a mix, the
+worst workload's error rate); a quality bound (``quality.min`` / ``quality.max``) and a mix's
+``aggregate.min_slo_attainment`` give the raw margin ``bound − measured`` or
+``measured − bound``.
 A trial whose engine failed is told to Optuna as infeasible with the worst values below, so
 samplers learn to avoid that region instead of ignoring it.
 """
@@ -14,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from autotune.space import Space
+from autotune.workload_mix import ATTAINMENT_WORST
 
 # Objective values told to Optuna for a failed trial: no throughput, 100 s latency.
 FAILED_MAXIMIZE_VALUE = 0.0
@@ -25,7 +28,9 @@ COST_METRIC = "cost_per_1m_output_tokens_usd"
 
 
 def constraint_names(space: Space) -> list[str]:
-    names = [*space.slos, ERROR_RATE_CONSTRAINT]
+    names = [*space.slo_limits, ERROR_RATE_CONSTRAINT]
+    if space.aggregation.min_slo_attainment is not None:
+        names.append(ATTAINMENT_WORST)
     if space.cost is not None and space.cost.max_per_1m_output_tokens_usd is not None:
         names.append(COST_METRIC)
     if space.quality is not None:
@@ -36,11 +41,15 @@ def constraint_names(space: Space) -> list[str]:
 def violations(space: Space, metrics: Mapping[str, float]) -> dict[str, float]:
     """Constraint value per SLO (≤ 0 means met), plus the error-rate constraint."""
     out: dict[str, float] = {}
-    for key, limit in space.slos.items():
+    for key, limit in space.slo_limits.items():
         measured = metrics.get(key, math.nan)
         out[key] = 1.0 if not math.isfinite(measured) else (measured - limit) / limit
     error_rate = metrics.get("error_rate", 1.0)
     out[ERROR_RATE_CONSTRAINT] = error_rate - space.max_error_rate
+    least = space.aggregation.min_slo_attainment
+    if least is not None:
+        attained = metrics.get(ATTAINMENT_WORST, math.nan)
+        out[ATTAINMENT_WORST] = least - attained if math.isfinite(attained) else 1.0
     if space.cost is not None and space.cost.max_per_1m_output_tokens_usd is not None:
         limit = space.cost.max_per_1m_output_tokens_usd
         cost = metrics.get(COST_METRIC, math.inf)
@@ -67,9 +76,13 @@ def cost_per_1m_output_tokens(
 
 
 def slos_hold(space: Space, metrics: Mapping[str, float]) -> bool:
-    """Whether one load point met every latency SLO and the error-rate limit."""
-    found = violations(space, metrics)
-    return all(found[key] <= 0 for key in [*space.slos, ERROR_RATE_CONSTRAINT])
+    """Whether one load point of the primary workload (``space.mix[0]``: the only one, or a
+    mix's first; its metrics unprefixed) met its latency SLOs and the error-rate limit."""
+    for key, limit in space.mix[0].slos.items():
+        measured = metrics.get(key, math.nan)
+        if not (math.isfinite(measured) and measured <= limit):
+            return False
+    return metrics.get("error_rate", 1.0) <= space.max_error_rate
 
 
 def failed_violations(space: Space) -> dict[str, float]:

@@ -19,7 +19,6 @@ from pydantic import (
 )
 
 from autotune.bench.capacity import CapacitySpec
-from autotune.bench.metrics import LATENCY_METRIC
 from autotune.bench.workload_spec import WorkloadSpec
 from autotune.errors import SpaceError
 from autotune.measurement_spec import MeasurementSpec
@@ -36,13 +35,34 @@ from autotune.space_sections import (
     SearchSpec,
     Strict,
 )
+from autotune.workload_mix import (
+    MIX_METRICS,
+    WORKLOAD_NAME,
+    AggregateSpec,
+    MixWorkload,
+    NamedWorkload,
+    check_slos,
+    named_workloads,
+    split_metric,
+)
+
+# Sections whose errors name the line they are on (the rest name the field path only).
+_LINED_SECTIONS = ("workloads", "aggregate")
 
 
 class Space(Strict):
     name: str | None = Field(default=None, description="default study name")
     model: ModelSpec
     engine: EngineSpec = Field(default_factory=EngineSpec)
-    workload: WorkloadSpec
+    workload: WorkloadSpec | None = Field(
+        default=None, description="the load each trial is measured under (or `workloads`)"
+    )
+    workloads: dict[str, MixWorkload] | None = Field(
+        default=None, description="a weighted mix, each workload measured on every trial"
+    )
+    aggregate: AggregateSpec | None = Field(
+        default=None, description="how a mix's aggregate figures are made (with `workloads`)"
+    )
     slos: dict[str, float] = Field(default_factory=dict)
     max_error_rate: float = Field(default=0.0, ge=0, le=1)
     objectives: list[Objective] = Field(min_length=1)
@@ -60,18 +80,11 @@ class Space(Strict):
     @field_validator("slos")
     @classmethod
     def _slo_keys(cls, slos: dict[str, float]) -> dict[str, float]:
-        for key, value in slos.items():
-            if not LATENCY_METRIC.match(key):
-                raise ValueError(
-                    f"unknown SLO {key!r}: use <ttft|tpot|itl|e2e>_<mean|p50|p90|p95|p99>_ms"
-                )
-            if value <= 0:
-                raise ValueError(f"SLO {key} must be > 0")
-        return slos
+        return check_slos(slos)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Space:
-        problems: list[str] = []
+        problems: list[str] = self._mix_problems()
         for name, spec in self.parameters.items():
             info = KNOWN_PARAMETERS.get(name)
             if info is None:
@@ -146,6 +159,73 @@ class Space(Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _mix_problems(self) -> list[str]:
+        """Exactly one of ``workload`` / ``workloads``; a mix's names, SLOs and the metrics
+        its objectives name."""
+        problems: list[str] = []
+        if self.workload is None and self.workloads is None:
+            problems.append("workload: missing: give `workload` (one workload) or `workloads` "
+                            "(a weighted mix, docs/search-space.md)")
+        if self.workload is not None and self.workloads is not None:
+            problems.append("workloads: give either `workload` or `workloads`, not both")
+        if self.workloads is None:
+            if self.aggregate is not None:
+                problems.append("aggregate: only with `workloads` (a mix of workloads)")
+            for i, objective in enumerate(self.objectives):
+                workload, base = split_metric(objective.metric)
+                if workload is not None or base in MIX_METRICS:
+                    problems.append(
+                        f"objectives[{i}].metric: {objective.metric!r} exists only in a mix of "
+                        "workloads (`workloads:`)"
+                        + ("; one workload's share of requests meeting its SLOs is "
+                           "goodput_fraction" if base in MIX_METRICS else ""))
+            return problems
+        if not self.workloads:
+            problems.append("workloads: name at least one workload")
+        for name in self.workloads:
+            if not WORKLOAD_NAME.match(name):
+                problems.append(f"workloads.{name}: a workload's name is a letter, then "
+                                "letters, digits, _ or - (it prefixes its metrics: NAME.metric)")
+        if self.slos:
+            problems.append("slos: with `workloads`, SLOs go under each workload "
+                            "(workloads.NAME.slos)")
+        for i, objective in enumerate(self.objectives):
+            workload, _ = split_metric(objective.metric)
+            if workload is not None and workload not in self.workloads:
+                problems.append(f"objectives[{i}].metric: {objective.metric!r} names no "
+                                f"workload here; workloads: {', '.join(self.workloads)}")
+        return problems
+
+    @property
+    def is_mix(self) -> bool:
+        return self.workloads is not None
+
+    @property
+    def mix(self) -> list[NamedWorkload]:
+        """The workloads each trial measures, in file order, weights normalised. A single
+        ``workload`` is one entry with no name (its metrics unprefixed) and the top ``slos``."""
+        if self.workloads is not None:
+            return named_workloads(self.workloads)
+        assert self.workload is not None
+        return [NamedWorkload("", 1.0, self.workload, dict(self.slos))]
+
+    @property
+    def primary_workload(self) -> WorkloadSpec:
+        """The workload where one is needed (the capacity search, the stall timeout before
+        the quality probe): ``workload``, or a mix's first."""
+        return self.mix[0].workload
+
+    @property
+    def slo_limits(self) -> dict[str, float]:
+        """Every latency SLO by the metric it bounds: ``slos``, or in a mix each workload's
+        SLOs under its name (``chat.ttft_p95_ms``)."""
+        return {entry.metric(key): limit for entry in self.mix for key, limit in
+                entry.slos.items()}
+
+    @property
+    def aggregation(self) -> AggregateSpec:
+        return self.aggregate or AggregateSpec()
 
     @property
     def directions(self) -> list[str]:
@@ -255,7 +335,7 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("random", "jsonl", "concurrency", "poisson") and parts:
+        elif item in ("random", "jsonl", "concurrency", "poisson", "trace") and parts:
             continue  # pydantic's discriminator tag, not a key the user wrote
         else:
             parts.append(("." if parts else "") + str(item))
@@ -265,7 +345,7 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 def load_space(path: str | os.PathLike[str]) -> Space:
     """Read and validate a space file; raise SpaceError naming the file and field paths."""
     p = str(path)
-    data, _ = parse(p, read_text(p))
+    data, node = parse(p, read_text(p))
     if not isinstance(data, dict):
         raise SpaceError(p, [("", "the file must be a YAML mapping (key: value)")])
     try:
@@ -280,10 +360,25 @@ def load_space(path: str | os.PathLike[str]) -> Space:
             if not loc:  # cross-field checks carry their own field paths: "path: message; ..."
                 for part in msg.split("; "):
                     field_path, _, text = part.partition(": ")
-                    problems.append((field_path, text) if text else ("", part))
+                    problems.append((_lined(node, field_path, mix_check=True), text) if text
+                                    else ("", part))
                 continue
-            problems.append((loc, msg))
+            problems.append((_lined(node, loc), msg))
         raise SpaceError(p, problems) from exc
+
+
+def _lined(node: Any, loc: str, *, mix_check: bool = False) -> str:
+    """``loc (line N)`` for a field of the mix sections (and, from the mix's checks, the
+    objective it names), where the file has it; other fields keep their bare path."""
+    top = loc.split(".")[0].split("[")[0]
+    if top not in _LINED_SECTIONS and not (mix_check and loc.startswith("objectives[")):
+        return loc
+    keys: list[str | int] = []
+    for part in loc.split("."):
+        name, *indices = part.replace("]", "").split("[")
+        keys += [name, *(int(i) for i in indices if i.isdigit())]
+    line = line_of(node, tuple(keys))
+    return f"{loc} (line {line})" if line else loc
 
 
 def check_model_path(space: Space, path: str | os.PathLike[str]) -> None:

@@ -95,10 +95,17 @@ def _join(at: str, name: str | None) -> str:
     return f"{at}.{name}" if at else name
 
 
-def line_of(node: Node | None, field: tuple[str, ...]) -> int | None:
-    """The line of ``field`` (keys from the top) in the tree from ``parse``; None if absent."""
+def line_of(node: Node | None, field: tuple[str | int, ...]) -> int | None:
+    """The line of ``field`` (keys from the top, list indices as ints) in the tree from
+    ``parse``; None if absent."""
     line = None
     for name in field:
+        if isinstance(name, int):
+            if not isinstance(node, SequenceNode) or not 0 <= name < len(node.value):
+                return None
+            node = node.value[name]
+            line = node.start_mark.line + 1
+            continue
         if not isinstance(node, MappingNode):
             return None
         match = next(((k, v) for k, v in node.value

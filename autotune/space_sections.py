@@ -16,7 +16,13 @@ from pydantic import (
     model_validator,
 )
 
-from autotune.bench.metrics import known_metric_names, natural_direction
+from autotune.bench.metrics import known_metric_names
+from autotune.workload_mix import (
+    MIX_METRICS,
+    metric_direction,
+    per_workload_metric_names,
+    split_metric,
+)
 
 
 class Strict(BaseModel):
@@ -86,15 +92,26 @@ class Objective(Strict):
     @field_validator("metric")
     @classmethod
     def _known(cls, metric: str) -> str:
-        if metric not in known_metric_names():
+        """A known metric, a mix's aggregate, or ``WORKLOAD.<per-workload metric>``; whether
+        the space has that workload (or is a mix at all) is checked by ``Space``."""
+        workload, base = split_metric(metric)
+        if workload is not None:
+            if base not in per_workload_metric_names():
+                raise ValueError(
+                    f"{metric!r}: {base!r} is not a per-workload metric; per workload: "
+                    f"{', '.join(per_workload_metric_names())}"
+                )
+        elif metric not in known_metric_names() and metric not in MIX_METRICS:
             raise ValueError(
-                f"unknown metric {metric!r}; known: {', '.join(known_metric_names())}"
+                f"unknown metric {metric!r}; known: "
+                f"{', '.join([*known_metric_names(), *MIX_METRICS])}, and WORKLOAD.<metric> "
+                "in a mix of workloads"
             )
         return metric
 
     @property
     def resolved_direction(self) -> str:
-        return self.direction or natural_direction(self.metric)
+        return self.direction or metric_direction(self.metric)
 
 
 class ParameterSpec(Strict):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import httpx
 
@@ -31,6 +31,7 @@ from autotune.quality.probe import QualityError, QualityProbe
 from autotune.quality.spec import QualitySpec
 from autotune.scoring import COST_METRIC, cost_per_1m_output_tokens, slos_hold
 from autotune.space import Space
+from autotune.workload_mix import NamedWorkload, aggregate
 
 
 class HttpMeasurement:
@@ -47,10 +48,15 @@ class HttpMeasurement:
     ) -> Measured:
         found = Measured()
         runs = itertools.count()  # every run on this server gets prompts of its own
+        space = trial.space
         try:
-            self._load(engine, trial, found, runs)
+            by_workload: dict[str, dict[str, float]] = {}
+            for entry in space.mix:  # one workload, or each of a mix in turn, on this server
+                self._load(engine, trial, found, runs, entry, by_workload)
+                if found.failure is not None:
+                    break
             if found.failure is None:
-                check_serving(engine, trial.space.workload.stall_timeout_s)
+                check_serving(engine, space.primary_workload.stall_timeout_s)
                 self._probe_quality(engine, trial, found)
                 capacity = trial.space.capacity
                 if capacity is not None:
@@ -70,34 +76,39 @@ class HttpMeasurement:
         return found
 
     def _load(
-        self, engine: RunningEngine, trial: MeasureContext, found: Measured, runs: Iterator[int]
+        self, engine: RunningEngine, trial: MeasureContext, found: Measured, runs: Iterator[int],
+        entry: NamedWorkload, by_workload: dict[str, dict[str, float]],
     ) -> None:
-        space = trial.space
-        trial.on_phase("benchmarking")
+        """Measure one workload (robustly, utilisation sampled) into ``by_workload``, and
+        ``found.metrics`` anew from all measured so far (before any check that may raise, so
+        the figures are kept); its timings add up in ``found``, its measurements are appended
+        (tagged with a mix's workload name); a run with no success sets ``found.failure``."""
+        space, workload = trial.space, entry.workload
+        label = f" {entry.name}" if entry.name else ""
+        trial.on_phase("benchmarking" + label)
         with UtilisationSampler(trial.pool, trial.devices, engine.pids) as sampler:
             robust = measure_robustly(
-                lambda: self.run_load(engine, space.workload, space, next(runs)), engine.base_url,
+                lambda: self.run_load(engine, workload, entry.slos, next(runs)), engine.base_url,
                 space.measurement,
-                closed_loop=isinstance(space.workload.load, ConcurrencyLoad),
-                on_repeat=lambda n, why: trial.on_phase(f"re-measuring ({n}): {why[0]}"),
+                closed_loop=isinstance(workload.load, ConcurrencyLoad),
+                on_repeat=lambda n, why: trial.on_phase(f"re-measuring{label} ({n}): {why[0]}"),
             )
         result = robust.chosen or robust.measurements[-1].result
-        found.timings["warmup_s"] = result.warmup_s
-        found.timings["benchmark_s"] = sum(m.result.benchmark_s for m in robust.measurements)
-        found.metrics = {**robust.metrics, **sampler.summary()}
-        found.measurements = [m.to_dict() for m in robust.measurements]
-        found.disturbed = robust.disturbed
+        by_workload[entry.name] = {**robust.metrics, **sampler.summary()}
+        found.metrics = trial_figures(trial, by_workload)
+        found.timings["warmup_s"] = found.timings.get("warmup_s", 0.0) + result.warmup_s
+        found.timings["benchmark_s"] = found.timings.get("benchmark_s", 0.0) + sum(
+            m.result.benchmark_s for m in robust.measurements)
+        found.measurements += [{**({"workload": entry.name} if entry.name else {}), **m.to_dict()}
+                               for m in robust.measurements]
+        found.disturbed = found.disturbed or robust.disturbed
         if robust.disturbed:
             found.notes.append(
-                "measured under disturbance: " + "; ".join(robust.measurements[-1].disturbances)
-            )
-        if space.cost is not None:
-            found.metrics[COST_METRIC] = cost_per_1m_output_tokens(
-                space.cost.device_hour_usd, len(trial.devices.ids),
-                found.metrics.get("output_throughput", 0.0),
+                f"measured{label} under disturbance: "
+                + "; ".join(robust.measurements[-1].disturbances)
             )
         if result.metrics.get("failed"):
-            check_serving(engine, space.workload.stall_timeout_s)  # a death broke them?
+            check_serving(engine, workload.stall_timeout_s)  # a death broke them?
         if result.metrics.get("completed", 0) == 0:
             failure = engine.failure()
             if failure.kind == FailureKind.CRASHED:  # it still runs: the requests failed
@@ -110,13 +121,14 @@ class HttpMeasurement:
             found.failure = failure
 
     def run_load(
-        self, engine: RunningEngine, workload: WorkloadSpec, space: Space, run_index: int = 0
+        self, engine: RunningEngine, workload: WorkloadSpec, slos: Mapping[str, float],
+        run_index: int = 0,
     ) -> BenchResult:
         """Run ``run_index`` of ``workload`` against ``engine`` (each index has prompts of its
-        own), scored against ``space``'s SLOs, once the engine is alive and answers /health."""
+        own), scored against ``slos``, once the engine is alive and answers /health."""
         check_serving(engine, workload.stall_timeout_s)
         return self.driver.run(Endpoint(engine.base_url, engine.served_name), workload,
-                               space.slos, run_index)
+                               slos, run_index)
 
     def _probe_quality(
         self, engine: RunningEngine, trial: MeasureContext, found: Measured
@@ -145,26 +157,43 @@ class HttpMeasurement:
         self, engine: RunningEngine, space: Space, spec: CapacitySpec,
         runs: Iterator[int] | None = None,
     ) -> dict[str, float]:
-        """Bracket and bisect the Poisson rate at which every SLO of ``space`` holds, on this
-        engine. Latencies are judged as a user arriving at that rate sees them: from arrival,
-        including any wait behind the client's ``max_concurrency`` gate (else a rate far
-        above the server's would hold, its queue hidden on the client)."""
+        """Bracket and bisect the Poisson rate at which every SLO of ``space``'s primary
+        workload (the only one, or a mix's first) holds, on this engine. Latencies are judged
+        as a user arriving at that rate sees them: from arrival, including any wait behind the
+        client's ``max_concurrency`` gate (else a rate far above the server's would hold, its
+        queue hidden on the client)."""
 
         fresh = runs if runs is not None else itertools.count()
+        primary = space.mix[0]
 
         def measure(rate: float) -> dict[str, float]:
-            workload = space.workload.model_copy(update={
+            workload = primary.workload.model_copy(update={
                 "load": PoissonLoad(rate=rate, max_concurrency=spec.max_concurrency),
                 "num_requests": spec.requests_per_point,
                 "warmup_requests": 0,
             })
-            result = self.run_load(engine, workload, space, next(fresh))
+            result = self.run_load(engine, workload, primary.slos, next(fresh))
             if not result.records:
                 return result.metrics
             waited = [r.including_client_queue() for r in result.records]
-            return summarize(waited, result.benchmark_s, space.slos)
+            return summarize(waited, result.benchmark_s, primary.slos)
 
         return find_capacity(measure, lambda m: slos_hold(space, m), spec).as_metrics()
+
+
+def trial_figures(trial: MeasureContext, by_workload: Mapping[str, dict[str, float]]
+                  ) -> dict[str, float]:
+    """The trial's load metrics: the one workload's (keyed ``""``), or a mix's prefixed per
+    workload with their aggregates; plus the cost at the (aggregate) output throughput."""
+    space = trial.space
+    metrics = (aggregate(space.mix, space.aggregation, by_workload) if space.is_mix
+               else dict(by_workload[""]))
+    if space.cost is not None:
+        metrics[COST_METRIC] = cost_per_1m_output_tokens(
+            space.cost.device_hour_usd, len(trial.devices.ids),
+            metrics.get("output_throughput", 0.0),
+        )
+    return metrics
 
 
 def check_serving(engine: RunningEngine, timeout_s: float) -> None:

@@ -105,7 +105,7 @@ class StudyRunner:
                 model=self.space.model.path, hardware=self.hardware,
                 objectives=[{"metric": o.metric, "direction": o.resolved_direction}
                             for o in self.space.objectives],
-                slos=dict(self.space.slos), trial_budget=budget,
+                slos=dict(self.space.slo_limits), trial_budget=budget,
             ))
         store.fail_stale()
         if self.runner.quality is not None:
