@@ -178,8 +178,8 @@ class Space(Strict):
                     problems.append(
                         f"objectives[{i}].metric: {objective.metric!r} exists only in a mix of "
                         "workloads (`workloads:`)"
-                        + ("; one workload's share of requests meeting its SLOs is "
-                           "goodput_fraction" if base in MIX_METRICS else ""))
+                        + (" (one workload's share of requests meeting its SLOs is "
+                           "goodput_fraction)" if base in MIX_METRICS else ""))
             return problems
         if not self.workloads:
             problems.append("workloads: name at least one workload")
@@ -194,7 +194,7 @@ class Space(Strict):
             workload, _ = split_metric(objective.metric)
             if workload is not None and workload not in self.workloads:
                 problems.append(f"objectives[{i}].metric: {objective.metric!r} names no "
-                                f"workload here; workloads: {', '.join(self.workloads)}")
+                                f"workload here (workloads: {', '.join(self.workloads)})")
         return problems
 
     @property

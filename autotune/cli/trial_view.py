@@ -14,10 +14,11 @@ from autotune.bench.metrics import LATENCIES, STATS
 from autotune.cli.common import console
 from autotune.cli.render import measured, result_cell, slo_cell
 from autotune.quality.spec import QUALITY_LABELS, QUALITY_METRICS, format_quality
+from autotune.workload_mix import MIX_METRICS, split_metric
 
 THROUGHPUT = ("output_throughput", "request_throughput", "total_token_throughput",
               "request_goodput", "goodput_fraction", "error_rate", "completed", "failed",
-              "duration_s", "total_input_tokens", "total_output_tokens")
+              "duration_s", "total_input_tokens", "total_output_tokens", *MIX_METRICS)
 LATENCY_METRICS = {f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS}
 
 
@@ -81,12 +82,13 @@ def print_trial(report: Any, t: Any) -> None:
                                    else "—" for s in STATS))
         console.print(latency)
     _section("throughput", [(k, m[k]) for k in THROUGHPUT if k in m])
+    _per_workload(m)
     _section("quality", [(QUALITY_LABELS[k], format_quality(k, m[k]))
                          for k in QUALITY_METRICS if k in m])
     elsewhere = {*THROUGHPUT, *LATENCY_METRICS, *QUALITY_METRICS}
     _section("engine and measurement metrics",
              [(f"{short_names.metric(k)} ({k})" if short_names.metric(k) != k else k, m[k])
-              for k in sorted(m) if k not in elsewhere])
+              for k in sorted(m) if k not in elsewhere and split_metric(k)[0] is None])
     _section("timings, s", [(k, f"{v:.1f}") for k, v in (
         ("startup", t.startup_s), ("warmup", t.warmup_s), ("benchmark", t.benchmark_s),
         ("teardown", t.teardown_s)) if v is not None] + [("measured", measured(t))])
@@ -97,6 +99,29 @@ def print_trial(report: Any, t: Any) -> None:
         ("command", shlex.join(t.engine_command) if t.engine_command else None),
         ("version", t.engine_version), ("host", t.host), ("devices", t.devices),
         ("log", t.log_path)) if v])
+
+
+def _per_workload(m: dict[str, Any]) -> None:
+    """A mix's figures, one column per workload (the sections above show the aggregates)."""
+    columns: dict[str, dict[str, Any]] = {}
+    for key, value in m.items():
+        workload, base = split_metric(key)
+        if workload is not None:
+            columns.setdefault(workload, {})[base] = value
+    if not columns:
+        return
+    order = [*THROUGHPUT, *(f"{lat}_{s}_ms" for lat in LATENCIES for s in STATS)]
+    names = {n for figures in columns.values() for n in figures}
+    rows = [n for n in order if n in names] + sorted(names - set(order))
+    table = Table(title="per workload (the figures above aggregate them)", box=box.SIMPLE_HEAD,
+                  pad_edge=False, title_justify="left")
+    table.add_column("metric", overflow="fold")
+    for workload in columns:
+        table.add_column(escape(workload), justify="right")
+    for name in rows:
+        table.add_row(escape(name), *(_number(columns[w][name]) if name in columns[w] else "—"
+                                      for w in columns))
+    console.print(table)
 
 
 def _section(title: str, rows: list[tuple[str, Any]]) -> None:
