@@ -113,7 +113,7 @@ def _per_workload(m: dict[str, Any]) -> None:
     order = [*THROUGHPUT, *(f"{lat}_{s}_ms" for lat in LATENCIES for s in STATS)]
     names = {n for figures in columns.values() for n in figures}
     rows = [n for n in order if n in names] + sorted(names - set(order))
-    table = Table(title="per workload (the figures above aggregate them)", box=box.SIMPLE_HEAD,
+    table = Table(title="per workload", box=box.SIMPLE_HEAD,
                   pad_edge=False, title_justify="left")
     table.add_column("metric", overflow="fold")
     for workload in columns:

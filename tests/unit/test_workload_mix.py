@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from autotune.bench.http_step import HttpMeasurement
+from autotune.db import repository
 from autotune.devices import CpuSlotPool
 from autotune.errors import SpaceError
 from autotune.scoring import constraint_names, objective_values, slos_hold, violations
@@ -31,6 +32,7 @@ from autotune.workload_mix import (
     metric_direction,
     split_metric,
 )
+from tests.support.dashboard_studies import write_study
 from tests.support.mock_engine import MockLauncher
 from tests.support.mock_openai import Behaviour
 
@@ -338,3 +340,43 @@ def test_a_trial_measures_each_workload_on_one_server(tmp_path: Path) -> None:
     assert sorted(s.body["max_tokens"] for s in sent) == [2] * 7 + [4] * 7
     result = json.loads((tmp_path / "logs" / "trial-0001.result.json").read_text())
     assert result["chat.completed"] == 6 and result["rag.completed"] == 6
+
+
+def test_the_documented_example_is_a_valid_mix() -> None:
+    doc = (ROOT / "docs" / "search-space.md").read_text()
+    section = doc[doc.index("## Several workloads"):]
+    example = section[section.index("```yaml\n") + 8:section.index("```\n", section.index(
+        "```yaml\n") + 8)]
+    data = {**copy.deepcopy(MIX), **yaml.safe_load(example)}
+    space = Space.model_validate(data)
+    assert [(e.name, e.weight) for e in space.mix] == [("chat", 0.7), ("rag", 0.3)]
+    assert space.aggregation.min_slo_attainment == 0.95
+    assert constraint_names(space)[:3] == ["chat.ttft_p95_ms", "chat.tpot_p95_ms",
+                                           "rag.ttft_p95_ms"]
+
+
+def test_study_show_lists_each_workloads_figures_in_a_column(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mix.db'}"
+    write_study(url, "mix", "F")
+    record = repository.get_trial(url=url, study_name="mix", number=0)
+    assert record is not None
+    per_workload = {"chat.ttft_p95_ms": 123.4, "rag.ttft_p95_ms": 2345.6,
+                    "chat.output_throughput": 111.5, "rag.output_throughput": 42.25,
+                    "rag.prefix_cache_hit_rate": 0.0125}
+    repository.update_trial(url=url, study_name="mix", number=0, metrics={
+        **record.metrics, **per_workload, ATTAINMENT_WORST: 0.625})
+    env = {**os.environ, "COLUMNS": "100", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-m", "autotune.cli", "study", "show", "mix",
+                          "--storage", url, "--trial", "0"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    text = run.stdout
+    table = text[text.index("per workload"):text.index("timings, s")]
+    header = next(line for line in table.splitlines() if "chat" in line)
+    assert header.split() == ["metric", "chat", "rag"]
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[2:] if line.strip()}
+    assert rows["output_throughput"] == ["111.5", "42.25"]
+    assert rows["ttft_p95_ms"] == ["123.4", "2345.6"]
+    assert rows["prefix_cache_hit_rate"] == ["—", "0.0125"]
+    assert ATTAINMENT_WORST in text[:text.index("per workload")]  # with the aggregates
+    assert "chat." not in text and "rag." not in text  # not repeated elsewhere, prefixed
