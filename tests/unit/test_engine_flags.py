@@ -249,3 +249,30 @@ def test_study_start_refuses_a_misspelled_flag_before_any_engine(
     assert done.returncode == 2, done.stdout + done.stderr
     assert "did you mean --stream-interval?" in done.stderr
     assert not db.exists() and not (tmp_path / "logs").exists()
+
+
+def test_a_console_script_with_subcommands_is_asked_through_its_interpreter(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The `vllm serve` form: the script's #! interpreter runs it; the probe follows the
+    subcommand to the parser that takes the options (no vLLM needed for this shape)."""
+    script = tmp_path / "bin" / "engine"
+    script.parent.mkdir()
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import argparse\n"
+        "top = argparse.ArgumentParser()\n"
+        "sub = top.add_subparsers()\n"
+        "serve = sub.add_parser('serve')\n"
+        "serve.add_argument('--max-num-seqs', type=int, default=128)\n"
+        "serve.add_argument('--enable-x', action=argparse.BooleanOptionalAction)\n"
+        "top.parse_args()\n"
+        "raise SystemExit('started a server')\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    options = engine_options(["engine", "serve"])
+    assert options.options["--max-num-seqs"]["default"] == 128
+    assert options.options["--no-enable-x"]["kind"] == "boolean_optional"
+    assert options.version is None and options.env_names == ()  # not vLLM: nothing to check
