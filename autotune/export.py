@@ -3,6 +3,9 @@
 Keys are vLLM's long option names (dashes); booleans become --x / --no-x, mappings (e.g.
 speculative-config) become JSON, exactly as vLLM's own config-file loader turns them into
 arguments. The header comments carry the study figures and the equivalent command line.
+Environment variables the engine ran with (``engine.env`` and swept ``env:`` parameters) go to
+an ``env.sh`` beside the YAML when the study swept some; ``command_line`` is the whole command
+(environment assignments, the engine command, its flags) on one line.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from typing import Any
 import yaml
 
 from autotune.db.models import TrialRecord
-from autotune.engines.vllm import render_flags
+from autotune.engines.vllm import engine_env, render_flags
 from autotune.errors import AutotuneError, TrialNotFoundError
 from autotune.quality.spec import QUALITY_LABELS, QUALITY_METRICS, format_quality
 from autotune.report import StudyReport
+from autotune.space import Space
 
 HEADLINE_METRICS = (
     "output_throughput",
@@ -83,10 +87,61 @@ def _served_name(record: TrialRecord) -> str | None:
     return None
 
 
-def export_yaml(report: StudyReport, record: TrialRecord) -> str:
+def stored_space(space_yaml: str) -> Space | None:
+    """The study's space as stored with it; None when it no longer validates (a study made by
+    an older autotune): its export then carries no environment."""
+    try:
+        return Space.model_validate(yaml.safe_load(space_yaml or "") or {})
+    except (yaml.YAMLError, ValueError):
+        return None
+
+
+def swept_env(space: Space | None) -> bool:
+    return space is not None and any(s.env for s in space.parameters.values())
+
+
+def trial_env(space: Space | None, record: TrialRecord) -> dict[str, str]:
+    """The environment the trial's engine got from the space (not the device pinning)."""
+    if space is None:
+        return {}
+    return engine_env(space, record.params, is_default=record.is_default)
+
+
+def env_script(report: StudyReport, record: TrialRecord, env: dict[str, str]) -> str:
+    lines = [f"# autotune export: study {report.name!r}, trial {record.number}: the engine's "
+             "environment",
+             "# source it before starting vLLM: . ./env.sh"]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    return "\n".join(lines) + "\n"
+
+
+def engine_argv(record: TrialRecord) -> list[str]:
+    """The command the trial ran, without the per-trial --host/--port."""
+    argv, out, i = record.engine_command, [], 0
+    while i < len(argv):
+        if argv[i] in ("--host", "--port") and i + 1 < len(argv):
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def command_line(record: TrialRecord, env: dict[str, str]) -> str:
+    """``VAR=value ... ENGINE COMMAND FLAGS`` as one shell line."""
+    argv = engine_argv(record)
+    if not argv:
+        raise AutotuneError(f"trial {record.number} has no recorded engine command")
+    assignments = [f"{name}={shlex.quote(value)}" for name, value in env.items()]
+    return " ".join([*assignments, shlex.join(argv)])
+
+
+def export_yaml(report: StudyReport, record: TrialRecord,
+                env: dict[str, str] | None = None) -> str:
     mapping = config_mapping(record)
     command = ["vllm", "serve", str(mapping["model"])]
     command += render_flags({k: v for k, v in mapping.items() if k != "model"})
+    env = env or {}
     lines = [
         f"# autotune export: study {report.name!r}, trial {record.number}"
         + (" (vLLM defaults)" if record.is_default else ""),
@@ -108,8 +163,12 @@ def export_yaml(report: StudyReport, record: TrialRecord) -> str:
     gains = {m: g for m, g in report.gains(record).items() if g is not None}
     if gains:
         lines.append("# vs vLLM defaults: " + ", ".join(f"{m} {g:.2f}x" for m, g in gains.items()))
+    if env:
+        lines.append("# environment (env.sh beside this file): "
+                     + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()))
     lines.append("# equivalent command line:")
-    lines.append("#   " + shlex.join(command))
+    assignments = [f"{k}={shlex.quote(v)}" for k, v in env.items()]
+    lines.append("#   " + " ".join([*assignments, shlex.join(command)]))
     lines.append("# start it with: vllm serve --config THIS_FILE")
     body = yaml.safe_dump(mapping, sort_keys=False, default_flow_style=False)
     return "\n".join(lines) + "\n" + body

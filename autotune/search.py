@@ -31,7 +31,7 @@ from typing import Any
 import optuna
 
 from autotune.configuration import Configuration
-from autotune.parameters import KNOWN_PARAMETERS
+from autotune.parameters import parameter_info
 from autotune.space import ParameterSpec, Space, default_value, is_active
 
 NSGA2_FROM_TRIALS = 300
@@ -50,7 +50,7 @@ class SamplerChoice:
 def _numeric(name: str, spec: ParameterSpec) -> bool:
     if spec.choices is not None:
         return spec.is_ordered
-    return KNOWN_PARAMETERS[name].kind in ("int", "float")
+    return parameter_info(name, spec).kind in ("int", "float")
 
 
 def choose_sampler(space: Space) -> SamplerChoice:
@@ -106,7 +106,8 @@ def grid_values(space: Space) -> dict[str, list[Any]]:
         if spec.choices is not None:
             values[name] = list(spec.choices)
             continue
-        if spec.step is None and KNOWN_PARAMETERS[name].kind != "int" and spec.type != "int":
+        integral = parameter_info(name, spec).kind == "int" or spec.type == "int"
+        if spec.step is None and not integral:
             raise ValueError(
                 f"search.sampler grid: parameters.{name} is a continuous range; give it "
                 "choices or a step"
@@ -124,7 +125,7 @@ def grid_values(space: Space) -> dict[str, list[Any]]:
                 f"search.sampler grid: parameters.{name} has {count} values; give it choices "
                 "(at most 64 values per parameter)"
             )
-        is_int = KNOWN_PARAMETERS[name].kind == "int" or spec.type == "int"
+        is_int = parameter_info(name, spec).kind == "int" or spec.type == "int"
         values[name] = [
             int(round(spec.low + i * step)) if is_int else spec.low + i * step
             for i in range(count)
@@ -168,7 +169,7 @@ def _steps(name: str, spec: ParameterSpec, value: Any) -> list[Any]:
     if spec.choices is not None:
         return [c for c in spec.choices if c != value]
     assert spec.low is not None and spec.high is not None
-    is_int = KNOWN_PARAMETERS[name].kind == "int" or spec.type == "int"
+    is_int = parameter_info(name, spec).kind == "int" or spec.type == "int"
     if spec.log:
         moves = [float(value) * 2, float(value) / 2]
     else:

@@ -23,7 +23,12 @@ from autotune.bench.workload_spec import WorkloadSpec
 from autotune.errors import SpaceError
 from autotune.measurement_spec import MeasurementSpec
 from autotune.model_config import candidates, hub_cache, is_repo_id
-from autotune.parameters import KNOWN_PARAMETERS, NONE_CHOICE
+from autotune.parameters import (
+    NONE_CHOICE,
+    declaration_problems,
+    parameter_info,
+    target_problems,
+)
 from autotune.quality.spec import QUALITY_METRICS, QualitySpec
 from autotune.space_file import line_of, parse, read_text
 from autotune.space_sections import (
@@ -86,13 +91,11 @@ class Space(Strict):
     def _cross_checks(self) -> Space:
         problems: list[str] = self._mix_problems()
         for name, spec in self.parameters.items():
-            info = KNOWN_PARAMETERS.get(name)
-            if info is None:
-                problems.append(
-                    f"parameters.{name}: unknown parameter; sweepable: "
-                    f"{', '.join(KNOWN_PARAMETERS)} (fix any other flag in engine.flags)"
-                )
+            declared = declaration_problems(name, spec)
+            if declared:
+                problems += [f"{path}: {message}" for path, message in declared]
                 continue
+            info = parameter_info(name, spec)
             if spec.choices is None and info.kind not in ("int", "float"):
                 problems.append(f"parameters.{name}: {info.kind} parameter needs choices")
             if spec.choices is not None and info.kind == "bool":
@@ -113,6 +116,11 @@ class Space(Strict):
                     problems.append(f"parameters.{name}.when: {parent!r} is not a parameter here")
                 elif parent == name:
                     problems.append(f"parameters.{name}.when: a parameter cannot depend on itself")
+        problems += [
+            f"{path}: {message}"
+            for path, message in target_problems(self.parameters, self.engine.flags,
+                                                 self.engine.env)
+        ]
         quant = self.parameters.get("quantization")
         for choice in quant.choices or [] if quant else []:
             if choice != NONE_CHOICE and choice not in self.model.quantization_variants:
@@ -258,7 +266,7 @@ class Space(Strict):
 def default_value(space: Space, name: str) -> Any:
     """A parameter's default (the space's, else vLLM's nominal one), inside its range."""
     spec = space.parameters[name]
-    value = spec.default if spec.default is not None else KNOWN_PARAMETERS[name].default
+    value = spec.default if spec.default is not None else parameter_info(name, spec).default
     return nearest_allowed(spec, value)
 
 
@@ -293,7 +301,7 @@ def suggest_params(space: Space, trial: Any) -> dict[str, Any]:
         spec = space.parameters[name]
         if not _active(spec, params):
             continue
-        info = KNOWN_PARAMETERS[name]
+        info = parameter_info(name, spec)
         if spec.choices is not None and spec.is_ordered:
             params[name] = _suggest_ordered(trial, name, spec)
         elif spec.choices is not None:

@@ -5,6 +5,7 @@ pydantic schemas, read by ``space.Space``. Every key is documented in docs/searc
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -114,16 +115,30 @@ class Objective(Strict):
         return self.direction or metric_direction(self.metric)
 
 
+ENGINE_FLAG = re.compile(r"--[a-z0-9][a-z0-9-]*")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 class ParameterSpec(Strict):
-    """``choices``, or a ``low``..``high`` range (``step`` or ``log``); optionally ``when``."""
+    """``choices``, or a ``low``..``high`` range (``step`` or ``log``); optionally ``when``.
+
+    A parameter autotune does not know (``parameters.KNOWN_PARAMETERS``) names what it maps
+    to: ``flag`` (an engine option, checked against the engine's own list) or ``env`` (an
+    environment variable of the engine process), and its ``default``."""
 
     choices: list[Any] | None = None
     low: float | None = None
     high: float | None = None
     step: float | None = None
     log: bool = False
-    type: Literal["int", "float"] | None = None
+    type: Literal["int", "float", "bool", "str"] | None = None
     default: Any = None
+    flag: str | None = Field(
+        default=None, description="the engine option it sets, e.g. --async-scheduling"
+    )
+    env: str | None = Field(
+        default=None, description="the engine's environment variable it sets, e.g. VLLM_X"
+    )
     when: dict[str, Any] | None = Field(
         default=None, description="sample only when each named parameter has one of the values"
     )
@@ -148,6 +163,14 @@ class ParameterSpec(Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> ParameterSpec:
+        if self.flag is not None and self.env is not None:
+            raise ValueError("give flag or env, not both")
+        if self.flag is not None and not ENGINE_FLAG.fullmatch(self.flag):
+            raise ValueError(f"flag {self.flag!r} is not an engine option like --max-num-seqs")
+        if self.env is not None and not ENV_NAME.fullmatch(self.env):
+            raise ValueError(f"env {self.env!r} is not an environment variable name")
+        if self.type in ("bool", "str") and self.choices is None:
+            raise ValueError(f"a {self.type} parameter needs choices")
         if self.ordered and self.choices is not None and not self.is_ordered:
             raise ValueError("ordered: true needs numeric choices")
         if self.choices is not None:

@@ -30,7 +30,7 @@ from autotune.configuration import Configuration
 from autotune.db.models import StudyRecord, TrialRecord
 from autotune.errors import AutotuneError
 from autotune.model_config import find_model_config
-from autotune.parameters import KNOWN_PARAMETERS
+from autotune.parameters import KNOWN_PARAMETERS, parameter_info
 from autotune.scoring import is_feasible, objective_values, pareto_indices, violations
 from autotune.space import ParameterSpec, Space, is_active, nearest_allowed
 from autotune.storage import is_sqlite, sqlite_path
@@ -213,7 +213,7 @@ def fit_value(name: str, spec: ParameterSpec, value: Any) -> tuple[Any, str | No
         k = (value - spec.low) / spec.step
         if abs(k - round(k)) > _STEP_TOLERANCE:
             return None, f"{name}={value:g} is not on its step {spec.step:g} from {spec.low:g}"
-    integer = spec.type == "int" or KNOWN_PARAMETERS[name].kind == "int"
+    integer = spec.type == "int" or parameter_info(name, spec).kind == "int"
     if integer:
         if not float(value).is_integer():
             return None, f"{name}={value!r} is not an integer"
@@ -223,7 +223,7 @@ def fit_value(name: str, spec: ParameterSpec, value: Any) -> tuple[Any, str | No
 
 def default_value(spec: ParameterSpec, name: str) -> Any:
     """The new space's default for one parameter, chosen as ``Space.default_params`` does."""
-    value = spec.default if spec.default is not None else KNOWN_PARAMETERS[name].default
+    value = spec.default if spec.default is not None else parameter_info(name, spec).default
     return nearest_allowed(spec, value)
 
 

@@ -1,9 +1,9 @@
 """The ``autotune`` command line (typer + rich): the app, its command groups, the entry point.
 
-One module per command group (study, worker, export/confirm, db, devices, demo, dashboard);
-``common`` holds the consoles, the ``--storage`` option and the error exit; ``render`` (tables),
-``trial_view`` (one trial in full) and ``progress`` (the live display) what is printed;
-``launch`` the run shared by ``study start`` and ``worker``.
+One module per command group (study, worker, export/confirm, init, db, devices, demo,
+dashboard); ``common`` holds the consoles, the ``--storage`` option and the error exit;
+``render`` (tables), ``trial_view`` (one trial in full) and ``progress`` (the live display) what
+is printed; ``launch`` the run shared by ``study start`` and ``worker``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from autotune.cli import dashboard, db, demo, devices, export, study, worker
+from autotune.cli import dashboard, db, demo, devices, export, init, study, worker
 from autotune.cli.common import console, err_console
 
 __all__ = ["app", "console", "err_console", "main"]
@@ -29,6 +29,7 @@ app.command("worker")(worker.worker)
 app.command("export")(export.export)
 app.command("confirm")(export.confirm)
 app.command("devices")(devices.devices)
+app.command("init")(init.init)
 app.command("build-demo-model")(demo.build_demo)
 app.command("dashboard", help=dashboard.HELP)(dashboard.dashboard)
 

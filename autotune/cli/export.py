@@ -4,6 +4,7 @@ re-measured on fresh servers."""
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,12 @@ from autotune.cli.common import (
 )
 from autotune.cli.render import confirm_table
 from autotune.errors import AutotuneError
+
+
+class ExportFormat(StrEnum):
+    yaml = "yaml"
+    command = "command"
+
 
 TrialOpt = Annotated[int | None, typer.Option("--trial", help="trial number")]
 PickOpt = Annotated[str | None, typer.Option("--pick", help="max:METRIC or min:METRIC")]
@@ -63,6 +70,11 @@ def export(
     trial: TrialOpt = None,
     pick: PickOpt = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="write to FILE")] = None,
+    output_format: Annotated[
+        ExportFormat, typer.Option("--format", help="yaml (for `vllm serve --config`; env.sh "
+                                   "beside -o FILE when env vars were swept) or command "
+                                   "(the whole command line)")
+    ] = ExportFormat.yaml,
     confirm: Annotated[
         int, typer.Option("--confirm", help="first re-measure it on K fresh servers", min=0)
     ] = 0,
@@ -70,22 +82,50 @@ def export(
     space: SpaceFileOpt = None,
     space_sha256: SpaceShaOpt = None,
 ) -> None:
-    """Write a trial's configuration as a YAML for `vllm serve --config` (with --confirm, the
-    stored engine command runs only if --space FILE or --space-sha256 vouches for it)."""
-    from autotune.export import export_yaml
+    """Write a trial's configuration as a YAML for `vllm serve --config`, with an env.sh beside
+    it when the study swept environment variables, or as one command line (--format command).
+    With --confirm, the stored engine command runs only if --space FILE or --space-sha256
+    vouches for it."""
+    from autotune.export import (
+        command_line,
+        env_script,
+        export_yaml,
+        stored_space,
+        swept_env,
+        trial_env,
+    )
+    from autotune.store import open_catalog
 
     url, report, record = _picked(name, storage, trial, pick)
-    text = export_yaml(report, record)
+    study = open_catalog(url).get_study(name)
+    stored = stored_space(study.space_yaml) if study is not None else None
+    env = trial_env(stored, record)
+    if output_format is ExportFormat.command:
+        try:
+            text = command_line(record, env) + "\n"
+        except AutotuneError as exc:
+            raise fail(exc) from None
+    else:
+        text = export_yaml(report, record, env if swept_env(stored) else None)
     if confirm:
         confirmation = _confirm(url, name, record, confirm, log_dir, space, space_sha256)
         text = "\n".join(confirmation.comment_lines()) + "\n" + text
     if output is None:
         sys.stdout.write(text)
         return
-    tmp = output.with_name(output.name + ".tmp")
+    written = [output]
+    _write(output, text)
+    if output_format is ExportFormat.yaml and swept_env(stored):
+        written.append(output.with_name("env.sh"))
+        _write(written[-1], env_script(report, record, env))
+    err_console.print(f"wrote trial {record.number} of {name} to "
+                      + " and ".join(str(p) for p in written))
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
-    tmp.replace(output)
-    err_console.print(f"wrote trial {record.number} of {name} to {output}")
+    tmp.replace(path)
 
 
 def confirm(

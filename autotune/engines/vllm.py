@@ -26,7 +26,7 @@ from autotune.engines.failures import (
     classify,
 )
 from autotune.engines.process import GuardedProcess, free_port
-from autotune.parameters import KNOWN_PARAMETERS, NONE_CHOICE
+from autotune.parameters import KNOWN_PARAMETERS, NONE_CHOICE, env_value, parameter_info
 from autotune.space import Space
 
 HEALTH_POLL_S = 0.5
@@ -42,8 +42,10 @@ def engine_flags(space: Space, params: Mapping[str, Any], *, is_default: bool) -
     if is_default:
         return flags
     for name, value in params.items():
-        if KNOWN_PARAMETERS[name].style != "special":
-            flags[name] = value
+        info = parameter_info(name, space.parameters[name]) if name in space.parameters else (
+            KNOWN_PARAMETERS[name])
+        if info.style in ("flag", "bool"):
+            flags[info.flag_key] = value
     variant = space.model.quantization_variants.get(params.get("quantization", NONE_CHOICE))
     if variant is not None and variant.method:
         flags["quantization"] = variant.method
@@ -60,6 +62,19 @@ def engine_flags(space: Space, params: Mapping[str, Any], *, is_default: bool) -
     return flags
 
 
+def engine_env(space: Space, params: Mapping[str, Any], *, is_default: bool) -> dict[str, str]:
+    """The engine process's environment additions for one trial: ``engine.env``, then the
+    swept ``env:`` parameters (none for the default trial, as with flags)."""
+    env = dict(space.engine.env)
+    if is_default:
+        return env
+    for name, value in params.items():
+        spec = space.parameters.get(name)
+        if spec is not None and spec.env is not None:
+            env[spec.env] = env_value(value)
+    return env
+
+
 def model_for(space: Space, params: Mapping[str, Any]) -> str:
     variant = space.model.quantization_variants.get(params.get("quantization", NONE_CHOICE))
     if variant is not None and variant.checkpoint:
@@ -74,7 +89,7 @@ def engine_config(space: Space, params: Mapping[str, Any], *, is_default: bool) 
         flags=engine_flags(space, params, is_default=is_default),
         command=tuple(space.engine.command),
         model_as_flag=space.engine.model_as_flag,
-        env=dict(space.engine.env),
+        env=engine_env(space, params, is_default=is_default),
         startup_timeout_s=space.engine.startup_timeout_s,
         shutdown_grace_s=space.engine.shutdown_grace_s,
     )

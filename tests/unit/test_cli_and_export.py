@@ -5,7 +5,9 @@ import sys
 from pathlib import Path
 
 import yaml
+from typer.testing import CliRunner
 
+from autotune import cli
 from autotune.db import repository
 from autotune.db.session import ensure_schema
 from autotune.devices import CpuSlotPool
@@ -112,3 +114,71 @@ def test_report_pareto_gain_and_export(tmp_path: Path) -> None:
     assert any(line.startswith("#   vllm serve /models/demo") and "--no-enable-chunked-prefill"
                in line and '{"method":"ngram","num_speculative_tokens":2}' in line
                for line in comments)
+
+
+def _study_with_swept_env(url: str) -> None:
+    data = yaml.safe_load(QUICKSTART.read_text())
+    data["parameters"] = {
+        "stream_interval": {"flag": "--stream-interval", "choices": [1, 4], "default": 1},
+        "split_kv": {"env": "VLLM_CPU_ATTN_SPLIT_KV", "choices": [True, False],
+                     "default": True},
+    }
+    ensure_schema(url)
+    repository.save_study(url=url, name="env", space_yaml=yaml.safe_dump(data),
+                          space_path="", model="m", hardware="CPU",
+                          objectives=[{"metric": "output_throughput",
+                                       "direction": "maximize"}], slos={})
+    for number, is_default, params in [(0, True, {"stream_interval": 1, "split_kv": True}),
+                                       (1, False, {"stream_interval": 4, "split_kv": False})]:
+        flags = {"max_model_len": 512, **({} if is_default else {"stream_interval": 4})}
+        argv = ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model",
+                "/models/demo", "--served-model-name", "demo", "--max-model-len", "512",
+                *([] if is_default else ["--stream-interval", "4"]),
+                "--host", "127.0.0.1", "--port", "8123"]
+        repository.start_trial(url=url, study_name="env", number=number,
+                               optuna_trial_id=number, params=params, is_default=is_default,
+                               host="h")
+        repository.update_trial(
+            url=url, study_name="env", number=number, state="complete", feasible=True,
+            metrics={"output_throughput": 100.0 + number}, engine_flags=flags,
+            engine_command=argv, model="/models/demo", engine_version="0.32.0", finished=True)
+
+
+def test_export_writes_env_sh_beside_the_yaml(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    _study_with_swept_env(url)
+    out = tmp_path / "cfg" / "config.yaml"
+    out.parent.mkdir()
+    result = CliRunner().invoke(cli.app, ["export", "env", "--storage", url, "--trial", "1",
+                                          "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(out.read_text())["stream-interval"] == 4
+    assert "VLLM_CPU_ATTN_SPLIT_KV=0" in out.read_text()  # the header names it too
+    env_sh = (out.parent / "env.sh").read_text().splitlines()
+    assert "export HF_HUB_OFFLINE=1" in env_sh and "export VLLM_CPU_ATTN_SPLIT_KV=0" in env_sh
+    # the default trial ran without the swept variable: its env.sh does not set it
+    CliRunner().invoke(cli.app, ["export", "env", "--storage", url, "--trial", "0",
+                                 "-o", str(out)])
+    assert "VLLM_CPU_ATTN_SPLIT_KV" not in (out.parent / "env.sh").read_text()
+
+
+def test_export_format_command_is_the_whole_command_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    _study_with_swept_env(url)
+    result = CliRunner().invoke(cli.app, ["export", "env", "--storage", url, "--trial", "1",
+                                          "--format", "command"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (
+        "HF_HUB_OFFLINE=1 VLLM_CPU_ATTN_SPLIT_KV=0 /venv/bin/python -m "
+        "vllm.entrypoints.openai.api_server --model /models/demo --served-model-name demo "
+        "--max-model-len 512 --stream-interval 4")
+
+
+def test_export_without_swept_env_writes_no_env_sh(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    _record_study(url)
+    out = tmp_path / "config.yaml"
+    result = CliRunner().invoke(cli.app, ["export", "s", "--storage", url, "--trial", "1",
+                                          "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.exists() and not (tmp_path / "env.sh").exists()
