@@ -36,7 +36,7 @@ def shared_prefix_prompts(
     for owner in owners:
         suffix = [rng.choice(pool) for _ in range(spec.suffix_tokens)]
         group = f"prefix-{owner}"
-        if spec.chat:
+        if spec.api == "chat":
             if owner not in texts:
                 texts[owner] = tokenizer.text(prefixes[owner])
             messages = ({"role": "system", "content": texts[owner]},

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 __all__ = [
     "ChatJsonlPrompts", "ConcurrencyLoad", "FixedLength", "JsonlPrompts", "LengthSpec",
@@ -66,7 +66,17 @@ LengthSpec = Annotated[FixedLength | UniformLength | NormalLength, Field(discrim
 # "data": the data's own output length (a dataset's reference answer counted with the served
 # model's /tokenize, a plain JSONL line's ``output_tokens``); a number or a distribution
 # overrides the data.
-OutputTokens = Literal["data"] | Annotated[int, Field(gt=0)] | LengthSpec
+def _output_form(value: object) -> str:
+    if isinstance(value, dict | BaseModel):
+        return "distribution"
+    return "data" if isinstance(value, str) else "number"
+
+
+OutputTokens = Annotated[
+    Annotated[Literal["data"], Tag("data")] | Annotated[int, Field(gt=0), Tag("number")]
+    | Annotated[LengthSpec, Tag("distribution")],
+    Discriminator(_output_form),
+]
 TooLong = Literal["filter", "truncate", "send"]
 
 
@@ -122,7 +132,8 @@ class SharedPrefixPrompts(_Strict):
     prefix_tokens: int = Field(gt=0)
     suffix_tokens: int = Field(gt=0)
     output_tokens: int = Field(gt=0)
-    chat: bool = Field(default=False, description="system + user messages to the chat API")
+    api: Literal["completions", "chat"] = Field(
+        default="completions", description="chat: system + user messages to the chat API")
 
 
 class TraceColumns(_Strict):
