@@ -99,6 +99,9 @@ def test_completion_sources_build_and_are_served(endpoint: Endpoint, kind: str) 
     assert all(p.input_tokens + p.max_tokens <= MAX_MODEL_LEN for p in prompts)
     result = HttpLoadDriver().run(endpoint, workload, {})
     assert result.metrics["completed"] == 40, [r.error for r in result.records if r.error][:3]
+    print(f"{kind}: output {result.metrics['output_throughput']:.0f} tok/s, TTFT p95 "
+          f"{result.metrics['ttft_p95_ms']:.0f} ms, filtered {prompts.filtered}, truncated "
+          f"{prompts.truncated}")
     # the engine counted the prompt lengths the builder meant (ids, or text with its BOS)
     assert sorted(r.prompt_tokens for r in result.records) == sorted(
         p.input_tokens for p in prompts)
