@@ -73,7 +73,7 @@ def _hit_rate(endpoint: Endpoint, workload: WorkloadSpec, run_index: int) -> flo
 COMPLETION_SOURCES = {
     "random": {"kind": "random", "input_tokens": 64, "output_tokens": 16},
     "jsonl": {"kind": "jsonl", "path": str(SAMPLES / "prompts-sample.jsonl"),
-              "output_tokens": "data"},
+              "output_tokens": {"kind": "uniform", "low": 8, "high": 64}},
     "shared_prefix": {"kind": "shared_prefix", "num_prefixes": 2, "prefix_tokens": 128,
                       "suffix_tokens": 32, "output_tokens": 16},
     "azure": {"kind": "trace", "format": "azure",
@@ -116,7 +116,8 @@ def test_completion_sources_build_and_are_served(endpoint: Endpoint, kind: str) 
 
 def test_a_too_long_text_prompt_is_filtered_or_truncated(endpoint: Endpoint) -> None:
     path = str(SAMPLES / "prompts-sample.jsonl")  # 4 of its 40 prompts are > 512 tokens
-    filtered = _build(endpoint, _workload({"kind": "jsonl", "path": path}, requests=40))
+    filtered = _build(endpoint, _workload({"kind": "jsonl", "path": path, "output_tokens": 32},
+                                          requests=40))
     truncated = _build(endpoint, _workload({"kind": "jsonl", "path": path, "output_tokens": 32,
                                             "too_long": "truncate"}, requests=40))
     assert filtered.filtered >= 4 and filtered.truncated == 0
