@@ -338,13 +338,20 @@ def nearest_choice(values: list[Any], raw: float, *, log: bool) -> Any:
     return min(values, key=lambda v: (abs(scale(v) - scale(raw)), v))
 
 
+# pydantic's discriminator tags in an error's location (the workload's kinds), not keys
+_UNION_TAGS = frozenset({
+    "random", "jsonl", "sharegpt", "chat", "shared_prefix", "trace", "concurrency", "poisson",
+    "fixed", "uniform", "normal", "data", "number", "distribution",
+})
+
+
 def _format_loc(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("random", "jsonl", "concurrency", "poisson", "trace") and parts:
-            continue  # pydantic's discriminator tag, not a key the user wrote
+        elif item in _UNION_TAGS and parts:
+            continue
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts)

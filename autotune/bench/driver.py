@@ -270,5 +270,5 @@ class HttpLoadDriver:
             _run_load(endpoint, measured, workload, workload.seed + 1, self.ignore_eos)
         )
         started_at = min((r.sent_at for r in records), default=0.0)
-        return BenchResult(summarize(records, duration, slos), records, warmup_s, duration,
-                           started_at)
+        return BenchResult({**summarize(records, duration, slos), **prompts.counts()}, records,
+                           warmup_s, duration, started_at)

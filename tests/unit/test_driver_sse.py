@@ -245,7 +245,8 @@ def test_a_refused_connection_fails_every_request(tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("\n".join(json.dumps({"prompt": f"question {i}"}) for i in range(3)))
     endpoint = Endpoint(f"http://127.0.0.1:{free_port()}", "nothing")
-    workload = _workload(prompts={"kind": "jsonl", "path": str(prompts), "output_tokens": 4})
+    workload = _workload(prompts={"kind": "jsonl", "path": str(prompts), "output_tokens": 4,
+                                  "too_long": "send"})  # no /tokenize needed
     result = HttpLoadDriver().run(endpoint, workload, {})
     assert result.metrics["failed"] == REQUESTS and result.metrics["completed"] == 0
     assert all(r.error.startswith("ClientConnectorError") for r in result.records)
