@@ -345,12 +345,18 @@ _UNION_TAGS = frozenset({
 })
 
 
+# the fields whose values are such unions: a tag counts only right after one of them
+_UNION_FIELDS = frozenset({"prompts", "load", "output_tokens"})
+
+
 def _format_loc(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
+    previous: Any = None
     for item in loc:
+        after, previous = previous, item
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in _UNION_TAGS and parts:
+        elif item in _UNION_TAGS and after in _UNION_FIELDS:
             continue
         else:
             parts.append(("." if parts else "") + str(item))
