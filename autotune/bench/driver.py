@@ -1,4 +1,5 @@
-"""The built-in load driver: streams /v1/completions at a fixed concurrency or Poisson rate.
+"""The built-in load driver: streams completions and chats at a fixed concurrency, a Poisson
+rate or a trace's arrival times.
 
 ``LoadDriver`` is the boundary (``run(endpoint, workload, slos) → BenchResult``); the built-in
 ``HttpLoadDriver`` is async on aiohttp, as ``vllm bench serve`` is: on a small host the client
@@ -11,6 +12,14 @@ later one); E2E ends at the last such chunk, not when the stream closes after th
 a request's send time is taken after the client's concurrency gate, and the wait at the gate is
 kept apart (``RequestRecord.queued_s``). A run in which no request in flight receives anything
 for ``stall_timeout_s`` raises ``EngineStalled`` instead of waiting for request timeouts.
+
+A prompt with chat ``messages`` goes to ``/v1/chat/completions``, timed as vLLM's chat
+benchmark times it (every chunk with choices is a token event, the role-only first one
+included). A prompt with ``next_turns`` is a conversation: each turn is a request (a record of
+its own), sent after the last answer plus the turn's think time with the whole history. Loads
+count prompts, so conversations: ``concurrency`` is conversations in flight, a Poisson
+``rate`` is conversations arriving per second, a trace sends each conversation's first turn at
+its ``arrival_s``; a ``max_concurrency`` gate holds conversations too.
 """
 
 from __future__ import annotations
@@ -26,8 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 import aiohttp
 
 from autotune.bench.metrics import RequestRecord, summarize
-from autotune.bench.workload import Prompt, build_prompts
-from autotune.bench.workload_spec import ConcurrencyLoad, WorkloadSpec
+from autotune.bench.workload import Prompt, WorkloadError, build_prompts
+from autotune.bench.workload_spec import ConcurrencyLoad, PoissonLoad, TraceLoad, WorkloadSpec
 
 
 @dataclass(frozen=True)
@@ -83,60 +92,93 @@ class _Progress:
         self.last = time.perf_counter()
 
 
-async def _one_request(
-    client: aiohttp.ClientSession, endpoint: Endpoint, prompt: Prompt, ignore_eos: bool,
-    progress: _Progress, arrived: float | None = None,
-) -> RequestRecord:
-    payload: dict[str, object] = {
-        "model": endpoint.served_name,
-        "prompt": prompt.body,
-        "max_tokens": prompt.max_tokens,
+@dataclass(frozen=True)
+class _Client:
+    """What every request of one run shares."""
+
+    session: aiohttp.ClientSession
+    endpoint: Endpoint
+    ignore_eos: bool
+    progress: _Progress
+
+
+def _payload(
+    client: _Client, body: list[int] | str | None, messages: Sequence[Mapping[str, str]] | None,
+    max_tokens: int,
+) -> tuple[str, dict[str, object]]:
+    """The request's path and JSON: a completion of ``body``, or, with ``messages``, a chat
+    completion as vLLM's chat benchmark sends it (``max_completion_tokens``; ``ignore_eos`` is
+    vLLM's extra sampling parameter on both endpoints)."""
+    common: dict[str, object] = {
+        "model": client.endpoint.served_name,
         "temperature": 0.0,
         "stream": True,
         "stream_options": {"include_usage": True},
-        "ignore_eos": ignore_eos,
+        "ignore_eos": client.ignore_eos,
     }
+    if messages is None:
+        return "/v1/completions", {"prompt": body, "max_tokens": max_tokens, **common}
+    return "/v1/chat/completions", {
+        "messages": [dict(m) for m in messages], "max_completion_tokens": max_tokens, **common,
+    }
+
+
+async def _one_request(
+    client: _Client, body: list[int] | str | None, messages: Sequence[Mapping[str, str]] | None,
+    max_tokens: int, arrived: float | None = None,
+) -> tuple[RequestRecord, str]:
+    """One streamed request, timed; and the answer's text (chat only: a later turn resends
+    it)."""
+    path, payload = _payload(client, body, messages, max_tokens)
     sent = time.perf_counter()
     record = RequestRecord(ok=False, sent_at=sent, queued_s=sent - (arrived or sent))
-    progress.begin()
+    answer: list[str] = []
+    client.progress.begin()
     try:
-        return await _stream(client, endpoint, prompt, ignore_eos, payload, record, progress)
+        await _stream(client, path, payload, max_tokens, record, answer)
     finally:
         record.done_at = time.perf_counter()
-        progress.end()
+        client.progress.end()
+    return record, "".join(answer)
 
 
 async def _stream(
-    client: aiohttp.ClientSession, endpoint: Endpoint, prompt: Prompt, ignore_eos: bool,
-    payload: dict[str, object], record: RequestRecord, progress: _Progress,
-) -> RequestRecord:
+    client: _Client, path: str, payload: dict[str, object], max_tokens: int,
+    record: RequestRecord, answer: list[str],
+) -> None:
     sent = record.sent_at
+    chat = "messages" in payload
     last: float | None = None
     try:
-        async with client.post(f"{endpoint.base_url}/v1/completions", json=payload) as response:
+        async with client.session.post(f"{client.endpoint.base_url}{path}",
+                                       json=payload) as response:
             if response.status != 200:
                 body = (await response.read()).decode(errors="replace")[:300]
                 record.error = f"HTTP {response.status}: {body}"
-                return record
+                return
             async for raw in response.content:
                 line = raw.strip()
                 if not line.startswith(b"data:"):
                     continue
                 now = time.perf_counter()
-                progress.last = now
+                client.progress.last = now
                 data = line[5:].strip()
                 if data == b"[DONE]":
                     break
                 chunk = _chunk(data)
                 if "error" in chunk:
                     record.error = str(chunk["error"])[:300]
-                    return record
-                if _choices(chunk):  # a token event even when its text is empty (vLLM's)
+                    return
+                # A token event even when its text is empty (vLLM's), and in a chat the
+                # role-only first chunk too, as vLLM's chat benchmark counts it.
+                if choices := _choices(chunk):
                     if last is None:
                         record.ttft = now - sent
                     else:
                         record.itls.append(now - last)
                     last = now
+                    if chat:
+                        answer.append(_delta_content(choices[0]))
                 usage = chunk.get("usage")
                 if usage:
                     if not isinstance(usage, dict):
@@ -147,16 +189,15 @@ async def _stream(
     # not the run: an exception escaping here would end the whole measurement).
     except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as exc:
         record.error = f"{type(exc).__name__}: {exc}"[:300]
-        return record
+        return
     if last is None:
         record.error = "no token received"
-        return record
+        return
     record.e2e = last - sent  # at the last token, as vLLM's E2EL
-    if ignore_eos and record.output_tokens < prompt.max_tokens:
-        record.error = f"truncated: {record.output_tokens} of {prompt.max_tokens} tokens"
+    if client.ignore_eos and record.output_tokens < max_tokens:
+        record.error = f"truncated: {record.output_tokens} of {max_tokens} tokens"
     else:
         record.ok = True
-    return record
 
 
 def _chunk(data: bytes) -> dict[str, Any]:
@@ -175,6 +216,109 @@ def _choices(chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
     return choices
 
 
+def _delta_content(choice: Mapping[str, Any]) -> str:
+    """The text a chat chunk's choice adds to the answer ("" for the role-only first chunk)."""
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        raise ValueError(f"malformed chat chunk: a choice without a delta: {str(choice)[:100]!r}")
+    content = delta.get("content")
+    if content is not None and not isinstance(content, str):
+        raise ValueError(f"malformed chat chunk: delta content {str(content)[:100]!r}")
+    return content or ""
+
+
+async def _converse(
+    client: _Client, prompt: Prompt, conversation: int, arrived: float | None = None,
+) -> list[RequestRecord]:
+    """A prompt's requests: its one request, or each turn of its conversation in order.
+
+    After each answer, the next turn waits its ``think_s`` (nothing is in flight then, so it
+    is no stall) and sends the whole history: the messages so far, the model's own answer as
+    streamed, and the next user message. Once a turn fails, the later ones are not sent and
+    are recorded as failed (a user would not have gone on either)."""
+    record, answer = await _one_request(client, prompt.body, prompt.messages, prompt.max_tokens,
+                                        arrived)
+    if not prompt.next_turns:
+        return [record]
+    records = [record]
+    history = list(prompt.messages or ())
+    failed_turn: int | None = None
+    for turn in prompt.next_turns:
+        if failed_turn is None and not records[-1].ok:
+            failed_turn = len(records) - 1
+        if failed_turn is not None:
+            now = time.perf_counter()
+            records.append(RequestRecord(
+                ok=False, error=f"not sent: turn {failed_turn} of its conversation failed",
+                sent_at=now, done_at=now))
+            continue
+        await asyncio.sleep(turn.think_s)
+        history += [{"role": "assistant", "content": answer},
+                    {"role": "user", "content": turn.content}]
+        record, answer = await _one_request(client, None, history, turn.max_tokens)
+        records.append(record)
+    for index, turn_record in enumerate(records):
+        turn_record.conversation, turn_record.turn = conversation, index
+    return records
+
+
+def _arrival_offsets(load: PoissonLoad | TraceLoad, prompts: Sequence[Prompt],
+                     seed: int) -> list[float]:
+    """When each prompt is sent, in seconds from the run's start: Poisson arrivals (the first
+    at 0), or the prompts' trace arrival times counted from the run's earliest one (so that a
+    run after the warm-up does not open with the warm-up's span of idle time)."""
+    if isinstance(load, TraceLoad):
+        arrivals = [p.arrival_s or 0.0 for p in prompts]
+        first = min(arrivals, default=0.0)
+        return [a - first for a in arrivals]
+    rng = random.Random(seed)
+    offsets, at = [], 0.0
+    for _ in prompts:
+        offsets.append(at)
+        at += rng.expovariate(load.rate)
+    return offsets
+
+
+async def _closed_loop(client: _Client, prompts: Sequence[Prompt],
+                       concurrency: int) -> list[RequestRecord]:
+    """``concurrency`` users, each sending its next prompt (or conversation) once the last
+    one is done."""
+    queue = list(enumerate(prompts))
+    done: list[list[RequestRecord]] = [[] for _ in prompts]
+
+    async def user() -> None:
+        while queue:
+            index, prompt = queue.pop(0)
+            done[index] = await _converse(client, prompt, index)
+
+    await asyncio.gather(*(user() for _ in range(min(concurrency, len(prompts)))))
+    return [record for records in done for record in records]
+
+
+async def _open_loop(
+    client: _Client, prompts: Sequence[Prompt], offsets: Sequence[float], started: float,
+    max_concurrency: int | None,
+) -> list[RequestRecord]:
+    """Each prompt (or conversation) sent at ``started + offset``, whatever is in flight; a
+    ``max_concurrency`` gate holds it until fewer are, the wait kept in ``queued_s``."""
+    gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+
+    async def send(index: int) -> list[RequestRecord]:
+        arrived = time.perf_counter()
+        if gate is None:
+            return await _converse(client, prompts[index], index)
+        async with gate:
+            return await _converse(client, prompts[index], index, arrived)
+
+    tasks = []
+    for index in sorted(range(len(prompts)), key=lambda i: offsets[i]):
+        wait = started + offsets[index] - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.create_task(send(index)))
+    return [record for records in await asyncio.gather(*tasks) for record in records]
+
+
 async def _run_load(
     endpoint: Endpoint,
     prompts: Sequence[Prompt],
@@ -186,44 +330,15 @@ async def _run_load(
     progress = _Progress()
     connector = aiohttp.TCPConnector(limit=0, force_close=False, keepalive_timeout=60)
     timeout = aiohttp.ClientTimeout(total=workload.request_timeout_s)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        client = _Client(session, endpoint, ignore_eos, progress)
         started = time.perf_counter()
         if isinstance(load, ConcurrencyLoad):
-            queue = list(enumerate(prompts))
-            records: list[RequestRecord | None] = [None] * len(prompts)
-
-            async def worker() -> None:
-                while queue:
-                    index, prompt = queue.pop(0)
-                    records[index] = await _one_request(
-                        client, endpoint, prompt, ignore_eos, progress)
-
-            async def closed() -> list[RequestRecord]:
-                await asyncio.gather(*(worker() for _ in range(min(load.concurrency,
-                                                                   len(prompts)))))
-                return [r for r in records if r is not None]
-
-            done = await _watched(closed(), progress, workload.stall_timeout_s)
+            run = _closed_loop(client, prompts, load.concurrency)
         else:
-            rng = random.Random(seed)
-            gate = asyncio.Semaphore(load.max_concurrency) if load.max_concurrency else None
-
-            async def send(prompt: Prompt) -> RequestRecord:
-                arrived = time.perf_counter()
-                if gate is None:
-                    return await _one_request(client, endpoint, prompt, ignore_eos, progress)
-                async with gate:
-                    return await _one_request(client, endpoint, prompt, ignore_eos, progress,
-                                              arrived)
-
-            async def open_loop() -> list[RequestRecord]:
-                tasks = []
-                for prompt in prompts:
-                    tasks.append(asyncio.create_task(send(prompt)))
-                    await asyncio.sleep(rng.expovariate(load.rate))
-                return list(await asyncio.gather(*tasks))
-
-            done = await _watched(open_loop(), progress, workload.stall_timeout_s)
+            offsets = _arrival_offsets(load, prompts, seed)
+            run = _open_loop(client, prompts, offsets, started, load.max_concurrency)
+        done = await _watched(run, progress, workload.stall_timeout_s)
         return done, time.perf_counter() - started
 
 
@@ -249,6 +364,21 @@ async def _watched(
     return task.result()
 
 
+def _check_prompts(
+    prompts: Sequence[Prompt], load: ConcurrencyLoad | PoissonLoad | TraceLoad
+) -> None:
+    """WorkloadError naming the first prompt the driver cannot send as built (a bug of the
+    prompt source rather than of the user's file, but said plainly rather than crashed on)."""
+    for number, prompt in enumerate(prompts):
+        if prompt.body is None and prompt.messages is None:
+            raise WorkloadError(f"prompt {number} has neither a body nor chat messages")
+        if prompt.next_turns and prompt.messages is None:
+            raise WorkloadError(f"prompt {number} has later turns but no chat messages: a "
+                                "conversation goes to /v1/chat/completions")
+        if isinstance(load, TraceLoad) and prompt.arrival_s is None:
+            raise WorkloadError(f"prompt {number} has no arrival time, which a trace load needs")
+
+
 class HttpLoadDriver:
     """The built-in driver (implements LoadDriver)."""
 
@@ -260,6 +390,15 @@ class HttpLoadDriver:
         run_index: int = 0,
     ) -> BenchResult:
         prompts = build_prompts(workload, endpoint.base_url, endpoint.served_name, run_index)
+        return self.measure(endpoint, prompts, workload, slos)
+
+    def measure(
+        self, endpoint: Endpoint, prompts: Sequence[Prompt], workload: WorkloadSpec,
+        slos: Mapping[str, float],
+    ) -> BenchResult:
+        """Send ``prompts`` (the first ``workload.warmup_requests`` as the unmeasured warm-up)
+        under ``workload``'s load, timeouts and stall limit, and measure them."""
+        _check_prompts(prompts, workload.load)
         warmup, measured = prompts[: workload.warmup_requests], prompts[workload.warmup_requests :]
         warmup_s = 0.0
         if warmup:

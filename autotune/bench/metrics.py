@@ -3,6 +3,11 @@
 Metric names are ``<latency>_<stat>_ms`` (latency in ttft, tpot, itl, e2e; stat in mean, p50,
 p90, p95, p99) plus throughput and count metrics. ``to_vllm_bench_keys`` renames them to the
 JSON keys ``vllm bench serve --save-result`` writes, so existing plotting tools read our files.
+
+Every turn of a conversation is a request of its own for all of these (and for goodput and the
+SLOs, as vLLM counts them); a run with conversations adds the ``CONVERSATION_METRICS``: TTFT and
+E2E of first turns apart from later ones (which resend the history, so the prefix cache serves
+most of their prompt), and per conversation its duration without think time.
 """
 
 from __future__ import annotations
@@ -36,6 +41,17 @@ COUNT_METRICS = (
     "total_output_tokens",
 )
 
+# Runs with multi-turn conversations only. ``first_turn_*`` / ``later_turn_*``: the TTFT and E2E
+# of first turns and of every later turn; ``conversation_duration_*``: per conversation whose
+# turns all succeeded, the sum of its turns' E2E (send → last token), i.e. without think time
+# and without the wait at the client's concurrency gate.
+TURN_LATENCIES = ("first_turn_ttft", "later_turn_ttft", "first_turn_e2e", "later_turn_e2e",
+                  "conversation_duration")
+CONVERSATION_COUNTS = ("conversations_completed", "conversations_failed")
+CONVERSATION_METRICS = (
+    *(f"{lat}_{stat}_ms" for lat in TURN_LATENCIES for stat in STATS), *CONVERSATION_COUNTS,
+)
+
 # Measured around the benchmark by the trial (devices.sampling, cost): minimise the first two.
 RESOURCE_METRICS = {
     "cost_per_1m_output_tokens_usd": "minimize",
@@ -58,6 +74,7 @@ def known_metric_names() -> list[str]:
     names = list(THROUGHPUT_METRICS)
     names += [f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS]
     names += list(COUNT_METRICS)
+    names += list(CONVERSATION_METRICS)
     names += list(RESOURCE_METRICS)
     names += list(QUALITY_METRICS)
     return names
@@ -88,6 +105,10 @@ class RequestRecord:
     sent_at: float = 0.0  # time.perf_counter() when sent, and when its stream ended
     done_at: float = 0.0
     queued_s: float = 0.0
+    # A turn of a multi-turn conversation: which conversation (its index in the run) and which
+    # turn (0 first); a single request has conversation None.
+    conversation: int | None = None
+    turn: int = 0
 
     @property
     def tpot(self) -> float | None:
@@ -192,7 +213,29 @@ def summarize(
     metrics |= _latency_stats("tpot", [t for r in ok if (t := r.tpot) is not None])
     metrics |= _latency_stats("itl", [x for r in ok for x in r.itls])
     metrics |= _latency_stats("e2e", [r.e2e for r in ok if r.e2e is not None])
+    if any(r.conversation is not None for r in records):
+        metrics |= _conversation_metrics(records)
     return metrics
+
+
+def _conversation_metrics(records: Sequence[RequestRecord]) -> dict[str, float]:
+    """``CONVERSATION_METRICS`` over the turns of the run's conversations."""
+    turns = [r for r in records if r.conversation is not None and r.ok]
+    out: dict[str, float] = {}
+    for part, chosen in (("first_turn", [r for r in turns if r.turn == 0]),
+                         ("later_turn", [r for r in turns if r.turn > 0])):
+        out |= _latency_stats(f"{part}_ttft", [r.ttft for r in chosen if r.ttft is not None])
+        out |= _latency_stats(f"{part}_e2e", [r.e2e for r in chosen if r.e2e is not None])
+    conversations: dict[int, list[RequestRecord]] = {}
+    for record in records:
+        if record.conversation is not None:
+            conversations.setdefault(record.conversation, []).append(record)
+    complete = [c for c in conversations.values() if all(r.ok for r in c)]
+    out |= _latency_stats("conversation_duration",
+                          [sum(r.e2e or 0.0 for r in c) for c in complete])
+    out["conversations_completed"] = float(len(complete))
+    out["conversations_failed"] = float(len(conversations) - len(complete))
+    return out
 
 
 _VLLM_STAT = {"mean": "mean", "p50": "median", "p90": "p90", "p95": "p95", "p99": "p99"}

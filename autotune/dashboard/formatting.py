@@ -16,6 +16,8 @@ from typing import Any
 
 from autotune.bench.engine_metrics import EngineMetricsDelta
 from autotune.bench.metrics import (
+    CONVERSATION_COUNTS,
+    CONVERSATION_METRICS,
     COUNT_METRICS,
     LATENCIES,
     LATENCY_METRIC,
@@ -31,11 +33,13 @@ GROUPS = ("latency", "throughput", "engine", "resources", "quality", "cost", "ot
 # Known names per group, in the order a group lists them; unknown names follow, sorted.
 _ORDER: dict[str, tuple[str, ...]] = {
     "latency": tuple(f"{lat}_{stat}_ms{ci}" for lat in LATENCIES for stat in STATS
-                     for ci in ("", "_ci_low", "_ci_high")),
+                     for ci in ("", "_ci_low", "_ci_high"))
+    + tuple(m for m in CONVERSATION_METRICS if m not in CONVERSATION_COUNTS),
     "throughput": (
         *THROUGHPUT_METRICS, "output_throughput_robust", "output_throughput_ci_low",
         "output_throughput_ci_high", "output_throughput_cv", "capacity_request_rate",
-        "capacity_output_throughput", *COUNT_METRICS, "measurement_runs", "disturbed_runs",
+        "capacity_output_throughput", *COUNT_METRICS, *CONVERSATION_COUNTS, "measurement_runs",
+        "disturbed_runs",
     ),
     "engine": (
         *(f.name for f in fields(EngineMetricsDelta)), "kv_cache_tokens",

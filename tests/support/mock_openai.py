@@ -3,7 +3,8 @@ engine suite's HTTP half: no model, no vLLM, answers in milliseconds.
 
 It serves what autotune reads of a vLLM server: ``/v1/completions`` and
 ``/v1/chat/completions`` (JSON or SSE streaming, with the usage chunk when
-``stream_options.include_usage`` asks for it), ``/tokenize``, ``/health``, ``/version``,
+``stream_options.include_usage`` asks for it; a chat stream opens with vLLM's role-only chunk),
+``/tokenize``, ``/health``, ``/version``,
 ``/v1/models`` and a small Prometheus ``/metrics``. Token ``i`` of an answer is the text
 ``"t{i} "``. ``Behaviour`` sets delays and the edge cases (empty chunks, an error chunk
 mid-stream, a malformed chunk, an early close, a non-200 status, a stall) for every following
@@ -52,6 +53,8 @@ class Behaviour:
     stall_s: float = 30.0  # how long a stall lasts (the client gives up long before)
     usage_delay_s: float = 0.0  # between the last token and the usage chunk
     health_delay_s: float = 0.0  # /health answers after this long (a stalled engine: long)
+    role_chunk: bool = True  # chat: open with the role-only chunk (content ""), as vLLM does
+    finish_chunk: bool = False  # the finish reason in a last chunk of its own (empty text)
 
 
 @dataclass
@@ -230,11 +233,17 @@ class MockOpenAI(ThreadedServer):
         prompt_tokens = sum(len(str(m.get("content", "")).split())
                             for m in body.get("messages") or [])
 
-        def chunk(text: str, finish: str | None) -> dict[str, Any]:
+        def delta(content: dict[str, str], finish: str | None) -> dict[str, Any]:
             return {"id": "chatcmpl-mock", "object": "chat.completion.chunk",
                     "model": self.served_name,
-                    "choices": [{"index": 0, "delta": {"content": text},
-                                 "finish_reason": finish}]}
+                    "choices": [{"index": 0, "delta": content, "finish_reason": finish}]}
+
+        def chunk(text: str, finish: str | None) -> dict[str, Any]:
+            # A finish chunk of its own has an empty delta, as OpenAI's.
+            return delta({"content": text} if text or finish is None else {}, finish)
+
+        def role(b: Behaviour) -> list[dict[str, Any]]:
+            return [delta({"role": "assistant", "content": ""}, None)] if b.role_chunk else []
 
         def whole(text: str, n: int) -> dict[str, Any]:
             return {"id": "chatcmpl-mock", "object": "chat.completion", "model": self.served_name,
@@ -242,7 +251,7 @@ class MockOpenAI(ThreadedServer):
                                  "finish_reason": "length"}],
                     "usage": _usage(prompt_tokens, n)}
 
-        return await self._answer(request, body, prompt_tokens, chunk, whole)
+        return await self._answer(request, body, prompt_tokens, chunk, whole, role)
 
     async def _answer(
         self,
@@ -251,6 +260,7 @@ class MockOpenAI(ThreadedServer):
         prompt_tokens: int,
         chunk: Callable[[str, str | None], dict[str, Any]],
         whole: Callable[[str, int], dict[str, Any]],
+        opening: Callable[[Behaviour], list[dict[str, Any]]] = lambda b: [],
     ) -> web.StreamResponse:
         b = self.script[self.answered % len(self.script)] if self.script else self.behaviour
         self.answered += 1
@@ -258,7 +268,8 @@ class MockOpenAI(ThreadedServer):
             return web.json_response(
                 {"object": "error", "message": f"mock status {b.status}", "type": "MockError",
                  "code": b.status}, status=b.status)
-        n = b.tokens if b.tokens is not None else int(body.get("max_tokens") or 16)
+        asked = body.get("max_completion_tokens") or body.get("max_tokens") or 16
+        n = b.tokens if b.tokens is not None else int(asked)
         self.running += 1
         try:
             self.prompt_tokens += prompt_tokens
@@ -266,7 +277,7 @@ class MockOpenAI(ThreadedServer):
                 await asyncio.sleep(b.first_token_delay_s + b.token_delay_s * max(n - 1, 0))
                 self.generation_tokens += n
                 return web.json_response(whole("".join(_token(i) for i in range(n)), n))
-            return await self._stream(request, body, b, prompt_tokens, n, chunk)
+            return await self._stream(request, body, b, prompt_tokens, n, chunk, opening(b))
         except ConnectionResetError:  # the client went away mid-answer: nothing more to say
             return web.Response(status=499)
         finally:
@@ -281,6 +292,7 @@ class MockOpenAI(ThreadedServer):
         prompt_tokens: int,
         n: int,
         chunk: Callable[[str, str | None], dict[str, Any]],
+        opening: list[dict[str, Any]],
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -296,6 +308,8 @@ class MockOpenAI(ThreadedServer):
             await send(json.dumps(data))
 
         await asyncio.sleep(b.first_token_delay_s)
+        for data in opening:  # with the first token, as vLLM sends a chat's role chunk
+            await say(data)
         for _ in range(b.empty_chunks):
             await say(chunk("", None))
         sent = 0
@@ -312,11 +326,13 @@ class MockOpenAI(ThreadedServer):
                 await say({"error": {"object": "error", "message": "mock error mid-stream",
                                      "type": "InternalServerError", "code": 500}})
                 break
-            await say(chunk(_token(i), "length" if i == n - 1 else None))
+            await say(chunk(_token(i), "length" if i == n - 1 and not b.finish_chunk else None))
             sent += 1
             self.generation_tokens += 1
             if i == 0 and b.bad_chunk is not None:
                 await send(b.bad_chunk)
+        if b.finish_chunk and sent == n:
+            await say(chunk("", "length"))
         await asyncio.sleep(b.usage_delay_s)
         if b.usage and (body.get("stream_options") or {}).get("include_usage"):
             await say({"id": "cmpl-mock", "choices": [], "usage": _usage(prompt_tokens, sent)})

@@ -113,3 +113,27 @@ def test_client_queue_time_is_added_for_what_a_user_waits() -> None:
     assert waited.tpot == pytest.approx(record.tpot) and waited.itls == record.itls
     assert waited.sent_at == pytest.approx(3.0) and waited.queued_s == 0.0
     assert record.ttft == 0.1  # the original is kept as measured
+
+
+def _turn(conversation: int, turn: int, ttft: float, e2e: float, ok: bool = True) -> RequestRecord:
+    record = _rec(ttft, e2e, 11, ok)
+    record.conversation, record.turn = conversation, turn
+    return record
+
+
+def test_turns_are_requests_and_conversations_are_summed_without_think_time() -> None:
+    records = [
+        _turn(0, 0, 0.4, 1.4), _turn(0, 1, 0.1, 1.1), _turn(0, 2, 0.2, 1.2),
+        _turn(1, 0, 0.6, 1.6), _turn(1, 1, 0.3, 1.3, ok=False),
+    ]
+    m = summarize(records, duration_s=10.0, slos={"ttft_p95_ms": 500.0})
+    assert m["completed"] == 4 and m["failed"] == 1
+    assert m["request_goodput"] == pytest.approx(0.3)  # every turn is a request: 3 ≤ 500 ms
+    assert m["first_turn_ttft_p50_ms"] == pytest.approx(500.0)  # 400 and 600
+    assert m["later_turn_ttft_mean_ms"] == pytest.approx(150.0)  # 100 and 200; failed left out
+    assert m["later_turn_e2e_p99_ms"] == pytest.approx(1000 * percentile([1.1, 1.2], 99))
+    # Only conversation 0 completed: 1.4 + 1.1 + 1.2 s of answers.
+    assert m["conversation_duration_p50_ms"] == pytest.approx(3700.0)
+    assert m["conversations_completed"] == 1 and m["conversations_failed"] == 1
+    single = summarize([_rec(0.1, 1.1, 11)], duration_s=1.0, slos={})
+    assert not any(k.startswith(("conversation", "first_turn", "later_turn")) for k in single)
