@@ -390,7 +390,9 @@ class HttpLoadDriver:
         run_index: int = 0,
     ) -> BenchResult:
         prompts = build_prompts(workload, endpoint.base_url, endpoint.served_name, run_index)
-        return self.measure(endpoint, prompts, workload, slos)
+        result = self.measure(endpoint, prompts, workload, slos)
+        result.metrics.update(prompts.counts())
+        return result
 
     def measure(
         self, endpoint: Endpoint, prompts: Sequence[Prompt], workload: WorkloadSpec,
@@ -409,5 +411,5 @@ class HttpLoadDriver:
             _run_load(endpoint, measured, workload, workload.seed + 1, self.ignore_eos)
         )
         started_at = min((r.sent_at for r in records), default=0.0)
-        return BenchResult({**summarize(records, duration, slos), **prompts.counts()}, records,
-                           warmup_s, duration, started_at)
+        return BenchResult(summarize(records, duration, slos), records, warmup_s, duration,
+                           started_at)

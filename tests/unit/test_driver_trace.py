@@ -31,8 +31,9 @@ def server(module_server: MockOpenAI) -> MockOpenAI:
 
 
 def trace(**load: Any) -> WorkloadSpec:
+    """A trace workload; its prompts are given to ``measure`` directly (the file is not read)."""
     return WorkloadSpec.model_validate({
-        "prompts": {"kind": "random", "input_tokens": 8, "output_tokens": TOKENS},
+        "prompts": {"kind": "trace", "path": "not-read.csv", "format": "azure"},
         "num_requests": 1,
         "load": {"kind": "trace", **load},
         "request_timeout_s": 10,
