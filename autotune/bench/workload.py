@@ -130,5 +130,7 @@ def build_prompts(
     count = workload.warmup_requests + workload.num_requests
     if isinstance(workload.prompts, RandomPrompts):
         pool = token_pool(base_url, model)
-        return random_prompts(workload.prompts, count, pool, workload.seed)
-    return jsonl_prompts(workload.prompts, count, workload.seed)
+        seed = workload.seed if run_index == 0 else hash((workload.seed, run_index))
+        return random_prompts(workload.prompts, count, pool, seed)
+    prompts = jsonl_prompts(workload.prompts, count * (run_index + 1), workload.seed)
+    return prompts[count * run_index:]  # the file's next prompts (it wraps when it runs out)
