@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from autotune.bench.ladder import levels_of
 from autotune.db.models import TrialRecord
 from autotune.engines.vllm import render_flags
 from autotune.errors import AutotuneError, TrialNotFoundError
@@ -83,6 +84,27 @@ def _served_name(record: TrialRecord) -> str | None:
     return None
 
 
+def ladder_lines(record: TrialRecord) -> list[str]:
+    """The trial's load curve as header comments: the capacity figures, then each level."""
+    levels = levels_of(record.measurements)
+    if not levels:
+        return []
+    m = record.metrics
+    head = [f"{name}={m[name]:.4g}" for name in (
+        "capacity_rps", "throughput_per_device_at_capacity", "interactivity_at_capacity",
+        "cost_per_1m_at_capacity") if name in m]
+    lines = ["# load curve: " + ", ".join(head)]
+    for level in levels:
+        f = level.get("metrics", {})
+        shown = ", ".join(f"{key} {f[key]:.4g}" for key in (
+            "request_throughput", "output_throughput", "tpot_mean_ms", "e2e_p95_ms") if key in f)
+        lines.append(f"#   {level.get('kind', 'concurrency')} {level['load']:g}: {shown}"
+                     f" ({'held' if level.get('holds') else 'missed'} the SLOs)")
+        if level.get("stop_reason"):
+            lines.append(f"#   stopped early: {level['stop_reason']}")
+    return lines
+
+
 def export_yaml(report: StudyReport, record: TrialRecord) -> str:
     mapping = config_mapping(record)
     command = ["vllm", "serve", str(mapping["model"])]
@@ -96,6 +118,7 @@ def export_yaml(report: StudyReport, record: TrialRecord) -> str:
     figures = [f"{m}={record.metrics[m]:.4g}" for m in HEADLINE_METRICS if m in record.metrics]
     if figures:
         lines.append("# measured: " + ", ".join(figures))
+    lines += ladder_lines(record)
     quality = [
         f"{QUALITY_LABELS[m]} {format_quality(m, record.metrics[m])}"
         for m in QUALITY_METRICS

@@ -1,7 +1,8 @@
 """The ``ladder`` section of a space file: the load levels every started server is measured at.
 
-A leaf module (pydantic only), so the space file, the ladder runner (bench/ladder.py) and the
-metric catalogue (bench/metrics.py) can all use it without importing one another.
+A leaf module (pydantic and the capacity search's rate bracketing only), so the space file, the
+ladder runner (bench/ladder.py) and the metric catalogue (bench/metrics.py) can all use it
+without importing one another.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from autotune.bench.capacity import bracket_rates
 
 MAX_LEVELS = 16
 
@@ -74,10 +77,9 @@ class LadderSpec(BaseModel):
         if self.levels is not None:
             return [float(v) for v in self.levels]
         assert self.start is not None and self.max is not None
-        out, value = [], self.start
-        while value < self.max * (1 - 1e-9) and len(out) <= MAX_LEVELS:
-            out.append(round(value) if self.kind == "concurrency" else value)
-            value *= self.factor
-        out.append(self.max)
-        # a concurrency ladder rounds: 1, 1.5 → 2, ... drop repeats it produced
-        return [float(v) for i, v in enumerate(out) if i == 0 or v > out[i - 1]]
+        # never more than needed to see that there are too many
+        maximum = min(self.max, self.start * self.factor ** (MAX_LEVELS + 1))
+        out = [float(round(v)) if self.kind == "concurrency" else v
+               for v in bracket_rates(self.start, maximum, self.factor)]
+        # a concurrency ladder rounds (1, 1.5, 2.25 → 1, 2, 2): drop the repeats
+        return [v for i, v in enumerate(out) if i == 0 or v > out[i - 1]]

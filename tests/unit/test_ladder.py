@@ -260,3 +260,40 @@ def test_a_rate_ladder_counts_the_wait_at_the_client_gate(tmp_path: Path) -> Non
 def test_the_study_front_reaches_the_step() -> None:
     step = HttpMeasurement()
     assert step.front is None  # set by the study runner (study/runner.py)
+
+
+# ---- a study: stored, shown, exported, and the front handed to the step ------------------------
+
+def test_a_study_stores_shows_and_exports_the_curve(tmp_path: Path) -> None:
+    from autotune.export import export_yaml
+    from autotune.report import load_report
+    from autotune.store import open_catalog
+    from autotune.study import SilentReporter, StudyRunner
+    from tests.unit.test_render import show
+
+    space = Space.model_validate({
+        **SPACE, "ladder": {"levels": [1, 3], "requests_per_level": 4},
+        "objectives": [{"metric": "capacity_rps"}, {"metric": "interactivity_at_capacity"}],
+    })
+    launcher = MockLauncher(Behaviour(token_delay_s=0.002))
+    trials = _runner(tmp_path, launcher, space)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = StudyRunner.create(space, name="curve", storage=url, launcher=launcher,
+                               pool=trials.pool, log_dir=tmp_path / "logs", runner=trials,
+                               reporter=SilentReporter())
+    study.run(n_trials=2)
+    assert trials.measuring.front == study.front
+    report = load_report(open_catalog(url), "curve")
+    first = report.trial(0)
+    levels = levels_of(first.measurements)
+    assert [lv["load"] for lv in levels] == [1, 3] and first.metrics["capacity_rps"] > 0
+    values = [[t.metrics["capacity_rps"], t.metrics["interactivity_at_capacity"]]
+              for t in report.trials if t.state == "complete" and t.feasible]
+    assert sorted(study.front()) == sorted(pareto_values(values, space.directions))
+    text = show(url, "curve", "--trial", "0", columns=160)
+    assert "load ladder" in text and "tok/s per user" in text and "capacity_rps" in text
+    rate = levels[1]["metrics"]["request_throughput"]
+    assert f"{rate:.4g}" in text or f"{rate:.1f}" in text
+    exported = export_yaml(report, first)
+    assert "# load curve: capacity_rps=" in exported
+    assert "#   concurrency 3: request_throughput" in exported
