@@ -257,9 +257,23 @@ def test_a_rate_ladder_counts_the_wait_at_the_client_gate(tmp_path: Path) -> Non
     assert level["e2e_p95_ms"] > 3 * alone_ms, (level["e2e_p95_ms"], alone_ms)
 
 
-def test_the_study_front_reaches_the_step() -> None:
-    step = HttpMeasurement()
-    assert step.front is None  # set by the study runner (study/runner.py)
+def test_a_step_off_the_front_stops_after_its_first_level(tmp_path: Path) -> None:
+    space = Space.model_validate({
+        **SPACE, "ladder": {"levels": [1, 2, 4], "requests_per_level": 4},
+        "objectives": [{"metric": "capacity_rps"}, {"metric": "interactivity_at_capacity"}],
+    })
+    runner = _runner(tmp_path, MockLauncher(Behaviour(token_delay_s=0.002)), space)
+    assert isinstance(runner.measuring, HttpMeasurement) and runner.measuring.front is None
+    runner.measuring.front = lambda: [[1e6, 1e6]]  # a front no server here can reach
+    outcome = runner.run(1, {"max_num_seqs": 8}, is_default=False)
+    assert outcome.state == "complete", outcome.failure
+    levels = levels_of(outcome.measurements)
+    assert len(levels) == 1 and levels[0]["holds"]
+    assert levels[0]["stop_reason"].startswith("off the front after level 1: at best "
+                                               "capacity_rps ≤ ")
+    assert outcome.metrics["ladder_stopped_early"] == 1
+    assert outcome.metrics["capacity_is_lower_bound"] == 1
+    assert any(n.startswith("load ladder stopped early: off the front") for n in outcome.notes)
 
 
 # ---- a study: stored, shown, exported, and the front handed to the step ------------------------
