@@ -311,3 +311,19 @@ def test_a_study_stores_shows_and_exports_the_curve(tmp_path: Path) -> None:
     exported = export_yaml(report, first)
     assert "# load curve: capacity_rps=" in exported
     assert "#   concurrency 3: request_throughput" in exported
+
+
+def test_every_run_index_gets_prompts_of_its_own(tmp_path: Path) -> None:
+    from autotune.bench.workload import build_prompts
+    from autotune.bench.workload_spec import WorkloadSpec
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(f'{{"prompt": "question {i}"}}\n' for i in range(20)))
+    workload = WorkloadSpec.model_validate({
+        "prompts": {"kind": "jsonl", "path": str(path), "output_tokens": 4},
+        "num_requests": 4, "warmup_requests": 1, "load": {"kind": "concurrency",
+                                                          "concurrency": 1}})
+    runs = [[p.body for p in build_prompts(workload, "http://unused", "m", i)] for i in range(4)]
+    assert all(len(run) == 5 for run in runs)
+    assert len({body for run in runs for body in run}) == 20  # 4 runs × 5 prompts, none twice
+    assert runs[0] == [p.body for p in build_prompts(workload, "http://unused", "m")]
