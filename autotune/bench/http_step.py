@@ -156,7 +156,6 @@ class HttpMeasurement:
                               for m, d in objectives)
             return f"at best {shown}, which the study's front already dominates"
 
-        trial.on_phase("load ladder")
         ladder = run_ladder(
             measure, spec, space.slos, space.max_error_rate, front_check if front else None,
             on_level=lambda i, load: trial.on_phase(f"load ladder: level {i + 1}/{len(planned)}"
