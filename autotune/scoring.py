@@ -3,7 +3,7 @@
 Constraints follow Optuna's convention (feasible when every value ≤ 0). Each SLO gives
 ``(measured − limit) / limit``; the error-rate limit gives ``error_rate − max_error_rate``;
 a quality bound (``quality.min`` / ``quality.max``) gives the raw margin ``bound − measured``
-or ``measured − bound``.
+or ``measured − bound``; the load ladder's ``min_capacity_rps`` gives ``(min − capacity) / min``.
 A trial whose engine failed is told to Optuna as infeasible with the worst values below, so
 samplers learn to avoid that region instead of ignoring it.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from autotune.bench.ladder_spec import CAPACITY_CONSTRAINT
 from autotune.space import Space
 
 # Objective values told to Optuna for a failed trial: no throughput, 100 s latency.
@@ -30,6 +31,8 @@ def constraint_names(space: Space) -> list[str]:
         names.append(COST_METRIC)
     if space.quality is not None:
         names += list(space.quality.constraint_bounds())
+    if space.ladder is not None and space.ladder.min_capacity_rps is not None:
+        names.append(CAPACITY_CONSTRAINT)
     return names
 
 
@@ -45,6 +48,10 @@ def violations(space: Space, metrics: Mapping[str, float]) -> dict[str, float]:
         limit = space.cost.max_per_1m_output_tokens_usd
         cost = metrics.get(COST_METRIC, math.inf)
         out[COST_METRIC] = 1.0 if not math.isfinite(cost) else (cost - limit) / limit
+    if space.ladder is not None and space.ladder.min_capacity_rps is not None:
+        least = space.ladder.min_capacity_rps
+        capacity = metrics.get(CAPACITY_CONSTRAINT, math.nan)
+        out[CAPACITY_CONSTRAINT] = (least - capacity) / least if math.isfinite(capacity) else 1.0
     if space.quality is not None:
         # Quality metrics are fractions or nats: the raw margin, unscaled. Unmeasured (no
         # reference, probe failed) counts as violated.

@@ -16,6 +16,7 @@ from autotune.bench.capacity import bracket_rates
 MAX_LEVELS = 16
 
 # Trial metrics derived from the load curve (bench/ladder.py), with their better direction.
+CAPACITY_CONSTRAINT = "capacity_rps"
 LADDER_METRICS = {
     "capacity_rps": "maximize",
     "throughput_per_device_at_capacity": "maximize",
@@ -49,6 +50,9 @@ class LadderSpec(BaseModel):
     )
     front_margin: float = Field(
         default=0.1, ge=0, description="slack on the optimistic bound before a front stop"
+    )
+    min_capacity_rps: float | None = Field(
+        default=None, gt=0, description="a constraint: capacity at SLO at least this"
     )
 
     @model_validator(mode="after")

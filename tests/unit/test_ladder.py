@@ -327,3 +327,17 @@ def test_every_run_index_gets_prompts_of_its_own(tmp_path: Path) -> None:
     assert all(len(run) == 5 for run in runs)
     assert len({body for run in runs for body in run}) == 20  # 4 runs × 5 prompts, none twice
     assert runs[0] == [p.body for p in build_prompts(workload, "http://unused", "m")]
+
+
+def test_capacity_can_be_a_constraint() -> None:
+    from autotune.scoring import constraint_names, failed_violations, slos_hold, violations
+
+    space = _ladder_space(levels=[1, 2], min_capacity_rps=4.0)
+    assert constraint_names(space)[-1] == "capacity_rps"
+    measured = {"e2e_p95_ms": 100.0, "error_rate": 0.0}
+    assert violations(space, {**measured, "capacity_rps": 5.0})["capacity_rps"] == -0.25
+    assert violations(space, {**measured, "capacity_rps": 3.0})["capacity_rps"] == 0.25
+    assert violations(space, measured)["capacity_rps"] == 1.0  # never measured: violated
+    assert failed_violations(space)["capacity_rps"] == 1.0
+    assert slos_hold(space, measured)  # a load point is judged by its SLOs only
+    assert "capacity_rps" not in constraint_names(_ladder_space(levels=[1, 2]))
