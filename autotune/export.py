@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from autotune.bench.ladder import levels_of
 from autotune.db.models import TrialRecord
 from autotune.engines.vllm import engine_env, render_flags
 from autotune.errors import AutotuneError, TrialNotFoundError
@@ -87,6 +88,27 @@ def _served_name(record: TrialRecord) -> str | None:
     return None
 
 
+def ladder_lines(record: TrialRecord) -> list[str]:
+    """The trial's load curve as header comments: the capacity figures, then each level."""
+    levels = levels_of(record.measurements)
+    if not levels:
+        return []
+    m = record.metrics
+    head = [f"{name}={m[name]:.4g}" for name in (
+        "capacity_rps", "throughput_per_device_at_capacity", "interactivity_at_capacity",
+        "cost_per_1m_at_capacity") if name in m]
+    lines = ["# load curve: " + ", ".join(head)]
+    for level in levels:
+        f = level.get("metrics", {})
+        shown = ", ".join(f"{key} {f[key]:.4g}" for key in (
+            "request_throughput", "output_throughput", "tpot_mean_ms", "e2e_p95_ms") if key in f)
+        lines.append(f"#   {level.get('kind', 'concurrency')} {level['load']:g}: {shown}"
+                     f" ({'held' if level.get('holds') else 'missed'} the SLOs)")
+        if level.get("stop_reason"):
+            lines.append(f"#   stopped early: {level['stop_reason']}")
+    return lines
+
+
 def stored_space(space_yaml: str) -> Space | None:
     """The study's space as stored with it; None when it no longer validates (a study made by
     an older autotune): its export then carries no environment."""
@@ -151,6 +173,7 @@ def export_yaml(report: StudyReport, record: TrialRecord,
     figures = [f"{m}={record.metrics[m]:.4g}" for m in HEADLINE_METRICS if m in record.metrics]
     if figures:
         lines.append("# measured: " + ", ".join(figures))
+    lines += ladder_lines(record)
     quality = [
         f"{QUALITY_LABELS[m]} {format_quality(m, record.metrics[m])}"
         for m in QUALITY_METRICS

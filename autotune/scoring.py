@@ -5,7 +5,7 @@ Constraints follow Optuna's convention (feasible when every value ≤ 0). Each S
 ``chat.ttft_p95_ms``); the error-rate limit gives ``error_rate − max_error_rate`` (in a mix, the
 worst workload's error rate); a quality bound (``quality.min`` / ``quality.max``) and a mix's
 ``aggregate.min_slo_attainment`` give the raw margin ``bound − measured`` or
-``measured − bound``.
+``measured − bound``; the load ladder's ``min_capacity_rps`` gives ``(min − capacity) / min``.
 A trial whose engine failed is told to Optuna as infeasible with the worst values below, so
 samplers learn to avoid that region instead of ignoring it.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from autotune.bench.ladder_spec import CAPACITY_CONSTRAINT
 from autotune.space import Space
 from autotune.workload_mix import ATTAINMENT_WORST
 
@@ -35,6 +36,8 @@ def constraint_names(space: Space) -> list[str]:
         names.append(COST_METRIC)
     if space.quality is not None:
         names += list(space.quality.constraint_bounds())
+    if space.ladder is not None and space.ladder.min_capacity_rps is not None:
+        names.append(CAPACITY_CONSTRAINT)
     return names
 
 
@@ -54,6 +57,10 @@ def violations(space: Space, metrics: Mapping[str, float]) -> dict[str, float]:
         limit = space.cost.max_per_1m_output_tokens_usd
         cost = metrics.get(COST_METRIC, math.inf)
         out[COST_METRIC] = 1.0 if not math.isfinite(cost) else (cost - limit) / limit
+    if space.ladder is not None and space.ladder.min_capacity_rps is not None:
+        least = space.ladder.min_capacity_rps
+        capacity = metrics.get(CAPACITY_CONSTRAINT, math.nan)
+        out[CAPACITY_CONSTRAINT] = (least - capacity) / least if math.isfinite(capacity) else 1.0
     if space.quality is not None:
         # Quality metrics are fractions or nats: the raw margin, unscaled. Unmeasured (no
         # reference, probe failed) counts as violated.

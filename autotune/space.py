@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from autotune.bench.capacity import CapacitySpec
+from autotune.bench.ladder_spec import LADDER_METRICS, LadderSpec
 from autotune.bench.workload_spec import WorkloadSpec
 from autotune.errors import SpaceError
 from autotune.measurement_spec import MeasurementSpec
@@ -80,6 +81,9 @@ class Space(Strict):
     )
     quality: QualitySpec | None = Field(
         default=None, description="accuracy / agreement probe run on every trial"
+    )
+    ladder: LadderSpec | None = Field(
+        default=None, description="per engine start, measure rising load levels (a load curve)"
     )
 
     @field_validator("slos")
@@ -163,6 +167,16 @@ class Space(Strict):
                 problems.append(
                     f"objectives: {objective.metric} compares with the reference, but "
                     "quality.reference is none"
+                )
+        for objective in self.objectives:
+            if objective.metric in LADDER_METRICS and self.ladder is None:
+                problems.append(
+                    f"objectives: {objective.metric} needs a `ladder:` section "
+                    "(docs/measurement.md, Load ladder)"
+                )
+            elif objective.metric == "cost_per_1m_at_capacity" and self.cost is None:
+                problems.append(
+                    "objectives: cost_per_1m_at_capacity needs a `cost:` section (device_hour_usd)"
                 )
         if problems:
             raise ValueError("; ".join(problems))

@@ -50,6 +50,16 @@ class CapacityResult:
         }
 
 
+def bracket_rates(start: float, maximum: float, factor: float = 2.0) -> list[float]:
+    """The bracketing rates: ``start * factor**k`` below ``maximum``, then ``maximum`` (the
+    load ladder's ``start``/``factor``/``max`` levels are these too)."""
+    rates, rate = [], start
+    while rate < maximum * (1 - 1e-9):
+        rates.append(rate)
+        rate *= factor
+    return [*rates, maximum]
+
+
 def find_capacity(
     measure: Callable[[float], Mapping[str, float]],
     holds: Callable[[Mapping[str, float]], bool],
@@ -67,17 +77,15 @@ def find_capacity(
 
     best: LoadPoint | None = None
     low, high = 0.0, spec.start_rate
-    rate = spec.start_rate
-    while True:
+    for rate in bracket_rates(spec.start_rate, spec.max_rate):
         point = probe(rate)
         if not point.holds:
             high = rate
             break
         best, low = point, rate
-        if rate >= spec.max_rate:
-            return CapacityResult(rate, point.metrics.get("output_throughput", 0.0), 0.0, points)
-        rate = min(rate * 2, spec.max_rate)
-        high = rate
+    else:
+        assert best is not None
+        return CapacityResult(low, best.metrics.get("output_throughput", 0.0), 0.0, points)
     for _ in range(spec.bisection_steps):
         middle = (low + high) / 2
         point = probe(middle)

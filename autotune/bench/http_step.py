@@ -1,4 +1,5 @@
-"""The default measuring step: load, quality and SLO capacity over the engine's HTTP API.
+"""The default measuring step: load, load ladder, quality and SLO capacity over the engine's
+HTTP API.
 
 Before every load run (each repeat, each capacity point) and before the quality probe, the
 engine must be alive and answer ``/health`` within the workload's ``stall_timeout_s``; the
@@ -13,12 +14,14 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import httpx
 
 from autotune.bench.capacity import CapacitySpec, find_capacity
 from autotune.bench.driver import BenchResult, Endpoint, EngineStalled, HttpLoadDriver, LoadDriver
+from autotune.bench.ladder import Level, off_front, optimistic_metrics, run_ladder
+from autotune.bench.ladder_spec import LadderSpec
 from autotune.bench.metrics import summarize, write_result_file
 from autotune.bench.step import MeasureContext, Measured
 from autotune.bench.workload import WorkloadError
@@ -26,7 +29,7 @@ from autotune.bench.workload_spec import ConcurrencyLoad, PoissonLoad, WorkloadS
 from autotune.devices.sampling import UtilisationSampler
 from autotune.engines.base import EngineConfig, RunningEngine
 from autotune.engines.failures import EngineFailure, FailureKind
-from autotune.measurement import measure_robustly
+from autotune.measurement import MetricsPoller, measure_robustly
 from autotune.quality.probe import QualityError, QualityProbe
 from autotune.quality.spec import QualitySpec
 from autotune.scoring import COST_METRIC, cost_per_1m_output_tokens, slos_hold
@@ -42,6 +45,9 @@ class HttpMeasurement:
     def __init__(self, quality: QualitySpec | None = None, driver: LoadDriver | None = None):
         self.driver = driver or HttpLoadDriver()
         self.quality = QualityProbe(quality) if quality is not None else None
+        # The study's current front (objective values of its non-dominated feasible trials),
+        # for the load ladder's early stop; the study runner sets it.
+        self.front: Callable[[], Sequence[Sequence[float]]] | None = None
 
     def measure(
         self, engine: RunningEngine, config: EngineConfig, trial: MeasureContext
@@ -56,6 +62,7 @@ class HttpMeasurement:
                 if found.failure is not None:
                     break
             if found.failure is None:
+                self._ladder(engine, trial, found, runs)
                 check_serving(engine, space.primary_workload.stall_timeout_s)
                 self._probe_quality(engine, trial, found)
                 capacity = trial.space.capacity
@@ -119,6 +126,59 @@ class HttpMeasurement:
                     failure.line,
                 )
             found.failure = failure
+
+    def _ladder(
+        self, engine: RunningEngine, trial: MeasureContext, found: Measured, runs: Iterator[int]
+    ) -> None:
+        """The load ladder (space ``ladder:``) on this server, after the main measurement
+        (which warmed it up): each level short, with prompts of its own, its latencies counted
+        from arrival (the client gate's wait included). Adds the curve metrics, one
+        ``measurements`` entry per level, and the early stop's reason as a note."""
+        space, spec = trial.space, trial.space.ladder
+        if spec is None:
+            return
+        started = time.monotonic()
+        n_devices = len(trial.devices.ids)
+        price = space.cost.device_hour_usd if space.cost is not None else None
+        planned = spec.resolved_levels()
+
+        primary = space.mix[0]  # as the capacity search: a mix's first workload
+
+        def measure(load: float) -> dict[str, float]:
+            workload = primary.workload.model_copy(update={
+                "load": ladder_load(spec, load), "num_requests": spec.requests_per_level,
+                "warmup_requests": 0,
+            })
+            run_index = next(runs)
+            with MetricsPoller(engine.base_url) as poller:
+                result = self.run_load(engine, workload, primary.slos, run_index)
+            figures = (summarize([r.including_client_queue() for r in result.records],
+                                 result.benchmark_s, primary.slos)
+                       if result.records else dict(result.metrics))
+            return figures | poller.delta() | {"run_index": float(run_index)}
+
+        front = list(self.front()) if self.front is not None and spec.early_stop else []
+        objectives = [(o.metric, o.resolved_direction) for o in space.objectives]
+
+        def front_check(levels: Sequence[Level]) -> str | None:
+            bound = optimistic_metrics(levels, spec.kind, planned[-1], spec.front_margin,
+                                       n_devices, price)
+            if off_front(bound, objectives, front) is None:
+                return None
+            shown = ", ".join(f"{m} {'≤' if d == 'maximize' else '≥'} {bound[m]:.4g}"
+                              for m, d in objectives)
+            return f"at best {shown}, which the study's front already dominates"
+
+        ladder = run_ladder(
+            measure, spec, primary.slos, space.max_error_rate, front_check if front else None,
+            on_level=lambda i, load: trial.on_phase(f"load ladder: level {i + 1}/{len(planned)}"
+                                                    f" ({spec.kind} {load:g})"),
+        )
+        found.metrics.update(ladder.as_metrics(n_devices, price))
+        found.measurements.extend(ladder.records())
+        if ladder.stop_reason:
+            found.notes.append(f"load ladder stopped early: {ladder.stop_reason}")
+        found.timings["ladder_s"] = time.monotonic() - started
 
     def run_load(
         self, engine: RunningEngine, workload: WorkloadSpec, slos: Mapping[str, float],
@@ -194,6 +254,13 @@ def trial_figures(trial: MeasureContext, by_workload: Mapping[str, dict[str, flo
             metrics.get("output_throughput", 0.0),
         )
     return metrics
+
+
+def ladder_load(spec: LadderSpec, load: float) -> ConcurrencyLoad | PoissonLoad:
+    """The workload load of one ladder level."""
+    if spec.kind == "concurrency":
+        return ConcurrencyLoad(concurrency=int(load))
+    return PoissonLoad(rate=load, max_concurrency=spec.max_concurrency)
 
 
 def check_serving(engine: RunningEngine, timeout_s: float) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from autotune.bench.ladder_spec import LADDER_METRICS
 from autotune.quality.spec import QUALITY_METRICS
 
 LATENCIES = ("ttft", "tpot", "itl", "e2e")
@@ -65,6 +66,8 @@ RESOURCE_METRICS = {
     # SLO capacity search (bench.capacity), when the space asks for it
     "capacity_request_rate": "maximize",
     "capacity_output_throughput": "maximize",
+    # the load ladder's curve (bench.ladder), when the space has a `ladder:` section
+    **LADDER_METRICS,
 }
 
 LATENCY_METRIC = re.compile(r"^(ttft|tpot|itl|e2e)_(mean|p50|p90|p95|p99)_ms$")

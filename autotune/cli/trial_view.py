@@ -10,6 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from autotune import short_names
+from autotune.bench.ladder import levels_of
+from autotune.bench.ladder_spec import LADDER_METRICS
 from autotune.bench.metrics import LATENCIES, STATS
 from autotune.cli.common import console
 from autotune.cli.render import measured, result_cell, slo_cell
@@ -83,9 +85,14 @@ def print_trial(report: Any, t: Any) -> None:
         console.print(latency)
     _section("throughput", [(k, m[k]) for k in THROUGHPUT if k in m])
     _per_workload(m)
+    levels = levels_of(t.measurements)
+    if levels:
+        _section("load curve", [(k, m[k]) for k in LADDER_METRICS if k in m])
+        console.print(ladder_table(levels))
     _section("quality", [(QUALITY_LABELS[k], format_quality(k, m[k]))
                          for k in QUALITY_METRICS if k in m])
-    elsewhere = {*THROUGHPUT, *LATENCY_METRICS, *QUALITY_METRICS}
+    elsewhere = {*THROUGHPUT, *LATENCY_METRICS, *QUALITY_METRICS,
+                 *(LADDER_METRICS if levels else ())}
     _section("engine and measurement metrics",
              [(f"{short_names.metric(k)} ({k})" if short_names.metric(k) != k else k, m[k])
               for k in sorted(m) if k not in elsewhere and split_metric(k)[0] is None])
@@ -122,6 +129,41 @@ def _per_workload(m: dict[str, Any]) -> None:
         table.add_row(escape(name), *(_number(columns[w][name]) if name in columns[w] else "—"
                                       for w in columns))
     console.print(table)
+
+
+LADDER_COLUMNS = (("req/s", "request_throughput"), ("out tok/s", "output_throughput"),
+                  ("ttft p95", "ttft_p95_ms"), ("tpot mean", "tpot_mean_ms"),
+                  ("e2e p95", "e2e_p95_ms"), ("errors", "error_rate"),
+                  ("prefix hits", "prefix_cache_hit_rate"))
+
+
+def ladder_table(levels: list[dict[str, Any]]) -> Table:
+    """One row per measured level of the load ladder: its load, the achieved figures
+    (latencies in ms, from arrival), per-user tok/s (1000 / TPOT) and whether the SLOs held;
+    the early stop's reason under it."""
+    kind = levels[0].get("kind", "concurrency")
+    table = Table(title="load ladder (latency ms, from arrival)", box=box.SIMPLE_HEAD,
+                  pad_edge=False, title_justify="left", caption_justify="left")
+    table.add_column("level", justify="right")
+    table.add_column("concurrency" if kind == "concurrency" else "offered req/s",
+                     justify="right")
+    for title, _ in LADDER_COLUMNS:
+        table.add_column(title, justify="right")
+    table.add_column("tok/s per user", justify="right")
+    table.add_column("SLOs")
+    for level in levels:
+        figures = level.get("metrics", {})
+        tpot = figures.get("tpot_mean_ms")
+        table.add_row(
+            str(level["ladder_level"] + 1), _number(float(level["load"])),
+            *(_number(figures[key]) if key in figures else "—" for _, key in LADDER_COLUMNS),
+            _number(1000.0 / tpot) if tpot else "—",
+            "held" if level.get("holds") else "[yellow]missed[/]",
+        )
+    stops = [level["stop_reason"] for level in levels if level.get("stop_reason")]
+    if stops:
+        table.caption = "stopped early: " + escape(stops[-1])
+    return table
 
 
 def _section(title: str, rows: list[tuple[str, Any]]) -> None:

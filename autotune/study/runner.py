@@ -16,9 +16,12 @@ from typing import Any
 
 import yaml
 
+from autotune.bench.http_step import HttpMeasurement
+from autotune.bench.ladder import pareto_values
 from autotune.configuration import Configuration
 from autotune.devices import DevicePool
 from autotune.engines.base import EngineLauncher
+from autotune.scoring import is_feasible
 from autotune.search import make_sampler
 from autotune.space import Space
 from autotune.store import Origin, StaleTrial, StudyFacts, StudyStore, Suggestion, open_store
@@ -28,6 +31,7 @@ from autotune.study.executor import Executor
 from autotune.study.proposer import Done, Proposer, Run, Wait, WaitForTwin
 from autotune.study.reporter import SilentReporter, StudyReporter
 from autotune.trial import TrialOutcome, TrialRunner
+from autotune.trial_state import TrialState
 
 
 @dataclass
@@ -111,6 +115,14 @@ class StudyRunner:
         if self.runner.quality is not None:
             # The reference outputs come from the default trial, maybe in another worker.
             self.runner.quality.source = store.quality_reference
+        if isinstance(self.runner.measuring, HttpMeasurement):
+            self.runner.measuring.front = self.front  # the load ladder's early stop
+
+    def front(self) -> list[list[float]]:
+        """Objective values of the study's non-dominated feasible complete trials."""
+        done = [list(t.values) for t in self.store.trials() if t.state is TrialState.COMPLETE
+                and t.values is not None and is_feasible(t.constraints)]
+        return pareto_values(done, self.space.directions)
 
     def finished_count(self) -> int:
         return sum(1 for t in self.store.trials() if not t.running and t.counts_toward_budget)

@@ -1,0 +1,268 @@
+"""The load ladder: one started server measured at rising load levels, and what the curve says.
+
+Pure: ``run_ladder`` runs the levels through a ``measure(level) -> figures`` callback (the HTTP
+step measures a real server, tests pass a function), so the rules here are testable without an
+engine. Latency only rises with load, so
+
+* the ladder stops at the first level that misses an SLO: no higher level can hold, and the
+  capacity lies between that level and the one before (``stop_reason`` says so);
+* capacity at SLO is the achieved request rate interpolated linearly to where the worst SLO
+  ratio (measured / limit) crosses 1 between the last passing and the first failing level;
+  the figures at capacity (throughput, interactivity) are interpolated at the same point;
+* after each passing level an optimistic bound of the trial's objectives (higher levels can
+  only gain rate up to ``max level / E2E now``, never interactivity) is compared with the
+  study's current front: a bound some front point dominates ends the ladder ("off the front").
+
+Every level's figures are stored with the trial as one ``measurements`` entry carrying
+``LEVEL_KEY`` (see ``levels_of``), beside the repeats of the main measurement.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from autotune.bench.ladder_spec import LadderSpec
+
+LEVEL_KEY = "ladder_level"  # marks a ``measurements`` entry as one level of the ladder
+
+
+@dataclass
+class Level:
+    """One measured level: its load (a concurrency, or an offered rate in requests/s)."""
+
+    index: int
+    load: float
+    metrics: dict[str, float]
+    slo_ratio: float  # worst measured / limit over the SLOs (≤ 1: every SLO held)
+    holds: bool  # every SLO and the error-rate limit held
+
+    @property
+    def rate(self) -> float:
+        """Achieved request rate (completed requests / s)."""
+        return self.metrics.get("request_throughput", 0.0)
+
+    @property
+    def interactivity(self) -> float:
+        """Output tokens/s one request sees while it streams: 1000 / mean TPOT (ms)."""
+        tpot = self.metrics.get("tpot_mean_ms", math.nan)
+        return 1000.0 / tpot if math.isfinite(tpot) and tpot > 0 else math.nan
+
+    def to_dict(self, kind: str) -> dict[str, Any]:
+        return {LEVEL_KEY: self.index, "kind": kind, "load": self.load, "holds": self.holds,
+                "slo_ratio": self.slo_ratio if math.isfinite(self.slo_ratio) else None,
+                "metrics": {k: v for k, v in self.metrics.items() if math.isfinite(v)}}
+
+
+@dataclass
+class Capacity:
+    """Where the curve crosses the SLOs. ``lower_bound``: every level held (the ladder never
+    reached the SLOs' edge), so the answer is the top level's rate, not the edge."""
+
+    rate: float
+    output_throughput: float
+    interactivity: float
+    lower_bound: bool = False
+
+
+@dataclass
+class LadderResult:
+    kind: str
+    planned: list[float]
+    levels: list[Level] = field(default_factory=list)
+    stop_reason: str | None = None  # why the ladder stopped before its last level
+
+    @property
+    def capacity(self) -> Capacity:
+        return capacity_of(self.levels)
+
+    def as_metrics(self, n_devices: int, device_hour_usd: float | None) -> dict[str, float]:
+        """The trial's curve metrics (bench/ladder_spec.LADDER_METRICS)."""
+        return derived_metrics(self.capacity, n_devices, device_hour_usd) | {
+            "ladder_levels_run": float(len(self.levels)),
+            "ladder_stopped_early": float(self.stop_reason is not None),
+        }
+
+    def records(self) -> list[dict[str, Any]]:
+        """One ``measurements`` entry per level; the stop reason rides on the last."""
+        out = [level.to_dict(self.kind) for level in self.levels]
+        if out and self.stop_reason:
+            out[-1]["stop_reason"] = self.stop_reason
+        return out
+
+
+def derived_metrics(
+    capacity: Capacity, n_devices: int, device_hour_usd: float | None
+) -> dict[str, float]:
+    per_device = capacity.output_throughput / max(n_devices, 1)
+    out = {
+        "capacity_rps": capacity.rate,
+        "throughput_per_device_at_capacity": per_device,
+        "interactivity_at_capacity": capacity.interactivity,
+        "capacity_is_lower_bound": float(capacity.lower_bound),
+    }
+    if device_hour_usd is not None:
+        out["cost_per_1m_at_capacity"] = (
+            device_hour_usd / 3600.0 / per_device * 1e6 if per_device > 0 else math.inf
+        )
+    return out
+
+
+def slo_ratio(metrics: Mapping[str, float], slos: Mapping[str, float]) -> float:
+    """The worst measured / limit over ``slos``; inf when one was not measured (0 with none)."""
+    worst = 0.0
+    for key, limit in slos.items():
+        value = metrics.get(key, math.nan)
+        worst = max(worst, value / limit if math.isfinite(value) else math.inf)
+    return worst
+
+
+def capacity_of(levels: Sequence[Level]) -> Capacity:
+    """Capacity at SLO from levels in rising load order (the first failing one ends them)."""
+    last_pass: Level | None = None
+    for level in levels:
+        if not level.holds:
+            return _between(last_pass, level)
+        last_pass = level
+    if last_pass is None:
+        return Capacity(0.0, 0.0, math.nan)
+    return Capacity(last_pass.rate, last_pass.metrics.get("output_throughput", 0.0),
+                    last_pass.interactivity, lower_bound=True)
+
+
+def _between(passed: Level | None, failed: Level) -> Capacity:
+    """Interpolate from ``passed`` (or zero load) to ``failed`` where the SLO ratio is 1. A
+    level that failed on errors (ratio ≤ 1) or whose rate fell gives ``passed`` itself."""
+    if passed is None:
+        return Capacity(0.0, 0.0, math.nan)
+    p_tput = passed.metrics.get("output_throughput", 0.0)
+    rise = failed.slo_ratio - passed.slo_ratio
+    if not (math.isfinite(failed.slo_ratio) and failed.slo_ratio > 1 and rise > 0
+            and failed.rate > passed.rate):
+        return Capacity(passed.rate, p_tput, passed.interactivity)
+    t = (1.0 - passed.slo_ratio) / rise
+
+    def lerp(a: float, b: float) -> float:
+        return a + t * (b - a) if math.isfinite(b) else a
+
+    return Capacity(lerp(passed.rate, failed.rate),
+                    lerp(p_tput, failed.metrics.get("output_throughput", 0.0)),
+                    lerp(passed.interactivity, failed.interactivity))
+
+
+def optimistic_metrics(
+    levels: Sequence[Level], kind: str, top_load: float, margin: float, n_devices: int,
+    device_hour_usd: float | None,
+) -> dict[str, float]:
+    """The best curve metrics the rest of the ladder could still give, with ``margin`` slack.
+
+    Rate: a closed loop of ``c`` requests completes ``c / E2E`` per second and E2E only rises
+    with load, so no level up to ``top_load`` beats ``top_load / E2E(now)``; a rate ladder
+    never completes more than it offers. Interactivity only falls with load. Tokens per
+    request are the workload's, so throughput scales with the rate."""
+    now = levels[-1]
+    e2e_s = now.metrics.get("e2e_mean_ms", math.nan) / 1000.0
+    if kind == "concurrency" and math.isfinite(e2e_s) and e2e_s > 0:
+        rate_bound = top_load / e2e_s
+    else:
+        rate_bound = top_load
+    rate_bound = max(rate_bound, now.rate) * (1 + margin)
+    per_request = now.metrics.get("output_throughput", 0.0) / now.rate if now.rate > 0 else 0.0
+    best_inter = max((lv.interactivity for lv in levels if math.isfinite(lv.interactivity)),
+                     default=math.nan)
+    bound = Capacity(rate_bound, rate_bound * per_request, best_inter * (1 + margin))
+    return derived_metrics(bound, n_devices, device_hour_usd)
+
+
+def off_front(
+    bound: Mapping[str, float],
+    objectives: Sequence[tuple[str, str]],
+    front: Sequence[Sequence[float]],
+) -> int | None:
+    """The index of a front point that dominates ``bound`` on the objectives, else None. An
+    objective the curve does not bound (e.g. a quality metric) makes nothing dominated."""
+    mine = []
+    for metric, _ in objectives:
+        value = bound.get(metric, math.nan)
+        if not math.isfinite(value):
+            return None
+        mine.append(value)
+    for i, point in enumerate(front):
+        if len(point) == len(mine) and _dominates(point, mine, [d for _, d in objectives]):
+            return i
+    return None
+
+
+def _dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    better = False
+    for x, y, direction in zip(a, b, directions, strict=True):
+        if direction == "minimize":
+            x, y = -x, -y
+        if x < y:
+            return False
+        better = better or x > y
+    return better
+
+
+FrontCheck = Callable[[Sequence[Level]], str | None]
+
+
+def run_ladder(
+    measure: Callable[[float], Mapping[str, float]],
+    spec: LadderSpec,
+    slos: Mapping[str, float],
+    max_error_rate: float,
+    front_check: FrontCheck | None = None,
+    on_level: Callable[[int, float], None] = lambda _i, _load: None,
+) -> LadderResult:
+    """Measure ``spec``'s levels in order: ``measure(load)`` returns one level's figures.
+    With ``spec.early_stop``, stop at the first level missing an SLO, or when
+    ``front_check(levels so far)`` names a reason (the bound is off the study's front)."""
+    planned = spec.resolved_levels()
+    result = LadderResult(spec.kind, planned)
+    for index, load in enumerate(planned):
+        on_level(index, load)
+        metrics = {k: float(v) for k, v in measure(load).items()}
+        ratio = slo_ratio(metrics, slos)
+        holds = ratio <= 1.0 and metrics.get("error_rate", 1.0) <= max_error_rate
+        level = Level(index, load, metrics, ratio, holds)
+        result.levels.append(level)
+        last = index == len(planned) - 1
+        if not spec.early_stop or last:
+            continue
+        if not holds:
+            result.stop_reason = (
+                f"level {index + 1} ({_load_text(spec.kind, load)}) missed the SLOs"
+                + (": no level can hold them" if index == 0 else ": higher levels cannot hold")
+            )
+            break
+        why = front_check(result.levels) if front_check is not None else None
+        if why:
+            result.stop_reason = f"off the front after level {index + 1}: {why}"
+            break
+    return result
+
+
+def _load_text(kind: str, load: float) -> str:
+    return f"concurrency {load:g}" if kind == "concurrency" else f"{load:g} req/s"
+
+
+def pareto_values(
+    values: Sequence[Sequence[float]], directions: Sequence[str]
+) -> list[list[float]]:
+    """The non-dominated points of ``values`` (the study's feasible trials' objective values)."""
+    return [list(p) for p in values
+            if not any(_dominates(q, p, directions) for q in values if q is not p)]
+
+
+def levels_of(measurements: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """The ladder entries of a trial's stored ``measurements``, in level order."""
+    found = [m for m in measurements or [] if LEVEL_KEY in m]
+    return sorted(found, key=lambda m: m[LEVEL_KEY])
+
+
+def repeats_of(measurements: Sequence[Mapping[str, Any]] | None) -> list[Mapping[str, Any]]:
+    """The main measurement's repeats: the stored entries that are not ladder levels."""
+    return [m for m in measurements or [] if LEVEL_KEY not in m]
