@@ -320,7 +320,8 @@ def test_every_run_index_gets_prompts_of_its_own(tmp_path: Path) -> None:
     path = tmp_path / "prompts.jsonl"
     path.write_text("".join(f'{{"prompt": "question {i}"}}\n' for i in range(20)))
     workload = WorkloadSpec.model_validate({
-        "prompts": {"kind": "jsonl", "path": str(path), "output_tokens": 4},
+        "prompts": {"kind": "jsonl", "path": str(path), "output_tokens": 4,
+                    "too_long": "send"},  # no engine to count tokens with
         "num_requests": 4, "warmup_requests": 1, "load": {"kind": "concurrency",
                                                           "concurrency": 1}})
     runs = [[p.body for p in build_prompts(workload, "http://unused", "m", i)] for i in range(4)]
