@@ -16,8 +16,8 @@ import yaml
 from scipy import stats as scipy_stats
 
 from autotune.bench import stats
-from autotune.confirm import Confirmation
 from autotune.configuration import Configuration
+from autotune.confirm import Confirmation
 from autotune.db.models import TrialRecord
 from autotune.db.session import upgrade
 from autotune.noise_model import (
