@@ -85,7 +85,7 @@ class Confirmation:
             recorded = self.recorded.get(metric, float("nan"))
             shown = interval.text() if interval else "none"
             lines.append(
-                f"# {metric}: {runs}; recorded {recorded:.1f}, {int(self.level(metric) * 100)}% "
+                f"# {metric}: {runs}; recorded {recorded:.1f}, {self.level(metric):.0%} "
                 f"fresh-server interval {shown}: {inside} of {total} inside"
                 + (" (REFUTED)" if self.refuted(metric) else ""))
         lines += [f"# confirmation failure: {f}" for f in self.failures]
