@@ -67,9 +67,9 @@ class Spread:
 
     def describe(self) -> str:
         if not self.evidence_df:
-            return f"±{self.sigma:.0%} between servers (prior only: nothing measured twice yet)"
-        return (f"±{self.sigma:.0%} between servers (prior and {self.configurations} "
-                f"configuration(s) measured on several fresh servers, {self.evidence_df} df)")
+            return f"±{self.sigma:.0%} between servers; prior only, nothing measured twice yet"
+        return (f"±{self.sigma:.0%} between servers; prior and {self.configurations} "
+                f"configuration(s) measured on several fresh servers, {self.evidence_df} df")
 
 
 @dataclass(frozen=True)
