@@ -126,10 +126,11 @@ def export(
     if confirm:
         confirmation = _confirm(url, name, record, confirm, log_dir, space, space_sha256)
         text = "\n".join(confirmation.comment_lines()) + "\n" + text
-    lines = text.split("\n")
-    after = next((i for i, line in enumerate(lines) if line.startswith("# measured:")), 0)
-    lines[after + 1:after + 1] = _interval_lines(url, name, record)
-    text = "\n".join(lines)
+    if output_format is ExportFormat.yaml:
+        lines = text.split("\n")
+        after = next((i for i, line in enumerate(lines) if line.startswith("# measured:")), 0)
+        lines[after + 1:after + 1] = _interval_lines(url, name, record)
+        text = "\n".join(lines)
     if output is None:
         sys.stdout.write(text)
         return
