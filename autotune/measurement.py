@@ -6,7 +6,10 @@ into time windows; a measurement whose windows disagree, whose error rate is too
 host was busy with something else is *disturbed* and repeated on the same server, up to
 ``max_repeats`` times. The trial's headline figures are then the median over its measurements
 (one bad repeat cannot move them), each kept in full with its windows and reasons. Every
-headline throughput carries its spread (CV between windows) and a confidence interval.
+headline throughput carries its spread (CV between windows) and a within-run confidence
+interval (``*_ci_low/high``): how precisely this one run pinned its own figure. What another
+server would measure is wider; that interval comes from the spread between independent runs
+(``autotune.noise_model``), not from here.
 """
 
 from __future__ import annotations
@@ -191,6 +194,8 @@ def _combine(done: list[Measurement], spec: MeasurementSpec) -> RobustResult:
         metrics["host_foreign_cpu_pct"] = chosen.host.foreign_pct
         metrics["host_steal_pct"] = chosen.host.steal_pct
     throughputs = chosen.window_throughputs
+    # Within-run precision only: windows of one run share its server, so these intervals are
+    # no forecast for a fresh server (noise_model.NoiseModel.interval is).
     metrics["output_throughput_cv"] = stats.spread(throughputs)
     low, high = stats.confidence_interval(throughputs, spec.confidence)
     metrics["output_throughput_ci_low"], metrics["output_throughput_ci_high"] = low, high

@@ -3,7 +3,9 @@
 A benchmark's headline figures come from all its requests (``metrics.summarize``); this module
 says how steady they were. ``windows`` cuts the measured period into equal time windows,
 ``spread`` and ``confidence_interval`` summarise per-window values, ``bootstrap_ci`` and
-``percentile_ci`` bound per-request statistics, ``robust_score`` condenses repeats so one bad
+``percentile_ci`` bound per-request statistics (how precise one run's figure is),
+``pooled_log_spread``, ``predictive_log_interval`` and ``binomial_cdf`` serve the between-server
+intervals (``autotune.noise_model``), ``robust_score`` condenses repeats so one bad
 repeat cannot carry the score, and ``detect_disturbance`` turns all that plus the host's CPU
 accounting (``host_load.HostLoadSampler``) into reasons to measure again. Pure functions: no
 threads, no /proc.
@@ -304,6 +306,53 @@ def percentile_ci(
         idx = np.stack([rng.integers(0, xs.size, xs.size) for _ in range(count)])
         stats[first : first + count] = np.percentile(xs[idx], q, axis=1)
     return _percentile_interval(stats, level)
+
+
+# ---------------------------------------------------------------------------------------------
+# Between independent runs (fresh servers)
+
+
+def pooled_log_spread(groups: Iterable[Sequence[float]]) -> tuple[float, int]:
+    """Pooled spread of the logarithms within groups: (sum of squares, degrees of freedom).
+
+    Each group holds one configuration's figures from independent runs; a group contributes
+    the squared deviations of its logs from their mean and ``len − 1`` degrees of freedom.
+    Values that are NaN, infinite or not positive are left out; groups left with fewer than
+    two values contribute nothing. ``sum / df`` estimates the variance of ``log(figure)``
+    between runs (the relative spread, squared) common to all groups.
+    """
+    total, df = 0.0, 0
+    for group in groups:
+        logs = [math.log(v) for v in group if math.isfinite(v) and v > 0]
+        if len(logs) < 2:
+            continue
+        mean = statistics.fmean(logs)
+        total += sum((x - mean) ** 2 for x in logs)
+        df += len(logs) - 1
+    return total, df
+
+
+def predictive_log_interval(
+    center_log: float, sigma: float, df: float, n: int, level: float = 0.95,
+) -> tuple[float, float]:
+    """Where the next independent run's figure falls, on a log-normal noise model.
+
+    ``center_log``: the mean log of the ``n`` runs made so far; ``sigma``: the estimated
+    standard deviation of a run's log figure, on ``df`` degrees of freedom. The next run
+    differs from the mean of ``n`` by ``sigma·sqrt(1 + 1/n)``, Student-t with ``df``: the
+    interval is ``exp(center ± t·sigma·sqrt(1 + 1/n))``.
+    """
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    half = t_critical(level, max(1, round(df))) * sigma * math.sqrt(1 + 1 / n)
+    return math.exp(center_log - half), math.exp(center_log + half)
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X ≤ k) for X ~ Binomial(n, p)."""
+    if not 0 <= p <= 1:
+        raise ValueError("p must be in [0, 1]")
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(0, min(k, n) + 1))
 
 
 # ---------------------------------------------------------------------------------------------

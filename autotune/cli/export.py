@@ -52,16 +52,32 @@ def _picked(name: str, storage: str | None, trial: int | None, pick: str | None)
 
 def _confirm(url: str, name: str, record: Any, times: int, log_dir: Path | None,
              space: Path | None, space_sha256: str | None) -> Any:
+    """Confirm on fresh servers, then keep the runs with the study (its noise model's
+    evidence)."""
     from autotune.confirm import confirm_trial
+    from autotune.noise_model import study_noise_model
     from autotune.settings import Settings
-    from autotune.store import open_catalog
+    from autotune.store import open_catalog, open_store
 
-    study = open_catalog(url).get_study(name)
+    catalog = open_catalog(url)
+    study = catalog.get_study(name)
     assert study is not None
     spec = vouched_space(study.space_yaml, name, space, space_sha256)
     console.print(f"confirming trial {record.number} of {name} on {times} fresh server(s) ...")
-    return confirm_trial(spec, record, times=times,
-                         log_dir=(log_dir or Path(Settings().log_dir)) / name)
+    result = confirm_trial(spec, record, times=times, noise=study_noise_model(catalog, name),
+                           log_dir=(log_dir or Path(Settings().log_dir)) / name)
+    if result.runs:
+        open_store(url, name).add_fresh_runs(result.fresh_runs())
+    return result
+
+
+def _interval_lines(url: str, name: str, record: Any) -> list[str]:
+    from autotune.noise_model import study_noise_model
+    from autotune.store import open_catalog
+
+    intervals = study_noise_model(open_catalog(url), name).intervals(record)
+    return [f"# {i.level:.0%} fresh-server interval: {m} {i.text()} "
+            f"({i.spread.describe()})" for m, i in intervals.items()]
 
 
 def export(
@@ -110,6 +126,11 @@ def export(
     if confirm:
         confirmation = _confirm(url, name, record, confirm, log_dir, space, space_sha256)
         text = "\n".join(confirmation.comment_lines()) + "\n" + text
+    if output_format is ExportFormat.yaml:
+        lines = text.split("\n")
+        after = next((i for i, line in enumerate(lines) if line.startswith("# measured:")), 0)
+        lines[after + 1:after + 1] = _interval_lines(url, name, record)
+        text = "\n".join(lines)
     if output is None:
         sys.stdout.write(text)
         return
@@ -144,6 +165,9 @@ def confirm(
     result = _confirm(url, name, record, times, log_dir, space, space_sha256)
     console.print(confirm_table(name, record.number, result))
     for line in result.comment_lines():
+        console.print(escape(line.lstrip("# ")))
+    console.print("the study keeps these runs; its intervals for this trial now:")
+    for line in _interval_lines(url, name, record):
         console.print(escape(line.lstrip("# ")))
     if not result.holds:
         raise typer.Exit(3)

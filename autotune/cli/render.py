@@ -382,12 +382,22 @@ def warm_start_plan(result: Any, *, source: str, shown_url: str, objectives: lis
 
 
 def confirm_table(name: str, number: int, result: Any) -> Table:
-    """`confirm`: each fresh server's throughput and whether the recorded interval holds it."""
-    table = Table(title=f"trial {number} of {name}: output_throughput (tok/s)")
-    for col in ("run", "value", "inside the recorded interval"):
-        table.add_column(col)
-    for i, value in enumerate(result.values, 1):
-        table.add_row(str(i), f"{value:.1f}", "yes" if result.inside(value) else "no")
+    """`confirm`: each fresh server's headline figures, each marked inside or outside the
+    study's fresh-server interval, with the interval and the coverage below."""
+    metrics = list(result.intervals) or ["output_throughput"]
+    table = Table(title=f"trial {number} of {name} on fresh servers")
+    table.add_column("run")
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for i, run in enumerate(result.runs, 1):
+        table.add_row(str(i), *(
+            f"{run[m]:.1f} " + ("in" if result.inside(run[m], m) else "[yellow]OUT[/]")
+            if m in run else "—" for m in metrics))
+    table.add_row("recorded", *(f"{result.recorded[m]:.1f}" if m in result.recorded else "—"
+                                for m in metrics), end_section=True)
+    table.add_row("interval", *(result.intervals[m].text() if m in result.intervals else "—"
+                                for m in metrics))
+    table.add_row("inside", *("{} of {}".format(*result.coverage(m)) for m in metrics))
     return table
 
 

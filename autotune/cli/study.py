@@ -201,7 +201,10 @@ def study_show(
             err_console.print(f"[bold red]error:[/] study {name!r} has no trial {trial}; its "
                               f"trials are 0..{len(report.trials) - 1}")
             raise typer.Exit(2)
-        print_trial(report, record)
+        from autotune.noise_model import study_noise_model
+
+        noise = study_noise_model(open_catalog(url), name, report.trials)
+        print_trial(report, record, noise.intervals(record))
         return
     try:
         chosen = check_columns(report, columns.split(",")) if columns else None

@@ -40,9 +40,10 @@ def _number(v: Any) -> str:
     return escape(str(v))
 
 
-def print_trial(report: Any, t: Any) -> None:
-    """Parameters, objectives and constraints, latencies, throughput, engine metrics, quality,
-    timings, and the failure with its log line."""
+def print_trial(report: Any, t: Any, intervals: dict[str, Any] | None = None) -> None:
+    """Parameters, objectives and constraints, latencies, throughput, the fresh-server
+    ``intervals`` (``noise_model.Interval`` by metric), engine metrics, quality, timings, and
+    the failure with its log line."""
     head = f"trial {t.number} of {escape(report.name)}: {t.state}, {result_cell(report, t)}"
     console.print(head + (" (the vLLM defaults)" if t.is_default else ""), highlight=False)
     default = report.trial(report.default_number) if report.default_number is not None else None
@@ -89,6 +90,13 @@ def print_trial(report: Any, t: Any) -> None:
     if levels:
         _section("load curve", [(k, m[k]) for k in LADDER_METRICS if k in m])
         console.print(ladder_table(levels))
+    if intervals:
+        level = next(iter(intervals.values())).level
+        fresh = _grid(f"what a fresh server will measure ({level:.0%} interval)")
+        for metric, interval in intervals.items():
+            fresh.add_row(escape(metric), f"{_number(m[metric])} recorded, "
+                          f"{interval.text()} ({escape(interval.spread.describe())})")
+        console.print(fresh)
     _section("quality", [(QUALITY_LABELS[k], format_quality(k, m[k]))
                          for k in QUALITY_METRICS if k in m])
     elsewhere = {*THROUGHPUT, *LATENCY_METRICS, *QUALITY_METRICS,

@@ -12,6 +12,7 @@ from autotune.store._catalog import RdbCatalog, summary_of
 from autotune.store._rdb import RdbStudyStore
 from autotune.store.base import (
     Catalog,
+    FreshRun,
     Origin,
     StaleTrial,
     StudyFacts,
@@ -22,8 +23,8 @@ from autotune.store.base import (
 )
 
 __all__ = [
-    "Catalog", "Origin", "StaleTrial", "StudyFacts", "StudyStore", "Suggestion", "TrialResult",
-    "TrialSummary", "open_catalog", "open_store", "summary_of",
+    "Catalog", "FreshRun", "Origin", "StaleTrial", "StudyFacts", "StudyStore", "Suggestion",
+    "TrialResult", "TrialSummary", "open_catalog", "open_store", "summary_of",
 ]
 
 

@@ -13,8 +13,14 @@ from autotune.db import repository
 from autotune.db.models import StudyRecord, TrialRecord
 from autotune.db.session import current_revision, has_schema, head_revision
 from autotune.engines.failures import FailureKind
-from autotune.store.attrs import CONFIG_ATTR, DEFAULT_ATTR, FAILURE_ATTR, STATE_ATTR
-from autotune.store.base import TrialSummary
+from autotune.store.attrs import (
+    CONFIG_ATTR,
+    DEFAULT_ATTR,
+    FAILURE_ATTR,
+    FRESH_RUNS_ATTR,
+    STATE_ATTR,
+)
+from autotune.store.base import FreshRun, TrialSummary
 from autotune.trial_state import TrialState
 
 
@@ -36,6 +42,13 @@ class RdbCatalog:
 
     def optuna_study(self, name: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=self.url)
+
+    def fresh_runs(self, name: str) -> list[FreshRun]:
+        try:
+            attrs = self.optuna_study(name).user_attrs
+        except KeyError:
+            return []
+        return [FreshRun.from_dict(r) for r in attrs.get(FRESH_RUNS_ATTR, [])]
 
     def schema_behind(self) -> bool:
         try:

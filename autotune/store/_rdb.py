@@ -32,12 +32,14 @@ from autotune.store.attrs import (
     DEFAULT_ATTR,
     FAILURE_ATTR,
     FALLBACK_ATTR,
+    FRESH_RUNS_ATTR,
     REFERENCE_ATTR,
     REUSED_FROM_ATTR,
     STATE_ATTR,
     WARM_START_ATTR,
 )
 from autotune.store.base import (
+    FreshRun,
     Origin,
     StaleTrial,
     StudyFacts,
@@ -383,3 +385,17 @@ class RdbStudyStore:
 
     def set_quality_reference(self, reference: Reference) -> None:
         self.study.set_user_attr(REFERENCE_ATTR, reference.to_dict())
+
+    # -- fresh-server runs (the noise model's evidence) ---------------------------------------
+
+    def add_fresh_runs(self, runs: list[FreshRun]) -> None:
+        with self._lock:
+            study_id = self._storage.get_study_id_from_name(self.name)
+            kept = self._storage.get_study_user_attrs(study_id).get(FRESH_RUNS_ATTR, [])
+            self._storage.set_study_user_attr(
+                study_id, FRESH_RUNS_ATTR, [*kept, *(r.to_dict() for r in runs)])
+
+    def fresh_runs(self) -> list[FreshRun]:
+        study_id = self._storage.get_study_id_from_name(self.name)
+        attrs = self._storage.get_study_user_attrs(study_id)
+        return [FreshRun.from_dict(r) for r in attrs.get(FRESH_RUNS_ATTR, [])]

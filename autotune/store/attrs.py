@@ -11,3 +11,4 @@ CONFIG_ATTR = "autotune:config"  # the configuration actually run (snapped order
 REUSED_FROM_ATTR = "autotune:reused_from"
 FALLBACK_ATTR = "autotune:unmeasured_pick"  # queued by the study itself (neighbour, unmeasured)
 REFERENCE_ATTR = "autotune:quality_reference"  # study attribute: the quality reference outputs
+FRESH_RUNS_ATTR = "autotune:fresh_runs"  # study attribute: fresh-server runs (noise model)

@@ -116,6 +116,27 @@ class StudyFacts:
     trial_budget: int | None = None
 
 
+@dataclass(frozen=True)
+class FreshRun:
+    """One configuration measured on a freshly started server outside the study's trials
+    (e.g. a ``confirm`` run): evidence for the study's noise model (``autotune.noise_model``).
+
+    ``key`` is the configuration's ``Configuration.key()``; ``metrics`` its headline figures;
+    ``source`` says where it came from (``"confirm of trial 3"``)."""
+
+    key: str
+    metrics: Mapping[str, float]
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "metrics": dict(self.metrics), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FreshRun:
+        return cls(str(data["key"]), {k: float(v) for k, v in data["metrics"].items()},
+                   str(data.get("source", "")))
+
+
 class StaleTrial(Exception):
     """The trial was already finished by someone else (e.g. failed as stale by another
     worker's watchdog): nothing was overwritten."""
@@ -210,6 +231,15 @@ class StudyStore(Protocol):
         """The Optuna study, for Optuna's own read-only tools (figures, importance)."""
         ...
 
+    def add_fresh_runs(self, runs: list[FreshRun]) -> None:
+        """Keep fresh-server runs with the study (appended to those kept before; never
+        replaced). Works on a study that exists without ``open``; KeyError when none does."""
+        ...
+
+    def fresh_runs(self) -> list[FreshRun]:
+        """Every fresh-server run kept with the study, oldest first ([] when none)."""
+        ...
+
 
 class Catalog(Protocol):
     """Read access to every study of one database (reports, export, dashboard)."""
@@ -232,6 +262,10 @@ class Catalog(Protocol):
         """Optuna's view of the study, for Optuna's own read-only tools (figures, importance).
 
         Raises KeyError when Optuna holds no such study."""
+        ...
+
+    def fresh_runs(self, name: str) -> list[FreshRun]:
+        """``StudyStore.fresh_runs`` of study ``name`` ([] when Optuna holds no such study)."""
         ...
 
     def schema_behind(self) -> bool:

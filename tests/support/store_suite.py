@@ -21,6 +21,7 @@ from autotune.quality.reference import Reference, ReferenceItem
 from autotune.scoring import failed_values
 from autotune.space import Space
 from autotune.store import (
+    FreshRun,
     Origin,
     StaleTrial,
     StudyFacts,
@@ -246,6 +247,24 @@ class StudyStoreSuite:
         assert found.to_dict() == reference.to_dict()
         handle = optuna.load_study(study_name="s", storage=store_url)
         assert handle.user_attrs[REFERENCE_ATTR]["trial"] == 0
+
+    def test_fresh_runs_are_appended_and_read_by_a_fresh_handle(self, store_url: str) -> None:
+        store, suggestion = started(store_url)
+        store.finish(suggestion.number, recording.measured(space(), outcome(100.0)))
+        catalog = open_catalog(store_url)
+        assert store.fresh_runs() == [] and catalog.fresh_runs("s") == []
+        assert catalog.fresh_runs("no such study") == []
+        first = FreshRun("k1", {"output_throughput": 95.0, "e2e_p95_ms": 110.0}, "confirm")
+        second = FreshRun("k1", {"output_throughput": 104.5}, "confirm of trial 0")
+        # A handle that never opened the study (as `confirm` has) may add runs.
+        open_store(store_url, "s").add_fresh_runs([first])
+        open_store(store_url, "s").add_fresh_runs([second])
+        assert store.fresh_runs() == [first, second]
+        assert open_catalog(store_url).fresh_runs("s") == [first, second]
+        # Trials are untouched by it.
+        assert [t.number for t in catalog.list_trials("s")] == [suggestion.number]
+        with pytest.raises(KeyError):
+            open_store(store_url, "other").add_fresh_runs([first])
 
     def test_a_failed_default_trial_leaves_nothing_to_wait_for(self, store_url: str) -> None:
         store = opened(store_url)

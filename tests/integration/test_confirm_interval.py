@@ -1,0 +1,75 @@
+"""`confirm` against real fresh servers: one trial measured by a study, then confirmed on two
+more servers (3 engine starts in all). The verdict must follow the coverage it prints, the runs
+must be kept with the study, and the interval `study show --trial` reports must learn from
+them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autotune.noise_model import FRESH_METRICS, configuration_key, study_noise_model
+from autotune.store import open_catalog
+from tests.support.spaces import small_space, write_space
+
+pytestmark = pytest.mark.engine
+
+AUTOTUNE = [sys.executable, "-m", "autotune.cli"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*AUTOTUNE, *args], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def confirmed(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> dict:
+    tmp = tmp_path_factory.mktemp("confirm")
+    space = write_space(tmp, small_space(tmp, demo_model))
+    url = f"sqlite:///{tmp / 'study.db'}"
+    ran = run_cli("study", "start", "--space", str(space), "--storage", url, "--name", "c",
+                  "--trials", "1", "--log-dir", str(tmp / "logs"))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    catalog = open_catalog(url)
+    [trial] = catalog.list_trials("c")
+    assert trial.state == "complete", trial.failure_reason
+    before = study_noise_model(catalog, "c").intervals(trial)
+    confirm = run_cli("confirm", "c", "--storage", url, "--trial", "0", "--times", "2",
+                      "--space", str(space), "--log-dir", str(tmp / "logs"))
+    shown = run_cli("study", "show", "c", "--storage", url, "--trial", "0")
+    return {"url": url, "trial": trial, "before": before, "confirm": confirm, "shown": shown}
+
+
+def test_confirm_reports_each_interval_and_its_coverage(confirmed: dict) -> None:
+    run, before = confirmed["confirm"], confirmed["before"]
+    assert run.returncode in (0, 3), run.stdout + run.stderr
+    assert set(before) == set(FRESH_METRICS)
+    runs = open_catalog(confirmed["url"]).fresh_runs("c")
+    assert len(runs) == 2 and {r.key for r in runs} == {configuration_key(confirmed["trial"])}
+    for metric, interval in before.items():
+        values = [r.metrics[metric] for r in runs]
+        inside = sum(interval.contains(v) for v in values)
+        line = next(line for line in run.stdout.splitlines() if line.startswith(f"{metric}:"))
+        assert f"fresh-server interval {interval.text()}: {inside} of 2 inside" in line, line
+        assert all(f"{v:.1f}" in line for v in values)
+    # 2 runs refute a 95% interval only when neither falls inside (P = 0.25%).
+    refuted = any(sum(i.contains(r.metrics[m]) for r in runs) == 0 for m, i in before.items())
+    assert (run.returncode == 3) == refuted, run.stdout
+
+
+def test_the_interval_learns_from_the_confirm_runs(confirmed: dict) -> None:
+    shown, trial = confirmed["shown"], confirmed["trial"]
+    assert shown.returncode == 0, shown.stderr
+    assert "what a fresh server will measure (95% interval)" in shown.stdout
+    after = study_noise_model(open_catalog(confirmed["url"]), "c").intervals(trial)
+    for metric, interval in after.items():
+        assert interval.runs == 3 and interval.spread.evidence_df == 2
+        assert interval.contains(trial.metrics[metric])
+        assert interval.text() in shown.stdout
+    assert re.search(r"1 configuration\(s\) measured on several fresh servers, 2 df",
+                     shown.stdout)
