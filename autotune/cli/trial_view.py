@@ -85,11 +85,6 @@ def print_trial(report: Any, t: Any, intervals: dict[str, Any] | None = None) ->
                                    else "—" for s in STATS))
         console.print(latency)
     _section("throughput", [(k, m[k]) for k in THROUGHPUT if k in m])
-    _per_workload(m)
-    levels = levels_of(t.measurements)
-    if levels:
-        _section("load curve", [(k, m[k]) for k in LADDER_METRICS if k in m])
-        console.print(ladder_table(levels))
     if intervals:
         level = next(iter(intervals.values())).level
         fresh = _grid(f"what a fresh server will measure ({level:.0%} interval)")
@@ -97,6 +92,11 @@ def print_trial(report: Any, t: Any, intervals: dict[str, Any] | None = None) ->
             fresh.add_row(escape(metric), f"{_number(m[metric])} recorded, "
                           f"{interval.text()} ({escape(interval.spread.describe())})")
         console.print(fresh)
+    _per_workload(m)
+    levels = levels_of(t.measurements)
+    if levels:
+        _section("load curve", [(k, m[k]) for k in LADDER_METRICS if k in m])
+        console.print(ladder_table(levels))
     _section("quality", [(QUALITY_LABELS[k], format_quality(k, m[k]))
                          for k in QUALITY_METRICS if k in m])
     elsewhere = {*THROUGHPUT, *LATENCY_METRICS, *QUALITY_METRICS,
