@@ -195,6 +195,15 @@ def after_benchmark(failure: EngineFailure, healthy: bool) -> EngineFailure:
     return failure
 
 
+def stalled(reason: str) -> EngineFailure:
+    """An engine that is still running but made no progress for the stall timeout (no token
+    from any request, or no /health answer): "a timeout while the process is still alive",
+    transient. A stop of the moment (SIGSTOP, a host paging out) is not the configuration's
+    doing: the trial starts it again, and if it stalls again it is recorded transient (not
+    reused, not learned by the crash model)."""
+    return EngineFailure(FailureKind.TRANSIENT, reason)
+
+
 def _signal_of(returncode: int | None) -> signal.Signals | None:
     """The signal that killed the engine: ``-N`` from Popen, ``128 + N`` from the guard."""
     if returncode is None or returncode == 0:
