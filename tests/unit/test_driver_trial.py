@@ -199,7 +199,7 @@ def test_a_stalled_engine_fails_the_trial_as_stalled(tmp_path: Path) -> None:
     assert outcome.failure.kind == FailureKind.TRANSIENT
     assert outcome.failure.reason.startswith("engine stalled: no token from any of 2 requests")
     assert len(launcher.started) == 2
-    assert "failed transiently (engine stalled: no token" in outcome.notes[0]
+    assert outcome.notes[0].startswith("start 1 failed transiently (engine stalled: no token")
     assert not any(engine.alive() for engine in launcher.started)
 
 
@@ -273,3 +273,25 @@ def test_an_injected_step_decides_the_outcome(tmp_path: Path) -> None:
     assert outcome.state == "failed" and outcome.failure is not None
     assert outcome.failure.reason == "step says no" and outcome.metrics == {"completed": 0.0}
     assert failing.seen[0][2].is_default
+
+
+class _FailsOnceTransiently(_Step):
+    """The first start's measurement fails transiently (with a note of its own); the second
+    measures."""
+
+    def measure(
+        self, engine: RunningEngine, config: EngineConfig, trial: MeasureContext
+    ) -> Measured:
+        super().measure(engine, config, trial)
+        if len(self.seen) == 1:
+            return Measured(notes=["measured under disturbance: error rate 100.0% > 1.0%"],
+                            disturbed=True,
+                            failure=EngineFailure(FailureKind.TRANSIENT, "engine stalled"))
+        return self.measured
+
+
+def test_a_transient_starts_notes_do_not_outlive_it(tmp_path: Path) -> None:
+    step = _FailsOnceTransiently(Measured(metrics={"output_throughput": 7.0}))
+    outcome = _runner(tmp_path, MockLauncher(), measuring=step).run(1, {}, is_default=False)
+    assert outcome.state == "complete" and not outcome.disturbed
+    assert outcome.notes == ["start 1 failed transiently (engine stalled); started again"]
