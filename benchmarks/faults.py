@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from autotune.demo_model import build_demo_model  # noqa: E402
 from autotune.store import open_catalog  # noqa: E402
-from tests.support.processes import engine_processes  # noqa: E402 - marks this run's engines
+from tests.support.processes import SESSION_MARKER  # noqa: E402 - marks this run's engines
 from tests.support.spaces import small_space  # noqa: E402
 
 BUDGET = 2  # trial 1 is the one hit: it runs after the default (trial 0)
@@ -59,6 +59,26 @@ if not os.path.exists(marker):  # the first start only: another process takes th
     time.sleep(0.5)
 os.execv(argv[0], argv)
 '''
+
+
+def engine_processes() -> list[int]:
+    """Live processes of this run's engines: their guards (and sentinels), the API servers and
+    what they spawned (``VLLM::EngineCore``, ``VLLM::Worker``: renamed, so a match on the
+    server's command line alone misses them)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        engine = b"vllm.entrypoints.openai.api_server" in cmdline or cmdline.startswith(b"VLLM::")
+        if engine and state != "Z" and SESSION_MARKER.encode() in environ:
+            found.append(int(entry))
+    return found
 
 
 @dataclass
