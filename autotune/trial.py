@@ -286,6 +286,7 @@ class TrialRunner:
                 outcome.failure = EngineFailure(FailureKind.INTERRUPTED, "study stopped")
                 return
             outcome.failure = None
+            notes_before = len(outcome.notes)
             self._launch_and_measure(number, config, devices, outcome, on_phase, is_default)
             failure = outcome.failure
             if (
@@ -295,6 +296,9 @@ class TrialRunner:
                 or attempt == TRANSIENT_ATTEMPTS
             ):
                 return
+            # That start's own notes (e.g. "measured under disturbance" from the requests its
+            # fault broke) say nothing about the start that follows.
+            del outcome.notes[notes_before:]
             outcome.notes.append(f"start {attempt} failed transiently ({failure.reason}); "
                                  "started again")
 

@@ -61,13 +61,24 @@ class Comparison:
         a, b = self.mean(ours_key, their_key)
         return (a - b) / b if b else float("nan")
 
+    def spread(self, ours_key: str, their_key: str) -> tuple[float, float]:
+        """Each driver's own run-to-run range (max - min) over its mean, as a fraction: the
+        host's noise, against which a difference between the drivers is to be read."""
+        def relative_range(values: list[float]) -> float:
+            mean = statistics.mean(values)
+            return (max(values) - min(values)) / mean if mean else float("nan")
+        return (relative_range([float(r[ours_key]) for r in self.ours]),
+                relative_range([float(r[their_key] or 0.0) for r in self.theirs]))
+
     def table(self) -> str:
         lines = [f"{'metric':<22}{'autotune driver':>17}{'vllm bench serve':>18}"
-                 f"{'difference':>12}"]
+                 f"{'difference':>12}{'spread ours/theirs':>20}"]
         for ours_key, their_key in ROWS:
             a, b = self.mean(ours_key, their_key)
+            spread_a, spread_b = self.spread(ours_key, their_key)
             lines.append(f"{ours_key:<22}{a:>17.2f}{b:>18.2f}"
-                         f"{100 * self.difference(ours_key, their_key):>11.1f}%")
+                         f"{100 * self.difference(ours_key, their_key):>11.1f}%"
+                         f"{100 * spread_a:>12.1f}%/{100 * spread_b:.1f}%")
         return "\n".join(lines)
 
 
@@ -116,14 +127,20 @@ def cross_check(
     endpoint: Endpoint, tokenizer: Path, load: CrossCheckLoad, work: Path, *,
     rounds: int = 2, slos: Mapping[str, float] | None = None, seed: int = 0,
 ) -> Comparison:
-    """``rounds`` alternating runs of each driver at ``load``; fresh prompts every run."""
+    """``rounds`` runs of each driver at ``load``, in the order ours, theirs, theirs, ours,
+    ... (a drift of the host's load over the rounds then weighs on both alike, not on
+    whichever always ran second); fresh prompts every run."""
     slos = dict(slos or {})
     found = Comparison(load)
     for round_ in range(rounds):
         # Distinct seeds: no run repeats another's prompts (the prefix cache would serve them).
         base = seed + 1000 * load.concurrency + 10 * round_
-        found.ours.append(HttpLoadDriver().run(endpoint, our_workload(load, base), slos).metrics)
         result = work / f"vllm-bench-c{load.concurrency}-{round_}.json"
-        found.theirs.append(run_vllm_bench(
-            vllm_bench_argv(endpoint, tokenizer, load, base + 5, slos, result)))
+        for driver in ("ours", "theirs") if round_ % 2 == 0 else ("theirs", "ours"):
+            if driver == "ours":
+                workload = our_workload(load, base)
+                found.ours.append(HttpLoadDriver().run(endpoint, workload, slos).metrics)
+            else:
+                argv = vllm_bench_argv(endpoint, tokenizer, load, base + 5, slos, result)
+                found.theirs.append(run_vllm_bench(argv))
     return found

@@ -3,10 +3,10 @@ HTTP API.
 
 Before every load run (each repeat, each capacity point) and before the quality probe, the
 engine must be alive and answer ``/health`` within the workload's ``stall_timeout_s``; the
-driver ends a run in which nothing arrives for that long. A stall fails the trial as
-``benchmark_failed`` with "engine stalled: ..."; an engine that exited fails it with its exit
-(signal or status, from the guard's log line) and the log's last error, instead of whatever
-request the death broke first.
+driver ends a run in which nothing arrives for that long. A stall of an engine that still runs
+is ``transient`` ("engine stalled: ...": the trial starts it again); an engine that exited
+fails it with its exit (signal or status, from the guard's log line) and the log's last error,
+instead of whatever request the death broke first.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from autotune.bench.workload import WorkloadError
 from autotune.bench.workload_spec import ConcurrencyLoad, PoissonLoad, WorkloadSpec
 from autotune.devices.sampling import UtilisationSampler
 from autotune.engines.base import EngineConfig, RunningEngine
-from autotune.engines.failures import EngineFailure, FailureKind
+from autotune.engines.failures import EngineFailure, FailureKind, stalled
 from autotune.measurement import MetricsPoller, measure_robustly
 from autotune.quality.probe import QualityError, QualityProbe
 from autotune.quality.spec import QualitySpec
@@ -75,7 +75,7 @@ class HttpMeasurement:
         except EngineFailure as exc:
             found.failure = exc
         except EngineStalled as exc:
-            found.failure = EngineFailure(FailureKind.BENCHMARK_FAILED, str(exc))
+            found.failure = exited(engine) if stopped(engine) else stalled(str(exc))
         except WorkloadError as exc:
             # e.g. /tokenize refused: an engine that died says why better than the request
             found.failure = (exited(engine) if stopped(engine)
@@ -272,10 +272,7 @@ def check_serving(engine: RunningEngine, timeout_s: float) -> None:
         status = httpx.get(f"{engine.base_url}/health", timeout=timeout_s).status_code
         problem = "" if status == 200 else f"/health answered HTTP {status}"
     except httpx.TimeoutException:
-        raise EngineFailure(
-            FailureKind.BENCHMARK_FAILED,
-            f"engine stalled: /health did not answer within {timeout_s:g} s",
-        ) from None
+        raise stalled(f"engine stalled: /health did not answer within {timeout_s:g} s") from None
     except httpx.HTTPError as exc:
         problem = f"/health failed: {type(exc).__name__}: {exc}"
     if problem:

@@ -137,23 +137,40 @@ def classify(log_text: str, returncode: int | None) -> EngineFailure:
     if returncode is not None and returncode in (-signal.SIGILL, 128 + signal.SIGILL):
         return EngineFailure(FailureKind.HOST_FAULT, "engine killed by SIGILL (host CPU fault)")
     killer = _signal_of(returncode)
+    last_error = next((line for line in reversed(lines) if _GENERIC.search(line)), "")
     if killer in _FOREIGN_SIGNALS:
         return EngineFailure(
             FailureKind.TRANSIENT,
             f"engine killed by {killer.name}, which autotune did not send (the kernel's "
-            "out-of-memory killer, or an operator)",
+            "out-of-memory killer, or an operator)"
+            + (f"; the log's last error: {_short(last_error)}" if last_error else ""),
+            last_error.strip(),
         )
     for kind, pattern in _SIGNATURES:
         for line in lines:
             if pattern.search(line):
                 return EngineFailure(kind, _short(line), line.strip())
-    for line in reversed(lines):
-        if _GENERIC.search(line):
-            return EngineFailure(FailureKind.CRASHED, _short(line), line.strip())
-    status = "still running" if returncode is None else f"exit status {returncode}"
+    how = exit_words(returncode)
+    if last_error:
+        return EngineFailure(
+            FailureKind.CRASHED,
+            f"{_short(last_error)} ({how})" if how else _short(last_error),
+            last_error.strip(),
+        )
     return EngineFailure(
-        FailureKind.CRASHED, f"engine stopped ({status}) with no error in its log"
+        FailureKind.CRASHED, f"engine stopped ({how or 'still running'}) with no error in its log"
     )
+
+
+def exit_words(returncode: int | None) -> str:
+    """An engine's exit status in words (``-N`` from Popen and ``128 + N`` from the guard are
+    signal N); "" while it runs."""
+    if returncode is None:
+        return ""
+    killer = _signal_of(returncode)
+    if killer is not None and (returncode < 0 or returncode > 128):
+        return f"engine killed by {killer.name}"
+    return f"exit status {returncode}"
 
 
 # Requests lost on the way (refused or dropped connections, timeouts, streams with no token),
@@ -176,6 +193,15 @@ def after_benchmark(failure: EngineFailure, healthy: bool) -> EngineFailure:
             FailureKind.TRANSIENT, f"{failure.reason} (the server stayed healthy)", failure.line
         )
     return failure
+
+
+def stalled(reason: str) -> EngineFailure:
+    """An engine that is still running but made no progress for the stall timeout (no token
+    from any request, or no /health answer): "a timeout while the process is still alive",
+    transient. A stop of the moment (SIGSTOP, a host paging out) is not the configuration's
+    doing: the trial starts it again, and if it stalls again it is recorded transient (not
+    reused, not learned by the crash model)."""
+    return EngineFailure(FailureKind.TRANSIENT, reason)
 
 
 def _signal_of(returncode: int | None) -> signal.Signals | None:

@@ -97,11 +97,13 @@ def _start_sentinel() -> None:
 
 
 def _signal_all(sig: int) -> None:
-    try:
-        os.killpg(os.getpgid(0), sig)
-    except ProcessLookupError:
-        pass
-    for pid in _descendants():
+    """Send ``sig`` to the engine tree: every other process of the guard's session and every
+    descendant. Never ``killpg``: the guard is in its own group, and a SIGKILL to the group
+    would end the guard before it reports the engine's exit."""
+    me, session = os.getpid(), os.getsid(0)
+    members = [pid for pid, (_, sid, state) in _processes().items()
+               if sid == session and state != "Z"]
+    for pid in {*members, *_descendants()} - {me, *_SENTINEL}:
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -167,15 +169,22 @@ def main(argv: list[str]) -> int:
         shutdown(engine, grace_s)
         code = engine.returncode if engine.returncode is not None else -signal.SIGKILL
     else:
-        shutdown(engine, min(grace_s, 5.0))  # the engine's own children may outlive it
-        if code < 0:
-            print(
-                f"[autotune-guard] engine killed by signal {-code} ({signal.Signals(-code).name})",
-                flush=True,
-            )
-        else:
-            print(f"[autotune-guard] engine exited with status {code}", flush=True)
+        # Reported before the tree is torn down: the engine's exit is the news, whatever
+        # its children (which may outlive it) make the teardown do.
+        print(f"[autotune-guard] {describe_exit(code)}", flush=True)
+        shutdown(engine, min(grace_s, 5.0))
     return 128 - code if code < 0 else code
+
+
+def describe_exit(code: int) -> str:
+    """The engine's exit as Popen reports it (``-N``: killed by signal N), in words."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"engine killed by signal {-code} ({name})"
+    return f"engine exited with status {code}"
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def test_a_stopped_or_killed_engine_fails_the_measurement_with_its_cause(
         (measured,) = found
         print(f"stall noticed after {detected:.1f} s: {measured.failure}")
         assert measured.failure is not None
-        assert measured.failure.kind == FailureKind.BENCHMARK_FAILED
+        assert measured.failure.kind == FailureKind.TRANSIENT  # a timeout, the engine alive
         assert measured.failure.reason.startswith("engine stalled: no token from any of")
         assert detected < STALL_S + 15
         for pid in stopped:
@@ -111,11 +111,11 @@ def test_a_stopped_or_killed_engine_fails_the_measurement_with_its_cause(
         (measured,) = found
         print(f"death noticed after {detected:.1f} s: {measured.failure}")
         assert measured.failure is not None
-        # The guard's own line names the signal ("engine killed by signal 9 (SIGKILL)"); when
-        # the guard dies in its own group SIGKILL while reaping, its status says it (-9).
-        assert re.match(r"the engine process exited during the measurement \((engine killed "
-                        r"by signal 9 \(SIGKILL\)|engine exited)\): ", measured.failure.reason)
-        assert re.search(r"SIGKILL|signal 9|exit status (-9|137)", measured.failure.reason)
+        # The guard's own line names the engine's signal, whatever the teardown of the engine
+        # core left behind it needed.
+        assert measured.failure.reason.startswith(
+            "the engine process exited during the measurement (engine killed by signal 9 "
+            "(SIGKILL)): "), measured.failure.reason
         assert "tokenize" not in measured.failure.reason
         assert detected < 30 and not engine.alive()
     finally:

@@ -13,6 +13,7 @@ from autotune.engines.failures import (
     after_benchmark,
     classify,
     log_excerpt,
+    stalled,
 )
 
 LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "engine_logs"
@@ -103,3 +104,28 @@ def test_lost_requests_of_a_healthy_server_are_transient() -> None:
     assert after_benchmark(lost, healthy=False).kind == FailureKind.BENCHMARK_FAILED
     answered = EngineFailure(FailureKind.BENCHMARK_FAILED, "no request succeeded: HTTP 400: x")
     assert after_benchmark(answered, healthy=True) is answered
+
+
+def test_a_stall_of_a_running_engine_is_transient() -> None:
+    # Issue 13 item 2: "a timeout while the process is still alive" is of the moment.
+    failure = stalled("engine stalled: no token from any of 4 requests in 15 s")
+    assert failure.kind == FailureKind.TRANSIENT
+    assert not failure.kind.blames_config and not failure.kind.caused_by_config
+
+
+@pytest.mark.parametrize(
+    ("returncode", "words"),
+    [(128 + 11, "engine killed by SIGSEGV"), (-6, "engine killed by SIGABRT"),
+     (1, "exit status 1")],
+)
+def test_a_crash_names_its_exit_and_the_logs_last_error(returncode: int, words: str) -> None:
+    log = "INFO 12-01 10:00:00 [x.py:1] serving\nRuntimeError: the kernel tripped\n"
+    failure = classify(log, returncode)
+    assert failure.kind == FailureKind.CRASHED
+    assert failure.reason == f"RuntimeError: the kernel tripped ({words})"
+
+
+def test_a_foreign_kill_keeps_the_logs_last_error() -> None:
+    failure = classify("RuntimeError: Engine core initialization failed.\n", 128 + 9)
+    assert failure.kind == FailureKind.TRANSIENT
+    assert "SIGKILL" in failure.reason and "Engine core initialization failed" in failure.reason

@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from autotune.engines.failures import classify
 from autotune.engines.process import GuardedProcess, session_members
 
 TREE = [
@@ -89,5 +90,40 @@ def test_the_engine_dies_with_its_guard(tmp_path: Path) -> None:
         assert _wait_for(lambda: session_members(proc.pid) == [], timeout=5), (
             session_members(proc.pid))
         print(f"engine tree gone {time.monotonic() - killed:.2f}s after kill -9 of its guard")
+    finally:
+        proc.stop()
+
+
+# An engine that logs an error, leaves a child that ignores SIGTERM (as vLLM's engine core can
+# outlive its API server for a while), then dies of SIGSEGV: the guard must KILL the child
+# without killing itself, and report the engine's signal, not its own.
+DIES_LEAVING_A_STUBBORN_CHILD = [
+    sys.executable,
+    "-c",
+    textwrap.dedent("""
+    import os, signal, subprocess, sys, time
+    subprocess.Popen([sys.executable, "-c",
+                      "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                      "print('child up', flush=True); time.sleep(300)"])
+    time.sleep(1)
+    print("ERROR 12-01 10:00:00 [core.py:1] RuntimeError: worker lost its mind", flush=True)
+    os.kill(os.getpid(), signal.SIGSEGV)
+"""),
+]
+
+
+def test_the_engines_signal_is_reported_when_its_child_needs_a_sigkill(tmp_path: Path) -> None:
+    proc = GuardedProcess(DIES_LEAVING_A_STUBBORN_CHILD, {}, tmp_path / "engine.log", grace_s=2)
+    try:
+        assert _wait_for(lambda: not proc.alive(), timeout=30), proc.read_log()
+        log = proc.read_log()
+        assert proc.returncode == 128 + signal.SIGSEGV, log
+        assert "[autotune-guard] engine killed by signal 11 (SIGSEGV)" in log
+        assert "SIGKILL" in log  # the child ignored TERM: the guard did need a KILL
+        # Nothing of the tree is left (the sentinel exits a moment after the guard).
+        assert _wait_for(lambda: proc.pids() == [], timeout=5), proc.pids()
+        failure = classify(log, proc.returncode)
+        assert "SIGSEGV" in failure.reason
+        assert "worker lost its mind" in failure.reason
     finally:
         proc.stop()
