@@ -5,7 +5,7 @@ README's first command there (``bash scripts/quickstart.sh``) with a fresh, empt
 nothing is cached: not pip's downloads, not the demo model, not vLLM's caches. It prints the
 phases: install (until ``scripts/setup.sh``'s stamp appears), the demo model's build (until
 its recipe file appears), every trial (from the study's database: wall time, engine start,
-measuring) and the first front (the end-of-study summary). It takes 10 to 15 minutes of both
+measuring) and the first front (the end-of-study summary). It takes about 10 minutes of both
 cores: run it on an otherwise idle machine.
 
 ``--phase model`` builds the demo model of a baseline recipe (``autotune/demo_model.py`` at

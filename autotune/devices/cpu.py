@@ -115,6 +115,8 @@ class CpuSlotPool(PooledDevices):
         env = {
             "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in cores),
             "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+            # vLLM binds OpenMP threads to these cores only in its multiprocess executor.
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "1",
         }
         if self.kv_cache_bytes:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, self.kv_cache_bytes // 1024**3))

@@ -1,24 +1,39 @@
 """Serving engines behind one boundary (``autotune.engines.base``).
 
-Importing this package registers the built-in engines (the base never imports an
-implementation); ``create(name)`` returns a launcher::
+``create(name)`` returns a launcher; it imports the built-in engines first (the base never
+imports an implementation), so it knows them all::
 
     from autotune.engines import create
     launcher = create("vllm")
+
+Importing the package itself is light: the names below load ``autotune.engines.base`` on first
+use, so ``python -m autotune.engines.guard`` (started once per engine) imports nothing heavy.
 """
 
 from __future__ import annotations
 
-from autotune.engines import replay, vllm  # noqa: F401 - each registers its launcher
-from autotune.engines.base import (
-    EngineConfig,
-    EngineFailure,
-    EngineLauncher,
-    FailureKind,
-    RunningEngine,
-    create,
-    register,
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from autotune.engines.base import (
+        EngineConfig,
+        EngineFailure,
+        EngineLauncher,
+        FailureKind,
+        RunningEngine,
+        register,
+    )
+
+_FROM_BASE = (
+    "EngineConfig",
+    "EngineFailure",
+    "EngineLauncher",
+    "FailureKind",
+    "RunningEngine",
+    "register",
 )
+_BUILT_IN = ("replay", "vllm")  # each registers its launcher when imported
 
 __all__ = [
     "EngineConfig",
@@ -29,3 +44,20 @@ __all__ = [
     "create",
     "register",
 ]
+
+
+def create(name: str) -> EngineLauncher:
+    """A new launcher of the engine registered as ``name`` (built-in engines included)."""
+    for module in _BUILT_IN:
+        importlib.import_module(f"autotune.engines.{module}")
+    from autotune.engines.base import create as create_registered
+
+    return create_registered(name)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_BASE:
+        from autotune.engines import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
