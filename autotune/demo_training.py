@@ -201,8 +201,8 @@ def train_demo_model(directory: str | os.PathLike[str], seed: int = 0) -> Path:
     model = model.to(torch.float16)
     model.config.dtype = "float16"
     model.save_pretrained(directory, safe_serialization=True)
-    tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(directory)
+    _add_chat_template(directory / "tokenizer_config.json")
     (directory / TRAINING_RECORD).write_text(
         json.dumps(
             {
@@ -219,6 +219,14 @@ def train_demo_model(directory: str | os.PathLike[str], seed: int = 0) -> Path:
         + "\n"
     )
     return directory
+
+
+def _add_chat_template(tokenizer_config: Path) -> None:
+    """The chat template inside tokenizer_config.json, as the shipped files carry it (newer
+    transformers would write a chat_template.jinja of its own)."""
+    config = json.loads(tokenizer_config.read_text())
+    config["chat_template"] = CHAT_TEMPLATE
+    tokenizer_config.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def _accuracy(model: Any, tokenizer: Any, rows: Sequence[dict[str, str]]) -> float:
