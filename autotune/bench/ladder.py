@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autotune.bench.ladder_spec import LadderSpec
+from autotune.scoring import dominates
 
 LEVEL_KEY = "ladder_level"  # marks a ``measurements`` entry as one level of the ladder
 
@@ -190,20 +191,9 @@ def off_front(
             return None
         mine.append(value)
     for i, point in enumerate(front):
-        if len(point) == len(mine) and _dominates(point, mine, [d for _, d in objectives]):
+        if len(point) == len(mine) and dominates(point, mine, [d for _, d in objectives]):
             return i
     return None
-
-
-def _dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
-    better = False
-    for x, y, direction in zip(a, b, directions, strict=True):
-        if direction == "minimize":
-            x, y = -x, -y
-        if x < y:
-            return False
-        better = better or x > y
-    return better
 
 
 FrontCheck = Callable[[Sequence[Level]], str | None]
@@ -254,7 +244,7 @@ def pareto_values(
 ) -> list[list[float]]:
     """The non-dominated points of ``values`` (the study's feasible trials' objective values)."""
     return [list(p) for p in values
-            if not any(_dominates(q, p, directions) for q in values if q is not p)]
+            if not any(dominates(q, p, directions) for q in values if q is not p)]
 
 
 def levels_of(measurements: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:

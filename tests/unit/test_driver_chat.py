@@ -3,7 +3,6 @@ and how each chat SSE case is counted (as vLLM's chat benchmark counts it)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,18 +15,6 @@ from tests.support.mock_openai import Behaviour, MockOpenAI
 TOKENS = 4
 REQUESTS = 4
 CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture(scope="module")
-def module_server() -> Iterator[MockOpenAI]:
-    with MockOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def server(module_server: MockOpenAI) -> MockOpenAI:
-    module_server.reset()
-    return module_server
 
 
 def workload(**update: Any) -> WorkloadSpec:

@@ -4,7 +4,6 @@ the model's own answers, after its think time; turns and conversations are measu
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,18 +16,6 @@ from tests.support.mock_openai import Behaviour, MockOpenAI, Seen
 
 TOKENS = 3
 ANSWER = "t0 t1 t2 "  # the mock's answer of TOKENS tokens
-
-
-@pytest.fixture(scope="module")
-def module_server() -> Iterator[MockOpenAI]:
-    with MockOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def server(module_server: MockOpenAI) -> MockOpenAI:
-    module_server.reset()
-    return module_server
 
 
 def workload(**update: Any) -> WorkloadSpec:

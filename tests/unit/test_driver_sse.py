@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,6 @@ from tests.support.mock_openai import Behaviour, MockOpenAI
 
 TOKENS = 4
 REQUESTS = 4
-
-
-@pytest.fixture(scope="module")
-def module_server() -> Iterator[MockOpenAI]:
-    with MockOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def server(module_server: MockOpenAI) -> MockOpenAI:
-    module_server.reset()
-    return module_server
 
 
 def _workload(**update: Any) -> WorkloadSpec:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,18 +15,6 @@ TOKENS = 3
 # Early by the event loop's clock resolution at most; late by the host's scheduling (a 2-core
 # host shared with other test runs).
 EARLY_S, LATE_S = 0.005, 0.1
-
-
-@pytest.fixture(scope="module")
-def module_server() -> Iterator[MockOpenAI]:
-    with MockOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def server(module_server: MockOpenAI) -> MockOpenAI:
-    module_server.reset()
-    return module_server
 
 
 def trace(**load: Any) -> WorkloadSpec:
