@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from autotune.bench.data_files import jsonl_objects, read_text
 from autotune.bench.engine_tokenizer import EngineTokenizer
 from autotune.bench.prompt_set import Prompt, PromptSet, Turn, WorkloadError
 from autotune.bench.workload_spec import (
@@ -63,26 +64,11 @@ class Record:
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise WorkloadError(f"cannot read prompts file {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise WorkloadError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    return read_text(path, "prompts file")
 
 
 def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line of a JSONL file."""
-    for number, line in enumerate(_read(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise WorkloadError(f"{path}:{number}: not JSON: {exc.msg}") from None
-        if not isinstance(record, dict):
-            raise WorkloadError(f"{path}:{number}: expected a JSON object")
-        yield number, record
+    return jsonl_objects(path, _read(path))
 
 
 def _json_list(path: Path) -> Iterator[tuple[int, Any]]:

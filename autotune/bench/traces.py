@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from autotune.bench.data_files import jsonl_objects, read_text
 from autotune.bench.engine_tokenizer import EngineTokenizer
 from autotune.bench.prompt_set import Prompt, PromptSet, WorkloadError
 from autotune.bench.workload_spec import TraceColumns, TracePrompts
@@ -76,30 +76,16 @@ def _layout(spec: TracePrompts) -> _Layout:
 
 
 def _entries(path: Path, table: bool) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise WorkloadError(f"cannot read trace file {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise WorkloadError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    if table:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        try:
-            for entry in reader:
-                yield reader.line_num, entry
-        except csv.Error as exc:
-            raise WorkloadError(f"{path}:{reader.line_num}: not CSV: {exc}") from None
+    text = read_text(path, "trace file")
+    if not table:
+        yield from jsonl_objects(path, text)
         return
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise WorkloadError(f"{path}:{number}: not JSON: {exc.msg}") from None
-        if not isinstance(entry, dict):
-            raise WorkloadError(f"{path}:{number}: expected a JSON object")
-        yield number, entry
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        for entry in reader:
+            yield reader.line_num, entry
+    except csv.Error as exc:
+        raise WorkloadError(f"{path}:{reader.line_num}: not CSV: {exc}") from None
 
 
 def _field(where: str, entry: dict[str, Any], column: str) -> Any:
