@@ -124,7 +124,8 @@ def load_curve(record: TrialRecord, slos: dict[str, float]) -> dict[str, Any] | 
         shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y2",
                        "y0": limit, "y1": limit, "line": {"color": color, "dash": "dash",
                                                           "width": 1}})
-        annotations.append({"xref": "paper", "x": 1, "xanchor": "right", "yref": "y2",
+        # At the left, where the zero-based rate axis leaves room (the levels sit right of it).
+        annotations.append({"xref": "paper", "x": 0.01, "xanchor": "left", "yref": "y2",
                             "y": limit, "yanchor": "bottom", "showarrow": False,
                             "text": f"{metric} SLO {format_metric(metric, limit)}",
                             "font": {"size": 11, "color": color}})
