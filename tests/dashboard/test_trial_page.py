@@ -174,3 +174,23 @@ def test_the_load_curve_is_served_for_a_trial_with_levels_only(study, client_for
     plain = client.get(f"/studies/{sid}/trials/{RICH}").text
     assert "curve-data" not in plain and "load-curve" not in plain
     assert "trial.js" not in plain and "plotly" not in plain
+
+
+@pytest.mark.parametrize("levels", [[1, 2], [4, 8]], ids=["all held", "first missed"])
+def test_the_curve_says_a_lower_bound_or_no_capacity(study, client_for, levels):
+    url, sid, _ = study
+    curve_metrics = add_ladder(url, MIXED, LADDER_TRIAL, levels)
+    client = client_for(url)
+    curve = client.get(f"/api/studies/{sid}/trials/{LADDER_TRIAL}").json()["load_curve"]
+    names = {t["name"]: len(t["x"]) for t in curve["figure"]["data"]}
+    text = visible(client.get(f"/studies/{sid}/trials/{LADDER_TRIAL}").text)
+    if curve_metrics["capacity_is_lower_bound"]:  # every level held: the star on the top one
+        assert names["level held the SLOs"] == 2 and "level missed an SLO" not in names
+        assert names["capacity at SLO"] == 1 and curve["stop_reason"] is None
+        assert "a lower bound: every level held" in text and "stopped early" not in text
+    else:  # the first level missed: capacity 0, no star, the ladder stopped there
+        assert curve_metrics["capacity_rps"] == 0
+        assert names == {"load curve": 1, "level missed an SLO": 1,
+                         **{f"{m} (from arrival)": 1 for m in SLOS}}
+        assert "no level held the SLOs" in text
+        assert "stopped early: level 1 (concurrency 4) missed the SLOs: no level can hold" in text
