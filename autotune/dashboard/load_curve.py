@@ -141,7 +141,8 @@ def load_curve(record: TrialRecord, slos: dict[str, float]) -> dict[str, Any] | 
     }
     if latency_slos:
         layout["yaxis2"] = {"domain": BOTTOM, "anchor": "x", "rangemode": "tozero",
-                            "title": {"text": "latency (ms)"}, "automargin": True}
+                            "title": {"text": "latency (ms)"}, "automargin": True,
+                            "tickformat": ",~g"}
     return {
         "figure": {"data": data, "layout": layout},
         "kind": kind,
