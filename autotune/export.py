@@ -96,7 +96,7 @@ def ladder_lines(record: TrialRecord) -> list[str]:
     m = record.metrics
     head = [f"{name}={m[name]:.4g}" for name in (
         "capacity_rps", "throughput_per_device_at_capacity", "interactivity_at_capacity",
-        "cost_per_1m_at_capacity") if name in m]
+        "cost_per_1m_at_capacity") if isinstance(m.get(name), int | float)]
     lines = ["# load curve: " + ", ".join(head)]
     for level in levels:
         f = level.get("metrics", {})

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from autotune.dashboard.data import NotFoundError, Snapshot, StudyData, dumps, timestamp
 from autotune.dashboard.figures import OptunaFigures
+from autotune.dashboard.load_curve import load_curve
 from autotune.dashboard.logs import log_tail
 from autotune.dashboard.views import compare_view, trial_view
 from autotune.db.models import TrialRecord
@@ -250,7 +251,8 @@ def create_app(catalog: Catalog, token: str | None = None) -> FastAPI:
         payload.update(log_excerpt=record.log_excerpt, log_tail=log_tail(record.log_path),
                        engine_flags=record.engine_flags,
                        model=record.model, started_at=timestamp(record.started_at),
-                       finished_at=timestamp(record.finished_at))
+                       finished_at=timestamp(record.finished_at),
+                       load_curve=load_curve(record, snapshot.report.slos))
         return json_bytes(dumps(payload))
 
     @app.get("/api/studies/{study_id}/front")

@@ -15,6 +15,7 @@ from dataclasses import fields
 from typing import Any
 
 from autotune.bench.engine_metrics import EngineMetricsDelta
+from autotune.bench.ladder_spec import LADDER_METRICS
 from autotune.bench.metrics import (
     CONVERSATION_COUNTS,
     CONVERSATION_METRICS,
@@ -28,7 +29,7 @@ from autotune.bench.metrics import (
 from autotune.quality.spec import QUALITY_INFO_METRICS, QUALITY_METRICS
 from autotune.scoring import COST_METRIC
 
-GROUPS = ("latency", "throughput", "engine", "resources", "quality", "cost", "other")
+GROUPS = ("latency", "throughput", "capacity", "engine", "resources", "quality", "cost", "other")
 
 # Known names per group, in the order a group lists them; unknown names follow, sorted.
 _ORDER: dict[str, tuple[str, ...]] = {
@@ -37,9 +38,18 @@ _ORDER: dict[str, tuple[str, ...]] = {
     + tuple(m for m in CONVERSATION_METRICS if m not in CONVERSATION_COUNTS),
     "throughput": (
         *THROUGHPUT_METRICS, "output_throughput_robust", "output_throughput_ci_low",
-        "output_throughput_ci_high", "output_throughput_cv", "capacity_request_rate",
-        "capacity_output_throughput", *COUNT_METRICS, *CONVERSATION_COUNTS, "measurement_runs",
-        "disturbed_runs",
+        "output_throughput_ci_high", "output_throughput_cv", *COUNT_METRICS,
+        *CONVERSATION_COUNTS, "measurement_runs", "disturbed_runs",
+    ),
+    # The load ladder's curve (bench/ladder_spec.LADDER_METRICS): how much load holds the SLOs,
+    # what it gives per device and per user, its price, then how the ladder ran.
+    "capacity": (
+        "capacity_rps", "capacity_is_lower_bound", "throughput_per_device_at_capacity",
+        "interactivity_at_capacity", "cost_per_1m_at_capacity", "ladder_levels_run",
+        "ladder_stopped_early",
+        # the SLO capacity search (bench.capacity), when the space asks for it
+        "capacity_request_rate", "capacity_output_throughput", "capacity_resolution_rps",
+        "capacity_load_points",
     ),
     "engine": (
         *(f.name for f in fields(EngineMetricsDelta)), "kv_cache_tokens",
@@ -47,7 +57,8 @@ _ORDER: dict[str, tuple[str, ...]] = {
         "model_weights_gib_estimated",
     ),
     "resources": (
-        *(m for m in RESOURCE_METRICS if m != COST_METRIC and not m.startswith("capacity_")),
+        *(m for m in RESOURCE_METRICS
+          if m != COST_METRIC and not m.startswith("capacity_") and m not in LADDER_METRICS),
         "host_foreign_cpu_pct", "host_steal_pct",
     ),
     "quality": (*QUALITY_METRICS, *QUALITY_INFO_METRICS),
@@ -71,6 +82,9 @@ _UNITS = {
     "requests_running_peak": "requests", "quality_prompts": "prompts",
     "quality_labelled": "prompts", "total_input_tokens": "tokens",
     "total_output_tokens": "tokens", "kv_cache_tokens": "tokens",
+    "capacity_rps": "req/s", "capacity_resolution_rps": "req/s",
+    "throughput_per_device_at_capacity": "tok/s",
+    "interactivity_at_capacity": "tok/s", "cost_per_1m_at_capacity": "$",
     "kv_cache_tokens_estimated": "tokens", "quality_accuracy_delta": "pt",
 }
 # By the end of a name, longest first.

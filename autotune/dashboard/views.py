@@ -16,6 +16,7 @@ from autotune.dashboard.formatting import (
     metric_group,
     metric_order,
 )
+from autotune.dashboard.load_curve import load_curve
 from autotune.dashboard.logs import TAIL_LINES, log_tail
 from autotune.db.models import TrialRecord
 
@@ -96,6 +97,7 @@ def trial_view(snapshot: Snapshot, record: TrialRecord) -> dict[str, Any]:
         "finished": timestamp(record.finished_at) or "—",
         "command": shlex.join(record.engine_command) if record.engine_command else "",
         "log": engine_log(record),
+        "curve": load_curve(record, report.slos),
     }
 
 

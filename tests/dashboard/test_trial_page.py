@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 from pathlib import Path
 
 import pytest
 
+from autotune.bench.ladder import levels_of
 from autotune.dashboard.logs import TAIL_BYTES, log_tail
 from autotune.db import repository
 from tests.support.dashboard import MIXED, MIXED_KINDS, study_id
-from tests.support.dashboard_studies import enrich_trial, write_study
+from tests.support.dashboard_studies import SLOS, add_ladder, enrich_trial, write_study
 
 RICH = 1  # measured (MIXED_KINDS[1] == "V")
+LADDER_TRIAL = 2  # measured (MIXED_KINDS[2] == "F")
 FAILED = MIXED_KINDS.index("X")
 
 
@@ -120,3 +123,74 @@ def test_compare_groups_metrics_with_units(study, client_for):
     text = visible(page)
     assert "2,097,152 tokens" in text and " tok/s" in text
     assert not re.search(r"\d\.\d+e[+-]\d\d", text)
+
+
+def test_the_load_curve_is_served_for_a_trial_with_levels_only(study, client_for):
+    url, sid, _ = study
+    curve_metrics = add_ladder(url, MIXED, LADDER_TRIAL, [1, 2, 4, 8])
+    client = client_for(url)
+    served = client.get(f"/api/studies/{sid}/trials/{LADDER_TRIAL}").json()
+    levels = levels_of(served["measurements"])
+    curve = served["load_curve"]
+    # The ladder stopped at the first level over an SLO: 2 held, 1 missed, reason recorded.
+    assert [lv["holds"] for lv in levels] == [True, True, False]
+    assert [row["holds"] for row in curve["levels"]] == [True, True, False]
+    assert curve["stop_reason"] == levels[-1]["stop_reason"]
+    assert curve["stop_reason"].startswith("level 3 (concurrency 4) missed the SLOs")
+    traces = {t["name"]: t for t in curve["figure"]["data"]}
+    assert [round(x, 4) for x in traces["load curve"]["x"]] == [
+        round(lv["metrics"]["request_throughput"], 4) for lv in levels]
+    assert [round(y, 3) for y in traces["load curve"]["y"]] == [
+        round(1000 / lv["metrics"]["tpot_mean_ms"], 3) for lv in levels]
+    assert len(traces["level held the SLOs"]["x"]) == 2
+    assert len(traces["level missed an SLO"]["x"]) == 1
+    capacity = traces["capacity at SLO"]
+    assert capacity["x"] == [pytest.approx(curve_metrics["capacity_rps"], rel=1e-5)]
+    assert capacity["y"] == [pytest.approx(curve_metrics["interactivity_at_capacity"], rel=1e-5)]
+    # Capacity lies between the last level that held and the one that missed.
+    assert traces["level held the SLOs"]["x"][-1] < capacity["x"][0] \
+        < traces["level missed an SLO"]["x"][0]
+    assert set(traces) >= {f"{m} (from arrival)" for m in SLOS}
+    layout = curve["figure"]["layout"]
+    assert "req/s" in layout["xaxis"]["title"]["text"]
+    assert "tok/s" in layout["yaxis"]["title"]["text"]
+    assert "ms" in layout["yaxis2"]["title"]["text"]
+
+    page = client.get(f"/studies/{sid}/trials/{LADDER_TRIAL}").text
+    data = re.search(r'<script type="application/json" id="curve-data">(.*?)</script>',
+                     page, re.S).group(1)
+    assert json.loads(data) == curve["figure"]
+    assert "/static/trial.js" in page and 'id="load-curve"' in page
+    assert "stopped early: level 3 (concurrency 4)" in visible(page)
+    # The curve metrics are one group, with units.
+    block = page[page.index('id="group-capacity"'):]
+    block = block[:block.index("</table>")]
+    assert re.findall(r"<tr><th>(\w+)</th>", block)[:3] == [
+        "capacity_rps", "capacity_is_lower_bound", "throughput_per_device_at_capacity"]
+    assert "0.982 req/s" in visible(block) and "tok/s" in visible(block)
+
+    # A trial without levels: no curve in the API, nothing on its page.
+    assert client.get(f"/api/studies/{sid}/trials/{RICH}").json()["load_curve"] is None
+    plain = client.get(f"/studies/{sid}/trials/{RICH}").text
+    assert "curve-data" not in plain and "load-curve" not in plain
+    assert "trial.js" not in plain and "plotly" not in plain
+
+
+@pytest.mark.parametrize("levels", [[1, 2], [4, 8]], ids=["all held", "first missed"])
+def test_the_curve_says_a_lower_bound_or_no_capacity(study, client_for, levels):
+    url, sid, _ = study
+    curve_metrics = add_ladder(url, MIXED, LADDER_TRIAL, levels)
+    client = client_for(url)
+    curve = client.get(f"/api/studies/{sid}/trials/{LADDER_TRIAL}").json()["load_curve"]
+    names = {t["name"]: len(t["x"]) for t in curve["figure"]["data"]}
+    text = visible(client.get(f"/studies/{sid}/trials/{LADDER_TRIAL}").text)
+    if curve_metrics["capacity_is_lower_bound"]:  # every level held: the star on the top one
+        assert names["level held the SLOs"] == 2 and "level missed an SLO" not in names
+        assert names["capacity at SLO"] == 1 and curve["stop_reason"] is None
+        assert "a lower bound: every level held" in text and "stopped early" not in text
+    else:  # the first level missed: capacity 0, no star, the ladder stopped there
+        assert curve_metrics["capacity_rps"] == 0
+        assert names == {"load curve": 1, "level missed an SLO": 1,
+                         **{f"{m} (from arrival)": 1 for m in SLOS}}
+        assert "no level held the SLOs" in text
+        assert "stopped early: level 1 (concurrency 4) missed the SLOs: no level can hold" in text
