@@ -22,8 +22,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autotune.bench.driver import Endpoint, HttpLoadDriver  # noqa: E402
+from autotune.bench.driver import Endpoint, EngineStalled, HttpLoadDriver  # noqa: E402
 from autotune.bench.engine_metrics import engine_metrics  # noqa: E402
+from autotune.bench.workload import WorkloadError  # noqa: E402
 from autotune.demo_model import build_demo_model  # noqa: E402
 from autotune.devices import CpuSlotPool  # noqa: E402
 from autotune.engines.vllm import VllmLauncher, engine_config  # noqa: E402
@@ -39,7 +40,8 @@ def kinds() -> dict[str, dict[str, Any]]:
 
     return {
         "random 256/64": {"kind": "random", "input_tokens": 256, "output_tokens": 64},
-        "jsonl": {"kind": "jsonl", "path": str(SAMPLES / "prompts-sample.jsonl")},
+        "jsonl": {"kind": "jsonl", "path": str(SAMPLES / "prompts-sample.jsonl"),
+                  "output_tokens": 64},  # a line of the sample has none
         "sharegpt": {"kind": "sharegpt", "path": str(SAMPLES / "sharegpt-sample.json"),
                      "too_long": "truncate"},
         "chat": {"kind": "chat", "path": str(SAMPLES / "chat-sample.jsonl"),
@@ -81,6 +83,7 @@ def main() -> None:
                                   work / "engine.log")
     endpoint = Endpoint(engine.base_url, engine.served_name)
     rows = []
+    failed: list[str] = []
     try:
         for run_index, (name, prompts) in enumerate(kinds().items(), start=1):
             traced = prompts["kind"] == "trace"
@@ -89,7 +92,12 @@ def main() -> None:
             workload = base.model_validate({**base.model_dump(), "prompts": prompts,
                                             "num_requests": args.requests, "load": load})
             before = httpx.get(f"{endpoint.base_url}/metrics", timeout=30).text
-            result = HttpLoadDriver().run(endpoint, workload, space.slos, run_index)
+            try:
+                result = HttpLoadDriver().run(endpoint, workload, space.slos, run_index)
+            except (WorkloadError, EngineStalled) as exc:  # the other kinds still run
+                print(f"{name}: FAILED: {exc}", file=sys.stderr, flush=True)
+                failed.append(name)
+                continue
             after = httpx.get(f"{endpoint.base_url}/metrics", timeout=30).text
             m = {**result.metrics, **engine_metrics(before, after)}
             rows.append((name, load["kind"] if not traced else "trace x1", m))
@@ -111,6 +119,9 @@ def main() -> None:
               f"{m['total_output_tokens'] / max(m['completed'], 1):.0f} | "
               f"{m['output_throughput']:.0f} | {m['ttft_p95_ms']:.0f} | {m['e2e_p95_ms']:.0f} | "
               f"{'-' if hit is None else f'{hit:.2f}'} |")
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
