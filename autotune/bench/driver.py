@@ -100,6 +100,9 @@ class _Client:
     endpoint: Endpoint
     ignore_eos: bool
     progress: _Progress
+    # Some prompt of the run is a multi-turn conversation: every chat of the run is then a
+    # conversation, one-turn ones too (they count in first_turn_* and conversations_*).
+    conversations: bool = False
 
 
 def _payload(
@@ -239,6 +242,8 @@ async def _converse(
     record, answer = await _one_request(client, prompt.body, prompt.messages, prompt.max_tokens,
                                         arrived)
     if not prompt.next_turns:
+        if client.conversations and prompt.messages is not None:
+            record.conversation = conversation
         return [record]
     records = [record]
     history = list(prompt.messages or ())
@@ -331,7 +336,8 @@ async def _run_load(
     connector = aiohttp.TCPConnector(limit=0, force_close=False, keepalive_timeout=60)
     timeout = aiohttp.ClientTimeout(total=workload.request_timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        client = _Client(session, endpoint, ignore_eos, progress)
+        client = _Client(session, endpoint, ignore_eos, progress,
+                         conversations=any(p.next_turns for p in prompts))
         started = time.perf_counter()
         if isinstance(load, ConcurrencyLoad):
             run = _closed_loop(client, prompts, load.concurrency)
