@@ -43,9 +43,13 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Iter
 
 
 def workload(load: dict[str, Any], warmup: int = 0) -> WorkloadSpec:
-    """Load, limits and warm-up; the prompts section is not used by ``measure``."""
+    """Load, limits and warm-up; the prompts section is not used by ``measure`` (a trace load
+    needs trace prompts: their file is not read)."""
+    prompts = ({"kind": "trace", "path": "not-read.csv", "format": "azure"}
+               if load["kind"] == "trace"
+               else {"kind": "random", "input_tokens": 8, "output_tokens": TOKENS})
     return WorkloadSpec.model_validate({
-        "prompts": {"kind": "random", "input_tokens": 8, "output_tokens": TOKENS},
+        "prompts": prompts,
         "num_requests": 1, "warmup_requests": warmup, "load": load, "request_timeout_s": 120,
     })
 
