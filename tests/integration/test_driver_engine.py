@@ -14,11 +14,7 @@ from autotune.bench.driver import BenchResult, Endpoint, HttpLoadDriver
 from autotune.bench.engine_metrics import PREFIX_HITS, PREFIX_QUERIES, counter_delta
 from autotune.bench.workload import Prompt, Turn
 from autotune.bench.workload_spec import WorkloadSpec
-from autotune.devices import CpuSlotPool
-from autotune.engines import create
-from autotune.engines.vllm import engine_config
-from autotune.space import Space
-from tests.support.spaces import small_space
+from tests.support.spaces import serving_defaults
 
 pytestmark = pytest.mark.engine
 
@@ -28,18 +24,9 @@ WORDS = ("river", "budget", "latency", "bridge", "coffee", "cluster", "report", 
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Iterator[Endpoint]:
-    tmp_path = tmp_path_factory.mktemp("driver-engine")
-    space = Space.model_validate(small_space(tmp_path, demo_model))
-    launcher = create("vllm")
-    pool = CpuSlotPool(slots=1)
-    devices = pool.acquire(1)
-    engine = launcher.start(engine_config(space, {}, is_default=True), devices,
-                            tmp_path / "engine.log")
-    try:
-        yield Endpoint(engine.base_url, engine.served_name)
-    finally:
-        engine.stop()
-        pool.release(devices)
+    tmp = tmp_path_factory.mktemp("driver-engine")
+    with serving_defaults(tmp, demo_model) as endpoint:
+        yield endpoint
 
 
 def workload(load: dict[str, Any], warmup: int = 0) -> WorkloadSpec:

@@ -14,11 +14,7 @@ from autotune.bench.driver import BenchResult, Endpoint, HttpLoadDriver
 from autotune.bench.engine_metrics import engine_metrics
 from autotune.bench.workload import build_prompts
 from autotune.bench.workload_spec import WorkloadSpec
-from autotune.devices import CpuSlotPool
-from autotune.engines import create
-from autotune.engines.vllm import engine_config
-from autotune.space import Space
-from tests.support.spaces import small_space
+from tests.support.spaces import serving_defaults
 
 pytestmark = pytest.mark.engine
 
@@ -29,16 +25,8 @@ MAX_MODEL_LEN = 512  # the quickstart's
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Iterator[Endpoint]:
     tmp = tmp_path_factory.mktemp("kinds")
-    space = Space.model_validate(small_space(tmp, demo_model))
-    launcher = create("vllm")
-    pool = CpuSlotPool(slots=1)
-    devices = pool.acquire(1)
-    engine = launcher.start(engine_config(space, {}, is_default=True), devices, tmp / "engine.log")
-    try:
-        yield Endpoint(engine.base_url, engine.served_name)
-    finally:
-        engine.stop()
-        pool.release(devices)
+    with serving_defaults(tmp, demo_model) as endpoint:
+        yield endpoint
 
 
 def _workload(prompts: dict[str, Any], requests: int, **more: Any) -> WorkloadSpec:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
+
+from autotune.bench.driver import Endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "search_spaces" / "quickstart-cpu.yaml"
@@ -38,3 +42,24 @@ def write_space(tmp_path: Path, data: dict) -> Path:
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+@contextmanager
+def serving_defaults(tmp_path: Path, model: Path) -> Iterator[Endpoint]:
+    """A real vLLM engine with the small space's defaults on one CPU slot, serving, until the
+    block ends (then stopped and its slot released)."""
+    from autotune.devices import CpuSlotPool
+    from autotune.engines import create
+    from autotune.engines.vllm import engine_config
+    from autotune.space import Space
+
+    space = Space.model_validate(small_space(tmp_path, model))
+    pool = CpuSlotPool(slots=1)
+    devices = pool.acquire(1)
+    engine = create("vllm").start(engine_config(space, {}, is_default=True), devices,
+                                  tmp_path / "engine.log")
+    try:
+        yield Endpoint(engine.base_url, engine.served_name)
+    finally:
+        engine.stop()
+        pool.release(devices)
