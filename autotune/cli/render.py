@@ -262,7 +262,9 @@ def print_study(report: Any, name: str, *, wide: bool = False,
         if "failure" not in shown:
             for t in report.trials:
                 if t.failure_reason and t.state != "reused":
-                    kind = short_names.failure(t.failure_kind)
+                    # a complete trial's reason is a note on its measurement, not a failure
+                    kind = (short_names.failure(t.failure_kind)
+                            if t.failure_kind or t.state != "complete" else "note")
                     console.print(f"  trial {t.number} {escape(kind)}: "
                                   f"{escape(t.failure_reason)}", highlight=False)
         if report.quality_columns:
