@@ -32,7 +32,13 @@ from autotune.engines.failures import (
     classify,
     log_excerpt,
 )
-from autotune.engines.replay import Grid, GridMeasurement, ReplayLauncher
+from autotune.engines.replay import (
+    ENGINE_S,
+    Grid,
+    GridMeasurement,
+    ReplayLauncher,
+    engine_seconds,
+)
 from autotune.engines.vllm import engine_config, healthy
 from autotune.model_config import read_model_config
 from autotune.quality.probe import QualityProbe, Reference
@@ -386,3 +392,20 @@ class ReplayTrialRunner(TrialRunner):
         super().__init__(space, launcher, pool, log_dir or Path(os.devnull),
                          measuring=GridMeasurement(grid))
         self.grid = grid
+
+    def run(
+        self,
+        number: int,
+        params: Mapping[str, Any],
+        *,
+        is_default: bool,
+        on_phase: PhaseCallback = lambda _: None,
+    ) -> TrialOutcome:
+        """The ordinary trial, its timings those recorded (a failed start's too: the replay
+        fails at once), and ``timings["engine_s"]``: what the trial held an engine for."""
+        outcome = super().run(number, params, is_default=is_default, on_phase=on_phase)
+        if outcome.state == "failed" and outcome.failure is not None \
+                and outcome.failure.kind != FailureKind.INTERRUPTED:
+            outcome.timings.update(self.grid.by_flags(outcome.flags).timings)
+        outcome.timings[ENGINE_S] = engine_seconds(outcome.timings)
+        return outcome

@@ -20,7 +20,7 @@ import httpx
 
 from autotune.bench.capacity import CapacitySpec, find_capacity
 from autotune.bench.driver import BenchResult, Endpoint, EngineStalled, HttpLoadDriver, LoadDriver
-from autotune.bench.ladder import Level, off_front, optimistic_metrics, run_ladder
+from autotune.bench.ladder import front_check, run_ladder
 from autotune.bench.ladder_spec import LadderSpec
 from autotune.bench.metrics import summarize, write_result_file
 from autotune.bench.step import MeasureContext, Measured
@@ -159,18 +159,9 @@ class HttpMeasurement:
 
         front = list(self.front()) if self.front is not None and spec.early_stop else []
         objectives = [(o.metric, o.resolved_direction) for o in space.objectives]
-
-        def front_check(levels: Sequence[Level]) -> str | None:
-            bound = optimistic_metrics(levels, spec.kind, planned[-1], spec.front_margin,
-                                       n_devices, price)
-            if off_front(bound, objectives, front) is None:
-                return None
-            shown = ", ".join(f"{m} {'≤' if d == 'maximize' else '≥'} {bound[m]:.4g}"
-                              for m, d in objectives)
-            return f"at best {shown}, which the study's front already dominates"
-
         ladder = run_ladder(
-            measure, spec, primary.slos, space.max_error_rate, front_check if front else None,
+            measure, spec, primary.slos, space.max_error_rate,
+            front_check(spec, objectives, front, n_devices, price),
             on_level=lambda i, load: trial.on_phase(f"load ladder: level {i + 1}/{len(planned)}"
                                                     f" ({spec.kind} {load:g})"),
         )

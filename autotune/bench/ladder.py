@@ -199,6 +199,31 @@ def off_front(
 FrontCheck = Callable[[Sequence[Level]], str | None]
 
 
+def front_check(
+    spec: LadderSpec,
+    objectives: Sequence[tuple[str, str]],
+    front: Sequence[Sequence[float]],
+    n_devices: int,
+    device_hour_usd: float | None,
+) -> FrontCheck | None:
+    """The front stop of one ladder against the study's ``front`` (None with no front): after a
+    passing level, the reason to stop when a front point dominates the optimistic bound."""
+    if not front:
+        return None
+    top = spec.resolved_levels()[-1]
+
+    def check(levels: Sequence[Level]) -> str | None:
+        bound = optimistic_metrics(levels, spec.kind, top, spec.front_margin, n_devices,
+                                   device_hour_usd)
+        if off_front(bound, objectives, front) is None:
+            return None
+        shown = ", ".join(f"{m} {'≤' if d == 'maximize' else '≥'} {bound[m]:.4g}"
+                          for m, d in objectives)
+        return f"at best {shown}, which the study's front already dominates"
+
+    return check
+
+
 def run_ladder(
     measure: Callable[[float], Mapping[str, float]],
     spec: LadderSpec,

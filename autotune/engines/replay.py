@@ -24,11 +24,13 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autotune.bench.ladder import front_check, run_ladder
+from autotune.bench.ladder_spec import LadderSpec
 from autotune.bench.step import MeasureContext, Measured
 from autotune.configuration import Configuration, params_key
 from autotune.devices import DeviceSet
@@ -52,9 +54,52 @@ class GridMiss(GridError, LookupError):
     """The search asked for a configuration that was never measured."""
 
 
+def _numbers(value: Any, where: str) -> dict[str, float]:
+    """A mapping of names to numbers (``where`` names it in the error)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise GridError(f"{where} must be an object of numbers")
+    out: dict[str, float] = {}
+    for key, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise GridError(f"{where}.{key} must be a number, got {number!r}")
+        out[key] = float(number)
+    return out
+
+
+@dataclass(frozen=True)
+class GridLevel:
+    """One recorded level of a configuration's load ladder (grid format v2)."""
+
+    load: float
+    metrics: dict[str, float]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def benchmark_s(self) -> float:
+        """Seconds the engine served this level (the run's own duration when not recorded)."""
+        return self.timings.get("benchmark_s", self.metrics.get("duration_s", 0.0))
+
+    @classmethod
+    def from_json(cls, where: str, data: Any) -> GridLevel:
+        if not isinstance(data, dict):
+            raise GridError(f"{where} must be an object with load and metrics")
+        load = data.get("load")
+        if isinstance(load, bool) or not isinstance(load, int | float) or load <= 0:
+            raise GridError(f"{where}.load must be a number > 0, got {load!r}")
+        if not isinstance(data.get("metrics"), dict):
+            raise GridError(f"{where}.metrics must be an object of numbers")
+        return cls(float(load), _numbers(data["metrics"], f"{where}.metrics"),
+                   _numbers(data.get("timings"), f"{where}.timings"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"load": self.load, "metrics": self.metrics, "timings": self.timings}
+
+
 @dataclass(frozen=True)
 class GridRow:
-    """One measured configuration (one line of the grid file)."""
+    """One measured configuration (one line of the grid file); ``line`` is its line number."""
 
     index: int
     params: dict[str, Any]
@@ -65,10 +110,24 @@ class GridRow:
     failure_kind: str | None = None
     failure_reason: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    levels: tuple[GridLevel, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    line: int = 0
+
+    def level_at(self, load: float) -> GridLevel:
+        for level in self.levels:
+            if level.load == load:
+                return level
+        raise GridError(
+            f"row {self.index} (line {self.line}) holds no ladder level at load {load:g} "
+            f"(recorded: {', '.join(f'{lv.load:g}' for lv in self.levels) or 'none'}); "
+            "replay with the ladder the grid was measured with"
+        )
 
     @classmethod
-    def from_json(cls, index: int, data: Mapping[str, Any]) -> GridRow:
+    def from_json(cls, index: int, data: Mapping[str, Any], line: int = 0) -> GridRow:
+        if not isinstance(data, dict):
+            raise GridError(f"row {index}: a configuration line must be a JSON object")
         state = data.get("state")
         if state not in STATES:
             raise GridError(
@@ -95,18 +154,29 @@ class GridRow:
             "failure_kind",
             "failure_reason",
             "timings",
+            "levels",
         }
+        raw_levels = data.get("levels")
+        if raw_levels is not None and not isinstance(raw_levels, list):
+            raise GridError(f"row {index}: levels must be a list of levels")
+        levels = tuple(GridLevel.from_json(f"row {index}: levels[{i}]", item)
+                       for i, item in enumerate(raw_levels or []))
+        loads = [level.load for level in levels]
+        if any(b <= a for a, b in zip(loads, loads[1:], strict=False)):
+            raise GridError(f"row {index}: levels must be in rising load order, got {loads}")
         return cls(
             index=index,
             params=dict(data["params"]),
             state=state,
-            metrics={k: float(v) for k, v in (data.get("metrics") or {}).items()},
+            metrics=_numbers(data.get("metrics"), f"row {index}: metrics"),
             flags=dict(data.get("flags") or {}),
             default=bool(data.get("default", False)),
             failure_kind=data.get("failure_kind"),
             failure_reason=data.get("failure_reason"),
-            timings=dict(data.get("timings") or {}),
+            timings=_numbers(data.get("timings"), f"row {index}: timings"),
+            levels=levels,
             extra={k: v for k, v in data.items() if k not in known},
+            line=line,
         )
 
     def failure(self) -> EngineFailure:
@@ -129,9 +199,10 @@ class Grid:
         for row in rows:
             pkey = Configuration(row.params, row.default).key()
             if pkey in self._by_params:
+                first = self._by_params[pkey]
                 raise GridError(
-                    f"row {row.index}: the same configuration as row "
-                    f"{self._by_params[pkey].index} ({pkey[0]})"
+                    f"{path or 'grid'}:{row.line}: row {row.index}: the same configuration as "
+                    f"row {first.index} (line {first.line}) ({pkey[0]})"
                 )
             self._by_params[pkey] = row
             if row.flags:
@@ -152,12 +223,18 @@ class Grid:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise GridError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-            if "meta" in data:
+            if isinstance(data, dict) and "meta" in data:
+                if not isinstance(data["meta"], dict):
+                    raise GridError(f"{path}:{number}: meta must be an object")
                 meta.update(data["meta"])
                 continue
-            rows.append(GridRow.from_json(len(rows), data))
+            try:
+                rows.append(GridRow.from_json(len(rows), data, number))
+            except GridError as exc:
+                raise GridError(f"{path}:{number}: {exc}") from None
         if not rows:
             raise GridError(f"{path}: no configuration in the grid")
+        _check_ladder(rows, meta, str(path))
         return cls(rows, meta, str(path))
 
     def space(self) -> Space:
@@ -174,6 +251,8 @@ class Grid:
         params: dict[str, ParameterSpec] = {}
         for name, spec in space.parameters.items():
             values = self.values(name)
+            if not values and spec.when is not None:
+                continue  # its condition never holds on the grid (e.g. no speculation swept)
             if not values:
                 raise GridError(f"the grid holds no value of parameter {name!r}")
             params[name] = ParameterSpec(
@@ -218,6 +297,38 @@ class Grid:
         return sorted(found.values(), key=lambda v: (str(type(v)), v))
 
 
+def _check_ladder(rows: list[GridRow], meta: Mapping[str, Any], path: str) -> None:
+    """A grid measured with a ``ladder:`` holds every planned level of each complete row."""
+    section = (meta.get("space") or {}).get("ladder") if isinstance(meta.get("space"), dict) \
+        else None
+    if section is None:
+        return
+    try:
+        planned = LadderSpec.model_validate(section).resolved_levels()
+    except ValueError as exc:
+        raise GridError(f"{path}: meta.space.ladder is not a valid ladder: {exc}") from None
+    for row in rows:
+        loads = [level.load for level in row.levels]
+        if row.state == "complete" and not set(planned) <= set(loads):
+            raise GridError(
+                f"{path}:{row.line}: row {row.index}: a complete row of a ladder grid needs "
+                f"levels at loads {[f'{v:g}' for v in planned]}, has "
+                f"{[f'{v:g}' for v in loads] or 'none'} (measure with early stop off)"
+            )
+
+
+# What a trial's engine spends its time on (TrialOutcome.timings); their sum is engine-seconds.
+ENGINE_PHASES = ("startup_s", "warmup_s", "benchmark_s", "ladder_s", "quality_s", "capacity_s",
+                 "teardown_s")
+ENGINE_S = "engine_s"
+
+
+def engine_seconds(timings: Mapping[str, float]) -> float:
+    """Seconds an engine was held for a trial: start, each measurement, teardown (0 for a
+    configuration rejected before launch)."""
+    return sum(float(timings.get(k, 0.0)) for k in ENGINE_PHASES)
+
+
 class ReplayedEngine:
     """A RunningEngine that never ran here: it carries the recorded metrics of its row."""
 
@@ -244,8 +355,9 @@ class ReplayedEngine:
         return []
 
     def stop(self) -> float:
+        """The recorded teardown time (a replay tears nothing down)."""
         self._stopped = True
-        return 0.0
+        return float(self.row.timings.get("teardown_s", 0.0))
 
 
 class ReplayLauncher:
@@ -288,21 +400,61 @@ def _launcher_from_env() -> ReplayLauncher:
 
 class GridMeasurement:
     """The replay's measuring step (implements MeasuringStep): the recorded metrics, timings
-    and disturbance verdict of the configuration the engine was started with, verbatim. No load
-    is driven and no quality probe or capacity search runs (a grid holds none of them)."""
+    and disturbance verdict of the configuration the engine was started with. No load is
+    driven and no quality probe or capacity search runs (a grid holds none of them).
+
+    With a ``ladder:`` in the space, the load ladder is replayed over the row's recorded
+    levels by the ladder's own code (``bench.ladder.run_ladder``): the curve metrics are
+    derived from the levels, and with ``ladder.early_stop`` the ladder stops where a live one
+    would (the first level missing an SLO; a bound the study's front dominates, the front read
+    from ``front`` when the ladder starts, which the study runner sets as it does for the live
+    step). ``timings["ladder_s"]`` is then the recorded seconds of the levels that ran."""
 
     quality: QualityProbe | None = None
 
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
+        # The study's current front, for the ladder's early stop (set by the study runner).
+        self.front: Callable[[], Sequence[Sequence[float]]] | None = None
 
     def measure(
         self, engine: RunningEngine, config: EngineConfig, trial: MeasureContext
     ) -> Measured:
         trial.on_phase("replaying")
         row = self.grid.by_flags(config.flags)
-        return Measured(
+        found = Measured(
             metrics=dict(row.metrics),
-            timings=dict(row.timings),
+            timings={k: v for k, v in row.timings.items() if k not in ("startup_s", "teardown_s")},
             disturbed=bool(row.extra.get("disturbed", False)),
         )
+        if trial.space.ladder is not None:
+            self._ladder(row, trial, found)
+        return found
+
+    def _ladder(self, row: GridRow, trial: MeasureContext, found: Measured) -> None:
+        space, spec = trial.space, trial.space.ladder
+        assert spec is not None
+        if not row.levels:
+            raise GridError(
+                f"row {row.index} (line {row.line}) of {self.grid.path} has no ladder levels: "
+                "a space with a ladder replays only a grid measured with one (format v2)"
+            )
+        n_devices = len(trial.devices.ids)
+        price = space.cost.device_hour_usd if space.cost is not None else None
+        front = list(self.front()) if self.front is not None and spec.early_stop else []
+        objectives = [(o.metric, o.resolved_direction) for o in space.objectives]
+        ran: list[GridLevel] = []
+
+        def measure(load: float) -> dict[str, float]:
+            level = row.level_at(load)
+            ran.append(level)
+            return dict(level.metrics)
+
+        primary = space.mix[0]
+        ladder = run_ladder(measure, spec, primary.slos, space.max_error_rate,
+                            front_check(spec, objectives, front, n_devices, price))
+        found.metrics.update(ladder.as_metrics(n_devices, price))
+        found.measurements.extend(ladder.records())
+        if ladder.stop_reason:
+            found.notes.append(f"load ladder stopped early: {ladder.stop_reason}")
+        found.timings["ladder_s"] = sum(level.benchmark_s for level in ran)

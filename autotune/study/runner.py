@@ -20,6 +20,7 @@ from autotune.bench.http_step import HttpMeasurement
 from autotune.bench.ladder import pareto_values
 from autotune.configuration import Configuration
 from autotune.devices import DevicePool
+from autotune.engines.replay import GridMeasurement
 from autotune.engines.base import EngineLauncher
 from autotune.scoring import is_feasible
 from autotune.search import make_sampler
@@ -115,7 +116,7 @@ class StudyRunner:
         if self.runner.quality is not None:
             # The reference outputs come from the default trial, maybe in another worker.
             self.runner.quality.source = store.quality_reference
-        if isinstance(self.runner.measuring, HttpMeasurement):
+        if isinstance(self.runner.measuring, HttpMeasurement | GridMeasurement):
             self.runner.measuring.front = self.front  # the load ladder's early stop
 
     def front(self) -> list[list[float]]:
