@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autotune.engines.replay import Grid, GridRow  # noqa: E402
+from autotune.engines.replay import ENGINE_S, Grid, GridError  # noqa: E402
 from autotune.scoring import (  # noqa: E402
     is_feasible,
     objective_values,
@@ -96,7 +96,9 @@ def _hv_min(points: list[list[float]], ref: list[float]) -> float:
     return total
 
 
-def reference_point(space: Space, rows: Sequence[GridRow]) -> list[float]:
+def reference_point(space: Space, rows: Sequence[Mapping[str, float]]) -> list[float]:
+    """Per objective: the SLO limit when the metric has one, 0 for a maximised metric, else
+    1.1x the worst value over ``rows`` (the feasible trials' metrics)."""
     ref: list[float] = []
     for objective in space.objectives:
         direction = objective.resolved_direction
@@ -106,7 +108,7 @@ def reference_point(space: Space, rows: Sequence[GridRow]) -> list[float]:
             ref.append(0.0)
         else:
             worst = max(
-                (r.metrics[objective.metric] for r in rows if objective.metric in r.metrics),
+                (r[objective.metric] for r in rows if objective.metric in r),
                 default=1.0,
             )
             ref.append(1.1 * worst)
@@ -123,6 +125,7 @@ def reference_point(space: Space, rows: Sequence[GridRow]) -> list[float]:
 class Run:
     hv: list[float] = field(default_factory=list)  # hypervolume after each counted trial
     best: list[float] = field(default_factory=list)  # best feasible first objective so far
+    engine_s: list[float] = field(default_factory=list)  # engine-seconds spent, cumulative
     reused: int = 0  # suggestions answered with an earlier result (no engine)
     skipped: int = 0  # suggestions the crash model rejected (no engine)
 
@@ -164,6 +167,8 @@ class _Tracker(SilentReporter):
                 self.feasible.append(values)
                 self.best = max(self.best, self.sign * values[0])
         run = self.run
+        spent = float(outcome.timings.get(ENGINE_S, 0.0))
+        run.engine_s.append((run.engine_s[-1] if run.engine_s else 0.0) + spent)
         run.hv.append(hypervolume(self.feasible, self.space.directions, self.reference))
         run.best.append(self.sign * self.best if math.isfinite(self.best) else math.nan)
         if len(run.hv) >= self.min_trials and run.hv[-1] >= self.target:
@@ -189,8 +194,11 @@ def replay_study(
     min_trials: int,
     storage: str,
     log_dir: Path,
+    name: str | None = None,
 ) -> Run:
-    """One study, run by autotune's own StudyRunner: the replay engine answers each trial."""
+    """One study, run by autotune's own StudyRunner: the replay engine answers each trial
+    (with its ladder's early stop as ``search_space`` says)."""
+    name = name or f"{kind}-{seed}"
     space = strategy_space(kind, search_space, seed)
     warm: list[dict[str, Any]] = []
     if kind == "grid":
@@ -203,7 +211,7 @@ def replay_study(
     )
     study = StudyRunner.create(
         space,
-        name=f"{kind}-{seed}",
+        name=name,
         storage=storage,
         launcher=runner.launcher,
         pool=runner.pool,
@@ -213,7 +221,7 @@ def replay_study(
         runner=runner,
     )
     study.run(n_trials=max_trials)
-    optuna_study = optuna.load_study(study_name=f"{kind}-{seed}", storage=storage)
+    optuna_study = optuna.load_study(study_name=name, storage=storage)
     for t in optuna_study.get_trials(deepcopy=False):
         state = t.user_attrs.get(STATE_ATTR)
         tracker.run.reused += state == "reused"
@@ -226,6 +234,19 @@ def trials_to(run: Run, level: float, full_hv: float) -> float:
         if value >= level * full_hv * (1 - 1e-12):
             return float(i + 1)
     return math.inf
+
+
+def engine_seconds_to(run: Run, level: float, full_hv: float) -> float:
+    """Engine-seconds the study had spent when it first held ``level`` of the hypervolume."""
+    reached = trials_to(run, level, full_hv)
+    return run.engine_s[int(reached) - 1] if math.isfinite(reached) else math.inf
+
+
+def with_early_stop(space: Space, on: bool) -> Space:
+    """``space`` with its ladder's early stop on or off (a space without a ladder as is)."""
+    if space.ladder is None:
+        return space
+    return space.model_copy(update={"ladder": space.ladder.model_copy(update={"early_stop": on})})
 
 
 def best_within(run: Run, budget: int) -> float:
@@ -256,7 +277,9 @@ def _fmt_best(values: list[float], default: float | None, maximize: bool) -> str
     worst = (min if maximize else max)(filled)
 
     def f(v: float) -> str:
-        return f"{v:.0f}" if math.isfinite(v) and (v or not maximize) else "-"
+        if not (math.isfinite(v) and (v or not maximize)):
+            return "-"
+        return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
     text = f"{f(med)}/{f(worst)}"
     if default and math.isfinite(med) and med:
@@ -264,11 +287,38 @@ def _fmt_best(values: list[float], default: float | None, maximize: bool) -> str
     return text
 
 
+def _pct(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (linear between ranks; infinite when a neighbour is)."""
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo, hi = ordered[math.floor(pos)], ordered[math.ceil(pos)]
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return hi
+    return lo + (pos - math.floor(pos)) * (hi - lo)
+
+
+def _fmt_spread(values: list[float], never: str) -> str:
+    """``median [q25-q75]`` over seeds; ``never`` where a seed did not get there."""
+
+    def f(v: float) -> str:
+        return never if math.isinf(v) else f"{v:.0f}" if abs(v) >= 100 or v == int(v) \
+            else f"{v:.1f}"
+
+    return f"{f(_pct(values, 0.5))} [{f(_pct(values, 0.25))}-{f(_pct(values, 0.75))}]"
+
+
+MODES = {"off": False, "on": True}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", type=Path, required=True)
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument(
+        "--early-stop", choices=("both", "on", "off"), default="both",
+        help="the ladder's early stop in the replayed studies (a grid without levels: n/a)",
+    )
     parser.add_argument(
         "--seeds-for",
         action="append",
@@ -298,16 +348,30 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-    grid = Grid.load(args.grid)
-    space = grid.space()
+    try:
+        grid = Grid.load(args.grid)
+        space = grid.space()
+    except GridError as exc:
+        raise SystemExit(f"search_efficiency: {exc}") from None
+    unknown = [k for k in args.strategies.split(",") if k not in STRATEGIES]
+    if unknown:
+        raise SystemExit(f"search_efficiency: unknown strategy {', '.join(unknown)} "
+                         f"(known: {', '.join(STRATEGIES)})")
     if args.slo:
         slos = dict(space.slos)
         for item in args.slo:
             key, _, limit = item.partition("=")
             slos[key] = float(limit)
         space = space.model_copy(update={"slos": slos})
-    search_space = grid.search_space(space)
-    runner = ReplayTrialRunner(space, grid)
+    has_ladder = space.ladder is not None
+    if has_ladder and not all(r.levels for r in grid.rows if r.state == "complete"):
+        raise SystemExit(f"search_efficiency: {args.grid}: a ladder space needs every complete "
+                         "row's levels (grid format v2)")
+    modes = (["off", "on"] if args.early_stop == "both" else [args.early_stop]) if has_ladder \
+        else ["n/a"]
+    # The full front: every configuration with its whole ladder (no early stop).
+    full_space = with_early_stop(space, False)
+    runner = ReplayTrialRunner(full_space, grid)
     workdir = Path(tempfile.mkdtemp(prefix="autotune-search-", dir=_fast_tmp()))
     storage = f"sqlite:///{workdir / 'studies.db'}"
 
@@ -317,49 +381,53 @@ def main() -> None:
         outcome = runner.run(0, row.params, is_default=row.default)
         ok = outcome.state == "complete" and is_feasible(violations(space, outcome.metrics))
         scored.append((row, outcome, ok))
-    feasible_rows = [row for row, _, ok in scored if ok]
-    reference = reference_point(space, feasible_rows)
-    full_points = [objective_values(space, row.metrics) for row in feasible_rows]
+    feasible = [outcome.metrics for _, outcome, ok in scored if ok]
+    reference = reference_point(space, feasible)
+    full_points = [objective_values(space, metrics) for metrics in feasible]
     full_hv = hypervolume(full_points, space.directions, reference)
     first = space.objectives[0]
     maximize = first.resolved_direction == "maximize"
     default_row = grid.default_row()
+    replayed = {id(row): outcome for row, outcome, _ in scored}
     default_ok = next((ok for row, _, ok in scored if row is default_row), False)
-    default_value = default_row.metrics.get(first.metric) if default_row else None
+    default_value = (replayed[id(default_row)].metrics.get(first.metric)
+                     if default_row is not None else None)
+
+    def shown(row: Any) -> str:
+        metrics = replayed[id(row)].metrics
+        return f"{first.metric} {metrics.get(first.metric, math.nan):.4g}, " + ", ".join(
+            f"{k} {metrics.get(k, math.nan):.0f}" for k in space.slos)
 
     states = {s: sum(1 for r in rows if r.state == s) for s in ("complete", "failed", "rejected")}
     print(
         f"grid {args.grid}: {len(rows)} rows ({len(grid.points)} points + "
         f"{len(rows) - len(grid.points)} default), "
         + ", ".join(f"{n} {s}" for s, n in states.items())
-        + f"; {len(feasible_rows)} SLO-feasible"
+        + f"; {len(feasible)} SLO-feasible"
     )
     print(
         "objectives: "
         + ", ".join(f"{o.metric} ({o.resolved_direction})" for o in space.objectives)
         + f"; SLOs {dict(space.slos)}; reference point {reference}"
     )
+    if has_ladder:
+        assert space.ladder is not None
+        print(f"load ladder: {space.ladder.kind} {space.ladder.resolved_levels()}, early stop "
+              + " and ".join(modes) + " in the replayed studies")
     print(
         f"full-grid hypervolume {full_hv:.6g}; Pareto-optimal feasible rows: "
-        f"{_pareto_size(full_points, space.directions)}"
+        f"{_pareto_size(full_points, space.directions)}; every configuration once: "
+        f"{sum(o.timings.get(ENGINE_S, 0.0) for _, o, _ in scored):.0f} engine-s"
     )
     if default_row is not None:
         state = "SLO-feasible" if default_ok else "NOT SLO-feasible"
-        print(
-            f"vLLM default: {first.metric} {default_value:.0f}, "
-            + ", ".join(f"{k} {default_row.metrics.get(k, math.nan):.0f}" for k in space.slos)
-            + f" ({state})"
-        )
+        print(f"vLLM default: {shown(default_row)} ({state})")
     twin = next(
         (r for r in grid.points if r.params == (default_row.params if default_row else None)), None
     )
     if twin is not None:
-        print(
-            f"  the same values as explicit flags (an ordinary grid point): {first.metric} "
-            f"{twin.metrics.get(first.metric, math.nan):.0f}, "
-            + ", ".join(f"{k} {twin.metrics.get(k, math.nan):.0f}" for k in space.slos)
-            + f" ({twin.state})"
-        )
+        print(f"  the same values as explicit flags (an ordinary grid point): {shown(twin)} "
+              f"({twin.state})")
     if full_hv > 0:
         shares = sorted(
             (hypervolume([p], space.directions, reference) / full_hv for p in full_points),
@@ -382,68 +450,107 @@ def main() -> None:
     )
 
     header = (
-        f"{'strategy':9s} {'95% med':>8s} {'95% worst':>9s} {'99% med':>8s} "
+        f"{'strategy':14s} {'95% med':>8s} {'95% worst':>9s} {'99% med':>8s} "
         f"{'99% worst':>9s} "
         + " ".join(f"{'best@' + str(b) + ' med/worst':>24s}" for b in BUDGETS)
         + f" {'s/study':>8s}"
     )
     print(header)
     print("-" * len(header))
-    # Gains are shown against the default's throughput even when the default misses an SLO
-    # (then any feasible configuration is an improvement the ratio understates).
+    # Gains are shown against the default's first objective even when the default misses an
+    # SLO (then any feasible configuration is an improvement the ratio understates).
     base = default_value or None
     seeds_for = {k: int(v) for k, _, v in (item.partition("=") for item in args.seeds_for)}
     cap_for = {k: int(v) for k, _, v in (item.partition("=") for item in args.max_trials_for)}
+    search_space = grid.search_space(space)
+    results: dict[tuple[str, str], tuple[list[Run], int]] = {}
     for kind in args.strategies.split(","):
         seeds = seeds_for.get(kind, args.seeds)
         cap = cap_for.get(kind, max_trials)
-        started = time.monotonic()
-        runs = []
-        for seed in range(seeds):
-            t0 = time.monotonic()
-            runs.append(
-                replay_study(
-                    kind,
-                    seed,
-                    search_space=search_space,
-                    grid=grid,
-                    reference=reference,
-                    full_hv=full_hv,
-                    max_trials=cap,
-                    min_trials=min_trials,
-                    storage=storage,
-                    log_dir=workdir / "logs",
+        for mode in modes:
+            mode_space = with_early_stop(search_space, MODES.get(mode, False))
+            started = time.monotonic()
+            runs = []
+            for seed in range(seeds):
+                t0 = time.monotonic()
+                runs.append(
+                    replay_study(
+                        kind,
+                        seed,
+                        search_space=mode_space,
+                        grid=grid,
+                        reference=reference,
+                        full_hv=full_hv,
+                        max_trials=cap,
+                        min_trials=min_trials,
+                        storage=storage,
+                        log_dir=workdir / "logs",
+                        name=f"{kind}-{mode}-{seed}",
+                    )
                 )
+                if args.progress:
+                    print(
+                        f"  {kind} (early stop {mode}) seed {seed}: {len(runs[-1].hv)} trials, "
+                        f"99% at {trials_to(runs[-1], LEVELS[-1], full_hv)} "
+                        f"({time.monotonic() - t0:.1f}s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            results[(kind, mode)] = (runs, cap)
+            per = (time.monotonic() - started) / seeds
+            cells: list[str] = []
+            for level in LEVELS:
+                cells += _fmt_trials([trials_to(r, level, full_hv) for r in runs], cap)
+            bests = [_fmt_best([best_within(r, b) for r in runs], base, maximize)
+                     for b in BUDGETS]
+            reused = statistics.median(r.reused for r in runs)
+            skipped = statistics.median(r.skipped for r in runs)
+            label = kind if mode == "n/a" else f"{kind} es:{mode}"
+            print(
+                f"{label:14s} {cells[0]:>8s} {cells[1]:>9s} {cells[2]:>8s} {cells[3]:>9s} "
+                + " ".join(f"{b:>24s}" for b in bests)
+                + f" {per:8.1f}"
+                + (f"  ({seeds} seeds)" if seeds != args.seeds else "")
+                + (f"  (cap {cap} trials)" if cap != max_trials else "")
+                + f"  reused {reused:.0f}, skipped {skipped:.0f} (median)",
+                flush=True,
             )
-            if args.progress:
-                print(
-                    f"  {kind} seed {seed}: {len(runs[-1].hv)} trials, 99% at "
-                    f"{trials_to(runs[-1], LEVELS[-1], full_hv)} "
-                    f"({time.monotonic() - t0:.1f}s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        per = (time.monotonic() - started) / seeds
-        cells: list[str] = []
-        for level in LEVELS:
-            cells += _fmt_trials([trials_to(r, level, full_hv) for r in runs], cap)
-        bests = [_fmt_best([best_within(r, b) for r in runs], base, maximize) for b in BUDGETS]
-        reused = statistics.median(r.reused for r in runs)
-        skipped = statistics.median(r.skipped for r in runs)
-        print(
-            f"{kind:9s} {cells[0]:>8s} {cells[1]:>9s} {cells[2]:>8s} {cells[3]:>9s} "
-            + " ".join(f"{b:>24s}" for b in bests)
-            + f" {per:8.1f}"
-            + (f"  ({seeds} seeds)" if seeds != args.seeds else "")
-            + (f"  (cap {cap} trials)" if cap != max_trials else "")
-            + f"  reused {reused:.0f}, skipped {skipped:.0f} (median)",
-            flush=True,
-        )
     if default_row is not None and not default_ok:
         print(
             f"\nthe vLLM default misses an SLO here: the ratios compare with its {first.metric} "
             "all the same"
         )
+    print()
+    print(cost_table(results, modes, args.strategies.split(","), full_hv))
+
+
+def cost_table(
+    results: Mapping[tuple[str, str], tuple[list[Run], int]], modes: Sequence[str],
+    kinds: Sequence[str], full_hv: float,
+) -> str:
+    """Trials and engine-seconds to 95% and 99% of the full hypervolume, one column group per
+    early-stop mode, side by side: median [q25-q75] over the seeds."""
+    groups = {"off": "without early stop", "on": "with early stop", "n/a": "no ladder"}
+    cols = [f"trials {v:.0%}" for v in LEVELS] + [f"engine-s {v:.0%}" for v in LEVELS]
+    width = 17
+    lines = [f"{'':10s}" + "".join(f" | {groups[m]:^{4 * width + 3}s}" for m in modes),
+             f"{'strategy':10s}" + "".join(" | " + " ".join(f"{c:>{width}s}" for c in cols)
+                                          for _ in modes)]
+    lines.append("-" * len(lines[-1]))
+    for kind in kinds:
+        text = f"{kind:10s}"
+        for mode in modes:
+            runs, cap = results[(kind, mode)]
+            cells = [_fmt_spread([trials_to(r, v, full_hv) for r in runs], f">{cap}")
+                     for v in LEVELS]
+            cells += [_fmt_spread([engine_seconds_to(r, v, full_hv) for r in runs], "never")
+                      for v in LEVELS]
+            text += " | " + " ".join(f"{c:>{width}s}" for c in cells)
+        lines.append(text)
+    lines.append("median [25th-75th percentile] over the seeds; trials count the default "
+                 "trial; engine-seconds: start + measurements (+ the ladder levels run) + "
+                 "teardown, summed over the study's trials")
+    return "\n".join(lines)
 
 
 def _fast_tmp() -> str | None:

@@ -202,7 +202,7 @@ class Grid:
                 first = self._by_params[pkey]
                 raise GridError(
                     f"{path or 'grid'}:{row.line}: row {row.index}: the same configuration as "
-                    f"row {first.index} (line {first.line}) ({pkey[0]})"
+                    f"row {first.index} (line {first.line}): {params_key(row.params)}"
                 )
             self._by_params[pkey] = row
             if row.flags:

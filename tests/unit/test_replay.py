@@ -151,7 +151,7 @@ def test_the_replay_runner_is_a_trial_runner_with_the_grid_step(
     outcome = runner.run(3, params, is_default=False, on_phase=phases.append)
     assert phases == ["waiting for devices", "starting engine", "replaying", "tearing down"]
     assert outcome.state == "complete" and outcome.metrics == ROWS[(8, 2048, True)][2]
-    assert outcome.timings == {"startup_s": 20.0, "teardown_s": 0.0}
+    assert outcome.timings == {"startup_s": 20.0, "teardown_s": 0.0, "engine_s": 20.0}
     assert outcome.argv[0] == "replay" and outcome.engine_version == "replay"
     assert "row" in (tmp_path / "trial-0003.log").read_text()
     failed = {"max_num_seqs": 64, "max_num_batched_tokens": 2048, "enable_chunked_prefill": False}
@@ -237,7 +237,7 @@ def test_grid_strategy_reaches_the_full_hypervolume(grid: Grid, tmp_path: Path) 
         for r in grid.rows
         if r.state == "complete" and r.metrics["e2e_p95_ms"] <= 1000
     ]
-    reference = se.reference_point(space, grid.rows)
+    reference = se.reference_point(space, [r.metrics for r in grid.rows])
     assert reference == [0.0, 1000.0]
     full = se.hypervolume(feasible, space.directions, reference)
     for kind in ("grid", "random-plain", "random", "tpe"):  # auto is GP here: slow
