@@ -20,8 +20,8 @@ from autotune.bench.http_step import HttpMeasurement
 from autotune.bench.ladder import pareto_values
 from autotune.configuration import Configuration
 from autotune.devices import DevicePool
-from autotune.engines.replay import GridMeasurement
 from autotune.engines.base import EngineLauncher
+from autotune.engines.replay import GridMeasurement
 from autotune.scoring import is_feasible
 from autotune.search import make_sampler
 from autotune.space import Space
