@@ -10,8 +10,11 @@ metrics verbatim (``autotune.trial.ReplayTrialRunner`` wires the two into an ord
 ``TrialRunner``). Everything else of a trial is the study's own code: the flags are built by
 ``autotune.engines.vllm.engine_config``, known-invalid configurations are rejected by
 ``autotune.rules`` before any launch, devices are acquired and released, and the study scores
-the outcome with ``autotune.scoring``. Nothing is re-measured, interpolated or re-derived: a
-replayed trial returns exactly the metrics recorded for that configuration.
+the outcome with ``autotune.scoring``. Nothing is re-measured: a replayed trial returns the
+metrics recorded for that configuration; with a load ladder (grid format v2: the row's
+``levels``) its curve metrics are re-derived from the recorded levels by the ladder's own code,
+with its early stop (see :class:`GridMeasurement`). ``engine_seconds`` sums what a replayed
+trial held an engine for.
 
 Why the key is the engine flags, not the parameters: the flags are what the engine was really
 started with. The vLLM-default trial passes no swept flag at all (the engine runs on its own
