@@ -350,3 +350,27 @@ def test_measure_grid_refuses_a_bad_setup_before_writing(tmp_path: Path) -> None
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "requests_per_level" in result.stderr
     assert not out.exists()
+
+
+def test_replay_reproduces_the_live_ladders_curve_metrics() -> None:
+    """tests/fixtures/ladder-grid-measured.jsonl: two configurations measured by
+    benchmarks/measure_grid.py with the real vLLM CPU engine (the ladder space cut to levels
+    [2, 8] of 8 requests). The curve metrics the live trial recorded are what the replay
+    derives from the levels it stored; with early stop the default trial, whose first level
+    missed the SLOs, stops there."""
+    grid = Grid.load(ROOT / "tests" / "fixtures" / "ladder-grid-measured.jsonl")
+    space = grid.space()
+    curve = ("capacity_rps", "interactivity_at_capacity", "throughput_per_device_at_capacity",
+             "capacity_is_lower_bound", "ladder_levels_run")
+    for row in grid.rows:
+        outcome = ReplayTrialRunner(space, grid).run(1, row.params, is_default=row.default)
+        for key in curve:
+            assert outcome.metrics[key] == pytest.approx(row.metrics.get(key, math.nan),
+                                                         nan_ok=True), key
+        assert outcome.timings[ENGINE_S] == pytest.approx(
+            sum(row.timings[k] for k in ("startup_s", "warmup_s", "benchmark_s", "teardown_s"))
+            + sum(level.benchmark_s for level in row.levels))
+    default = grid.default_row()
+    assert default is not None and default.metrics["capacity_rps"] == 0.0
+    stopped = ReplayTrialRunner(early(space, True), grid).run(1, default.params, is_default=True)
+    assert stopped.metrics["ladder_levels_run"] == 1 and stopped.metrics["capacity_rps"] == 0.0
