@@ -23,6 +23,12 @@ counts the trials that count toward a study's budget (launched or rejected befor
 default trial included) until they reach 99% of the hypervolume of the whole grid; reused and
 skipped suggestions cost no engine and are reported apart.
 
+Engine-seconds: per counted trial, what it held an engine for as the grid recorded it
+(``timings["engine_s"]`` of the replayed trial: start, measurements, the ladder levels that ran,
+teardown; docs/grid-format.md), summed until the study first holds 95% / 99%. On a ladder grid
+(format v2) every strategy runs with the space's ``ladder.early_stop`` off and on
+(``--early-stop``), and a last table puts trials and engine-seconds of both side by side.
+
     .venv/bin/python benchmarks/search_efficiency.py --grid benchmarks/grids/quickstart-cpu.jsonl
 """
 
