@@ -5,7 +5,10 @@ Constraints follow Optuna's convention (feasible when every value ≤ 0). Each S
 ``chat.ttft_p95_ms``); the error-rate limit gives ``error_rate − max_error_rate`` (in a mix, the
 worst workload's error rate); a quality bound (``quality.min`` / ``quality.max``) and a mix's
 ``aggregate.min_slo_attainment`` give the raw margin ``bound − measured`` or
-``measured − bound``; the load ladder's ``min_capacity_rps`` gives ``(min − capacity) / min``.
+``measured − bound``. With a load ladder the primary workload's SLOs define capacity instead of
+bounding the main measurement: the constraint is ``capacity_rps`` (``(min − capacity) / min``
+against ``min_capacity_rps``, else met when some level held every SLO), so a configuration that
+misses the SLOs at the main measurement's load but holds them at a lower one is feasible.
 A trial whose engine failed is told to Optuna as infeasible with the worst values below, so
 samplers learn to avoid that region instead of ignoring it.
 """
@@ -28,15 +31,25 @@ ERROR_RATE_CONSTRAINT = "error_rate"
 COST_METRIC = "cost_per_1m_output_tokens_usd"
 
 
+def constrained_slos(space: Space) -> dict[str, float]:
+    """The SLO limits told as constraints on the trial's metrics: every one, except that with
+    a load ladder the primary workload's (the ladder's) SLOs count through ``capacity_rps``."""
+    if space.ladder is None:
+        return dict(space.slo_limits)
+    primary = space.mix[0]
+    by_ladder = {primary.metric(key) for key in primary.slos}
+    return {k: v for k, v in space.slo_limits.items() if k not in by_ladder}
+
+
 def constraint_names(space: Space) -> list[str]:
-    names = [*space.slo_limits, ERROR_RATE_CONSTRAINT]
+    names = [*constrained_slos(space), ERROR_RATE_CONSTRAINT]
     if space.aggregation.min_slo_attainment is not None:
         names.append(ATTAINMENT_WORST)
     if space.cost is not None and space.cost.max_per_1m_output_tokens_usd is not None:
         names.append(COST_METRIC)
     if space.quality is not None:
         names += list(space.quality.constraint_bounds())
-    if space.ladder is not None and space.ladder.min_capacity_rps is not None:
+    if space.ladder is not None:
         names.append(CAPACITY_CONSTRAINT)
     return names
 
@@ -44,7 +57,7 @@ def constraint_names(space: Space) -> list[str]:
 def violations(space: Space, metrics: Mapping[str, float]) -> dict[str, float]:
     """Constraint value per SLO (≤ 0 means met), plus the error-rate constraint."""
     out: dict[str, float] = {}
-    for key, limit in space.slo_limits.items():
+    for key, limit in constrained_slos(space).items():
         measured = metrics.get(key, math.nan)
         out[key] = 1.0 if not math.isfinite(measured) else (measured - limit) / limit
     error_rate = metrics.get("error_rate", 1.0)
@@ -57,10 +70,13 @@ def violations(space: Space, metrics: Mapping[str, float]) -> dict[str, float]:
         limit = space.cost.max_per_1m_output_tokens_usd
         cost = metrics.get(COST_METRIC, math.inf)
         out[COST_METRIC] = 1.0 if not math.isfinite(cost) else (cost - limit) / limit
-    if space.ladder is not None and space.ladder.min_capacity_rps is not None:
+    if space.ladder is not None:
         least = space.ladder.min_capacity_rps
         capacity = metrics.get(CAPACITY_CONSTRAINT, math.nan)
-        out[CAPACITY_CONSTRAINT] = (least - capacity) / least if math.isfinite(capacity) else 1.0
+        if not (math.isfinite(capacity) and capacity > 0):
+            out[CAPACITY_CONSTRAINT] = 1.0  # no level held the SLOs
+        else:
+            out[CAPACITY_CONSTRAINT] = (least - capacity) / least if least is not None else 0.0
     if space.quality is not None:
         # Quality metrics are fractions or nats: the raw margin, unscaled. Unmeasured (no
         # reference, probe failed) counts as violated.

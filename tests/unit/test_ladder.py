@@ -341,4 +341,17 @@ def test_capacity_can_be_a_constraint() -> None:
     assert violations(space, measured)["capacity_rps"] == 1.0  # never measured: violated
     assert failed_violations(space)["capacity_rps"] == 1.0
     assert slos_hold(space, measured)  # a load point is judged by its SLOs only
-    assert "capacity_rps" not in constraint_names(_ladder_space(levels=[1, 2]))
+
+
+def test_with_a_ladder_the_slos_constrain_through_capacity() -> None:
+    """The ladder's SLOs define capacity: a main measurement over them does not make the trial
+    infeasible when a lower level held them; no level holding does."""
+    from autotune.scoring import constraint_names, is_feasible, violations
+
+    space = _ladder_space(levels=[1, 2])
+    assert space.slos and not set(space.slo_limits) & set(constraint_names(space))
+    assert "capacity_rps" in constraint_names(space)
+    over = {key: 10 * limit for key, limit in space.slo_limits.items()} | {"error_rate": 0.0}
+    assert is_feasible(violations(space, {**over, "capacity_rps": 2.0}))
+    assert not is_feasible(violations(space, {**over, "capacity_rps": 0.0}))
+    assert not is_feasible(violations(space, over))  # the ladder never ran
