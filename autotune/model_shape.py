@@ -12,6 +12,7 @@ from typing import Any
 
 # A quantized checkpoint or method we do not know counts as 4-bit: leaning towards "fits".
 UNKNOWN_QUANT_BITS = 4
+NO_GROUPS = 1 << 20  # a "group size" for per-channel / per-tensor scales
 
 DTYPE_BYTES = {
     "float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2,
@@ -78,6 +79,11 @@ class ModelShape:
             method = str(quant.get("quant_method", "")).lower()
             bits = float(quant.get("bits") or quant.get("w_bit") or 0) or None
             group = int(quant.get("group_size") or quant.get("q_group_size") or 128)
+            weights = _compressed_weights(quant)
+            if bits is None and weights is not None:
+                bits = float(weights["num_bits"])
+                # per-channel or per-tensor scales (no groups): negligible beside the weights
+                group = int(weights.get("group_size") or NO_GROUPS)
             if bits is None:
                 bits = 8.0 if "fp8" in method or "int8" in method else float(UNKNOWN_QUANT_BITS)
         return cls(
@@ -112,6 +118,21 @@ class ModelShape:
     @property
     def embedding_params(self) -> int:
         return self.vocab * self.hidden
+
+
+def _compressed_weights(quant: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A compressed-tensors checkpoint's weight scheme (``config_groups.*.weights``) when
+    every group quantizes weights to the same number of bits; None otherwise."""
+    groups = quant.get("config_groups")
+    if not isinstance(groups, Mapping):
+        return None
+    schemes: list[Mapping[str, Any]] = []
+    for group in groups.values():
+        weights = group.get("weights") if isinstance(group, Mapping) else None
+        if not isinstance(weights, Mapping) or not isinstance(weights.get("num_bits"), int):
+            return None
+        schemes.append(weights)
+    return schemes[0] if schemes and len({w["num_bits"] for w in schemes}) == 1 else None
 
 
 def dtype_size(name: str, *, default: int) -> int:

@@ -75,9 +75,13 @@ def _json_list(path: Path) -> Iterator[tuple[int, Any]]:
     """(line where it starts, element) for every element of a file holding one JSON list."""
     text = _read(path)
     decoder = json.JSONDecoder()
+    counted = [0, 1]  # a position already counted to, and its line: one pass, not n² counts
 
     def line_of(pos: int) -> int:
-        return text.count("\n", 0, pos) + 1
+        start, line = counted if pos >= counted[0] else (0, 1)
+        line += text.count("\n", start, pos)
+        counted[:] = [pos, line]
+        return line
 
     def skip(pos: int) -> int:
         while pos < len(text) and text[pos] in " \t\r\n":
