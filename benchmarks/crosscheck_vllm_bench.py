@@ -5,6 +5,8 @@ Starts one vLLM CPU server on the quickstart's demo model, then measures the sam
 autotune's driver and with vLLM's own benchmark (``vllm.benchmarks.serve``, in this process;
 autotune/bench/crosscheck.py), fresh prompts every run, at each concurrency, and prints both
 side by side with the differences (the goal: throughput within 3%, median TTFT/TPOT 5%).
+The server runs on its own cores and both clients on the others (``--client-cores``; by
+default one core in four, at least one), so neither client's CPU time slows the server.
 
     .venv/bin/python benchmarks/crosscheck_vllm_bench.py [--rounds 4] [--concurrency 4 16]
 """
@@ -12,6 +14,7 @@ side by side with the differences (the goal: throughput within 3%, median TTFT/T
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +24,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autotune.bench.crosscheck import ROWS, CrossCheckLoad, cross_check  # noqa: E402
+from autotune.bench.crosscheck import (  # noqa: E402
+    ROWS,
+    CrossCheckLoad,
+    cross_check,
+    isolate,
+    split_cores,
+)
 from autotune.bench.driver import Endpoint  # noqa: E402
 from autotune.demo_model import build_demo_model  # noqa: E402
 from autotune.devices import CpuSlotPool  # noqa: E402
@@ -42,6 +51,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=8)
     parser.add_argument("--model", type=Path, default=Path("~/.cache/autotune/demo-llama"),
                         help="model directory (default: the quickstart's demo model)")
+    parser.add_argument("--no-isolate", action="store_true",
+                        help="server and clients share every core (as before)")
     args = parser.parse_args()
 
     model_dir = args.model.expanduser()
@@ -52,8 +63,12 @@ def main() -> None:
     space = Space.model_validate(data)
     config = engine_config(space, {}, is_default=True)
     work = Path(tempfile.mkdtemp(prefix="crosscheck-"))
-    pool = CpuSlotPool()
+    host = sorted(os.sched_getaffinity(0))
+    server_cores, client_cores = (host, host) if args.no_isolate else split_cores(host)
+    pool = CpuSlotPool(server_cores)
     engine = VllmLauncher().start(config, pool.acquire(1), work / "engine.log")
+    if not args.no_isolate:
+        isolate(engine.pids, server_cores, client_cores)
     try:
         endpoint = Endpoint(engine.base_url, engine.served_name)
         found = [
@@ -66,7 +81,8 @@ def main() -> None:
     finally:
         engine.stop()
 
-    print(f"server: vLLM {engine.version}, demo model, CPU, one start; workload: "
+    print(f"server: vLLM {engine.version}, demo model, CPU cores {server_cores}, clients on "
+          f"{client_cores}, one start; workload: "
           f"{args.requests} requests, {args.input_len} in / {args.output_len} out, "
           f"{args.rounds} rounds per concurrency (ours, theirs, theirs, ours, ...); "
           f"goodput SLOs {dict(space.slos)}")

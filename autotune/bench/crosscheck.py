@@ -4,13 +4,20 @@ Both measure the same kind of workload (random prompts of fixed input and output
 ``ignore_eos``, a fixed concurrency), each with fresh prompts (vLLM's prefix cache is on by
 default: a prompt sent twice would be served from it the second time). vLLM's benchmark runs
 in this process (``vllm.benchmarks.serve``: ``add_cli_args`` and ``main``, imported only here),
-so both clients share the host alike. Used by benchmarks/crosscheck_vllm_bench.py.
+so both clients share the host alike. Used by benchmarks/crosscheck_vllm_bench.py and
+tests/integration/test_crosscheck.py.
+
+On a small host a client's own CPU time is taken from the server it measures: a client that
+parses each chunk twice slows the server more than one that parses it once, and the drivers
+then disagree on what the *server* does. ``isolate`` pins the server's processes (every thread)
+to some cores and this process to the others, so what each driver measures is the same server.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +87,42 @@ class Comparison:
                          f"{100 * self.difference(ours_key, their_key):>11.1f}%"
                          f"{100 * spread_a:>12.1f}%/{100 * spread_b:.1f}%")
         return "\n".join(lines)
+
+
+def split_cores(cores: Sequence[int]) -> tuple[list[int], list[int]]:
+    """(server cores, client cores): the client gets one core in four (at least one), the
+    server the rest; one core is shared."""
+    cores = sorted(cores)
+    if len(cores) < 2:
+        return list(cores), list(cores)
+    client = max(1, len(cores) // 4)
+    return cores[:-client], cores[-client:]
+
+
+def pin_process(pid: int, cores: Iterable[int]) -> int:
+    """Pin every thread of ``pid`` to ``cores`` (``sched_setaffinity`` acts on one thread; new
+    threads inherit their creator's); the number of threads pinned."""
+    wanted = set(cores)
+    pinned = 0
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except FileNotFoundError:
+        return 0
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, wanted)
+            pinned += 1
+        except (ProcessLookupError, PermissionError):
+            pass
+    return pinned
+
+
+def isolate(server_pids: Iterable[int], server_cores: Sequence[int],
+            client_cores: Sequence[int]) -> None:
+    """The server's processes on ``server_cores``, this process on ``client_cores``."""
+    for pid in server_pids:
+        pin_process(pid, server_cores)
+    pin_process(os.getpid(), client_cores)
 
 
 def our_workload(load: CrossCheckLoad, seed: int) -> WorkloadSpec:
