@@ -8,6 +8,7 @@ per event, no ANSI, for logs (stdout not a terminal, or ``CI`` set). ``reporter_
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import threading
@@ -119,7 +120,7 @@ def outcome_text(outcome: Any) -> str:
     t = outcome.timings
     if outcome.state == "complete":
         m = outcome.metrics
-        text = (
+        text = _curve_text(m) + (
             f"{m.get('output_throughput', 0):.0f} tok/s, "
             f"TTFT p95 {m.get('ttft_p95_ms', 0):.0f} ms, "
             f"E2E p95 {m.get('e2e_p95_ms', 0):.0f} ms, errors {m.get('error_rate', 0):.1%}"
@@ -131,6 +132,19 @@ def outcome_text(outcome: Any) -> str:
         reason = outcome.failure.reason if outcome.failure else ""
         text = f"[{kind}] {reason}"
     return text
+
+
+def _curve_text(m: dict[str, float]) -> str:
+    """The load curve's answer first, when the space has a ladder."""
+    if "capacity_rps" not in m:
+        return ""
+    capacity = m["capacity_rps"]
+    if not capacity > 0:
+        return "no load level held the SLOs; main load "
+    at_least = "≥ " if m.get("capacity_is_lower_bound") else ""
+    per_user = m.get("interactivity_at_capacity", math.nan)
+    shown = f", {per_user:.0f} tok/s per user there" if math.isfinite(per_user) else ""
+    return f"capacity {at_least}{capacity:.3g} req/s at the SLOs{shown}; main load "
 
 
 class PlainReporter:

@@ -14,6 +14,7 @@ from autotune.cli.progress import (
     LiveReporter,
     PlainReporter,
     StudyProgress,
+    outcome_text,
     plain_output,
     reporter_for,
 )
@@ -164,3 +165,16 @@ def test_a_replayed_study_prints_plain_lines(tmp_path: Path,
     assert any(line.startswith("1 of 3 trials done, ETA ") and "× 2 left ÷ 1 slot)" in line
                for line in lines)
     assert lines[-1] == "3 of 3 trials done"
+
+
+def test_a_ladder_trial_line_leads_with_its_capacity() -> None:
+    outcome = complete()
+    outcome.metrics |= {"capacity_rps": 9.52, "interactivity_at_capacity": 48.3,
+                        "capacity_is_lower_bound": 0.0}
+    assert outcome_text(outcome).startswith(
+        "capacity 9.52 req/s at the SLOs, 48 tok/s per user there; main load 950 tok/s")
+    outcome.metrics["capacity_is_lower_bound"] = 1.0
+    assert outcome_text(outcome).startswith("capacity ≥ 9.52 req/s")
+    outcome.metrics |= {"capacity_rps": 0.0, "interactivity_at_capacity": float("nan")}
+    assert outcome_text(outcome).startswith("no load level held the SLOs; main load 950")
+    assert outcome_text(complete()).startswith("950 tok/s")  # no ladder: as before
