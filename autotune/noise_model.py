@@ -51,6 +51,11 @@ PRIORS: dict[str, Prior] = {
     "output_throughput": Prior(0.08, 4),
     "ttft_p95_ms": Prior(0.25, 4),
     "e2e_p95_ms": Prior(0.10, 4),
+    # A load ladder's answers (spaces with ``ladder:``). Capacity is where a p95 crosses its
+    # SLO between two short levels, so it inherits the tail's swing; the per-user rate there is
+    # a mean (1000 / mean TPOT) and moves about as much as throughput.
+    "capacity_rps": Prior(0.15, 4),
+    "interactivity_at_capacity": Prior(0.10, 4),
 }
 FRESH_METRICS = tuple(PRIORS)
 
