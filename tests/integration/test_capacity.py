@@ -52,6 +52,7 @@ def test_bisection_matches_exhaustive_sweep(
     light = measure(2.0)["e2e_p95_ms"]
     runner.space = space = space.model_copy(update={"slos": {"e2e_p95_ms": 3 * light}})
     found = runner.measuring.capacity(engine, space, spec)
+    print(f"light load (2 req/s): E2E p95 {light:.0f} ms; capacity search: {found}")
     step = found["capacity_resolution_rps"]
     assert found["capacity_request_rate"] > 0 and step > 0
     # Exhaustive sweep on the same server, at multiples of the bisection's resolution.
