@@ -36,3 +36,48 @@ def demo_model() -> Path:
     if override:
         return Path(override)
     return build_demo_model(os.path.expanduser("~/.cache/autotune/demo-llama"))
+
+
+# The engine shared by the tests that only need a serving demo engine (tests/support/
+# shared_engine.py): started on first use, its users run one after another, stopped after the
+# last of them.
+_shared_engines = []
+
+
+@pytest.fixture(scope="session")
+def shared_engines(tmp_path_factory):
+    from tests.support.shared_engine import SharedEngines
+
+    engines = SharedEngines(tmp_path_factory.mktemp("shared-engine"))
+    _shared_engines.append(engines)
+    yield engines
+    engines.stop()
+    _shared_engines.remove(engines)
+
+
+@pytest.fixture(scope="module")
+def shared_engine(shared_engines, demo_model: Path):
+    """The running shared engine, its prefix cache emptied for this module."""
+    running = shared_engines.get(demo_model)
+    running.reset_prefix_cache()
+    return running
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    from tests.support.shared_engine import FIXTURE
+
+    users = [item for item in items if FIXTURE in getattr(item, "fixturenames", ())]
+    if users:
+        first, moved = items.index(users[0]), set(users)
+        rest = [item for item in items if item not in moved]
+        items[:] = rest[:first] + users + rest[first:]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    yield
+    from tests.support.shared_engine import FIXTURE
+
+    if (_shared_engines and FIXTURE in getattr(item, "fixturenames", ())
+            and (nextitem is None or FIXTURE not in getattr(nextitem, "fixturenames", ()))):
+        _shared_engines[0].stop()

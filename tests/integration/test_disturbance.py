@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from autotune.bench.driver import Endpoint, HttpLoadDriver
+from autotune.bench.driver import HttpLoadDriver
 from autotune.devices import CpuSlotPool
-from autotune.engines import create
-from autotune.engines.vllm import engine_config
 from autotune.measurement import MeasurementSpec, measure_robustly
 from autotune.space import Space
+from tests.support.shared_engine import SharedEngine
 from tests.support.spaces import small_space
 
 pytestmark = pytest.mark.engine
@@ -41,40 +40,35 @@ def _competing_load(delay_s: float, duration_s: float, processes: int) -> thread
     return thread
 
 
-def test_competing_load_is_flagged_and_repeated(tmp_path: Path, demo_model: Path) -> None:
+def test_competing_load_is_flagged_and_repeated(
+    tmp_path: Path, demo_model: Path, shared_engine: SharedEngine
+) -> None:
     data = small_space(tmp_path, demo_model)
     data["workload"].update({"num_requests": 160, "warmup_requests": 8,
                              "load": {"kind": "concurrency", "concurrency": 16}})
     space = Space.model_validate(data)
     spec = MeasurementSpec(max_repeats=2)
-    pool = CpuSlotPool(slots=1)
-    devices = pool.acquire(1)
-    engine = create("vllm").start(engine_config(space, {}, is_default=True), devices,
-                                  tmp_path / "engine.log")
+    engine = shared_engine.engine
     driver = HttpLoadDriver()
-    endpoint = Endpoint(engine.base_url, engine.served_name)
+    endpoint = shared_engine.endpoint
 
     def run():
         return driver.run(endpoint, space.workload, space.slos)
 
-    try:
-        quiet = measure_robustly(run, engine.base_url, spec, closed_loop=True)
-        print("quiet:", [m.disturbances for m in quiet.measurements],
-              [m.host.to_dict() if m.host else None for m in quiet.measurements])
-        # No foreign load: the host-load detector stays silent. (The window-spread check may
-        # still ask for a repeat here: 160 requests on 2 shared cores give uneven windows.)
-        for measurement in quiet.measurements:
-            assert not any("other processes" in r for r in measurement.disturbances), (
-                measurement.disturbances)
-        loop = _competing_load(delay_s=1.5, duration_s=3.0, processes=len(CpuSlotPool().cores))
-        noisy = measure_robustly(run, engine.base_url, spec, closed_loop=True)
-        loop.join()
-        first = noisy.measurements[0]
-        print("noisy:", [m.disturbances for m in noisy.measurements])
-        assert any("other processes" in r for r in first.disturbances), first.disturbances
-        assert len(noisy.measurements) >= 2  # repeated on the same server
-        assert noisy.metrics["measurement_runs"] == len(noisy.measurements)
-        assert noisy.metrics["disturbed_runs"] >= 1
-    finally:
-        engine.stop()
-        pool.release(devices)
+    quiet = measure_robustly(run, engine.base_url, spec, closed_loop=True)
+    print("quiet:", [m.disturbances for m in quiet.measurements],
+          [m.host.to_dict() if m.host else None for m in quiet.measurements])
+    # No foreign load: the host-load detector stays silent. (The window-spread check may
+    # still ask for a repeat here: 160 requests on 2 shared cores give uneven windows.)
+    for measurement in quiet.measurements:
+        assert not any("other processes" in r for r in measurement.disturbances), (
+            measurement.disturbances)
+    loop = _competing_load(delay_s=1.5, duration_s=3.0, processes=len(CpuSlotPool().cores))
+    noisy = measure_robustly(run, engine.base_url, spec, closed_loop=True)
+    loop.join()
+    first = noisy.measurements[0]
+    print("noisy:", [m.disturbances for m in noisy.measurements])
+    assert any("other processes" in r for r in first.disturbances), first.disturbances
+    assert len(noisy.measurements) >= 2  # repeated on the same server
+    assert noisy.metrics["measurement_runs"] == len(noisy.measurements)
+    assert noisy.metrics["disturbed_runs"] >= 1

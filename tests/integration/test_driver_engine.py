@@ -3,8 +3,6 @@ template, 3-turn conversations that resend their history, and a short trace repl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +12,7 @@ from autotune.bench.driver import BenchResult, Endpoint, HttpLoadDriver
 from autotune.bench.engine_metrics import PREFIX_HITS, PREFIX_QUERIES, counter_delta
 from autotune.bench.workload import Prompt, Turn
 from autotune.bench.workload_spec import WorkloadSpec
-from tests.support.spaces import serving_defaults
+from tests.support.shared_engine import SharedEngine
 
 pytestmark = pytest.mark.engine
 
@@ -23,10 +21,8 @@ WORDS = ("river", "budget", "latency", "bridge", "coffee", "cluster", "report", 
 
 
 @pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Iterator[Endpoint]:
-    tmp = tmp_path_factory.mktemp("driver-engine")
-    with serving_defaults(tmp, demo_model) as endpoint:
-        yield endpoint
+def endpoint(shared_engine: SharedEngine) -> Endpoint:
+    return shared_engine.endpoint
 
 
 def workload(load: dict[str, Any], warmup: int = 0) -> WorkloadSpec:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from autotune.bench.driver import BenchResult, Endpoint, HttpLoadDriver
 from autotune.bench.engine_metrics import engine_metrics
 from autotune.bench.workload import build_prompts
 from autotune.bench.workload_spec import WorkloadSpec
-from tests.support.spaces import serving_defaults
+from tests.support.shared_engine import SharedEngine
 
 pytestmark = pytest.mark.engine
 
@@ -23,10 +22,8 @@ MAX_MODEL_LEN = 512  # the quickstart's
 
 
 @pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Iterator[Endpoint]:
-    tmp = tmp_path_factory.mktemp("kinds")
-    with serving_defaults(tmp, demo_model) as endpoint:
-        yield endpoint
+def endpoint(shared_engine: SharedEngine) -> Endpoint:
+    return shared_engine.endpoint
 
 
 def _workload(prompts: dict[str, Any], requests: int, **more: Any) -> WorkloadSpec:

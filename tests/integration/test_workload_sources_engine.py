@@ -4,7 +4,6 @@ own /metrics), a shared-prefix run shares most of its prompt tokens."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from autotune.bench.driver import Endpoint, HttpLoadDriver
 from autotune.bench.engine_metrics import engine_metrics
 from autotune.bench.workload import PromptSet, build_prompts
 from autotune.bench.workload_spec import WorkloadSpec
-from tests.support.spaces import serving_defaults, small_space
+from tests.support.shared_engine import SharedEngine
 
 pytestmark = pytest.mark.engine
 
@@ -24,11 +23,9 @@ MAX_MODEL_LEN = 512  # the quickstart's
 
 
 @pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Iterator[Endpoint]:
-    tmp = tmp_path_factory.mktemp("sources")
-    assert small_space(tmp, demo_model)["model"]["max_model_len"] == MAX_MODEL_LEN
-    with serving_defaults(tmp, demo_model) as endpoint:
-        yield endpoint
+def endpoint(shared_engine: SharedEngine) -> Endpoint:
+    assert shared_engine.space.model.max_model_len == MAX_MODEL_LEN
+    return shared_engine.endpoint
 
 
 def _workload(prompts: dict[str, Any], requests: int = 12, **more: Any) -> WorkloadSpec:
