@@ -7,21 +7,20 @@ from pathlib import Path
 import pytest
 
 from autotune.bench.capacity import CapacitySpec
+from autotune.bench.driver import Endpoint
 from autotune.bench.workload_spec import PoissonLoad
+from autotune.devices import CpuSlotPool
 from autotune.engines import create
 from autotune.engines.vllm import engine_config
 from autotune.scoring import slos_hold
 from autotune.space import Space
 from autotune.trial import TrialRunner
-from tests.support.shared_engine import SharedEngine
 from tests.support.spaces import small_space
 
 pytestmark = pytest.mark.engine
 
 
-def test_bisection_matches_exhaustive_sweep(
-    tmp_path: Path, demo_model: Path, shared_engine: SharedEngine
-) -> None:
+def test_bisection_matches_exhaustive_sweep(tmp_path: Path, demo_model: Path) -> None:
     data = small_space(tmp_path, demo_model)
     # Load points of 96 requests build a real queue above the server's saturation rate (E2E
     # p95 several times its unloaded value) and none below it. The SLO is calibrated on this
@@ -31,43 +30,43 @@ def test_bisection_matches_exhaustive_sweep(
                         requests_per_point=points, max_concurrency=128)
     data["capacity"] = spec.model_dump()
     space = Space.model_validate(data)
-    engine = shared_engine.engine
-    assert shared_engine.config.flags == engine_config(space, {}, is_default=True).flags
-    runner = TrialRunner(space, create("vllm"), shared_engine.pool, tmp_path)
+    launcher = create("vllm")
+    pool = CpuSlotPool(slots=1)
+    runner = TrialRunner(space, launcher, pool, tmp_path)
+    devices = pool.acquire(1)
+    engine = launcher.start(engine_config(space, {}, is_default=True), devices,
+                            tmp_path / "engine.log")
     engine_pids = engine.pids()
 
-    # Each rate is measured once (96 requests at 2 req/s take 48 s): the light load of the
-    # calibration is also the sweep's point at that rate, when the sweep has one there.
-    points_measured: dict[float, dict[str, float]] = {}
-
     def measure(rate: float) -> dict[str, float]:
-        if rate not in points_measured:
-            workload = runner.space.workload.model_copy(update={
-                "load": PoissonLoad(rate=rate, max_concurrency=128),
-                "num_requests": points, "warmup_requests": 0})
-            points_measured[rate] = runner.measuring.driver.run(
-                shared_engine.endpoint, workload, runner.space.slos).metrics
-        return points_measured[rate]
+        workload = runner.space.workload.model_copy(update={
+            "load": PoissonLoad(rate=rate, max_concurrency=128),
+            "num_requests": points, "warmup_requests": 0})
+        return runner.measuring.driver.run(Endpoint(engine.base_url, engine.served_name), workload,
+                                 runner.space.slos).metrics
 
-    light = measure(2.0)["e2e_p95_ms"]
-    runner.space = space = space.model_copy(update={"slos": {"e2e_p95_ms": 3 * light}})
-    found = runner.measuring.capacity(engine, space, spec)
-    print(f"light load (2 req/s): E2E p95 {light:.0f} ms; capacity search: {found}")
-    step = found["capacity_resolution_rps"]
-    assert found["capacity_request_rate"] > 0 and step > 0
-    # Exhaustive sweep on the same server, at multiples of the bisection's resolution.
-    measured: dict[float, bool] = {}
-    # The sweep's capacity: the last rate that held before the first that did not.
-    sweep_best = 0.0
-    rate = step
-    while rate <= found["capacity_request_rate"] + 3 * step:
-        measured[rate] = slos_hold(space, measure(rate))
-        if not measured[rate]:
-            break
-        sweep_best = rate
-        rate += step
-    print(f"bisection: {found['capacity_request_rate']:.2f} req/s (resolution {step:.2f}, "
-          f"{found['capacity_load_points']:.0f} load points); sweep: {sweep_best:.2f} req/s; "
-          f"points {measured}")
-    assert abs(found["capacity_request_rate"] - sweep_best) <= step + 1e-9
-    assert engine.alive() and engine.pids() == engine_pids  # one engine start throughout
+    try:
+        light = measure(2.0)["e2e_p95_ms"]
+        runner.space = space = space.model_copy(update={"slos": {"e2e_p95_ms": 3 * light}})
+        found = runner.measuring.capacity(engine, space, spec)
+        step = found["capacity_resolution_rps"]
+        assert found["capacity_request_rate"] > 0 and step > 0
+        # Exhaustive sweep on the same server, at multiples of the bisection's resolution.
+        measured: dict[float, bool] = {}
+        # The sweep's capacity: the last rate that held before the first that did not.
+        sweep_best = 0.0
+        rate = step
+        while rate <= found["capacity_request_rate"] + 3 * step:
+            measured[rate] = slos_hold(space, measure(rate))
+            if not measured[rate]:
+                break
+            sweep_best = rate
+            rate += step
+        print(f"bisection: {found['capacity_request_rate']:.2f} req/s (resolution {step:.2f}, "
+              f"{found['capacity_load_points']:.0f} load points); sweep: {sweep_best:.2f} req/s; "
+              f"points {measured}")
+        assert abs(found["capacity_request_rate"] - sweep_best) <= step + 1e-9
+        assert engine.alive() and engine.pids() == engine_pids  # one engine start throughout
+    finally:
+        engine.stop()
+        pool.release(devices)
