@@ -16,6 +16,12 @@ step (:func:`neighbours`) from a configuration on the current feasible Pareto fr
 is the sampler's. On a measured grid of the quickstart model this halves the trials TPE alone
 needs to reach 99% of the grid's hypervolume (benchmarks/search_efficiency.py).
 
+With a small budget (under :data:`SCREEN_BELOW_TRIALS` trials) there is no room for the
+sampler to learn (TPE's first :data:`TPE_STARTUP_TRIALS` suggestions are random), so the
+trials right after the default first *screen* the space: each moves one parameter one step from
+the vLLM defaults (:func:`neighbours`), in the order the space file lists the parameters, up to
+half the budget; the rest are the sampler's. List first the parameters you expect to matter.
+
 TPE runs with ``constant_liar`` so that parallel slots do not pile onto one point (running
 trials count as bad ones until they finish); whatever sampler runs, the study also refuses to
 measure a configuration twice (``autotune.study``), so a suggestion equal to a running trial
@@ -24,6 +30,7 @@ waits for its result instead of running beside it.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +45,7 @@ NSGA2_FROM_TRIALS = 300
 LOCAL_SEARCH_AFTER = 8  # trials before local search around the front begins
 LOCAL_SEARCH_CYCLE = 4  # then, of every 4 trials, 3 step from the front and 1 is the sampler's
 TPE_STARTUP_TRIALS = 8
+SCREEN_BELOW_TRIALS = 16  # a smaller budget starts with a one-step screen around the defaults
 GP_STARTUP_TRIALS = 8
 
 
@@ -177,6 +185,32 @@ def _steps(name: str, spec: ParameterSpec, value: Any) -> list[Any]:
         moves = [float(value) + step, float(value) - step]
     clipped = [min(max(m, spec.low), spec.high) for m in moves]
     return [int(round(m)) if is_int else m for m in clipped]
+
+
+def screen_size(space: Space, budget: int) -> int:
+    """How many trials after the default screen the space, for a study of ``budget`` trials
+    (0: no screen)."""
+    if (not space.search.screen or budget >= SCREEN_BELOW_TRIALS
+            or choose_sampler(space).kind in ("random", "grid")):
+        return 0
+    return min(len(space.default_params()), (budget - 1) // 2)
+
+
+def screen_step(
+    space: Space, known: Container[str], seed: int | None
+) -> dict[str, Any] | None:
+    """The next screening configuration: the defaults with the first parameter (in the space
+    file's order) that no ``known`` configuration has moved yet moved one step (which step,
+    when there are two, by ``seed``); None when every parameter has been moved."""
+    defaults = space.default_params()
+    for name in defaults:
+        steps = [complete_params(space, {**defaults, name: other})
+                 for other in _steps(name, space.parameters[name], defaults[name])
+                 if other != defaults[name]]
+        if not steps or any(Configuration(p).key() in known for p in steps):
+            continue
+        return random.Random(f"{seed}:screen:{name}").choice(steps)
+    return None
 
 
 def uses_local_search(space: Space) -> bool:

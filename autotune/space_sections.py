@@ -215,6 +215,12 @@ class SearchSpec(Strict):
     crash_learning: bool = Field(
         default=True, description="skip suggestions a model of earlier config failures rejects"
     )
+    screen: bool = Field(
+        default=True,
+        description="with a budget under 16 trials, first move each parameter one step from "
+        "the defaults, in the file's order, for up to half the budget (not with the random or "
+        "grid sampler)",
+    )
     local_search: bool = Field(
         default=True,
         description="every other trial, try a configuration one step from the Pareto front "

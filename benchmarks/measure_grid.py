@@ -18,7 +18,8 @@ docs/grid-format.md); a killed run resumes by skipping the configurations alread
 a run cut short still leaves a complete product, and slow drift of the host is not confounded
 with any one parameter.
 
-    .venv/bin/python benchmarks/measure_grid.py --space search_spaces/quickstart-cpu-ladder.yaml \
+    .venv/bin/python benchmarks/measure_grid.py \
+        --space benchmarks/grids/quickstart-cpu-ladder.space.yaml \
         --out benchmarks/grids/quickstart-cpu-ladder.jsonl --parallel 2
 """
 
@@ -66,7 +67,7 @@ AXES: dict[str, list[Any]] = {
     "draft": [0, 2],
 }
 EXTRA_SLABS: list[tuple[str, Any]] = [("draft", 4)]
-# A space with a ladder (search_spaces/quickstart-cpu-ladder.yaml): each configuration costs a
+# A space with a ladder (search_spaces/quickstart-cpu.yaml): each configuration costs a
 # start (~30 s) plus the main measurement and every ladder level on 2 cores, so 24 points (and
 # the default trial). Prefix caching is the axis the shared-prefix workload is about.
 LADDER_AXES: dict[str, list[Any]] = {
@@ -259,7 +260,7 @@ def grid_row(params: dict[str, Any], default: bool, outcome: TrialOutcome, wall_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", type=Path, default=SPACE_FILE, help="the space file")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/grids/quickstart-cpu.jsonl")
+    parser.add_argument("--out", type=Path, required=True, help="the grid file (JSON Lines)")
     parser.add_argument(
         "--axis", action="append", default=[], metavar="NAME=V1,V2",
         help="the values of one axis (replaces the default axis; draft=0,2 is shorthand for "

@@ -66,7 +66,7 @@ def main() -> None:
     model = args.model.expanduser()
     if not (model / "config.json").is_file():
         model = build_demo_model(model)
-    data = yaml.safe_load((ROOT / "search_spaces" / "quickstart-cpu.yaml").read_text())
+    data = yaml.safe_load((ROOT / "search_spaces" / "cpu-fixed-load.yaml").read_text())
     data["model"]["path"] = str(model)
     data.pop("quality", None)
     data["workload"].update({"num_requests": args.requests, "warmup_requests": 8,

@@ -44,7 +44,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    data = yaml.safe_load((ROOT / "search_spaces" / "quickstart-cpu.yaml").read_text())
+    data = yaml.safe_load((ROOT / "search_spaces" / "cpu-fixed-load.yaml").read_text())
     data["quality"]["num_prompts"] = args.prompts
     for method in args.methods:
         data["model"]["quantization_variants"][method] = {"method": method}

@@ -53,6 +53,7 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from autotune.bench.ladder_spec import LadderSpec  # noqa: E402
 from autotune.engines.replay import ENGINE_S, Grid, GridError  # noqa: E402
 from autotune.scoring import (  # noqa: E402
     is_feasible,
@@ -350,6 +351,10 @@ def main() -> None:
         metavar="KEY=LIMIT",
         help="override one of the space's SLOs (e.g. e2e_p95_ms=8000)",
     )
+    parser.add_argument(
+        "--levels", default=None, metavar="L1,L2,...",
+        help="replay these of the grid's ladder levels only (e.g. 4,16,64)",
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -369,6 +374,22 @@ def main() -> None:
             key, _, limit = item.partition("=")
             slos[key] = float(limit)
         space = space.model_copy(update={"slos": slos})
+    if args.levels:
+        if space.ladder is None:
+            raise SystemExit(f"search_efficiency: --levels: {args.grid} has no ladder")
+        try:
+            levels = [float(v) for v in args.levels.split(",")]
+            ladder = LadderSpec.model_validate(
+                {**space.ladder.model_dump(exclude={"start", "factor", "max"}), "levels": levels})
+        except ValueError as exc:
+            raise SystemExit(f"search_efficiency: --levels {args.levels}: {exc}") from None
+        recorded = {level.load for r in grid.rows for level in r.levels}
+        missing = [f"{v:g}" for v in levels if v not in recorded]
+        if missing:
+            raise SystemExit(f"search_efficiency: --levels: the grid has no level at "
+                             f"{', '.join(missing)} (recorded: "
+                             f"{', '.join(f'{v:g}' for v in sorted(recorded))})")
+        space = space.model_copy(update={"ladder": ladder})
     has_ladder = space.ladder is not None
     if has_ladder and not all(r.levels for r in grid.rows if r.state == "complete"):
         raise SystemExit(f"search_efficiency: {args.grid}: a ladder space needs every complete "

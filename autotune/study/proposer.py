@@ -21,6 +21,8 @@ from autotune.search import (
     LOCAL_SEARCH_AFTER,
     LOCAL_SEARCH_CYCLE,
     front_neighbours,
+    screen_size,
+    screen_step,
     uses_local_search,
 )
 from autotune.space import Space, suggest_params
@@ -146,6 +148,10 @@ class Proposer:
             mine = set(running_here)
             elsewhere = [t for t in history.trials if t.running and t.number not in mine]
             return Wait() if elsewhere and shared else Done()
+        if 1 <= taken <= screen_size(self.space, budget):
+            step = screen_step(self.space, history.known, self.space.search.seed)
+            if step is not None:
+                return Configuration(step)
         if uses_local_search(self.space) and taken >= LOCAL_SEARCH_AFTER and (
             taken % LOCAL_SEARCH_CYCLE
         ):

@@ -1,4 +1,4 @@
-"""Search spaces for tests that start a real engine: the CPU quickstart, made short."""
+"""Search spaces for tests that start a real engine: the CPU fixed-load space (search_spaces/cpu-fixed-load.yaml), made short."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import yaml
 from autotune.bench.driver import Endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICKSTART = ROOT / "search_spaces" / "quickstart-cpu.yaml"
+FIXED_LOAD = ROOT / "search_spaces" / "cpu-fixed-load.yaml"
 ENGINE_FLAGS = {"dtype": "float16", "enforce_eager": True, "kv_cache_memory_bytes": "1G"}
 # The uniprocess executor (no third process importing torch and vLLM again) and no usage-stats
 # thread: about 15 s less per engine start on 2 cores. Pinned parallel slots (several trials at
@@ -21,8 +21,8 @@ ENGINE_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
 
 
 def small_space(tmp_path: Path, model: Path, **overrides) -> dict:
-    """The quickstart space with a short workload, for tests with a real engine."""
-    data = yaml.safe_load(QUICKSTART.read_text())
+    """The fixed-load CPU space with a short workload, for tests with a real engine."""
+    data = yaml.safe_load(FIXED_LOAD.read_text())
     data["model"]["path"] = str(model)
     data["model"]["build_demo"] = False  # the demo_model fixture built it already
     data["engine"]["shutdown_grace_s"] = 5

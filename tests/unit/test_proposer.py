@@ -148,3 +148,32 @@ def test_an_unmeasured_pick_is_neither_measured_nor_running() -> None:
     history = History.of([done(0, config()), running(1, config(max_num_seqs=8))])
     pick = Proposer(space()).unmeasured(history)
     assert pick is not None and pick.key() not in history.known
+
+
+def test_a_small_budget_first_moves_each_parameter_one_step_from_the_defaults() -> None:
+    """Under 16 trials: the trials after the default each move one parameter (in the space
+    file's order) one step from the defaults, up to half the budget; then the sampler."""
+    from autotune.search import screen_size
+
+    study = space(sampler="tpe")
+    proposer = Proposer(study)
+    defaults = Configuration(study.default_params(), True)
+    names = list(study.default_params())
+    assert screen_size(study, 7) == 3 and screen_size(study, 16) == 0
+    assert screen_size(space(sampler="random"), 7) == 0
+    assert screen_size(space(sampler="tpe", screen=False), 7) == 0
+    trials = [done(0, defaults)]
+    moved = []
+    for number in range(1, 4):
+        pick = proposer.before_asking(History.of(trials), budget=7, running_here=[],
+                                      shared=False)
+        assert isinstance(pick, Configuration) and not pick.is_default
+        changed = [k for k in names if pick.params.get(k) != defaults.params[k]]
+        assert len(changed) == 1, pick.params
+        moved += changed
+        trials.append(running(number, pick))  # a running screen step counts as known
+    assert moved == [n for n in names if n in moved][:3] and len(set(moved)) == 3
+    assert moved[0] == names[0]
+    # Half the budget screened: the sampler's turn.
+    assert proposer.before_asking(History.of(trials), budget=7, running_here=[],
+                                  shared=False) is None
