@@ -14,7 +14,8 @@ The search space is the grid's own space (its meta line) restricted to the grid'
 Strategies: ``grid`` (every grid point once, in a seeded random order), ``random-plain``
 (random search that runs repeated configurations again: the peers' baseline), ``random``,
 ``tpe``, ``gp``, ``nsga2`` (autotune's study policy with that ``search.sampler``), ``tpe-plain``
-(TPE without reuse, crash model or local search) and ``auto`` (autotune's defaults).
+(TPE without reuse, crash model, screen or local search), ``auto`` (autotune's defaults) and
+``auto-noscreen`` (the defaults without the small-budget screen around the vLLM defaults).
 
 Hypervolume: of the feasible trials' objective vectors (complete and every constraint met),
 against a reference point that is, per objective, the SLO limit when the metric has one, 0 for
@@ -65,7 +66,8 @@ from autotune.store.attrs import STATE_ATTR  # noqa: E402
 from autotune.study import SilentReporter, StudyRunner  # noqa: E402
 from autotune.trial import ReplayTrialRunner  # noqa: E402
 
-STRATEGIES = ("grid", "random-plain", "random", "tpe-plain", "tpe", "gp", "nsga2", "auto")
+STRATEGIES = ("grid", "random-plain", "random", "tpe-plain", "tpe", "gp", "nsga2", "auto",
+              "auto-noscreen")
 LEVELS = (0.95, 0.99)
 BUDGETS = (10, 20, 30)
 
@@ -142,8 +144,12 @@ STRATEGY_SEARCH: dict[str, dict[str, Any]] = {
     "random-plain": {"sampler": "random", "remeasure": True, "crash_learning": False},
     # TPE as peers use it: no reuse of measured configurations, no crash model, no local search.
     "tpe-plain": {
-        "sampler": "tpe", "remeasure": True, "crash_learning": False, "local_search": False
+        "sampler": "tpe", "remeasure": True, "crash_learning": False, "local_search": False,
+        "screen": False,
     },
+    # autotune's defaults without the small-budget screen around the defaults (the screen
+    # only acts below 16 trials: compare with --max-trials 7).
+    "auto-noscreen": {"sampler": "auto", "screen": False},
     "grid": {"sampler": "random"},  # every grid point is enqueued: the sampler is never asked
 }
 
