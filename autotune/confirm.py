@@ -65,7 +65,7 @@ class Confirmation:
     @property
     def holds(self) -> bool:
         """Every fresh run completed and no headline interval is refuted by its coverage."""
-        if self.failures or not self.values or METRIC not in self.intervals:
+        if self.failures or not self.runs or not self.intervals:
             return False
         return not any(self.refuted(m) for m in self.intervals)
 
@@ -75,7 +75,7 @@ class Confirmation:
     def comment_lines(self) -> list[str]:
         lines = [f"# confirmed on {len(self.runs)} fresh server(s); "
                  + ("the study's intervals hold" if self.holds else "DOES NOT hold")]
-        for metric in FRESH_METRICS:
+        for metric in self.intervals or FRESH_METRICS:
             interval = self.intervals.get(metric)
             values = [r[metric] for r in self.runs if metric in r]
             if interval is None and not values:
@@ -111,7 +111,7 @@ def confirm_trial(
                              log_dir / f"confirm-{record.number}-{attempt + 1}")
         outcome: TrialOutcome = runner.run(record.number, dict(record.params),
                                            is_default=record.is_default)
-        if outcome.state == "complete" and METRIC in outcome.metrics:
+        if outcome.state == "complete":
             result.runs.append({m: outcome.metrics[m] for m in FRESH_METRICS
                                 if m in outcome.metrics})
         else:

@@ -20,7 +20,7 @@ with any one parameter.
 
     .venv/bin/python benchmarks/measure_grid.py \
         --space benchmarks/grids/quickstart-cpu-ladder.space.yaml \
-        --out benchmarks/grids/quickstart-cpu-ladder.jsonl --parallel 2
+        --out benchmarks/grids/quickstart-cpu-ladder.jsonl --parallel 1
 """
 
 from __future__ import annotations

@@ -250,3 +250,19 @@ def test_study_show_and_export_print_the_interval_and_it_learns_from_kept_runs(
     assert any(f"output_throughput {after.text()}" in line for line in header), header
     assert any("e2e_p95_ms" in line for line in header)
     assert yaml.safe_load(exported.stdout)["model"] == trial.model
+
+
+def test_a_ladder_trial_gets_intervals_for_its_curve_answers_only() -> None:
+    """With a load ladder the headline figures are capacity and the per-user rate there; the
+    short main measurement's figures carry no fresh-server interval."""
+    from autotune.noise_model import NoiseModel, headline_metrics
+
+    fixed = {"output_throughput": 300.0, "ttft_p95_ms": 345.0, "e2e_p95_ms": 950.0}
+    ladder = fixed | {"capacity_rps": 20.1, "interactivity_at_capacity": 27.7}
+    assert headline_metrics(fixed) == ("output_throughput", "ttft_p95_ms", "e2e_p95_ms")
+    assert headline_metrics(ladder) == ("capacity_rps", "interactivity_at_capacity")
+    model = NoiseModel.fit([])
+    capacity = model.interval("capacity_rps", "k", 20.1)
+    assert capacity is not None and capacity.low < 20.1 < capacity.high
+    per_user = model.interval("interactivity_at_capacity", "k", 27.7)
+    assert per_user is not None and per_user.low < 27.7 < per_user.high

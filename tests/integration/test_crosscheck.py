@@ -1,0 +1,69 @@
+"""The built-in driver against vLLM's own benchmark (``vllm bench serve``) on one real vLLM CPU
+server, one start: output throughput within 3%, median TTFT and TPOT within 5%, at two
+concurrencies (issue 13 item 9; method: autotune/bench/crosscheck.py, docs/measurement.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from autotune.bench.crosscheck import (
+    ROWS,
+    Comparison,
+    CrossCheckLoad,
+    cross_check,
+    isolate,
+    split_cores,
+)
+from autotune.bench.driver import Endpoint
+from autotune.devices import CpuSlotPool
+from autotune.engines import create
+from autotune.engines.vllm import engine_config
+from autotune.space import Space
+from tests.support.spaces import small_space
+
+pytestmark = pytest.mark.engine
+
+LIMITS = {"output_throughput": 0.03, "ttft_p50_ms": 0.05, "tpot_p50_ms": 0.05}
+REQUESTS, INPUT_LEN, OUTPUT_LEN, ROUNDS = 96, 128, 64, 2
+
+
+@pytest.fixture(scope="module")
+def isolated_server(tmp_path_factory: pytest.TempPathFactory,
+                    demo_model: Path) -> Iterator[tuple[Endpoint, Space]]:
+    """The demo engine on its own cores, this process (both clients) on the others."""
+    tmp = tmp_path_factory.mktemp("crosscheck")
+    space = Space.model_validate(small_space(tmp, demo_model))
+    host = sorted(os.sched_getaffinity(0))
+    server_cores, client_cores = split_cores(host)
+    devices = CpuSlotPool(server_cores).acquire(1)
+    engine = create("vllm").start(engine_config(space, {}, is_default=True), devices,
+                                  tmp / "engine.log")
+    try:
+        isolate(engine.pids, server_cores, client_cores)
+        yield Endpoint(engine.base_url, engine.served_name), space
+    finally:
+        os.sched_setaffinity(0, host)
+        engine.stop()
+
+
+@pytest.mark.parametrize("concurrency", [4, 16])
+def test_both_drivers_agree(isolated_server: tuple[Endpoint, Space], demo_model: Path,
+                            tmp_path: Path, concurrency: int) -> None:
+    endpoint, space = isolated_server
+    load = CrossCheckLoad(INPUT_LEN, OUTPUT_LEN, REQUESTS, concurrency)
+    found: Comparison = cross_check(endpoint, demo_model, load, tmp_path, rounds=ROUNDS,
+                                    slos=space.slos)
+    print(f"\nconcurrency {concurrency}\n{found.table()}")
+    assert len(found.ours) == len(found.theirs) == ROUNDS
+    assert all(r["completed"] == REQUESTS for r in found.ours)
+    assert all(r["completed"] == REQUESTS for r in found.theirs)
+    outside = {}
+    for metric, limit in LIMITS.items():
+        difference = found.difference(metric, dict(ROWS)[metric])
+        if not abs(difference) <= limit:
+            outside[metric] = f"{100 * difference:+.1f}% (limit {100 * limit:.0f}%)"
+    assert not outside, outside
