@@ -11,7 +11,7 @@ from rich.table import Table
 
 from autotune import short_names
 from autotune.bench.ladder import levels_of
-from autotune.bench.ladder_spec import LADDER_METRICS
+from autotune.bench.ladder_spec import CAPACITY_CONSTRAINT, LADDER_METRICS
 from autotune.bench.metrics import LATENCIES, STATS
 from autotune.cli.common import console
 from autotune.cli.render import measured, result_cell, slo_cell
@@ -71,6 +71,8 @@ def print_trial(report: Any, t: Any, intervals: dict[str, Any] | None = None) ->
             limit = report.slos.get(key)
             value = _number(m[key]) if key in m else "—"
             bound = f" (limit {_number(limit)})" if limit is not None else ""
+            if key == CAPACITY_CONSTRAINT and limit is None:
+                bound = " (some ladder level held every SLO)"
             constraints.add_row(escape(key), f"{value}{bound}: " + ("met" if v <= 0 else
                                                                    "[yellow]missed[/]"))
         console.print(constraints)
@@ -139,33 +141,44 @@ def _per_workload(m: dict[str, Any]) -> None:
     console.print(table)
 
 
-LADDER_COLUMNS = (("req/s", "request_throughput"), ("out tok/s", "output_throughput"),
-                  ("ttft p95", "ttft_p95_ms"), ("tpot mean", "tpot_mean_ms"),
-                  ("e2e p95", "e2e_p95_ms"), ("errors", "error_rate"),
-                  ("prefix hits", "prefix_cache_hit_rate"))
+LADDER_COLUMNS = (("req/s", "request_throughput"), ("tok/s", "output_throughput"),
+                  ("TTFT\np95", "ttft_p95_ms"), ("TPOT\nmean", "tpot_mean_ms"),
+                  ("E2E\np95", "e2e_p95_ms"))
+
+
+def _compact(v: float) -> str:
+    """A figure in at most 5 characters or so: 1234, 56.7, 8.91."""
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}" if abs(v) >= 10 else f"{v:.3g}"
+
+
+def _percent(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.0f}%"
 
 
 def ladder_table(levels: list[dict[str, Any]]) -> Table:
     """One row per measured level of the load ladder: its load, the achieved figures
-    (latencies in ms, from arrival), per-user tok/s (1000 / TPOT) and whether the SLOs held;
-    the early stop's reason under it."""
+    (latencies in ms, from arrival), errors and prefix-cache hits, per-user tok/s
+    (1000 / TPOT) and whether the SLOs held; the early stop's reason under it. Fits 80
+    columns."""
     kind = levels[0].get("kind", "concurrency")
     table = Table(title="load ladder (latency ms, from arrival)", box=box.SIMPLE_HEAD,
                   pad_edge=False, title_justify="left", caption_justify="left")
-    table.add_column("level", justify="right")
-    table.add_column("concurrency" if kind == "concurrency" else "offered req/s",
+    table.add_column("in\nflight" if kind == "concurrency" else "offered\nreq/s",
                      justify="right")
     for title, _ in LADDER_COLUMNS:
         table.add_column(title, justify="right")
-    table.add_column("tok/s per user", justify="right")
+    table.add_column("errors", justify="right")
+    table.add_column("prefix\nhits", justify="right")
+    table.add_column("tok/s\nper user", justify="right")
     table.add_column("SLOs")
     for level in levels:
         figures = level.get("metrics", {})
         tpot = figures.get("tpot_mean_ms")
         table.add_row(
-            str(level["ladder_level"] + 1), _number(float(level["load"])),
-            *(_number(figures[key]) if key in figures else "—" for _, key in LADDER_COLUMNS),
-            _number(1000.0 / tpot) if tpot else "—",
+            _number(float(level["load"])),
+            *(_compact(figures[key]) if key in figures else "—" for _, key in LADDER_COLUMNS),
+            _percent(figures.get("error_rate")), _percent(figures.get("prefix_cache_hit_rate")),
+            _compact(1000.0 / tpot) if tpot else "—",
             "held" if level.get("holds") else "[yellow]missed[/]",
         )
     stops = [level["stop_reason"] for level in levels if level.get("stop_reason")]
