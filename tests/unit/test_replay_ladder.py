@@ -334,7 +334,7 @@ def test_measure_grid_rows_load_as_v2(grid: Grid, tmp_path: Path) -> None:
 def test_measure_grid_refuses_a_bad_setup_before_writing(tmp_path: Path) -> None:
     out = tmp_path / "grid.jsonl"
     script = ROOT / "benchmarks" / "measure_grid.py"
-    space = ROOT / "search_spaces" / "quickstart-cpu-ladder.yaml"
+    space = ROOT / "search_spaces" / "quickstart-cpu.yaml"
     for extra, message in [
         (["--axis", "nonsense=1,2"], "nonsense is not a parameter of the space"),
         (["--axis", "max_num_seqs"], "expected NAME=V1,V2"),
@@ -345,7 +345,7 @@ def test_measure_grid_refuses_a_bad_setup_before_writing(tmp_path: Path) -> None
         assert result.returncode != 0 and message in result.stderr, result.stderr
         assert not out.exists()
     bad = tmp_path / "bad.yaml"
-    bad.write_text(space.read_text().replace("requests_per_level: 32", "requests_per_level: 0"))
+    bad.write_text(space.read_text().replace("requests_per_level: 48", "requests_per_level: 0"))
     result = subprocess.run([sys.executable, str(script), "--space", str(bad), "--out", str(out)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "requests_per_level" in result.stderr
