@@ -68,7 +68,7 @@ def main() -> None:
     pool = CpuSlotPool(server_cores)
     engine = VllmLauncher().start(config, pool.acquire(1), work / "engine.log")
     if not args.no_isolate:
-        isolate(engine.pids, server_cores, client_cores)
+        isolate(engine.pids(), server_cores, client_cores)
     try:
         endpoint = Endpoint(engine.base_url, engine.served_name)
         found = [
