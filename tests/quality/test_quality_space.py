@@ -16,10 +16,12 @@ from autotune.space import Space, load_space
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "search_spaces" / "quickstart-cpu.yaml"
+# A space without a load ladder: its SLOs are constraints of their own, beside quality's.
+FIXED_LOAD = ROOT / "search_spaces" / "cpu-fixed-load.yaml"
 
 
 def _space(**quality) -> dict:
-    data = yaml.safe_load(QUICKSTART.read_text())
+    data = yaml.safe_load(FIXED_LOAD.read_text())
     data["quality"] = {"prompts": "evals/demo-tasks.jsonl", **quality}
     return data
 
