@@ -14,7 +14,7 @@ from autotune.engines.vllm_flags import check_space_flags, engine_options
 from autotune.errors import SpaceError
 from autotune.space import load_space
 
-QUICKSTART = Path(__file__).resolve().parents[2] / "search_spaces" / "quickstart-cpu.yaml"
+QUICKSTART = Path(__file__).resolve().parents[2] / "search_spaces" / "cpu-fixed-load.yaml"
 
 
 def test_render_flags_follows_vllm_conventions() -> None:

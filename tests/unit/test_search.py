@@ -28,7 +28,7 @@ from autotune.search import (
 from autotune.space import Space, load_space, suggest_params
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICKSTART = ROOT / "search_spaces" / "quickstart-cpu.yaml"
+QUICKSTART = ROOT / "search_spaces" / "cpu-fixed-load.yaml"
 
 
 def _space(parameters: dict[str, Any] | None = None, **search: Any) -> Space:

@@ -9,7 +9,7 @@ from autotune.errors import SpaceError
 from autotune.space import load_space, suggest_params
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICKSTART = ROOT / "search_spaces" / "quickstart-cpu.yaml"
+QUICKSTART = ROOT / "search_spaces" / "cpu-fixed-load.yaml"
 
 
 def _write(tmp_path: Path, data: dict | str) -> Path:
@@ -150,14 +150,17 @@ def test_default_params_are_inside_the_space() -> None:
 
 def test_key_written_twice_is_refused_wherever_it_is(tmp_path: Path) -> None:
     text = QUICKSTART.read_text(encoding="utf-8")
+    first = text.splitlines().index("  served_name: demo") + 1
     nested = text.replace("  served_name: demo\n", "  served_name: demo\n  served_name: other\n")
     assert _problems(tmp_path, nested)[0] == (
-        "model.served_name (line 8)",
-        "written twice, on lines 7 and 8: YAML would silently keep the last; keep one")
+        f"model.served_name (line {first + 1})",
+        f"written twice, on lines {first} and {first + 1}: YAML would silently keep the last; "
+        "keep one")
     top = text + "name: again\n"
     assert _problems(tmp_path, top)[0][0].startswith("name (line ")
     flow = text.replace("  max_model_len: 512\n", "  max_model_len: 512\n  x: {a: 1, a: 2}\n")
-    assert _problems(tmp_path, flow)[0][0] == "model.x.a (line 9)"
+    after = text.splitlines().index("  max_model_len: 512") + 2
+    assert _problems(tmp_path, flow)[0][0] == f"model.x.a (line {after})"
 
 
 def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
@@ -178,4 +181,4 @@ def test_not_a_text_file(tmp_path: Path) -> None:
 def test_utf8_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     path = tmp_path / "bom.yaml"
     path.write_bytes(b"\xef\xbb\xbf" + QUICKSTART.read_bytes())
-    assert load_space(path).name == "quickstart-cpu"
+    assert load_space(path).name == "cpu-fixed-load"
