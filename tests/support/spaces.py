@@ -1,4 +1,5 @@
-"""Search spaces for tests that start a real engine: the CPU fixed-load space (search_spaces/cpu-fixed-load.yaml), made short."""
+"""Search spaces for tests that start a real engine: the CPU fixed-load space
+(search_spaces/cpu-fixed-load.yaml), made short."""
 
 from __future__ import annotations
 
