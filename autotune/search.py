@@ -159,14 +159,16 @@ def complete_params(space: Space, params: Mapping[str, Any]) -> dict[str, Any]:
 def neighbours(space: Space, params: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Configurations one step away: another label, the next ordered choice, or a range value
     doubled/halved (log) or moved by a step (an eighth of the range without one)."""
-    out: list[dict[str, Any]] = []
-    for name, value in params.items():
-        spec = space.parameters[name]
-        for other in _steps(name, spec, value):
-            if other != value:
-                out.append(complete_params(space, {**params, name: other}))
+    out = [p for name in params for p in _moves(space, params, name)]
     unique = {Configuration(p).key(): p for p in out}
     return list(unique.values())
+
+
+def _moves(space: Space, params: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    """``params`` with parameter ``name`` moved one step (each way it can move)."""
+    value = params[name]
+    return [complete_params(space, {**params, name: other})
+            for other in _steps(name, space.parameters[name], value) if other != value]
 
 
 def _steps(name: str, spec: ParameterSpec, value: Any) -> list[Any]:
@@ -204,9 +206,7 @@ def screen_step(
     when there are two, by ``seed``); None when every parameter has been moved."""
     defaults = space.default_params()
     for name in defaults:
-        steps = [complete_params(space, {**defaults, name: other})
-                 for other in _steps(name, space.parameters[name], defaults[name])
-                 if other != defaults[name]]
+        steps = _moves(space, defaults, name)
         if not steps or any(Configuration(p).key() in known for p in steps):
             continue
         return random.Random(f"{seed}:screen:{name}").choice(steps)
