@@ -192,8 +192,7 @@ def _steps(name: str, spec: ParameterSpec, value: Any) -> list[Any]:
 def screen_size(space: Space, budget: int) -> int:
     """How many trials after the default screen the space, for a study of ``budget`` trials
     (0: no screen)."""
-    if (not space.search.screen or budget >= SCREEN_BELOW_TRIALS
-            or choose_sampler(space).kind in ("random", "grid")):
+    if not space.search.screen or budget >= SCREEN_BELOW_TRIALS or not _guided(space):
         return 0
     return min(len(space.default_params()), (budget - 1) // 2)
 
@@ -213,8 +212,14 @@ def screen_step(
     return None
 
 
+def _guided(space: Space) -> bool:
+    """Whether the study's own steps (screen, local search) join the sampler's: not for the
+    ``random`` and ``grid`` samplers, whose point is to be exactly what they say."""
+    return choose_sampler(space).kind not in ("random", "grid")
+
+
 def uses_local_search(space: Space) -> bool:
-    return space.search.local_search and choose_sampler(space).kind not in ("random", "grid")
+    return space.search.local_search and _guided(space)
 
 
 def front_neighbours(
