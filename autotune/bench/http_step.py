@@ -20,7 +20,7 @@ import httpx
 
 from autotune.bench.capacity import CapacitySpec, find_capacity
 from autotune.bench.driver import BenchResult, Endpoint, EngineStalled, HttpLoadDriver, LoadDriver
-from autotune.bench.ladder import front_check, run_ladder
+from autotune.bench.ladder import ladder_into
 from autotune.bench.ladder_spec import LadderSpec
 from autotune.bench.metrics import summarize, write_result_file
 from autotune.bench.step import MeasureContext, Measured
@@ -138,10 +138,7 @@ class HttpMeasurement:
         if spec is None:
             return
         started = time.monotonic()
-        n_devices = len(trial.devices.ids)
-        price = space.cost.device_hour_usd if space.cost is not None else None
         planned = spec.resolved_levels()
-
         primary = space.mix[0]  # as the capacity search: a mix's first workload
 
         def measure(load: float) -> dict[str, float]:
@@ -157,18 +154,9 @@ class HttpMeasurement:
                        if result.records else dict(result.metrics))
             return figures | poller.delta() | {"run_index": float(run_index)}
 
-        front = list(self.front()) if self.front is not None and spec.early_stop else []
-        objectives = [(o.metric, o.resolved_direction) for o in space.objectives]
-        ladder = run_ladder(
-            measure, spec, primary.slos, space.max_error_rate,
-            front_check(spec, objectives, front, n_devices, price),
-            on_level=lambda i, load: trial.on_phase(f"load ladder: level {i + 1}/{len(planned)}"
-                                                    f" ({spec.kind} {load:g})"),
-        )
-        found.metrics.update(ladder.as_metrics(n_devices, price))
-        found.measurements.extend(ladder.records())
-        if ladder.stop_reason:
-            found.notes.append(f"load ladder stopped early: {ladder.stop_reason}")
+        ladder_into(found, trial, measure, self.front,
+                    on_level=lambda i, load: trial.on_phase(
+                        f"load ladder: level {i + 1}/{len(planned)} ({spec.kind} {load:g})"))
         found.timings["ladder_s"] = time.monotonic() - started
 
     def run_load(

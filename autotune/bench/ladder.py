@@ -22,10 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.bench.ladder_spec import LadderSpec
 from autotune.scoring import dominates
+
+if TYPE_CHECKING:
+    from autotune.bench.step import MeasureContext, Measured
 
 LEVEL_KEY = "ladder_level"  # marks a ``measurements`` entry as one level of the ladder
 
@@ -281,3 +284,29 @@ def levels_of(measurements: Sequence[Mapping[str, Any]] | None) -> list[dict[str
 def repeats_of(measurements: Sequence[Mapping[str, Any]] | None) -> list[Mapping[str, Any]]:
     """The main measurement's repeats: the stored entries that are not ladder levels."""
     return [m for m in measurements or [] if LEVEL_KEY not in m]
+
+
+def ladder_into(
+    found: Measured,
+    trial: MeasureContext,
+    measure: Callable[[float], Mapping[str, float]],
+    front: Callable[[], Sequence[Sequence[float]]] | None,
+    on_level: Callable[[int, float], None] = lambda _i, _load: None,
+) -> None:
+    """Run the space's ladder (``trial.space.ladder``, set) through ``measure`` on the
+    primary workload's SLOs, with the early stop against the study's ``front`` when the
+    ladder asks for it, and add what it says to ``found``: the curve metrics, one
+    ``measurements`` entry per level, the early stop's reason as a note. Shared by the live
+    step and the replay, so both stop and score alike."""
+    space, spec = trial.space, trial.space.ladder
+    assert spec is not None
+    n_devices = len(trial.devices.ids)
+    price = space.cost.device_hour_usd if space.cost is not None else None
+    points = list(front()) if front is not None and spec.early_stop else []
+    objectives = [(o.metric, o.resolved_direction) for o in space.objectives]
+    ladder = run_ladder(measure, spec, space.mix[0].slos, space.max_error_rate,
+                        front_check(spec, objectives, points, n_devices, price), on_level)
+    found.metrics.update(ladder.as_metrics(n_devices, price))
+    found.measurements.extend(ladder.records())
+    if ladder.stop_reason:
+        found.notes.append(f"load ladder stopped early: {ladder.stop_reason}")

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.bench.ladder import front_check, run_ladder
+from autotune.bench.ladder import ladder_into
 from autotune.bench.ladder_spec import LadderSpec
 from autotune.bench.step import MeasureContext, Measured
 from autotune.configuration import Configuration, params_key
@@ -435,17 +435,11 @@ class GridMeasurement:
         return found
 
     def _ladder(self, row: GridRow, trial: MeasureContext, found: Measured) -> None:
-        space, spec = trial.space, trial.space.ladder
-        assert spec is not None
         if not row.levels:
             raise GridError(
                 f"row {row.index} (line {row.line}) of {self.grid.path} has no ladder levels: "
                 "a space with a ladder replays only a grid measured with one (format v2)"
             )
-        n_devices = len(trial.devices.ids)
-        price = space.cost.device_hour_usd if space.cost is not None else None
-        front = list(self.front()) if self.front is not None and spec.early_stop else []
-        objectives = [(o.metric, o.resolved_direction) for o in space.objectives]
         ran: list[GridLevel] = []
 
         def measure(load: float) -> dict[str, float]:
@@ -453,11 +447,5 @@ class GridMeasurement:
             ran.append(level)
             return dict(level.metrics)
 
-        primary = space.mix[0]
-        ladder = run_ladder(measure, spec, primary.slos, space.max_error_rate,
-                            front_check(spec, objectives, front, n_devices, price))
-        found.metrics.update(ladder.as_metrics(n_devices, price))
-        found.measurements.extend(ladder.records())
-        if ladder.stop_reason:
-            found.notes.append(f"load ladder stopped early: {ladder.stop_reason}")
+        ladder_into(found, trial, measure, self.front)
         found.timings["ladder_s"] = sum(level.benchmark_s for level in ran)
