@@ -15,7 +15,9 @@ to some cores and this process to the others, so what each driver measures is th
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from autotune.bench.driver import Endpoint, HttpLoadDriver
+from autotune.bench.engine_tokenizer import token_pool
 from autotune.bench.metrics import goodput_limits
+from autotune.bench.prompt_set import Prompt
+from autotune.bench.workload import random_prompt
 from autotune.bench.workload_spec import WorkloadSpec
 
 # (our metric, vllm bench serve's --save-result key)
@@ -48,6 +53,10 @@ class CrossCheckLoad:
     requests: int
     concurrency: int
     warmup: int = 8
+    # Lengths drawn around input_len/output_len (vLLM's --random-range-ratio): with every
+    # request the same length, a closed loop runs in lockstep waves, and whether a wave's
+    # prefills land in one step decides a whole run (median TTFT 300 or 430 ms at 16).
+    range_ratio: float = 0.0
 
 
 @dataclass
@@ -63,10 +72,18 @@ class Comparison:
         b = statistics.mean(float(r[their_key] or 0.0) for r in self.theirs)
         return a, b
 
+    def pairs(self, ours_key: str, their_key: str) -> list[float]:
+        """Per round, ours relative to vLLM's run of that round (back to back with it), as a
+        fraction (+0.02: ours 2% higher)."""
+        return [float(a[ours_key]) / float(b[their_key]) - 1 if b[their_key] else math.nan
+                for a, b in zip(self.ours, self.theirs, strict=True)]
+
     def difference(self, ours_key: str, their_key: str) -> float:
-        """Ours relative to vLLM's, as a fraction (+0.02: ours 2% higher)."""
-        a, b = self.mean(ours_key, their_key)
-        return (a - b) / b if b else float("nan")
+        """Ours relative to vLLM's: the median over the rounds of each round's pair. The host's
+        speed drifts by more than the drivers differ (10-25% between runs minutes apart on a
+        2-core host): a round's two runs, back to back, see nearly the same host, and the
+        median leaves out a round whose host changed between them."""
+        return statistics.median(self.pairs(ours_key, their_key))
 
     def spread(self, ours_key: str, their_key: str) -> tuple[float, float]:
         """Each driver's own run-to-run range (max - min) over its mean, as a fraction: the
@@ -78,6 +95,8 @@ class Comparison:
                 relative_range([float(r[their_key] or 0.0) for r in self.theirs]))
 
     def table(self) -> str:
+        """Both drivers' means, the paired difference, each driver's own spread; then every
+        run's figures in the order they ran."""
         lines = [f"{'metric':<22}{'autotune driver':>17}{'vllm bench serve':>18}"
                  f"{'difference':>12}{'spread ours/theirs':>20}"]
         for ours_key, their_key in ROWS:
@@ -86,6 +105,9 @@ class Comparison:
             lines.append(f"{ours_key:<22}{a:>17.2f}{b:>18.2f}"
                          f"{100 * self.difference(ours_key, their_key):>11.1f}%"
                          f"{100 * spread_a:>12.1f}%/{100 * spread_b:.1f}%")
+        lines.append("per round (ours / theirs): " + "; ".join(
+            f"{float(a['output_throughput']):.1f}/{float(b['output_throughput']):.1f} tok/s"
+            for a, b in zip(self.ours, self.theirs, strict=True)))
         return "\n".join(lines)
 
 
@@ -128,10 +150,37 @@ def isolate(server_pids: Iterable[int], server_cores: Sequence[int],
 def our_workload(load: CrossCheckLoad, seed: int) -> WorkloadSpec:
     return WorkloadSpec.model_validate({
         "prompts": {"kind": "random", "input_tokens": load.input_len,
-                    "output_tokens": load.output_len},
+                    "output_tokens": load.output_len, "range_ratio": load.range_ratio},
         "num_requests": load.requests, "warmup_requests": load.warmup,
         "load": {"kind": "concurrency", "concurrency": load.concurrency}, "seed": seed,
     })
+
+
+def vllm_random_lengths(tokenizer: Path, load: CrossCheckLoad, seed: int
+                        ) -> list[tuple[int, int]]:
+    """The (input, output) lengths of the requests ``vllm bench serve --seed SEED`` sends on
+    its random dataset, in its order: the dataset's first draws (``RandomDataset.sample`` →
+    ``get_sampling_params``), the input with the tokenizer's special tokens the server adds."""
+    import numpy as np
+    from vllm.benchmarks.datasets.utils import get_sampling_params
+    from vllm.tokenizers import get_tokenizer
+
+    hf = get_tokenizer(str(tokenizer))
+    inputs, outputs, _ = get_sampling_params(
+        np.random.default_rng(seed), load.requests, load.range_ratio, load.input_len,
+        load.output_len, hf)
+    special = int(hf.num_special_tokens_to_add())
+    return [(int(i) + special, int(o)) for i, o in zip(inputs, outputs, strict=True)]
+
+
+def our_prompts(endpoint: Endpoint, load: CrossCheckLoad, seed: int,
+                lengths: Sequence[tuple[int, int]]) -> list[Prompt]:
+    """The warm-up's random prompts, then one of each of ``lengths``, token ids of our own
+    (none repeats vLLM's prompts, which the prefix cache would then serve)."""
+    rng = random.Random(f"crosscheck-{seed}")
+    pool = token_pool(endpoint.base_url, endpoint.served_name)
+    warmup = [(load.input_len, load.output_len)] * load.warmup
+    return [random_prompt(rng, pool, n_in, n_out) for n_in, n_out in [*warmup, *lengths]]
 
 
 def vllm_bench_argv(
@@ -142,6 +191,7 @@ def vllm_bench_argv(
         "--backend", "vllm", "--base-url", endpoint.base_url, "--model", endpoint.served_name,
         "--tokenizer", str(tokenizer), "--dataset-name", "random",
         "--random-input-len", str(load.input_len), "--random-output-len", str(load.output_len),
+        "--random-range-ratio", str(load.range_ratio),
         "--num-prompts", str(load.requests), "--max-concurrency", str(load.concurrency),
         "--request-rate", "inf", "--ignore-eos", "--num-warmups", str(load.warmup),
         # greedy, as our driver asks (vllm bench no longer sends temperature 0 by default)
@@ -170,20 +220,30 @@ def cross_check(
     endpoint: Endpoint, tokenizer: Path, load: CrossCheckLoad, work: Path, *,
     rounds: int = 2, slos: Mapping[str, float] | None = None, seed: int = 0,
 ) -> Comparison:
-    """``rounds`` runs of each driver at ``load``, in the order ours, theirs, theirs, ours,
-    ... (a drift of the host's load over the rounds then weighs on both alike, not on
-    whichever always ran second); fresh prompts every run."""
+    """One unrecorded run of each driver at ``load`` (the server's first batches of that
+    size, vLLM's benchmark's first call in this process), then ``rounds`` runs of each, in
+    the order ours, theirs, theirs, ours, ...; fresh prompts every run."""
     slos = dict(slos or {})
     found = Comparison(load)
+
+    def run(driver: str, base: int, result: Path) -> dict[str, Any]:
+        """One run; ours sends the lengths vLLM's run of the same round sends (``base + 5``),
+        so the two differ in their clients, not in the sample of lengths."""
+        if driver == "theirs":
+            return run_vllm_bench(vllm_bench_argv(endpoint, tokenizer, load, base + 5, slos,
+                                                  result))
+        prompts = our_prompts(endpoint, load, base,
+                              vllm_random_lengths(tokenizer, load, base + 5))
+        return dict(HttpLoadDriver().measure(endpoint, prompts, our_workload(load, base),
+                                             slos).metrics)
+
+    # Distinct seeds: no run repeats another's prompts (the prefix cache would serve them).
+    first = seed + 1000 * load.concurrency
+    for driver in ("ours", "theirs"):
+        run(driver, first + 900, work / f"vllm-bench-c{load.concurrency}-warm-up.json")
     for round_ in range(rounds):
-        # Distinct seeds: no run repeats another's prompts (the prefix cache would serve them).
-        base = seed + 1000 * load.concurrency + 10 * round_
         result = work / f"vllm-bench-c{load.concurrency}-{round_}.json"
         for driver in ("ours", "theirs") if round_ % 2 == 0 else ("theirs", "ours"):
-            if driver == "ours":
-                workload = our_workload(load, base)
-                found.ours.append(HttpLoadDriver().run(endpoint, workload, slos).metrics)
-            else:
-                argv = vllm_bench_argv(endpoint, tokenizer, load, base + 5, slos, result)
-                found.theirs.append(run_vllm_bench(argv))
+            figures = run(driver, first + 10 * round_, result)
+            (found.ours if driver == "ours" else found.theirs).append(figures)
     return found

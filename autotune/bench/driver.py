@@ -167,7 +167,10 @@ async def _stream(
                 client.progress.last = now
                 data = line[5:].strip()
                 if data == b"[DONE]":
-                    break
+                    # Read on to the end of the body: leaving it unread closes the connection,
+                    # and the server then accepts a new one for the next request (vLLM's client
+                    # reads to the end and keeps its connections).
+                    continue
                 chunk = _chunk(data)
                 if "error" in chunk:
                     record.error = str(chunk["error"])[:300]

@@ -197,27 +197,32 @@ class HttpMeasurement:
         runs: Iterator[int] | None = None,
     ) -> dict[str, float]:
         """Bracket and bisect the Poisson rate at which every SLO of ``space``'s primary
-        workload (the only one, or a mix's first) holds, on this engine. Latencies are judged
-        as a user arriving at that rate sees them: from arrival, including any wait behind the
-        client's ``max_concurrency`` gate (else a rate far above the server's would hold, its
-        queue hidden on the client)."""
-
+        workload (the only one, or a mix's first) holds, on this engine, each load point
+        measured by ``capacity_point`` with prompts of its own (run indices from ``runs``)."""
         fresh = runs if runs is not None else itertools.count()
+        return find_capacity(
+            lambda rate: self.capacity_point(engine, space, spec, rate, next(fresh)),
+            lambda m: slos_hold(space, m), spec).as_metrics()
+
+    def capacity_point(
+        self, engine: RunningEngine, space: Space, spec: CapacitySpec, rate: float,
+        run_index: int,
+    ) -> dict[str, float]:
+        """One load point of the capacity search: the primary workload at Poisson ``rate``.
+        Latencies are judged as a user arriving at that rate sees them: from arrival,
+        including any wait behind the client's ``max_concurrency`` gate (else a rate far above
+        the server's would hold, its queue hidden on the client)."""
         primary = space.mix[0]
-
-        def measure(rate: float) -> dict[str, float]:
-            workload = primary.workload.model_copy(update={
-                "load": PoissonLoad(rate=rate, max_concurrency=spec.max_concurrency),
-                "num_requests": spec.requests_per_point,
-                "warmup_requests": 0,
-            })
-            result = self.run_load(engine, workload, primary.slos, next(fresh))
-            if not result.records:
-                return result.metrics
-            waited = [r.including_client_queue() for r in result.records]
-            return summarize(waited, result.benchmark_s, primary.slos)
-
-        return find_capacity(measure, lambda m: slos_hold(space, m), spec).as_metrics()
+        workload = primary.workload.model_copy(update={
+            "load": PoissonLoad(rate=rate, max_concurrency=spec.max_concurrency),
+            "num_requests": spec.requests_per_point,
+            "warmup_requests": 0,
+        })
+        result = self.run_load(engine, workload, primary.slos, run_index)
+        if not result.records:
+            return result.metrics
+        waited = [r.including_client_queue() for r in result.records]
+        return summarize(waited, result.benchmark_s, primary.slos)
 
 
 def trial_figures(trial: MeasureContext, by_workload: Mapping[str, dict[str, float]]

@@ -10,7 +10,9 @@ traces.
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Sequence
 
 from autotune.bench.datasets import dataset_prompts
 from autotune.bench.engine_tokenizer import EngineTokenizer, token_pool
@@ -39,14 +41,21 @@ def random_prompts(
     spec: RandomPrompts, count: int, pool: list[int], seed: int | str
 ) -> list[Prompt]:
     rng = random.Random(seed)
-    return [
-        Prompt(
-            [rng.choice(pool) for _ in range(spec.input_tokens)],
-            spec.output_tokens,
-            spec.input_tokens,
-        )
-        for _ in range(count)
-    ]
+
+    def length(mean: int) -> int:
+        if not spec.range_ratio:  # no draw: the same prompts as before the ratio existed
+            return mean
+        low = max(1, math.floor(mean * (1 - spec.range_ratio)))
+        return rng.randint(low, max(low, math.ceil(mean * (1 + spec.range_ratio))))
+
+    return [random_prompt(rng, pool, length(spec.input_tokens), length(spec.output_tokens))
+            for _ in range(count)]
+
+
+def random_prompt(rng: random.Random, pool: Sequence[int], input_tokens: int,
+                  output_tokens: int) -> Prompt:
+    """``input_tokens`` token ids drawn from ``pool``, answered with ``output_tokens``."""
+    return Prompt([rng.choice(pool) for _ in range(input_tokens)], output_tokens, input_tokens)
 
 
 def build_prompts(

@@ -81,9 +81,14 @@ TooLong = Literal["filter", "truncate", "send"]
 
 
 class RandomPrompts(_Strict):
+    """Random token ids. With ``range_ratio`` r, each request's input and output lengths are
+    drawn uniformly from [floor(n·(1 − r)), ceil(n·(1 + r))] (output at least 1), as
+    ``vllm bench serve --random-range-ratio`` draws them; 0: every request the same."""
+
     kind: Literal["random"] = "random"
     input_tokens: int = Field(gt=0)
     output_tokens: int = Field(gt=0)
+    range_ratio: float = Field(default=0.0, ge=0, lt=1)
 
 
 class _Dataset(_Strict):

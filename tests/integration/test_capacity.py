@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 from autotune.bench.capacity import CapacitySpec
-from autotune.bench.driver import Endpoint
-from autotune.bench.workload_spec import PoissonLoad
 from autotune.devices import CpuSlotPool
 from autotune.engines import create
 from autotune.engines.vllm import engine_config
@@ -25,6 +25,9 @@ def test_bisection_matches_exhaustive_sweep(tmp_path: Path, demo_model: Path) ->
     # Load points of 96 requests build a real queue above the server's saturation rate (E2E
     # p95 several times its unloaded value) and none below it. The SLO is calibrated on this
     # server (3x the E2E p95 at a light load), so the test holds on fast and slow hosts alike.
+    # Every point is measured as the bisection measures it, with prompts of its own. The sweep
+    # used to re-send one point's prompts, which the prefix cache could serve (CI, 2026-12-01:
+    # the sweep held up to 36 req/s, the bisection's fresh prompts failed at 32).
     points = 96
     spec = CapacitySpec(start_rate=8, max_rate=256, bisection_steps=2,
                         requests_per_point=points, max_concurrency=128)
@@ -38,17 +41,24 @@ def test_bisection_matches_exhaustive_sweep(tmp_path: Path, demo_model: Path) ->
                             tmp_path / "engine.log")
     engine_pids = engine.pids()
 
-    def measure(rate: float) -> dict[str, float]:
-        workload = runner.space.workload.model_copy(update={
-            "load": PoissonLoad(rate=rate, max_concurrency=128),
-            "num_requests": points, "warmup_requests": 0})
-        return runner.measuring.driver.run(Endpoint(engine.base_url, engine.served_name), workload,
-                                 runner.space.slos).metrics
+    measuring = runner.measuring
+    measure_point = measuring.capacity_point
+    runs = itertools.count()  # every load point, the bisection's and the sweep's, fresh prompts
+    verdicts: dict[float, set[bool]] = defaultdict(set)  # rate -> every verdict seen there
+
+    def point(rate: float) -> dict[str, float]:
+        """One load point exactly as the bisection measures it (``capacity_point``)."""
+        metrics = measure_point(engine, runner.space, spec, rate, next(runs))
+        verdicts[rate].add(slos_hold(runner.space, metrics))
+        return metrics
 
     try:
-        light = measure(2.0)["e2e_p95_ms"]
+        light = point(2.0)["e2e_p95_ms"]
         runner.space = space = space.model_copy(update={"slos": {"e2e_p95_ms": 3 * light}})
-        found = runner.measuring.capacity(engine, space, spec)
+        verdicts.clear()
+        measuring.capacity_point = lambda _e, _s, _c, rate, _i: point(rate)  # type: ignore
+        found = measuring.capacity(engine, space, spec)
+        del measuring.capacity_point
         step = found["capacity_resolution_rps"]
         assert found["capacity_request_rate"] > 0 and step > 0
         # Exhaustive sweep on the same server, at multiples of the bisection's resolution.
@@ -57,15 +67,21 @@ def test_bisection_matches_exhaustive_sweep(tmp_path: Path, demo_model: Path) ->
         sweep_best = 0.0
         rate = step
         while rate <= found["capacity_request_rate"] + 3 * step:
-            measured[rate] = slos_hold(space, measure(rate))
+            measured[rate] = slos_hold(space, point(rate))
             if not measured[rate]:
                 break
             sweep_best = rate
             rate += step
+        # A rate measured by both that held once and failed once is on the boundary within
+        # this host's noise: the two answers may differ by one more step per such rate (at
+        # most one is allowed, else the verdicts are too noisy to compare at all).
+        flipped = sorted(r for r, seen in verdicts.items() if len(seen) == 2)
         print(f"bisection: {found['capacity_request_rate']:.2f} req/s (resolution {step:.2f}, "
               f"{found['capacity_load_points']:.0f} load points); sweep: {sweep_best:.2f} req/s; "
-              f"points {measured}")
-        assert abs(found["capacity_request_rate"] - sweep_best) <= step + 1e-9
+              f"points {measured}; verdicts not repeated at {flipped}")
+        assert len(flipped) <= 1, f"verdicts flipped at {flipped}: too noisy to compare"
+        tolerance = step * (1 + len(flipped))
+        assert abs(found["capacity_request_rate"] - sweep_best) <= tolerance + 1e-9
         assert engine.alive() and engine.pids() == engine_pids  # one engine start throughout
     finally:
         engine.stop()

@@ -63,6 +63,7 @@ class Seen:
 
     path: str
     body: dict[str, Any] = field(default_factory=dict)
+    peer: Any = None  # the client's (address, port): one per connection
 
 
 class ThreadedServer:
@@ -210,7 +211,7 @@ class MockOpenAI(ThreadedServer):
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append(Seen("/v1/completions", body))
+        self.requests.append(Seen("/v1/completions", body, _peer(request)))
         prompt = body.get("prompt", "")
         prompt_tokens = len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
 
@@ -229,7 +230,7 @@ class MockOpenAI(ThreadedServer):
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append(Seen("/v1/chat/completions", body))
+        self.requests.append(Seen("/v1/chat/completions", body, _peer(request)))
         prompt_tokens = sum(len(str(m.get("content", "")).split())
                             for m in body.get("messages") or [])
 
@@ -339,6 +340,10 @@ class MockOpenAI(ThreadedServer):
         await send("[DONE]")
         await response.write_eof()
         return response
+
+
+def _peer(request: web.Request) -> Any:
+    return request.transport.get_extra_info("peername") if request.transport else None
 
 
 def _token(i: int) -> str:

@@ -37,6 +37,15 @@ def _run(server: MockOpenAI, behaviour: Behaviour | None = None, **workload: Any
     return HttpLoadDriver().run(server.endpoint, _workload(**workload), {"e2e_p95_ms": 10_000})
 
 
+def test_each_user_keeps_one_connection(server: MockOpenAI) -> None:
+    # The body is read to its end after [DONE]: leaving it unread closes the connection, and
+    # a real server then accepts a new one for every request (vLLM's client keeps its own).
+    result = _run(server, num_requests=12)
+    assert result.metrics["completed"] == 12
+    peers = {s.peer for s in server.requests if s.path == "/v1/completions"}
+    assert None not in peers and len(peers) == 2  # concurrency 2
+
+
 def test_a_clean_stream_counts_every_token(server: MockOpenAI) -> None:
     result = _run(server)
     m = result.metrics

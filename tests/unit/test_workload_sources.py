@@ -281,6 +281,21 @@ def test_random_prompts_are_new_for_every_run(server: MockOpenAI) -> None:
     assert {tuple(p.body) for p in run0}.isdisjoint({tuple(p.body) for p in run1})
 
 
+def test_random_lengths_spread_as_vllms_range_ratio(server: MockOpenAI) -> None:
+    # vllm bench serve --random-range-ratio 0.5 around 16 in / 4 out: [8, 24] and [2, 6].
+    workload = _workload({"kind": "random", "input_tokens": 16, "output_tokens": 4,
+                          "range_ratio": 0.5}, requests=200)
+    prompts = _build(server, workload)
+    inputs, outputs = {p.input_tokens for p in prompts}, {p.max_tokens for p in prompts}
+    assert min(inputs) >= 8 and max(inputs) <= 24 and len(inputs) > 10
+    assert min(outputs) >= 2 and max(outputs) <= 6 and len(outputs) == 5
+    assert all(len(p.body) == p.input_tokens for p in prompts)
+    fixed = _build(server, _workload({"kind": "random", "input_tokens": 16, "output_tokens": 4}))
+    assert {(p.input_tokens, p.max_tokens) for p in fixed} == {(16, 4)}
+    with pytest.raises(ValidationError, match="range_ratio"):
+        _workload({"kind": "random", "input_tokens": 16, "output_tokens": 4, "range_ratio": 1})
+
+
 # --- traces --------------------------------------------------------------------------------
 
 def test_azure_timestamps_with_seven_fractional_digits(tmp_path: Path) -> None:
