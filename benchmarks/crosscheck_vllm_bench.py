@@ -65,6 +65,10 @@ def main() -> None:
         model_dir = build_demo_model(model_dir)
     data = yaml.safe_load((ROOT / "search_spaces" / "quickstart-cpu.yaml").read_text())
     data["model"]["path"] = str(model_dir)
+    # The engine core in a process of its own (the quickstart keeps it in the API server's for
+    # a faster start): sharing one GIL on the server's core, a client's reads can change how
+    # fast the server runs (docs/measurement.md, "Cross-check").
+    data["engine"].setdefault("env", {})["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
     space = Space.model_validate(data)
     config = engine_config(space, {}, is_default=True)
     work = Path(tempfile.mkdtemp(prefix="crosscheck-"))
