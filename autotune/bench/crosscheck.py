@@ -15,6 +15,7 @@ to some cores and this process to the others, so what each driver measures is th
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -148,9 +149,11 @@ def isolate(server_pids: Iterable[int], server_cores: Sequence[int],
 
 
 def our_workload(load: CrossCheckLoad, seed: int) -> WorkloadSpec:
+    """Our driver's load, warm-up and seed (its prompts are ``our_prompts``, not built from
+    this spec's ``prompts``)."""
     return WorkloadSpec.model_validate({
         "prompts": {"kind": "random", "input_tokens": load.input_len,
-                    "output_tokens": load.output_len, "range_ratio": load.range_ratio},
+                    "output_tokens": load.output_len},
         "num_requests": load.requests, "warmup_requests": load.warmup,
         "load": {"kind": "concurrency", "concurrency": load.concurrency}, "seed": seed,
     })
@@ -163,14 +166,21 @@ def vllm_random_lengths(tokenizer: Path, load: CrossCheckLoad, seed: int
     ``get_sampling_params``), the input with the tokenizer's special tokens the server adds."""
     import numpy as np
     from vllm.benchmarks.datasets.utils import get_sampling_params
-    from vllm.tokenizers import get_tokenizer
 
-    hf = get_tokenizer(str(tokenizer))
+    hf = _hf_tokenizer(str(tokenizer))
     inputs, outputs, _ = get_sampling_params(
         np.random.default_rng(seed), load.requests, load.range_ratio, load.input_len,
         load.output_len, hf)
     special = int(hf.num_special_tokens_to_add())
     return [(int(i) + special, int(o)) for i, o in zip(inputs, outputs, strict=True)]
+
+
+@functools.cache
+def _hf_tokenizer(path: str) -> Any:
+    """vLLM's benchmark tokenizer for ``path``, loaded once for every run of the check."""
+    from vllm.tokenizers import get_tokenizer
+
+    return get_tokenizer(path)
 
 
 def our_prompts(endpoint: Endpoint, load: CrossCheckLoad, seed: int,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import httpx
 
-from autotune.bench.capacity import CapacitySpec, find_capacity
+from autotune.bench.capacity import CapacityResult, CapacitySpec, find_capacity
 from autotune.bench.driver import BenchResult, Endpoint, EngineStalled, HttpLoadDriver, LoadDriver
 from autotune.bench.ladder import ladder_into
 from autotune.bench.ladder_spec import LadderSpec
@@ -69,7 +69,8 @@ class HttpMeasurement:
                 if capacity is not None:
                     trial.on_phase("searching SLO capacity")
                     started = time.monotonic()
-                    found.metrics.update(self.capacity(engine, trial.space, capacity, runs))
+                    found.metrics.update(
+                        self.capacity(engine, trial.space, capacity, runs).as_metrics())
                     found.timings["capacity_s"] = time.monotonic() - started
                 write_result_file(trial.log_path.with_suffix(".result.json"), found.metrics)
         except EngineFailure as exc:
@@ -195,14 +196,14 @@ class HttpMeasurement:
     def capacity(
         self, engine: RunningEngine, space: Space, spec: CapacitySpec,
         runs: Iterator[int] | None = None,
-    ) -> dict[str, float]:
+    ) -> CapacityResult:
         """Bracket and bisect the Poisson rate at which every SLO of ``space``'s primary
         workload (the only one, or a mix's first) holds, on this engine, each load point
         measured by ``capacity_point`` with prompts of its own (run indices from ``runs``)."""
         fresh = runs if runs is not None else itertools.count()
         return find_capacity(
             lambda rate: self.capacity_point(engine, space, spec, rate, next(fresh)),
-            lambda m: slos_hold(space, m), spec).as_metrics()
+            lambda m: slos_hold(space, m), spec)
 
     def capacity_point(
         self, engine: RunningEngine, space: Space, spec: CapacitySpec, rate: float,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -42,23 +41,17 @@ def test_bisection_matches_exhaustive_sweep(tmp_path: Path, demo_model: Path) ->
     engine_pids = engine.pids()
 
     measuring = runner.measuring
-    measure_point = measuring.capacity_point
     runs = itertools.count()  # every load point, the bisection's and the sweep's, fresh prompts
-    verdicts: dict[float, set[bool]] = defaultdict(set)  # rate -> every verdict seen there
 
     def point(rate: float) -> dict[str, float]:
         """One load point exactly as the bisection measures it (``capacity_point``)."""
-        metrics = measure_point(engine, runner.space, spec, rate, next(runs))
-        verdicts[rate].add(slos_hold(runner.space, metrics))
-        return metrics
+        return measuring.capacity_point(engine, runner.space, spec, rate, next(runs))
 
     try:
         light = point(2.0)["e2e_p95_ms"]
         runner.space = space = space.model_copy(update={"slos": {"e2e_p95_ms": 3 * light}})
-        verdicts.clear()
-        measuring.capacity_point = lambda _e, _s, _c, rate, _i: point(rate)  # type: ignore
-        found = measuring.capacity(engine, space, spec)
-        del measuring.capacity_point
+        result = measuring.capacity(engine, space, spec, runs)
+        found = result.as_metrics()
         step = found["capacity_resolution_rps"]
         assert found["capacity_request_rate"] > 0 and step > 0
         # Exhaustive sweep on the same server, at multiples of the bisection's resolution.
@@ -75,7 +68,9 @@ def test_bisection_matches_exhaustive_sweep(tmp_path: Path, demo_model: Path) ->
         # A rate measured by both that held once and failed once is on the boundary within
         # this host's noise: the two answers may differ by one more step per such rate (at
         # most one is allowed, else the verdicts are too noisy to compare at all).
-        flipped = sorted(r for r, seen in verdicts.items() if len(seen) == 2)
+        bisection = {p.rate: p.holds for p in result.points}
+        flipped = sorted(r for r, holds in measured.items()
+                         if r in bisection and bisection[r] != holds)
         print(f"bisection: {found['capacity_request_rate']:.2f} req/s (resolution {step:.2f}, "
               f"{found['capacity_load_points']:.0f} load points); sweep: {sweep_best:.2f} req/s; "
               f"points {measured}; verdicts not repeated at {flipped}")
