@@ -436,9 +436,35 @@ def check_model_path(space: Space, path: str | os.PathLike[str]) -> None:
         why = (f"{model.path!r} does not exist and is not a hub id (org/name): give the model's "
                "local folder or its hub id, or set model.build_demo: true to build the CPU demo "
                "model there")
+    raise _refused(path, [(("model", "path"), why)])
+
+
+def check_data_files(space: Space, path: str | os.PathLike[str]) -> None:
+    """Refuse a workload whose dataset or trace file is not there (paths are read from the
+    current directory, ``~`` expanded), before any engine starts: every trial would fail."""
+    missing = []
+    for entry in space.mix:
+        data = getattr(entry.workload.prompts, "path", None)
+        if data is None or os.path.isfile(os.path.expanduser(data)):
+            continue
+        where = (("workloads", entry.name, "workload") if space.is_mix else ("workload",))
+        what = "is a folder, not a file" if os.path.isdir(os.path.expanduser(data)) \
+            else f"does not exist (relative paths are read from {os.getcwd()})"
+        missing.append(((*where, "prompts", "path"), f"{data!r} {what}"))
+    if missing:
+        raise _refused(path, missing)
+
+
+def _refused(path: str | os.PathLike[str], problems: list[tuple[tuple[str, ...], str]]
+             ) -> SpaceError:
+    """A SpaceError for fields of the file at ``path``, each named with its line."""
     p = str(path)
-    line = line_of(parse(p, read_text(p))[1], ("model", "path"))
-    raise SpaceError(p, [("model.path" + (f" (line {line})" if line else ""), why)])
+    node = parse(p, read_text(p))[1]
+    named = []
+    for keys, why in problems:
+        line = line_of(node, keys)
+        named.append((".".join(keys) + (f" (line {line})" if line else ""), why))
+    return SpaceError(p, named)
 
 
 def _offline(space: Space) -> str | None:

@@ -28,7 +28,7 @@ def short_params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 
-def _table(title: str) -> Table:
+def _table(title: str | None) -> Table:
     return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
 
 
@@ -110,7 +110,7 @@ class CompactTable:
     wrap (between whole ``k=v`` items); every other cell is short and kept whole, the gains
     going under their values when one line would not leave the parameters room."""
 
-    def __init__(self, report: Any, title: str, columns: tuple[str, ...] | list[str],
+    def __init__(self, report: Any, title: str | None, columns: tuple[str, ...] | list[str],
                  rows: list[Any] | None = None) -> None:
         self.report, self.title, self.columns, self.rows = report, title, columns, rows
 
@@ -118,7 +118,7 @@ class CompactTable:
         yield trials_table(self.report, self.title, self.columns, options.max_width, self.rows)
 
 
-def trials_table(report: Any, title: str, columns: tuple[str, ...] | list[str] = COMPACT,
+def trials_table(report: Any, title: str | None, columns: tuple[str, ...] | list[str] = COMPACT,
                  width: int = 80, rows: list[Any] | None = None) -> Table:
     """The compact trials table at ``width`` columns (see ``CompactTable``)."""
     if rows is None:
@@ -246,15 +246,17 @@ def print_study(report: Any, name: str, *, wide: bool = False,
                 columns: list[str] | None = None) -> None:
     """`study show` as a table: compact by default (``columns`` to choose), every column with
     ``wide``; then what the columns mean, the failures, the Pareto front."""
-    title = f"study {escape(name)}: {escape(report.model)} on {escape(report.hardware)}"
+    # Printed on its own, not as the table's title: a title is cut at the table's width.
+    console.print(f"study [bold]{escape(name)}[/]: {escape(report.model)} on "
+                  f"{escape(report.hardware)}", highlight=False)
     if wide:
-        console.print(wide_table(report, title))
+        console.print(wide_table(report, None))
         console.print("* = on the feasible Pareto front; measured: clean, clean after repeats "
                       "(a disturbed run was measured again on the same server), or DISTURBED "
                       "(no clean run: treat its figures with care)")
     else:
         shown = columns or list(COMPACT)
-        console.print(CompactTable(report, title, shown))
+        console.print(CompactTable(report, None, shown))
         console.print(
             "* on the feasible Pareto front · ✗ a missed SLO · ×N: times better than the vLLM "
             f"defaults (trial {report.default_number}) · more: --wide or --columns (see "
@@ -270,12 +272,15 @@ def print_study(report: Any, name: str, *, wide: bool = False,
         if report.quality_columns:
             from autotune.quality.spec import QUALITY_LABELS, format_quality
 
+            alike: dict[str, list[int]] = {}  # trials with the same figures share a line
             for t in report.trials:
                 measured = [f"{QUALITY_LABELS.get(m, m)} {format_quality(m, t.metrics.get(m))}"
                             for m in report.quality_columns if m in t.metrics]
                 if measured:
-                    console.print(f"  trial {t.number} quality: " + " · ".join(measured),
-                                  highlight=False)
+                    alike.setdefault(" · ".join(measured), []).append(t.number)
+            for text, numbers in alike.items():
+                which = "trial" + ("s " if len(numbers) > 1 else " ") + ", ".join(map(str, numbers))
+                console.print(f"  {which} quality: {text}", highlight=False)
     no_engine = {s: sum(1 for t in report.trials if t.state == s) for s in ("reused", "skipped")}
     if any(no_engine.values()):
         console.print(
@@ -298,7 +303,7 @@ def print_study(report: Any, name: str, *, wide: bool = False,
         console.print("[yellow]no feasible trial yet: no Pareto front[/]")
 
 
-def wide_table(report: Any, title: str) -> Table:
+def wide_table(report: Any, title: str | None) -> Table:
     """`study show --wide`: every column, parameters in full, one per line."""
     from autotune.quality.spec import QUALITY_LABELS, format_quality
 

@@ -95,7 +95,7 @@ def study_start(
 ) -> None:
     """Run a tuning study: each trial launches, measures and tears down a real engine."""
     from autotune.engines.vllm_flags import check_space_flags
-    from autotune.space import check_model_path, load_space
+    from autotune.space import check_data_files, check_model_path, load_space
     from autotune.space_file import read_text
 
     url = storage_url(storage)
@@ -103,6 +103,7 @@ def study_start(
         spec = load_space(space)
         if not no_run:  # a study made for workers elsewhere may name a path only they hold
             check_model_path(spec, space)
+            check_data_files(spec, space)
             check_space_flags(spec, space)  # asks the engine for its options (cached)
     except AutotuneError as exc:
         raise fail(exc) from None

@@ -194,3 +194,25 @@ def test_the_curve_says_a_lower_bound_or_no_capacity(study, client_for, levels):
                          **{f"{m} (from arrival)": 1 for m in SLOS}}
         assert "no level held the SLOs" in text
         assert "stopped early: level 1 (concurrency 4) missed the SLOs: no level can hold" in text
+
+
+def test_a_complete_trials_reason_is_a_note_not_a_failure(study, client_for, tmp_path):
+    import shutil
+
+    from autotune.db.session import upgrade
+    from tests.support.dashboard import QUICKSTART_LADDER_DB
+
+    path = tmp_path / "ladder.db"
+    shutil.copy(QUICKSTART_LADDER_DB, path)
+    ladder_url = f"sqlite:///{path}"
+    upgrade(ladder_url)
+    sid = study_id(ladder_url, "quickstart-cpu")
+    # Trial 6 is on the front; its ladder stopped early (a note, not a failure).
+    page = client_for(ladder_url).get(f"/studies/{sid}/trials/6").text
+    note = page[page.index('id="trial-note"'):]
+    assert "<h2>Note</h2>" in note and "load ladder stopped early" in note
+    assert 'id="failure"' not in page and "Failure" not in visible(page)
+    url, mixed, _ = study
+    failed = client_for(url).get(f"/studies/{mixed}/trials/{FAILED}").text
+    assert 'id="failure"' in failed and "Failure:" in visible(failed)
+    assert 'id="trial-note"' not in failed

@@ -12,6 +12,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dashboard"
 # over the TTFT SLO. Stored at the revision it was written with; tests upgrade a copy.
 QUICKSTART_DB = FIXTURES / "quickstart-cpu.db"
 QUICKSTART = "quickstart-cpu"
+# A real run of the load-ladder quickstart (`benchmarks/newcomer.py`, 2026-12-02): 7 trials, 4 on
+# the front, every level stored, and 5 `confirm` runs of trial 1 kept with the study.
+QUICKSTART_LADDER_DB = FIXTURES / "quickstart-ladder.db"
 # One letter per trial (F feasible, V violates an SLO, X failed, R running); trial 0 is the
 # vLLM-default one.
 MIXED_KINDS = "FVFFXFVFFXFFVFR"

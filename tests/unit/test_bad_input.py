@@ -121,3 +121,18 @@ def test_model_path_check_accepts_what_an_engine_can_find(
     with pytest.raises(SpaceError, match="HF_HUB_OFFLINE"):
         check_model_path(*_space(tmp_path, path="meta-llama/Llama-3.1-8B-Instruct",
                                  build_demo=False))
+
+
+def test_dataset_file_that_does_not_exist(work: Path) -> None:
+    # A typo in a dataset's name: every trial would start an engine, then fail on the file.
+    data = yaml.safe_load(QUICKSTART.read_text(encoding="utf-8"))
+    data["workload"]["prompts"] = {"kind": "chat", "path": "workloads/chat-sampel.jsonl"}
+    data["engine"]["command"] = NO_ENGINE
+    space = work / "missing-dataset.yaml"
+    space.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    line = next(i for i, text in enumerate(space.read_text().splitlines(), 1)
+                if "chat-sampel.jsonl" in text)
+    err = " ".join(_start(work, space).stderr.split())
+    assert f"workload.prompts.path (line {line})" in err
+    assert f"'workloads/chat-sampel.jsonl' does not exist (relative paths are read from {work})" \
+        in err

@@ -16,7 +16,7 @@ from autotune import short_names
 from autotune.db.session import upgrade
 from autotune.report import StudyReport, load_report
 from autotune.store import open_catalog
-from tests.support.dashboard import QUICKSTART, QUICKSTART_DB
+from tests.support.dashboard import QUICKSTART, QUICKSTART_DB, QUICKSTART_LADDER_DB
 from tests.support.dashboard_studies import write_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +77,23 @@ def test_study_show_fits_the_terminal(quickstart_url: str, columns: int) -> None
         assert item in text
     assert "quantization" not in text and "max_num_seqs" not in text
     assert "×1.20" in text  # trial 1's throughput gain over the defaults (1136 / 946.8)
+
+
+def test_the_heading_is_whole(tmp_path: Path) -> None:
+    # As the table's title, the heading of this real ladder quickstart (82 characters) was cut
+    # at the 80th column, with no "…": it is a line of its own now.
+    path = tmp_path / "ladder.db"
+    shutil.copy(QUICKSTART_LADDER_DB, path)
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    report = load_report(open_catalog(url), "quickstart-cpu")
+    text = show(url, "quickstart-cpu", columns=80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    heading = f"study quickstart-cpu: {report.model} on {report.hardware}"
+    assert len(heading) > 80 and heading in " ".join(text.split())
+    must_see(report, text)
+    # Trials whose quality figures are the same share one line.
+    assert "trials 0, 2, 3, 5, 6 quality: accuracy 100.0%" in text
 
 
 @pytest.mark.parametrize("columns", [80, 120])

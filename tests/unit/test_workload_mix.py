@@ -380,3 +380,21 @@ def test_study_show_lists_each_workloads_figures_in_a_column(tmp_path: Path) -> 
     assert rows["prefix_cache_hit_rate"] == ["—", "0.0125"]
     assert ATTAINMENT_WORST in text[:text.index("per workload")]  # with the aggregates
     assert "chat." not in text and "rag." not in text  # not repeated elsewhere, prefixed
+
+
+def test_a_missing_dataset_of_a_mix_is_named_by_its_workload(tmp_path: Path) -> None:
+    from autotune.space import check_data_files
+
+    data = copy.deepcopy(MIX)
+    (tmp_path / "chat.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    data["workloads"]["chat"]["workload"]["prompts"] = {"kind": "chat",
+                                                        "path": str(tmp_path / "chat.jsonl")}
+    data["workloads"]["rag"]["workload"]["prompts"] = {"kind": "trace", "format": "azure",
+                                                       "path": str(tmp_path)}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(SpaceError) as info:
+        check_data_files(load_space(path), path)
+    line = _line(path, "path:", after=_line(path, "rag:"))
+    assert info.value.problems == [(f"workloads.rag.workload.prompts.path (line {line})",
+                                    f"{str(tmp_path)!r} is a folder, not a file")]
