@@ -279,7 +279,8 @@ def print_study(report: Any, name: str, *, wide: bool = False,
                 if measured:
                     alike.setdefault(" · ".join(measured), []).append(t.number)
             for text, numbers in alike.items():
-                which = "trial" + ("s " if len(numbers) > 1 else " ") + ", ".join(map(str, numbers))
+                listed = ", ".join(map(str, numbers))
+                which = f"trials {listed}" if len(numbers) > 1 else f"trial {listed}"
                 console.print(f"  {which} quality: {text}", highlight=False)
     no_engine = {s: sum(1 for t in report.trials if t.state == s) for s in ("reused", "skipped")}
     if any(no_engine.values()):
