@@ -115,8 +115,8 @@ def fit_spread(metric: str, groups: Iterable[list[float]], prior: Prior) -> Spre
     return Spread(metric, sigma, prior.df + df, df, configurations)
 
 
-def _usable(value: float) -> bool:
-    return math.isfinite(value) and value > 0
+def _usable(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value > 0
 
 
 @dataclass
@@ -135,7 +135,8 @@ class NoiseModel:
             by_key.setdefault(run.key, []).append(run.metrics)
         model = cls(level, by_key)
         for metric, prior in priors.items():
-            groups = [[m[metric] for m in ms if metric in m] for ms in by_key.values()]
+            groups = [[m[metric] for m in ms if _usable(m.get(metric))]
+                      for ms in by_key.values()]
             model.spreads[metric] = fit_spread(metric, groups, prior)
         return model
 
@@ -159,7 +160,8 @@ class NoiseModel:
             return {}
         key = configuration_key(record)
         found = {m: self.interval(m, key, record.metrics[m])
-                 for m in headline_metrics(record.metrics) if m in record.metrics}
+                 for m in headline_metrics(record.metrics)
+                 if record.metrics.get(m) is not None}
         return {m: i for m, i in found.items() if i is not None}
 
 
@@ -170,8 +172,9 @@ def configuration_key(record: TrialRecord) -> str:
 def trial_runs(trials: Iterable[TrialRecord]) -> list[FreshRun]:
     """Each measured trial as one fresh-server run (a reused trial ran no server of its own)."""
     return [
+        # A figure that was not measured is stored as null (a curve where no level held).
         FreshRun(configuration_key(t), {m: t.metrics[m] for m in FRESH_METRICS
-                                        if m in t.metrics}, f"trial {t.number}")
+                                        if t.metrics.get(m) is not None}, f"trial {t.number}")
         for t in trials if t.state == "complete"
     ]
 

@@ -203,9 +203,13 @@ def create_app(catalog: Catalog, token: str | None = None) -> FastAPI:
             yaml_text, export_error = exported(snapshot, trial_number), None
         except AutotuneError as exc:
             yaml_text, export_error = None, str(exc)
+        from autotune.noise_model import study_noise_model
+
+        noise = study_noise_model(catalog, snapshot.report.name, snapshot.report.trials)
         return page(
             request, "trial.html", study=snapshot.summary, trial=record,
-            view=trial_view(snapshot, record), yaml_text=yaml_text, export_error=export_error,
+            view=trial_view(snapshot, record, noise.intervals(record)), yaml_text=yaml_text,
+            export_error=export_error,
         )
 
     @app.get("/studies/{study_id}/trials/{trial_number}/export.yaml", include_in_schema=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from typing import Any
 
 from autotune.bench.metrics import LATENCIES, STATS
@@ -19,6 +20,7 @@ from autotune.dashboard.formatting import (
 from autotune.dashboard.load_curve import load_curve
 from autotune.dashboard.logs import TAIL_LINES, log_tail
 from autotune.db.models import TrialRecord
+from autotune.noise_model import Interval
 
 LATENCY_TABLE = frozenset(f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS)
 
@@ -56,7 +58,10 @@ def engine_log(record: TrialRecord) -> dict[str, str] | None:
             "source": f"the excerpt recorded with the trial, around its deciding line{where}"}
 
 
-def trial_view(snapshot: Snapshot, record: TrialRecord) -> dict[str, Any]:
+def trial_view(snapshot: Snapshot, record: TrialRecord,
+               intervals: Mapping[str, Interval] | None = None) -> dict[str, Any]:
+    """The trial page's content; ``intervals``: what a fresh server will measure, by headline
+    metric (``autotune.noise_model``)."""
     report = snapshot.report
     metrics = record.metrics
     latency = [
@@ -106,6 +111,16 @@ def trial_view(snapshot: Snapshot, record: TrialRecord) -> dict[str, Any]:
         "command": shlex.join(record.engine_command) if record.engine_command else "",
         "log": engine_log(record),
         "curve": load_curve(record, report.slos),
+        "intervals": [
+            (metric, format_metric(metric, metrics.get(metric)),
+             f"{format_metric(metric, i.low)} – {format_metric(metric, i.high)}",
+             f"±{i.spread.sigma:.0%}")
+            for metric, i in (intervals or {}).items()
+        ],
+        "interval_level": next((f"{i.level:.0%}" for i in (intervals or {}).values()), ""),
+        # What the spreads rest on ("prior only, ..."), once for the metrics that share it.
+        "interval_basis": list(dict.fromkeys(
+            i.spread.describe().partition("; ")[2] for i in (intervals or {}).values())),
     }
 
 

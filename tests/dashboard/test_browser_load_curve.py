@@ -75,6 +75,7 @@ def test_the_load_curve_is_drawn_and_fits(page, tmp_path):
 
         # Hovering the capacity star names it.
         star = page.locator("#load-curve .scatterlayer .trace").nth(3).locator("path.point")
+        star.scroll_into_view_if_needed()  # the curve sits below the fold at 1000 px high
         box = star.bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.wait_for_selector("#load-curve .hoverlayer .hovertext")

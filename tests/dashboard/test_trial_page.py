@@ -216,3 +216,33 @@ def test_a_complete_trials_reason_is_a_note_not_a_failure(study, client_for, tmp
     failed = client_for(url).get(f"/studies/{mixed}/trials/{FAILED}").text
     assert 'id="failure"' in failed and "Failure:" in visible(failed)
     assert 'id="trial-note"' not in failed
+
+
+def test_the_fresh_server_interval_is_shown_as_the_cli_reports_it(client_for, tmp_path):
+    import shutil
+
+    from autotune.db.session import upgrade
+    from autotune.noise_model import study_noise_model
+    from autotune.store import open_catalog
+    from tests.support.dashboard import QUICKSTART_LADDER_DB
+
+    path = tmp_path / "ladder.db"
+    shutil.copy(QUICKSTART_LADDER_DB, path)
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    catalog = open_catalog(url)
+    sid = study_id(url, "quickstart-cpu")
+    for number, basis in ((1, "prior and 1 configuration(s) measured on several fresh servers, "
+                              "5 df"), (2, "prior and 1 configuration(s)")):
+        trial = next(t for t in catalog.list_trials("quickstart-cpu") if t.number == number)
+        intervals = study_noise_model(catalog, "quickstart-cpu").intervals(trial)
+        assert set(intervals) == {"capacity_rps", "interactivity_at_capacity"}
+        text = visible(client_for(url).get(f"/studies/{sid}/trials/{number}").text)
+        shown = " ".join(text[text.index("What a fresh server will measure (95% interval)"):
+                              text.index("SLOs")].split())
+        # Trial 1 was confirmed on 5 fresh servers (its interval narrowed, centred on them);
+        # trial 2 was not, but the spread they measured applies to it too.
+        low, high = intervals["capacity_rps"].low, intervals["capacity_rps"].high
+        assert f"capacity_rps {trial.metrics['capacity_rps']:.3g} req/s {low:.3g} req/s – " \
+               f"{high:.3g} req/s ±{intervals['capacity_rps'].spread.sigma:.0%}" in shown
+        assert basis in shown

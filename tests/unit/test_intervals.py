@@ -266,3 +266,19 @@ def test_a_ladder_trial_gets_intervals_for_its_curve_answers_only() -> None:
     assert capacity is not None and capacity.low < 20.1 < capacity.high
     per_user = model.interval("interactivity_at_capacity", "k", 27.7)
     assert per_user is not None and per_user.low < 27.7 < per_user.high
+
+
+def test_a_figure_stored_as_null_is_no_evidence_and_gets_no_interval() -> None:
+    # A ladder where no level held stores its per-user rate as null (NaN in JSON): the noise
+    # model, and `study show --trial` and the trial page with it, used to raise TypeError.
+    held = {"capacity_rps": 12.0, "interactivity_at_capacity": 30.0}
+    trials = [record(0, {"x": 1}, held, is_default=True),
+              record(1, {"x": 2}, {"capacity_rps": 0.0, "interactivity_at_capacity": None}),
+              record(2, {"x": 2}, {"capacity_rps": 9.0, "interactivity_at_capacity": None})]
+    runs = trial_runs(trials) + [FreshRun(configuration_key(trials[2]),
+                                          {"interactivity_at_capacity": None}, "confirm")]
+    model = NoiseModel.fit(runs)
+    assert model.spreads["interactivity_at_capacity"].evidence_df == 0
+    assert set(model.intervals(trials[2])) == {"capacity_rps"}
+    assert model.intervals(trials[1]) == {}  # capacity 0: not a positive figure
+    assert set(model.intervals(trials[0])) == set(held)
