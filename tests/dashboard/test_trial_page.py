@@ -13,7 +13,7 @@ import pytest
 from autotune.bench.ladder import levels_of
 from autotune.dashboard.logs import TAIL_BYTES, log_tail
 from autotune.db import repository
-from tests.support.dashboard import MIXED, MIXED_KINDS, study_id
+from tests.support.dashboard import MIXED, MIXED_KINDS, ladder_study_url, study_id
 from tests.support.dashboard_studies import SLOS, add_ladder, enrich_trial, write_study
 
 RICH = 1  # measured (MIXED_KINDS[1] == "V")
@@ -197,15 +197,7 @@ def test_the_curve_says_a_lower_bound_or_no_capacity(study, client_for, levels):
 
 
 def test_a_complete_trials_reason_is_a_note_not_a_failure(study, client_for, tmp_path):
-    import shutil
-
-    from autotune.db.session import upgrade
-    from tests.support.dashboard import QUICKSTART_LADDER_DB
-
-    path = tmp_path / "ladder.db"
-    shutil.copy(QUICKSTART_LADDER_DB, path)
-    ladder_url = f"sqlite:///{path}"
-    upgrade(ladder_url)
+    ladder_url = ladder_study_url(tmp_path)
     sid = study_id(ladder_url, "quickstart-cpu")
     # Trial 6 is on the front; its ladder stopped early (a note, not a failure).
     page = client_for(ladder_url).get(f"/studies/{sid}/trials/6").text
@@ -219,17 +211,10 @@ def test_a_complete_trials_reason_is_a_note_not_a_failure(study, client_for, tmp
 
 
 def test_the_fresh_server_interval_is_shown_as_the_cli_reports_it(client_for, tmp_path):
-    import shutil
-
-    from autotune.db.session import upgrade
     from autotune.noise_model import study_noise_model
     from autotune.store import open_catalog
-    from tests.support.dashboard import QUICKSTART_LADDER_DB
 
-    path = tmp_path / "ladder.db"
-    shutil.copy(QUICKSTART_LADDER_DB, path)
-    url = f"sqlite:///{path}"
-    upgrade(url)
+    url = ladder_study_url(tmp_path)
     catalog = open_catalog(url)
     sid = study_id(url, "quickstart-cpu")
     for number, basis in ((1, "prior and 1 configuration(s) measured on several fresh servers, "

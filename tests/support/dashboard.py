@@ -15,6 +15,19 @@ QUICKSTART = "quickstart-cpu"
 # A real run of the load-ladder quickstart (`benchmarks/newcomer.py`, 2026-12-02): 7 trials, 4 on
 # the front, every level stored, and 5 `confirm` runs of trial 1 kept with the study.
 QUICKSTART_LADDER_DB = FIXTURES / "quickstart-ladder.db"
+
+
+def ladder_study_url(folder: Path) -> str:
+    """A copy of the ladder quickstart's study in ``folder``, upgraded: its storage URL."""
+    import shutil
+
+    from autotune.db.session import upgrade
+
+    path = folder / "quickstart-ladder.db"
+    shutil.copy(QUICKSTART_LADDER_DB, path)
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    return url
 # One letter per trial (F feasible, V violates an SLO, X failed, R running); trial 0 is the
 # vLLM-default one.
 MIXED_KINDS = "FVFFXFVFFXFFVFR"

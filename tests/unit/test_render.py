@@ -16,7 +16,7 @@ from autotune import short_names
 from autotune.db.session import upgrade
 from autotune.report import StudyReport, load_report
 from autotune.store import open_catalog
-from tests.support.dashboard import QUICKSTART, QUICKSTART_DB, QUICKSTART_LADDER_DB
+from tests.support.dashboard import QUICKSTART, QUICKSTART_DB, ladder_study_url
 from tests.support.dashboard_studies import write_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,10 +82,7 @@ def test_study_show_fits_the_terminal(quickstart_url: str, columns: int) -> None
 def test_the_heading_is_whole(tmp_path: Path) -> None:
     # As the table's title, the heading of this real ladder quickstart (82 characters) was cut
     # at the 80th column, with no "…": it is a line of its own now.
-    path = tmp_path / "ladder.db"
-    shutil.copy(QUICKSTART_LADDER_DB, path)
-    url = f"sqlite:///{path}"
-    upgrade(url)
+    url = ladder_study_url(tmp_path)
     report = load_report(open_catalog(url), "quickstart-cpu")
     text = show(url, "quickstart-cpu", columns=80)
     assert max(len(line) for line in text.splitlines()) <= 80
