@@ -81,11 +81,15 @@ class Spread:
     evidence_df: int  # the evidence's alone: sum over configurations of (fresh runs − 1)
     configurations: int  # configurations measured on more than one fresh server
 
-    def describe(self) -> str:
+    def basis(self) -> str:
+        """What the spread rests on."""
         if not self.evidence_df:
-            return f"±{self.sigma:.0%} between servers; prior only, nothing measured twice yet"
-        return (f"±{self.sigma:.0%} between servers; prior and {self.configurations} "
-                f"configuration(s) measured on several fresh servers, {self.evidence_df} df")
+            return "prior only, nothing measured twice yet"
+        return (f"prior and {self.configurations} configuration(s) measured on several fresh "
+                f"servers, {self.evidence_df} df")
+
+    def describe(self) -> str:
+        return f"±{self.sigma:.0%} between servers; {self.basis()}"
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ def fit_spread(metric: str, groups: Iterable[list[float]], prior: Prior) -> Spre
 
 
 def _usable(value: float | None) -> bool:
+    """A positive figure; not one stored as null (a curve where no level held), NaN or 0."""
     return value is not None and math.isfinite(value) and value > 0
 
 
@@ -160,8 +165,7 @@ class NoiseModel:
             return {}
         key = configuration_key(record)
         found = {m: self.interval(m, key, record.metrics[m])
-                 for m in headline_metrics(record.metrics)
-                 if record.metrics.get(m) is not None}
+                 for m in headline_metrics(record.metrics) if m in record.metrics}
         return {m: i for m, i in found.items() if i is not None}
 
 
@@ -172,9 +176,8 @@ def configuration_key(record: TrialRecord) -> str:
 def trial_runs(trials: Iterable[TrialRecord]) -> list[FreshRun]:
     """Each measured trial as one fresh-server run (a reused trial ran no server of its own)."""
     return [
-        # A figure that was not measured is stored as null (a curve where no level held).
         FreshRun(configuration_key(t), {m: t.metrics[m] for m in FRESH_METRICS
-                                        if t.metrics.get(m) is not None}, f"trial {t.number}")
+                                        if m in t.metrics}, f"trial {t.number}")
         for t in trials if t.state == "complete"
     ]
 

@@ -445,10 +445,10 @@ def check_data_files(space: Space, path: str | os.PathLike[str]) -> None:
     missing = []
     for entry in space.mix:
         data = getattr(entry.workload.prompts, "path", None)
-        if data is None or os.path.isfile(os.path.expanduser(data)):
+        if data is None or os.path.isfile(found := os.path.expanduser(data)):
             continue
         where = (("workloads", entry.name, "workload") if space.is_mix else ("workload",))
-        what = "is a folder, not a file" if os.path.isdir(os.path.expanduser(data)) \
+        what = "is a folder, not a file" if os.path.isdir(found) \
             else f"does not exist (relative paths are read from {os.getcwd()})"
         missing.append(((*where, "prompts", "path"), f"{data!r} {what}"))
     if missing:

@@ -28,8 +28,8 @@ def short_params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 
-def _table(title: str | None) -> Table:
-    return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+def _table() -> Table:
+    return Table(box=box.SIMPLE_HEAD, pad_edge=False)
 
 
 def _widest(items: Any, cap: int = 24) -> int:
@@ -108,17 +108,20 @@ def check_columns(report: Any, columns: list[str]) -> list[str]:
 class CompactTable:
     """The compact trials table, laid out for the width it is printed at: only the parameters
     wrap (between whole ``k=v`` items); every other cell is short and kept whole, the gains
-    going under their values when one line would not leave the parameters room."""
+    going under their values when one line would not leave the parameters room. The title
+    (console markup) is a paragraph of its own: as the table's title it would be cut at the
+    table's width."""
 
-    def __init__(self, report: Any, title: str | None, columns: tuple[str, ...] | list[str],
+    def __init__(self, report: Any, title: str, columns: tuple[str, ...] | list[str],
                  rows: list[Any] | None = None) -> None:
         self.report, self.title, self.columns, self.rows = report, title, columns, rows
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield trials_table(self.report, self.title, self.columns, options.max_width, self.rows)
+        yield Text.from_markup(self.title)
+        yield trials_table(self.report, self.columns, options.max_width, self.rows)
 
 
-def trials_table(report: Any, title: str | None, columns: tuple[str, ...] | list[str] = COMPACT,
+def trials_table(report: Any, columns: tuple[str, ...] | list[str] = COMPACT,
                  width: int = 80, rows: list[Any] | None = None) -> Table:
     """The compact trials table at ``width`` columns (see ``CompactTable``)."""
     if rows is None:
@@ -132,7 +135,7 @@ def trials_table(report: Any, title: str | None, columns: tuple[str, ...] | list
         # Inline gains only while the parameters keep room for two items a line.
         if room > 2 * _widest(_items(report)) or "objectives" not in columns:
             break
-    table = _table(title)
+    table = _table()
     table.show_edge = False
     table.collapse_padding = True
     for i, (header, _, right) in enumerate(cols):
@@ -246,17 +249,16 @@ def print_study(report: Any, name: str, *, wide: bool = False,
                 columns: list[str] | None = None) -> None:
     """`study show` as a table: compact by default (``columns`` to choose), every column with
     ``wide``; then what the columns mean, the failures, the Pareto front."""
-    # Printed on its own, not as the table's title: a title is cut at the table's width.
-    console.print(f"study [bold]{escape(name)}[/]: {escape(report.model)} on "
-                  f"{escape(report.hardware)}", highlight=False)
+    title = f"study [bold]{escape(name)}[/]: {escape(report.model)} on {escape(report.hardware)}"
     if wide:
-        console.print(wide_table(report, None))
+        console.print(title, highlight=False)
+        console.print(wide_table(report))
         console.print("* = on the feasible Pareto front; measured: clean, clean after repeats "
                       "(a disturbed run was measured again on the same server), or DISTURBED "
                       "(no clean run: treat its figures with care)")
     else:
         shown = columns or list(COMPACT)
-        console.print(CompactTable(report, None, shown))
+        console.print(CompactTable(report, title, shown))
         console.print(
             "* on the feasible Pareto front · ✗ a missed SLO · ×N: times better than the vLLM "
             f"defaults (trial {report.default_number}) · more: --wide or --columns (see "
@@ -304,11 +306,11 @@ def print_study(report: Any, name: str, *, wide: bool = False,
         console.print("[yellow]no feasible trial yet: no Pareto front[/]")
 
 
-def wide_table(report: Any, title: str | None) -> Table:
+def wide_table(report: Any) -> Table:
     """`study show --wide`: every column, parameters in full, one per line."""
     from autotune.quality.spec import QUALITY_LABELS, format_quality
 
-    table = Table(title=title)
+    table = Table()
     extra = [m for m in SHOWN_RESOURCE_METRICS
              if m not in report.metrics and any(m in t.metrics for t in report.trials)]
     quality = report.quality_columns

@@ -33,6 +33,7 @@ from autotune.dashboard.views import compare_view, trial_view
 from autotune.db.models import TrialRecord
 from autotune.errors import AutotuneError, StudyNotFoundError, TrialNotFoundError
 from autotune.export import export_yaml, pick_trial
+from autotune.noise_model import study_noise_model
 
 if TYPE_CHECKING:
     from autotune.store import Catalog
@@ -203,8 +204,6 @@ def create_app(catalog: Catalog, token: str | None = None) -> FastAPI:
             yaml_text, export_error = exported(snapshot, trial_number), None
         except AutotuneError as exc:
             yaml_text, export_error = None, str(exc)
-        from autotune.noise_model import study_noise_model
-
         noise = study_noise_model(catalog, snapshot.report.name, snapshot.report.trials)
         return page(
             request, "trial.html", study=snapshot.summary, trial=record,

@@ -62,6 +62,7 @@ def trial_view(snapshot: Snapshot, record: TrialRecord,
                intervals: Mapping[str, Interval] | None = None) -> dict[str, Any]:
     """The trial page's content; ``intervals``: what a fresh server will measure, by headline
     metric (``autotune.noise_model``)."""
+    intervals = intervals or {}
     report = snapshot.report
     metrics = record.metrics
     latency = [
@@ -115,12 +116,11 @@ def trial_view(snapshot: Snapshot, record: TrialRecord,
             (metric, format_metric(metric, metrics.get(metric)),
              f"{format_metric(metric, i.low)} – {format_metric(metric, i.high)}",
              f"±{i.spread.sigma:.0%}")
-            for metric, i in (intervals or {}).items()
+            for metric, i in intervals.items()
         ],
-        "interval_level": next((f"{i.level:.0%}" for i in (intervals or {}).values()), ""),
+        "interval_level": next((f"{i.level:.0%}" for i in intervals.values()), ""),
         # What the spreads rest on ("prior only, ..."), once for the metrics that share it.
-        "interval_basis": list(dict.fromkeys(
-            i.spread.describe().partition("; ")[2] for i in (intervals or {}).values())),
+        "interval_basis": list(dict.fromkeys(i.spread.basis() for i in intervals.values())),
     }
 
 
