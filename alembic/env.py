@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import engine_from_config, pool
 
 from alembic import context
-from autotune.db.models import Base
+from autotune.store.db.models import Base
 
 VERSION_TABLE = "autotune_alembic_version"
 config = context.config

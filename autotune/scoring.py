@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from autotune.bench.ladder_spec import CAPACITY_CONSTRAINT
-from autotune.space import Space
-from autotune.workload_mix import ATTAINMENT_WORST
+from autotune.space.ladder import CAPACITY_CONSTRAINT
+from autotune.space.model import Space
+from autotune.space.workload_mix import ATTAINMENT_WORST
 
 # Objective values told to Optuna for a failed trial: no throughput, 100 s latency.
 FAILED_MAXIMIZE_VALUE = 0.0

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
-from autotune import memory_fit, rules
 from autotune.bench.driver import LoadDriver
 from autotune.bench.http_step import HttpMeasurement
 from autotune.bench.metrics import finite_metrics
@@ -32,17 +31,19 @@ from autotune.engines.failures import (
     classify,
     log_excerpt,
 )
-from autotune.engines.replay import (
+from autotune.engines.vllm import engine_config, healthy
+from autotune.model import memory_fit
+from autotune.model.config import read_model_config
+from autotune.quality.probe import QualityProbe, Reference
+from autotune.replay.engine import (
     ENGINE_S,
     Grid,
     GridMeasurement,
     ReplayLauncher,
     engine_seconds,
 )
-from autotune.engines.vllm import engine_config, healthy
-from autotune.model_config import read_model_config
-from autotune.quality.probe import QualityProbe, Reference
-from autotune.space import Space
+from autotune.space import rules
+from autotune.space.model import Space
 
 # finite_metrics lives in bench/metrics.py; the study and the benchmarks import it from here.
 __all__ = ["PhaseCallback", "ReplayTrialRunner", "TrialOutcome", "TrialRunner", "finite_metrics"]

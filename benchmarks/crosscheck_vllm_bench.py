@@ -34,10 +34,10 @@ from autotune.bench.crosscheck import (  # noqa: E402
     split_cores,
 )
 from autotune.bench.driver import Endpoint  # noqa: E402
-from autotune.demo_model import build_demo_model  # noqa: E402
 from autotune.devices import CpuSlotPool  # noqa: E402
 from autotune.engines.vllm import VllmLauncher, engine_config  # noqa: E402
-from autotune.space import Space  # noqa: E402
+from autotune.model.demo import build_demo_model  # noqa: E402
+from autotune.space.model import Space  # noqa: E402
 
 # The goal of issue 13 item 9 (tests/integration/test_crosscheck.py, out of the default run:
 # see docs/measurement.md, "Cross-check").

@@ -36,10 +36,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autotune.demo_model import build_demo_model  # noqa: E402
+from autotune.model.demo import build_demo_model  # noqa: E402
 from autotune.store import open_catalog  # noqa: E402
-from tests.support.processes import SESSION_MARKER  # noqa: E402 - marks this run's engines
-from tests.support.spaces import small_space  # noqa: E402
+from autotune.testing.processes import SESSION_MARKER  # noqa: E402 - marks this run's engines
+from autotune.testing.spaces import small_space  # noqa: E402
 
 BUDGET = 2  # trial 1 is the one hit: it runs after the default (trial 0)
 PORT_HOLDER = '''

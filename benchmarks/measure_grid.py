@@ -50,7 +50,7 @@ from autotune.devices import CpuSlotPool  # noqa: E402
 from autotune.engines import FailureKind, create  # noqa: E402
 from autotune.engines.process import stop_all  # noqa: E402
 from autotune.errors import SpaceError  # noqa: E402
-from autotune.space import Space, load_space  # noqa: E402
+from autotune.space.model import Space, load_space  # noqa: E402
 from autotune.trial import TrialOutcome, TrialRunner, finite_metrics  # noqa: E402
 
 SPACE_FILE = ROOT / "search_spaces" / "quickstart-cpu.yaml"

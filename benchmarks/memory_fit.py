@@ -31,12 +31,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autotune import memory_fit  # noqa: E402
 from autotune.devices import CpuSlotPool  # noqa: E402
 from autotune.engines.base import EngineConfig  # noqa: E402
 from autotune.engines.failures import EngineFailure  # noqa: E402
 from autotune.engines.vllm import VllmLauncher, engine_config  # noqa: E402
-from autotune.space import Space  # noqa: E402
+from autotune.model import memory_fit  # noqa: E402
+from autotune.space.model import Space  # noqa: E402
 from autotune.trial import TrialRunner  # noqa: E402
 
 SPACE_FILE = ROOT / "search_spaces" / "quickstart-cpu.yaml"

@@ -8,7 +8,7 @@ its recipe file appears), every trial (from the study's database: wall time, eng
 measuring) and the first front (the end-of-study summary). It takes about 10 minutes of both
 cores: run it on an otherwise idle machine.
 
-``--phase model`` builds the demo model of a baseline recipe (``autotune/demo_model.py`` at
+``--phase model`` builds the demo model of a baseline recipe (``autotune/model/demo.py`` at
 ``--baseline``, from git) and the current recipe into temporary directories, each in its own
 process, and prints their wall and CPU times side by side, the current model's hash (built
 ``--builds`` times: the hashes must agree) and its accuracy per task on the shipped eval set
@@ -74,7 +74,7 @@ def task_accuracy(target: Path) -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from autotune.demo_training import greedy_answers
+    from autotune.model.demo_training import greedy_answers
 
     rows = [json.loads(line) for line in EVAL_SET.read_text().splitlines() if line.strip()]
     tokenizer = AutoTokenizer.from_pretrained(target)
@@ -96,7 +96,7 @@ def model_phase(baseline: str, builds: int, skip_baseline: bool) -> None:
         if not skip_baseline:
             old = work / "old_demo_model.py"
             old.write_text(subprocess.run(
-                ["git", "show", f"{baseline}:autotune/demo_model.py"], cwd=ROOT, check=True,
+                ["git", "show", f"{baseline}:autotune/model/demo.py"], cwd=ROOT, check=True,
                 capture_output=True, text=True).stdout)
             wall, cpu = build_in_child(old, work / "old")
             rows.append((f"baseline ({baseline})", wall, cpu, weights_hash(work / "old")))

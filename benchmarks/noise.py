@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autotune.bench.driver import Endpoint, HttpLoadDriver  # noqa: E402
-from autotune.demo_model import build_demo_model  # noqa: E402
+from autotune.bench.measurement import MeasurementSpec, measure_robustly  # noqa: E402
 from autotune.devices import CpuSlotPool  # noqa: E402
 from autotune.engines.vllm import VllmLauncher, engine_config  # noqa: E402
-from autotune.measurement import MeasurementSpec, measure_robustly  # noqa: E402
-from autotune.space import Space  # noqa: E402
+from autotune.model.demo import build_demo_model  # noqa: E402
+from autotune.space.model import Space  # noqa: E402
 
 BUSY = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end: pass\n"
 

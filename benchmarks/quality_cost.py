@@ -22,11 +22,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autotune.demo_model import build_demo_model  # noqa: E402
 from autotune.devices import CpuSlotPool  # noqa: E402
 from autotune.engines.vllm import VllmLauncher, engine_config  # noqa: E402
+from autotune.model.demo import build_demo_model  # noqa: E402
 from autotune.quality.probe import QualityProbe  # noqa: E402
-from autotune.space import Space  # noqa: E402
+from autotune.space.model import Space  # noqa: E402
 
 VARIANTS = {
     "int8": {"quantization": "int8"},

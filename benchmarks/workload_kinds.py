@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT))
 from autotune.bench.driver import Endpoint, EngineStalled, HttpLoadDriver  # noqa: E402
 from autotune.bench.engine_metrics import engine_metrics  # noqa: E402
 from autotune.bench.workload import WorkloadError  # noqa: E402
-from autotune.demo_model import build_demo_model  # noqa: E402
 from autotune.devices import CpuSlotPool  # noqa: E402
 from autotune.engines.vllm import VllmLauncher, engine_config  # noqa: E402
-from autotune.space import Space  # noqa: E402
+from autotune.model.demo import build_demo_model  # noqa: E402
+from autotune.space.model import Space  # noqa: E402
 
 SAMPLES = ROOT / "workloads"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-import tests.support.processes  # noqa: F401  (marks this session's processes: see there)
+import autotune.testing.processes  # noqa: F401  (marks this session's processes: see there)
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +30,7 @@ def demo_model() -> Path:
 
     AUTOTUNE_TEST_MODEL=DIR runs the engine tests on another local model directory instead
     (e.g. while the demo model's recipe is being changed)."""
-    from autotune.demo_model import build_demo_model
+    from autotune.model.demo import build_demo_model
 
     override = os.environ.get("AUTOTUNE_TEST_MODEL")
     if override:

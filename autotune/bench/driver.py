@@ -36,7 +36,7 @@ import aiohttp
 
 from autotune.bench.metrics import RequestRecord, summarize
 from autotune.bench.workload import Prompt, WorkloadError, build_prompts
-from autotune.bench.workload_spec import ConcurrencyLoad, PoissonLoad, TraceLoad, WorkloadSpec
+from autotune.space.workload import ConcurrencyLoad, PoissonLoad, TraceLoad, WorkloadSpec
 
 
 @dataclass(frozen=True)

@@ -21,20 +21,20 @@ import httpx
 from autotune.bench.capacity import CapacityResult, CapacitySpec, find_capacity
 from autotune.bench.driver import BenchResult, Endpoint, EngineStalled, HttpLoadDriver, LoadDriver
 from autotune.bench.ladder import ladder_into
-from autotune.bench.ladder_spec import LadderSpec
+from autotune.bench.measurement import MetricsPoller, measure_robustly
 from autotune.bench.metrics import summarize, write_result_file
 from autotune.bench.step import MeasureContext, Measured
 from autotune.bench.workload import WorkloadError
-from autotune.bench.workload_spec import ConcurrencyLoad, PoissonLoad, WorkloadSpec
 from autotune.devices.sampling import UtilisationSampler
 from autotune.engines.base import EngineConfig, RunningEngine
 from autotune.engines.failures import EngineFailure, FailureKind, stalled
-from autotune.measurement import MetricsPoller, measure_robustly
 from autotune.quality.probe import QualityError, QualityProbe
-from autotune.quality.spec import QualitySpec
 from autotune.scoring import COST_METRIC, cost_per_1m_output_tokens, slos_hold
-from autotune.space import Space
-from autotune.workload_mix import NamedWorkload, aggregate
+from autotune.space.ladder import LadderSpec
+from autotune.space.model import Space
+from autotune.space.quality import QualitySpec
+from autotune.space.workload import ConcurrencyLoad, PoissonLoad, WorkloadSpec
+from autotune.space.workload_mix import NamedWorkload, aggregate
 
 
 class HttpMeasurement:

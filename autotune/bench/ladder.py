@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autotune.bench.ladder_spec import LadderSpec
 from autotune.scoring import dominates
+from autotune.space.ladder import LadderSpec
 
 if TYPE_CHECKING:
     from autotune.bench.step import MeasureContext, Measured

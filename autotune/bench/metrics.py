@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from autotune.bench.ladder_spec import LADDER_METRICS
-from autotune.quality.spec import QUALITY_METRICS
+from autotune.space.ladder import LADDER_METRICS
+from autotune.space.quality import QUALITY_METRICS
 
 LATENCIES = ("ttft", "tpot", "itl", "e2e")
 PERCENTILES = (50, 90, 95, 99)

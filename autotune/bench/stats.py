@@ -5,7 +5,7 @@ says how steady they were. ``windows`` cuts the measured period into equal time 
 ``spread`` and ``confidence_interval`` summarise per-window values, ``bootstrap_ci`` and
 ``percentile_ci`` bound per-request statistics (how precise one run's figure is),
 ``pooled_log_spread``, ``predictive_log_interval`` and ``binomial_cdf`` serve the between-server
-intervals (``autotune.noise_model``), ``robust_score`` condenses repeats so one bad
+intervals (``autotune.results.noise_model``), ``robust_score`` condenses repeats so one bad
 repeat cannot carry the score, and ``detect_disturbance`` turns all that plus the host's CPU
 accounting (``host_load.HostLoadSampler``) into reasons to measure again. Pure functions: no
 threads, no /proc.
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autotune.bench.metrics import RequestRecord, percentile
-from autotune.measurement_spec import (
+from autotune.space.measurement import (
     MAX_CV,
     MAX_ERROR_RATE,
     MAX_FOREIGN_CPU_PCT,

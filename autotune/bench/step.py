@@ -3,7 +3,7 @@
 ``TrialRunner`` starts the engine, hands it to a ``MeasuringStep`` and tears it down; a step
 never starts or stops an engine. The default step is ``HttpMeasurement`` (bench/http_step.py:
 the load driver under robust measurement, the quality probe, the SLO-capacity search); a replay
-answers from a measured grid instead (``GridMeasurement`` in engines/replay.py).
+answers from a measured grid instead (``GridMeasurement`` in replay/engine.py).
 
 A leaf module: it names the types it talks about only for type checkers.
 """
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from autotune.engines.base import EngineConfig, RunningEngine
     from autotune.engines.failures import EngineFailure
     from autotune.quality.probe import QualityProbe, Reference
-    from autotune.space import Space
+    from autotune.space.model import Space
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ app = typer.Typer(no_args_is_help=True, help="Manage autotune's database tables.
 @app.command("upgrade")
 def db_upgrade(storage: StorageOpt = None) -> None:
     """Create or migrate autotune's tables to the latest revision."""
-    from autotune.db.session import upgrade
+    from autotune.store.db.session import upgrade
 
     url = storage_url(storage)
     revision = upgrade(url)

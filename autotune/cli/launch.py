@@ -49,7 +49,7 @@ def study_runner(spec: Any, *, name: str, url: str, pool: Any, log_dir: Path | N
     from autotune.engines import create
     from autotune.errors import StorageError
     from autotune.settings import Settings
-    from autotune.storage import claim_single_writer
+    from autotune.store.connection import claim_single_writer
     from autotune.study import StudyRunner
 
     try:
@@ -57,7 +57,7 @@ def study_runner(spec: Any, *, name: str, url: str, pool: Any, log_dir: Path | N
     except StorageError as exc:
         raise fail(exc) from None
     if spec.model.build_demo:
-        from autotune.demo_model import DemoModelError, build_demo_model, is_built
+        from autotune.model.demo import DemoModelError, build_demo_model, is_built
 
         if not is_built(spec.model.resolved_path):
             console.print(f"building the demo model at {spec.model.resolved_path} ...")
@@ -88,7 +88,7 @@ def run_with_progress(runner: Any, pool: Any, wanted: int | None, *, out: Any = 
 
 def finish(run: Any, pool: Any, url: str, name: str, started: float, resume_hint: str) -> None:
     """Print the study's summary; exit 130 when the run was interrupted."""
-    from autotune.report import load_report
+    from autotune.results.report import load_report
     from autotune.store import open_catalog
 
     print_summary(load_report(open_catalog(url), name))

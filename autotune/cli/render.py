@@ -272,7 +272,7 @@ def print_study(report: Any, name: str, *, wide: bool = False,
                     console.print(f"  trial {t.number} {escape(kind)}: "
                                   f"{escape(t.failure_reason)}", highlight=False)
         if report.quality_columns:
-            from autotune.quality.spec import QUALITY_LABELS, format_quality
+            from autotune.space.quality import QUALITY_LABELS, format_quality
 
             alike: dict[str, list[int]] = {}  # trials with the same figures share a line
             for t in report.trials:
@@ -308,7 +308,7 @@ def print_study(report: Any, name: str, *, wide: bool = False,
 
 def wide_table(report: Any) -> Table:
     """`study show --wide`: every column, parameters in full, one per line."""
-    from autotune.quality.spec import QUALITY_LABELS, format_quality
+    from autotune.space.quality import QUALITY_LABELS, format_quality
 
     table = Table()
     extra = [m for m in SHOWN_RESOURCE_METRICS

@@ -40,7 +40,7 @@ def _warm_start(spec: Any, *, name: str, url: str, source: str, source_storage: 
                 pool: Any, force: bool, budget: int) -> list[dict[str, Any]]:
     """The configurations an earlier study seeds this one with, printed; [] on a resume."""
     from autotune.store import open_catalog
-    from autotune.warm_start import find_study, plan, shown_url
+    from autotune.study.warm_start import find_study, plan, shown_url
 
     if find_study(open_catalog(url), name) is not None:
         warm_start_ignored(name, source)
@@ -95,8 +95,8 @@ def study_start(
 ) -> None:
     """Run a tuning study: each trial launches, measures and tears down a real engine."""
     from autotune.engines.vllm_flags import check_space_flags
-    from autotune.space import check_data_files, check_model_path, load_space
-    from autotune.space_file import read_text
+    from autotune.space.model import check_data_files, check_model_path, load_space
+    from autotune.space.reading import read_text
 
     url = storage_url(storage)
     try:
@@ -182,7 +182,7 @@ def study_show(
 ) -> None:
     """Show a study's trials and Pareto front (table, json or csv), or one trial in full."""
     from autotune.cli.trial_view import print_trial
-    from autotune.report import load_report
+    from autotune.results.report import load_report
     from autotune.store import open_catalog
 
     url = storage_url(storage)
@@ -202,7 +202,7 @@ def study_show(
             err_console.print(f"[bold red]error:[/] study {name!r} has no trial {trial}; its "
                               f"trials are 0..{len(report.trials) - 1}")
             raise typer.Exit(2)
-        from autotune.noise_model import study_noise_model
+        from autotune.results.noise_model import study_noise_model
 
         noise = study_noise_model(open_catalog(url), name, report.trials)
         print_trial(report, record, noise.intervals(record))

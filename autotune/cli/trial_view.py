@@ -11,12 +11,12 @@ from rich.table import Table
 
 from autotune import short_names
 from autotune.bench.ladder import levels_of
-from autotune.bench.ladder_spec import CAPACITY_CONSTRAINT, LADDER_METRICS
 from autotune.bench.metrics import LATENCIES, STATS
 from autotune.cli.common import console
 from autotune.cli.render import measured, result_cell, slo_cell
-from autotune.quality.spec import QUALITY_LABELS, QUALITY_METRICS, format_quality
-from autotune.workload_mix import MIX_METRICS, split_metric
+from autotune.space.ladder import CAPACITY_CONSTRAINT, LADDER_METRICS
+from autotune.space.quality import QUALITY_LABELS, QUALITY_METRICS, format_quality
+from autotune.space.workload_mix import MIX_METRICS, split_metric
 
 THROUGHPUT = ("output_throughput", "request_throughput", "total_token_throughput",
               "request_goodput", "goodput_fraction", "error_rate", "completed", "failed",

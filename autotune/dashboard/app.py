@@ -30,10 +30,10 @@ from autotune.dashboard.figures import OptunaFigures
 from autotune.dashboard.load_curve import load_curve
 from autotune.dashboard.logs import log_tail
 from autotune.dashboard.views import compare_view, trial_view
-from autotune.db.models import TrialRecord
 from autotune.errors import AutotuneError, StudyNotFoundError, TrialNotFoundError
-from autotune.export import export_yaml, pick_trial
-from autotune.noise_model import study_noise_model
+from autotune.results.export import export_yaml, pick_trial
+from autotune.results.noise_model import study_noise_model
+from autotune.store.db.models import TrialRecord
 
 if TYPE_CHECKING:
     from autotune.store import Catalog

@@ -1,14 +1,12 @@
 """What the dashboard reads, cached per study until the study's record changes.
 
-Every read goes through the app's ``Catalog`` (``autotune.report`` builds the study from it, and
-the figures ask it for Optuna's view). A study is re-read only when its ``updated_at`` moves
-(each trial start and finish stamps it), so a polling client costs one small query per request.
-A re-read is incremental: trials that had finished are kept, only later ones are fetched
-(``list_trials(after=N)``), and Pareto fronts are recomputed from the previous front plus the
-new trials, which gives the same set since dominance is transitive. Re-reads run in the
-background: one that takes longer than ``wait_s`` leaves requests with the previous snapshot
-meanwhile.
-"""
+Every read goes through the app's ``Catalog`` (``autotune.results.report`` builds the study from
+it, and the figures ask it for Optuna's view). A study is re-read only when its ``updated_at``
+moves (each trial start and finish stamps it), so a polling client costs one small query per
+request. A re-read is incremental: trials that had finished are kept, only later ones are fetched
+(``list_trials(after=N)``), and Pareto fronts are recomputed from the previous front plus the new
+trials, which gives the same set since dominance is transitive. Re-reads run in the background: one
+that takes longer than ``wait_s`` leaves requests with the previous snapshot meanwhile. """
 
 from __future__ import annotations
 
@@ -27,10 +25,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from autotune.bench.metrics import natural_direction
 from autotune.dashboard.formatting import metric_unit
-from autotune.db.models import StudyRecord, TrialRecord
 from autotune.errors import AutotuneError
-from autotune.export import pick_trial
-from autotune.report import StudyReport, load_report, pareto_front
+from autotune.results.export import pick_trial
+from autotune.results.report import StudyReport, load_report, pareto_front
+from autotune.store.db.models import StudyRecord, TrialRecord
 
 if TYPE_CHECKING:
     from autotune.store import Catalog

@@ -15,7 +15,6 @@ from dataclasses import fields
 from typing import Any
 
 from autotune.bench.engine_metrics import EngineMetricsDelta
-from autotune.bench.ladder_spec import LADDER_METRICS
 from autotune.bench.metrics import (
     CONVERSATION_COUNTS,
     CONVERSATION_METRICS,
@@ -26,8 +25,9 @@ from autotune.bench.metrics import (
     STATS,
     THROUGHPUT_METRICS,
 )
-from autotune.quality.spec import QUALITY_INFO_METRICS, QUALITY_METRICS
 from autotune.scoring import COST_METRIC
+from autotune.space.ladder import LADDER_METRICS
+from autotune.space.quality import QUALITY_INFO_METRICS, QUALITY_METRICS
 
 GROUPS = ("latency", "throughput", "capacity", "engine", "resources", "quality", "cost", "other")
 

@@ -16,7 +16,7 @@ from autotune.bench.ladder import levels_of
 from autotune.dashboard.data import number
 from autotune.dashboard.figures import LEGEND_ABOVE
 from autotune.dashboard.formatting import format_metric, format_value
-from autotune.db.models import TrialRecord
+from autotune.store.db.models import TrialRecord
 
 HELD = "level held the SLOs"
 MISSED = "level missed an SLO"

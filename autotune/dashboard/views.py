@@ -19,8 +19,8 @@ from autotune.dashboard.formatting import (
 )
 from autotune.dashboard.load_curve import load_curve
 from autotune.dashboard.logs import TAIL_LINES, log_tail
-from autotune.db.models import TrialRecord
-from autotune.noise_model import Interval
+from autotune.results.noise_model import Interval
+from autotune.store.db.models import TrialRecord
 
 LATENCY_TABLE = frozenset(f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS)
 
@@ -61,7 +61,7 @@ def engine_log(record: TrialRecord) -> dict[str, str] | None:
 def trial_view(snapshot: Snapshot, record: TrialRecord,
                intervals: Mapping[str, Interval] | None = None) -> dict[str, Any]:
     """The trial page's content; ``intervals``: what a fresh server will measure, by headline
-    metric (``autotune.noise_model``)."""
+    metric (``autotune.results.noise_model``)."""
     intervals = intervals or {}
     report = snapshot.report
     metrics = record.metrics

@@ -33,7 +33,7 @@ _FROM_BASE = (
     "RunningEngine",
     "register",
 )
-_BUILT_IN = ("replay", "vllm")  # each registers its launcher when imported
+_BUILT_IN = ("autotune.replay.engine", "autotune.engines.vllm")  # each registers itself
 
 __all__ = [
     "EngineConfig",
@@ -49,7 +49,7 @@ __all__ = [
 def create(name: str) -> EngineLauncher:
     """A new launcher of the engine registered as ``name`` (built-in engines included)."""
     for module in _BUILT_IN:
-        importlib.import_module(f"autotune.engines.{module}")
+        importlib.import_module(module)
     from autotune.engines.base import create as create_registered
 
     return create_registered(name)

@@ -3,7 +3,7 @@
 An engine implementation registers itself with ``@register("name")``; ``create(name)`` returns
 one. This module never imports an implementation: the package ``__init__`` imports the built-in
 ones, so ``from autotune.engines import create`` knows them all. Every implementation passes the
-conformance suite in tests/support/engine_suite.py.
+conformance suite in autotune/testing/engine_suite.py.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ from autotune.engines.failures import (
     classify,
 )
 from autotune.engines.process import GuardedProcess, free_port
-from autotune.parameters import KNOWN_PARAMETERS, NONE_CHOICE, env_value, parameter_info
-from autotune.space import Space
+from autotune.space.model import Space
+from autotune.space.parameters import KNOWN_PARAMETERS, NONE_CHOICE, env_value, parameter_info
 
 HEALTH_POLL_S = 0.5
 

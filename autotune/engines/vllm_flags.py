@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import AutotuneError, SpaceError
-from autotune.parameters import parameter_info
-from autotune.space import Space
-from autotune.space_file import line_of, parse, read_text
+from autotune.space.model import Space
+from autotune.space.parameters import parameter_info
+from autotune.space.reading import line_of, parse, read_text
 
 PROBE_TIMEOUT_S = 300.0
 

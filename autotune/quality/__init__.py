@@ -5,6 +5,6 @@ and scores outputs against the study's reference (kept by the study store); ``pr
 to a live server. See docs/quality.md.
 """
 
-from autotune.quality.spec import QUALITY_INFO_METRICS, QUALITY_METRICS, QualitySpec
+from autotune.space.quality import QUALITY_INFO_METRICS, QUALITY_METRICS, QualitySpec
 
 __all__ = ["QUALITY_INFO_METRICS", "QUALITY_METRICS", "QualitySpec"]

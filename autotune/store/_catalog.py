@@ -8,11 +8,8 @@ import json
 import optuna
 from optuna.trial import TrialState as OptunaState
 
-from autotune.configuration import Configuration
-from autotune.db import repository
-from autotune.db.models import StudyRecord, TrialRecord
-from autotune.db.session import current_revision, has_schema, head_revision
 from autotune.engines.failures import FailureKind
+from autotune.space.configuration import Configuration
 from autotune.store.attrs import (
     CONFIG_ATTR,
     DEFAULT_ATTR,
@@ -21,6 +18,9 @@ from autotune.store.attrs import (
     STATE_ATTR,
 )
 from autotune.store.base import FreshRun, TrialSummary
+from autotune.store.db import repository
+from autotune.store.db.models import StudyRecord, TrialRecord
+from autotune.store.db.session import current_revision, has_schema, head_revision
 from autotune.trial_state import TrialState
 
 

@@ -1,7 +1,7 @@
 """``StudyStore`` on a SQL database: Optuna's RDB storage beside autotune's tables.
 
 The only module that touches Optuna's private API (trial ids, the heartbeat helpers, the retry
-callback's limit) and, through ``autotune.db.repository``, autotune's tables.
+callback's limit) and, through ``autotune.store.db.repository``, autotune's tables.
 """
 
 from __future__ import annotations
@@ -20,12 +20,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import fail_stale_trials
 from optuna.trial import TrialState as OptunaState
 
-from autotune.configuration import Configuration, params_key
-from autotune.db import repository
-from autotune.db.models import StudyRecord
-from autotune.db.session import ensure_schema
 from autotune.engines.failures import FailureKind
-from autotune.storage import is_sqlite, optuna_storage, study_claim_lock
+from autotune.space.configuration import Configuration, params_key
 from autotune.store._catalog import summary_of
 from autotune.store.attrs import (
     CONFIG_ATTR,
@@ -47,12 +43,16 @@ from autotune.store.base import (
     TrialResult,
     TrialSummary,
 )
+from autotune.store.connection import is_sqlite, optuna_storage, study_claim_lock
+from autotune.store.db import repository
+from autotune.store.db.models import StudyRecord
+from autotune.store.db.session import ensure_schema
 from autotune.store.heartbeat import Heartbeat
 from autotune.trial_state import TrialState
 
 if TYPE_CHECKING:
     from autotune.quality.reference import Reference
-    from autotune.space import Space
+    from autotune.space.model import Space
 
 # Heartbeats, retries and grouped TPE are "experimental" in Optuna; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -144,7 +144,7 @@ class RdbStudyStore:
         self.study.enqueue_trial(configuration.as_dict(), user_attrs=attrs)
 
     def ask(self, space: Space) -> Suggestion:
-        from autotune.space import suggest_params
+        from autotune.space.model import suggest_params
 
         trial = self.study.ask()
         params = suggest_params(space, trial)

@@ -22,16 +22,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from autotune.configuration import Configuration
 from autotune.engines.failures import FailureKind
+from autotune.space.configuration import Configuration
 from autotune.trial_state import TrialState
 
 if TYPE_CHECKING:
     import optuna
 
-    from autotune.db.models import StudyRecord, TrialRecord
     from autotune.quality.reference import Reference
-    from autotune.space import Space
+    from autotune.space.model import Space
+    from autotune.store.db.models import StudyRecord, TrialRecord
 
 
 class Origin(StrEnum):
@@ -119,7 +119,8 @@ class StudyFacts:
 @dataclass(frozen=True)
 class FreshRun:
     """One configuration measured on a freshly started server outside the study's trials
-    (e.g. a ``confirm`` run): evidence for the study's noise model (``autotune.noise_model``).
+    (e.g. a ``confirm`` run): evidence for the study's noise model
+    (``autotune.results.noise_model``).
 
     ``key`` is the configuration's ``Configuration.key()``; ``metrics`` its headline figures;
     ``source`` says where it came from (``"confirm of trial 3"``)."""

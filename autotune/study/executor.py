@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import DBAPIError
 
-from autotune.db.faults import DatabaseFault, advice, is_transient
 from autotune.engines.process import stop_all
+from autotune.store.db.faults import DatabaseFault, advice, is_transient
 
 # What a database call can raise; ``is_transient`` tells a lost connection from the rest.
 DB_ERRORS = (DBAPIError, StorageInternalError)
@@ -107,8 +107,8 @@ class Executor:
 
     def with_db_retry(self, what: str, action: Callable[[], T]) -> T:
         """Run ``action``; while the database is unreachable (a lost connection, see
-        ``autotune.db.faults``), retry with back-off and say so. Any other database error fails
-        at once, as a ``DatabaseFault`` saying what to do where we know it."""
+        ``autotune.store.db.faults``), retry with back-off and say so. Any other database error
+        fails at once, as a ``DatabaseFault`` saying what to do where we know it."""
         delay = 1.0
         deadline = time.monotonic() + self.db_retry_s
         while True:

@@ -14,10 +14,12 @@ from typing import Any
 
 import optuna
 
-from autotune.configuration import Configuration
-from autotune.feasibility import FeasibilityModel, Observation
 from autotune.scoring import is_feasible, pareto_indices
-from autotune.search import (
+from autotune.space.configuration import Configuration
+from autotune.space.model import Space, suggest_params
+from autotune.store.base import Suggestion, TrialSummary
+from autotune.study.feasibility import FeasibilityModel, Observation
+from autotune.study.search import (
     LOCAL_SEARCH_AFTER,
     LOCAL_SEARCH_CYCLE,
     front_neighbours,
@@ -25,8 +27,6 @@ from autotune.search import (
     screen_step,
     uses_local_search,
 )
-from autotune.space import Space, suggest_params
-from autotune.store.base import Suggestion, TrialSummary
 from autotune.trial_state import TrialState
 
 # Reused or skipped suggestions in a row before the next trial is an unmeasured configuration

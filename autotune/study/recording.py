@@ -10,7 +10,7 @@ from autotune.scoring import (
     objective_values,
     violations,
 )
-from autotune.space import Space
+from autotune.space.model import Space
 from autotune.store.base import TrialResult, TrialSummary
 from autotune.trial import TrialOutcome, finite_metrics
 from autotune.trial_state import TrialState

@@ -18,19 +18,19 @@ import yaml
 
 from autotune.bench.http_step import HttpMeasurement
 from autotune.bench.ladder import pareto_values
-from autotune.configuration import Configuration
 from autotune.devices import DevicePool
 from autotune.engines.base import EngineLauncher
-from autotune.engines.replay import GridMeasurement
+from autotune.replay.engine import GridMeasurement
 from autotune.scoring import is_feasible
-from autotune.search import make_sampler
-from autotune.space import Space
+from autotune.space.configuration import Configuration
+from autotune.space.model import Space
 from autotune.store import Origin, StaleTrial, StudyFacts, StudyStore, Suggestion, open_store
 from autotune.study import recording
 from autotune.study.claims import Claims
 from autotune.study.executor import Executor
 from autotune.study.proposer import Done, Proposer, Run, Wait, WaitForTwin
 from autotune.study.reporter import SilentReporter, StudyReporter
+from autotune.study.search import make_sampler
 from autotune.trial import TrialOutcome, TrialRunner
 from autotune.trial_state import TrialState
 

@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from autotune.dashboard import create_app
-from autotune.db.session import upgrade
 from autotune.store import open_catalog
+from autotune.store.db.session import upgrade
 from tests.support.dashboard import (
     HOSTILE,
     HOSTILE_PARAM,

@@ -8,10 +8,10 @@ import shutil
 import pytest
 
 from autotune.bench.metrics import natural_direction
-from autotune.db.session import current_revision, head_revision
-from autotune.export import export_yaml
-from autotune.report import load_report, pareto_front
+from autotune.results.export import export_yaml
+from autotune.results.report import load_report, pareto_front
 from autotune.store import open_catalog
+from autotune.store.db.session import current_revision, head_revision
 from tests.support.dashboard import (
     HOSTILE,
     HOSTILE_PARAM,

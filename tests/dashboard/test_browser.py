@@ -15,8 +15,8 @@ import pytest
 
 from autotune.bench.metrics import natural_direction
 from autotune.dashboard import create_app
-from autotune.export import export_yaml
-from autotune.report import load_report, pareto_front
+from autotune.results.export import export_yaml
+from autotune.results.report import load_report, pareto_front
 from autotune.store import open_catalog
 from tests.support.dashboard import HOSTILE, HOSTILE_PARAM, MIXED, MIXED_KINDS, study_id
 from tests.support.dashboard_studies import finish_trial, write_study, write_trial

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from autotune.dashboard import create_app
-from autotune.db.session import upgrade
 from autotune.store import open_catalog
+from autotune.store.db.session import upgrade
 from tests.dashboard.conftest import SHOTS
 from tests.support.dashboard import MIXED, MIXED_KINDS, QUICKSTART, QUICKSTART_DB, study_id
 from tests.support.dashboard_studies import enrich_trial, write_study

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from autotune.dashboard.data import Refreshing, Snapshot
-from autotune.report import load_report
+from autotune.results.report import load_report
 from autotune.store import open_catalog
 from tests.support.dashboard import decode_trials, study_id
 from tests.support.dashboard_studies import finish_trial, write_study, write_trial

@@ -12,7 +12,7 @@ import pytest
 
 from autotune.bench.ladder import levels_of
 from autotune.dashboard.logs import TAIL_BYTES, log_tail
-from autotune.db import repository
+from autotune.store.db import repository
 from tests.support.dashboard import MIXED, MIXED_KINDS, ladder_study_url, study_id
 from tests.support.dashboard_studies import SLOS, add_ladder, enrich_trial, write_study
 
@@ -211,7 +211,7 @@ def test_a_complete_trials_reason_is_a_note_not_a_failure(study, client_for, tmp
 
 
 def test_the_fresh_server_interval_is_shown_as_the_cli_reports_it(client_for, tmp_path):
-    from autotune.noise_model import study_noise_model
+    from autotune.results.noise_model import study_noise_model
     from autotune.store import open_catalog
 
     url = ladder_study_url(tmp_path)

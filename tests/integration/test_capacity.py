@@ -12,9 +12,9 @@ from autotune.devices import CpuSlotPool
 from autotune.engines import create
 from autotune.engines.vllm import engine_config
 from autotune.scoring import slos_hold
-from autotune.space import Space
+from autotune.space.model import Space
+from autotune.testing.spaces import small_space
 from autotune.trial import TrialRunner
-from tests.support.spaces import small_space
 
 pytestmark = pytest.mark.engine
 

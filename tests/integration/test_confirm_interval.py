@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from autotune.noise_model import configuration_key, headline_metrics, study_noise_model
+from autotune.results.noise_model import configuration_key, headline_metrics, study_noise_model
 from autotune.store import open_catalog
-from tests.support.spaces import small_space, write_space
+from autotune.testing.spaces import small_space, write_space
 
 pytestmark = pytest.mark.engine
 

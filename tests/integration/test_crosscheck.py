@@ -31,8 +31,8 @@ from autotune.bench.driver import Endpoint
 from autotune.devices import CpuSlotPool
 from autotune.engines import create
 from autotune.engines.vllm import engine_config
-from autotune.space import Space
-from tests.support.spaces import small_space
+from autotune.space.model import Space
+from autotune.testing.spaces import small_space
 
 pytestmark = [pytest.mark.engine, pytest.mark.crosscheck]
 

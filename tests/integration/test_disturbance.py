@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from autotune.bench.driver import HttpLoadDriver
+from autotune.bench.measurement import MeasurementSpec, measure_robustly
 from autotune.devices import CpuSlotPool
-from autotune.measurement import MeasurementSpec, measure_robustly
-from autotune.space import Space
+from autotune.space.model import Space
+from autotune.testing.spaces import small_space
 from tests.support.shared_engine import SharedEngine
-from tests.support.spaces import small_space
 
 pytestmark = pytest.mark.engine
 

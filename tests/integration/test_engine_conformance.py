@@ -1,4 +1,4 @@
-"""The engine conformance suite (tests/support/engine_suite.py) on the real vLLM CPU build."""
+"""The engine conformance suite (autotune/testing/engine_suite.py) on the real vLLM CPU build."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from autotune.devices import CpuSlotPool
 from autotune.engines import EngineConfig, EngineLauncher, FailureKind, RunningEngine, create, vllm
 from autotune.engines.process import free_port
 from autotune.engines.vllm import engine_config
-from autotune.space import Space
+from autotune.space.model import Space
+from autotune.testing.engine_suite import EngineSuite, FailingStart
+from autotune.testing.processes import engine_processes
+from autotune.testing.spaces import small_space
 from autotune.trial import TrialRunner
-from tests.support.engine_suite import EngineSuite, FailingStart
-from tests.support.processes import engine_processes
-from tests.support.spaces import small_space
 
 pytestmark = pytest.mark.engine
 

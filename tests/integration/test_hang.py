@@ -22,8 +22,8 @@ from autotune.bench.step import MeasureContext, Measured
 from autotune.devices import CpuSlotPool
 from autotune.engines import FailureKind, RunningEngine, create
 from autotune.engines.vllm import engine_config
-from autotune.space import Space
-from tests.support.spaces import small_space
+from autotune.space.model import Space
+from autotune.testing.spaces import small_space
 
 pytestmark = pytest.mark.engine
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from autotune.engines.process import session_members
-from tests.support.processes import engine_processes
-from tests.support.spaces import small_space, write_space
+from autotune.testing.processes import engine_processes
+from autotune.testing.spaces import small_space, write_space
 
 pytestmark = pytest.mark.engine
 

@@ -16,9 +16,9 @@ from autotune.bench.http_step import HttpMeasurement
 from autotune.bench.ladder import levels_of, repeats_of
 from autotune.bench.step import MeasureContext
 from autotune.engines.vllm import engine_config
-from autotune.space import Space
+from autotune.space.model import Space
+from autotune.testing.spaces import small_space
 from tests.support.shared_engine import SharedEngine
-from tests.support.spaces import small_space
 
 pytestmark = pytest.mark.engine
 

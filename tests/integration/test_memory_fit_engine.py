@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from autotune import memory_fit
 from autotune.devices import CpuSlotPool
 from autotune.engines.vllm import VllmLauncher, engine_config
-from autotune.space import load_space
+from autotune.model import memory_fit
+from autotune.space.model import load_space
+from autotune.testing.spaces import small_space, write_space
 from autotune.trial import TrialRunner
-from tests.support.spaces import small_space, write_space
 
 pytestmark = pytest.mark.engine
 

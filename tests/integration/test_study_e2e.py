@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from autotune.engines.process import GuardedProcess, free_port
-from tests.support.processes import engine_processes
-from tests.support.spaces import ENGINE_ENV, small_space, write_space
+from autotune.testing.processes import engine_processes
+from autotune.testing.spaces import ENGINE_ENV, small_space, write_space
 
 pytestmark = pytest.mark.engine
 
@@ -156,7 +156,7 @@ def test_exported_yaml_is_served_by_vllm(study: dict) -> None:
         "--port",
         str(port),
     ]
-    # The tests' engine environment (tests/support/spaces.py: a faster start, the same server).
+    # The tests' engine environment (autotune/testing/spaces.py: a faster start, the same server).
     server = GuardedProcess(argv, dict(ENGINE_ENV), study["tmp"] / "export.log", 5)
     try:
         import time

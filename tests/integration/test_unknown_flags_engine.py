@@ -18,8 +18,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.support.processes import engine_processes
-from tests.support.spaces import small_space, write_space
+from autotune.testing.processes import engine_processes
+from autotune.testing.spaces import small_space, write_space
 
 pytestmark = pytest.mark.engine
 

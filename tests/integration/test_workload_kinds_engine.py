@@ -12,7 +12,7 @@ import pytest
 from autotune.bench.driver import BenchResult, Endpoint, HttpLoadDriver
 from autotune.bench.engine_metrics import engine_metrics
 from autotune.bench.workload import build_prompts
-from autotune.bench.workload_spec import WorkloadSpec
+from autotune.space.workload import WorkloadSpec
 from tests.support.shared_engine import SharedEngine
 
 pytestmark = pytest.mark.engine

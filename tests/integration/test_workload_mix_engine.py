@@ -11,11 +11,11 @@ import pytest
 
 from autotune.devices import CpuSlotPool
 from autotune.engines import create
-from autotune.space import Space
+from autotune.space.model import Space
+from autotune.space.workload_mix import ATTAINMENT_WEIGHTED, ATTAINMENT_WORST
 from autotune.study.recording import measured
+from autotune.testing.spaces import small_space
 from autotune.trial import TrialRunner
-from autotune.workload_mix import ATTAINMENT_WEIGHTED, ATTAINMENT_WORST
-from tests.support.spaces import small_space
 
 pytestmark = pytest.mark.engine
 

@@ -9,12 +9,12 @@ import time
 import pytest
 from sqlalchemy import text
 
-from autotune.db import repository
-from autotune.db.session import get_engine
 from autotune.errors import StorageError
+from autotune.store.db import repository
+from autotune.store.db.session import get_engine
 from autotune.study import recording
 from autotune.study.executor import Executor
-from tests.support.store_suite import facts, opened, outcome, space
+from autotune.testing.store_suite import facts, opened, outcome, space
 
 pytestmark = pytest.mark.postgres
 

@@ -17,15 +17,15 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from autotune.db import repository
-from autotune.engines.replay import Grid
+from autotune.replay.engine import Grid
 from autotune.store import StudyStore, TrialResult, open_store
 from autotune.store.attrs import STATE_ATTR
+from autotune.store.db import repository
 from autotune.study import SilentReporter, StudyRunner, recording
 from autotune.study.executor import DB_ERRORS
+from autotune.testing.replay_grid import write_grid
+from autotune.testing.store_suite import facts, opened, outcome, space
 from autotune.trial import ReplayTrialRunner, TrialOutcome
-from tests.support.replay_grid import write_grid
-from tests.support.store_suite import facts, opened, outcome, space
 
 pytestmark = pytest.mark.postgres
 

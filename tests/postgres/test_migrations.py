@@ -11,15 +11,15 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, insert, inspect, select
 
-from autotune.db.session import (
+from autotune.results.report import load_report
+from autotune.store import open_catalog
+from autotune.store.db.session import (
     alembic_config,
     current_revision,
     get_engine,
     head_revision,
     upgrade,
 )
-from autotune.report import load_report
-from autotune.store import open_catalog
 
 ASSETS = Path(__file__).resolve().parents[1] / "fixtures" / "migrations"
 REVISIONS = [s.revision for s in

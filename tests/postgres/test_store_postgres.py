@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.store_suite import SharedStudyStoreSuite
+from autotune.testing.store_suite import SharedStudyStoreSuite
 
 pytestmark = pytest.mark.postgres
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.db import repository
 from autotune.engines.process import session_members
-from tests.support.processes import engine_processes
-from tests.support.spaces import small_space, write_space
+from autotune.store.db import repository
+from autotune.testing.processes import engine_processes
+from autotune.testing.spaces import small_space, write_space
 
 pytestmark = [pytest.mark.engine, pytest.mark.postgres]
 
@@ -137,7 +137,7 @@ def test_sqlite_refuses_a_second_process(tmp_path: Path, demo_model: Path) -> No
     space = _create(tmp_path, demo_model, url, budget=2)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from autotune.storage import claim_single_writer
+        from autotune.store.connection import claim_single_writer
         claim_single_writer({url!r})
         print("holding", flush=True)
         time.sleep(60)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from autotune import demo_model, demo_training
+from autotune.model import demo as demo_model
+from autotune.model import demo_training
 from autotune.quality.grading import grade
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +23,7 @@ def _shipped() -> list[dict]:
 
 
 def test_shipped_eval_set_is_the_generated_one() -> None:
-    # Regenerate with: python -m autotune.demo_model --write-eval evals/demo-tasks.jsonl
+    # Regenerate with: python -m autotune.model.demo --write-eval evals/demo-tasks.jsonl
     assert _shipped() == demo_model.eval_rows()
 
 

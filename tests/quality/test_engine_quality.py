@@ -14,10 +14,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.space import Space
+from autotune.space.model import Space
 from autotune.store.attrs import REFERENCE_ATTR
-from tests.support.processes import engine_processes
-from tests.support.spaces import small_space, write_space
+from autotune.testing.processes import engine_processes
+from autotune.testing.spaces import small_space, write_space
 
 pytestmark = pytest.mark.engine
 

@@ -23,7 +23,7 @@ from autotune.quality.probe import (
     forced_scores,
     load_rows,
 )
-from autotune.quality.spec import QualitySpec
+from autotune.space.quality import QualitySpec
 
 EOS = 10  # tokens 0-9 are the digits, 10 ends a sequence
 Model = Callable[[list[int]], dict[int, float]]

@@ -10,9 +10,9 @@ import yaml
 
 from autotune.bench.metrics import known_metric_names, natural_direction
 from autotune.errors import SpaceError
-from autotune.quality.spec import QUALITY_METRICS, format_quality
 from autotune.scoring import constraint_names, is_feasible, violations
-from autotune.space import Space, load_space
+from autotune.space.model import Space, load_space
+from autotune.space.quality import QUALITY_METRICS, format_quality
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "search_spaces" / "quickstart-cpu.yaml"

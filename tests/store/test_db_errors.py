@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from autotune.db import repository
-from autotune.db.session import get_engine
 from autotune.errors import StorageError
+from autotune.store.db import repository
+from autotune.store.db.session import get_engine
 from autotune.study import recording
 from autotune.study.executor import Executor
-from tests.support.store_suite import facts, opened, outcome, space
+from autotune.testing.store_suite import facts, opened, outcome, space
 
 RETRY_S = 8.0  # the retry's deadline here: a wrongly retried error takes this long to surface
 

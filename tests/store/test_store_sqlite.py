@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.store_suite import SingleProcessStudyStoreSuite
+from autotune.testing.store_suite import SingleProcessStudyStoreSuite
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def ladder_study_url(folder: Path) -> str:
     """A copy of the ladder quickstart's study in ``folder``, upgraded: its storage URL."""
     import shutil
 
-    from autotune.db.session import upgrade
+    from autotune.store.db.session import upgrade
 
     path = folder / "quickstart-ladder.db"
     shutil.copy(QUICKSTART_LADDER_DB, path)

@@ -18,8 +18,8 @@ from autotune.bench.driver import Endpoint
 from autotune.devices import CpuSlotPool, DeviceSet
 from autotune.engines import EngineConfig, RunningEngine, create
 from autotune.engines.vllm import engine_config
-from autotune.space import Space
-from tests.support.spaces import small_space
+from autotune.space.model import Space
+from autotune.testing.spaces import small_space
 
 FIXTURE = "shared_engine"
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.mock_openai import MockOpenAI
+from autotune.testing.mock_openai import MockOpenAI
 
 
 @pytest.fixture(scope="module")

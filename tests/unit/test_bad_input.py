@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from autotune.errors import SpaceError
-from autotune.space import Space, check_model_path, load_space
+from autotune.space.model import Space, check_model_path, load_space
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "search_spaces" / "quickstart-cpu.yaml"

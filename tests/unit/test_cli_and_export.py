@@ -8,13 +8,13 @@ import yaml
 from typer.testing import CliRunner
 
 from autotune import cli
-from autotune.db import repository
-from autotune.db.session import ensure_schema
 from autotune.devices import CpuSlotPool
-from autotune.export import export_yaml, pick_trial
-from autotune.report import load_report
-from autotune.space import load_space
+from autotune.results.export import export_yaml, pick_trial
+from autotune.results.report import load_report
+from autotune.space.model import load_space
 from autotune.store import open_catalog
+from autotune.store.db import repository
+from autotune.store.db.session import ensure_schema
 from autotune.trial import TrialRunner
 
 ROOT = Path(__file__).resolve().parents[2]

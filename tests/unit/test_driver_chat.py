@@ -9,8 +9,8 @@ import pytest
 
 from autotune.bench.driver import BenchResult, HttpLoadDriver
 from autotune.bench.workload import Prompt
-from autotune.bench.workload_spec import WorkloadSpec
-from tests.support.mock_openai import Behaviour, MockOpenAI
+from autotune.space.workload import WorkloadSpec
+from autotune.testing.mock_openai import Behaviour, MockOpenAI
 
 TOKENS = 4
 REQUESTS = 4

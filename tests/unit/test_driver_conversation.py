@@ -11,8 +11,8 @@ import pytest
 from autotune.bench.driver import HttpLoadDriver
 from autotune.bench.metrics import RequestRecord
 from autotune.bench.workload import Prompt, Turn, WorkloadError
-from autotune.bench.workload_spec import WorkloadSpec
-from tests.support.mock_openai import Behaviour, MockOpenAI, Seen
+from autotune.space.workload import WorkloadSpec
+from autotune.testing.mock_openai import Behaviour, MockOpenAI, Seen
 
 TOKENS = 3
 ANSWER = "t0 t1 t2 "  # the mock's answer of TOKENS tokens

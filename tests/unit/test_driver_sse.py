@@ -12,9 +12,9 @@ import pytest
 from autotune.bench.driver import BenchResult, Endpoint, EngineStalled, HttpLoadDriver
 from autotune.bench.metrics import percentile
 from autotune.bench.workload import WorkloadError
-from autotune.bench.workload_spec import WorkloadSpec
 from autotune.engines.process import free_port
-from tests.support.mock_openai import Behaviour, MockOpenAI
+from autotune.space.workload import WorkloadSpec
+from autotune.testing.mock_openai import Behaviour, MockOpenAI
 
 TOKENS = 4
 REQUESTS = 4

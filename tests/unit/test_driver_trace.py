@@ -8,8 +8,8 @@ import pytest
 
 from autotune.bench.driver import BenchResult, HttpLoadDriver
 from autotune.bench.workload import Prompt, Turn, WorkloadError
-from autotune.bench.workload_spec import WorkloadSpec
-from tests.support.mock_openai import Behaviour, MockOpenAI
+from autotune.space.workload import WorkloadSpec
+from autotune.testing.mock_openai import Behaviour, MockOpenAI
 
 TOKENS = 3
 # Early by the event loop's clock resolution at most; late by the host's scheduling (a 2-core

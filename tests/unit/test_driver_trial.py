@@ -24,11 +24,11 @@ from autotune.engines import (
 )
 from autotune.engines.vllm import engine_config
 from autotune.scoring import COST_METRIC
-from autotune.space import Space
+from autotune.space.model import Space
+from autotune.testing.engine_suite import EndpointSuite, EngineSuite, FailingStart
+from autotune.testing.mock_engine import MockEngine, MockLauncher
+from autotune.testing.mock_openai import Behaviour, MockOpenAI
 from autotune.trial import TrialRunner
-from tests.support.engine_suite import EndpointSuite, EngineSuite, FailingStart
-from tests.support.mock_engine import MockEngine, MockLauncher
-from tests.support.mock_openai import Behaviour, MockOpenAI
 
 SPACE: dict[str, Any] = {
     "name": "mock",

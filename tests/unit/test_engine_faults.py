@@ -18,12 +18,12 @@ from autotune.devices import CpuSlotPool, DeviceSet
 from autotune.engines import EngineConfig, EngineFailure, FailureKind, RunningEngine, create
 from autotune.engines import vllm as vllm_engine
 from autotune.engines.failures import TeardownError
-from autotune.space import Space
+from autotune.space.model import Space
 from autotune.study import recording
+from autotune.testing.mock_engine import MockEngine, MockLauncher
+from autotune.testing.mock_openai import Behaviour
 from autotune.trial import TrialRunner
 from tests.support import standin_engine
-from tests.support.mock_engine import MockEngine, MockLauncher
-from tests.support.mock_openai import Behaviour
 from tests.unit.test_driver_trial import SPACE
 
 STANDIN_SPACE: dict[str, Any] = {

@@ -12,7 +12,7 @@ import yaml
 from autotune.engines.vllm import VllmLauncher, engine_config, engine_flags, render_flags
 from autotune.engines.vllm_flags import check_space_flags, engine_options
 from autotune.errors import SpaceError
-from autotune.space import load_space
+from autotune.space.model import load_space
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "search_spaces" / "cpu-fixed-load.yaml"
 

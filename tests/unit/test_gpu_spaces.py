@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autotune.bench.ladder_spec import LADDER_METRICS
-from autotune.bench.workload_spec import PoissonLoad, SharegptPrompts
 from autotune.devices import NvmlGpuPool
 from autotune.engines.vllm import VllmLauncher, engine_config
 from autotune.engines.vllm_flags import check_space_flags, engine_options
-from autotune.memory_fit import GIB
-from autotune.space import Space, load_space
-from autotune.starter_space import Devices, fit
+from autotune.model.memory_fit import GIB
+from autotune.space.ladder import LADDER_METRICS
+from autotune.space.model import Space, load_space
+from autotune.space.starter import Devices, fit
+from autotune.space.workload import PoissonLoad, SharegptPrompts
 from autotune.trial import TrialRunner
 from tests.support.fake_nvml import FakeNvml
 
@@ -259,8 +259,8 @@ def test_the_fp8_checkpoint_counts_its_weights_at_8_bits(hub_cache) -> None:
     """A compressed-tensors checkpoint gives its weights' bits in ``config_groups`` (no
     ``bits`` key): 8 here, per-tensor scales, so the weights are the linear layers at 1 byte
     plus embeddings and LM head in BF16 (67.7 GiB in all, 16.9 GiB a rank at TP 4)."""
-    from autotune.model_config import read_model_config
-    from autotune.model_shape import model_shape
+    from autotune.model.config import read_model_config
+    from autotune.model.shape import model_shape
 
     shape = model_shape(read_model_config(FP8_70B))
     assert shape is not None and shape.weight_bits == 8

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from autotune import cli
 from autotune.devices import nvml
-from autotune.space import load_space
+from autotune.space.model import load_space
 from tests.support.fake_nvml import FakeNvml
 
 # The shapes of Llama 3.1 8B and 70B (their config.json fields the memory fit reads).

@@ -16,11 +16,7 @@ import yaml
 from scipy import stats as scipy_stats
 
 from autotune.bench import stats
-from autotune.configuration import Configuration
-from autotune.confirm import Confirmation
-from autotune.db.models import TrialRecord
-from autotune.db.session import upgrade
-from autotune.noise_model import (
+from autotune.results.noise_model import (
     PRIORS,
     NoiseModel,
     Prior,
@@ -29,7 +25,11 @@ from autotune.noise_model import (
     study_noise_model,
     trial_runs,
 )
+from autotune.space.configuration import Configuration
 from autotune.store import FreshRun, open_catalog, open_store
+from autotune.store.db.models import TrialRecord
+from autotune.store.db.session import upgrade
+from autotune.study.confirm import Confirmation
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "dashboard" / "quickstart-cpu.db"
@@ -255,7 +255,7 @@ def test_study_show_and_export_print_the_interval_and_it_learns_from_kept_runs(
 def test_a_ladder_trial_gets_intervals_for_its_curve_answers_only() -> None:
     """With a load ladder the headline figures are capacity and the per-user rate there; the
     short main measurement's figures carry no fresh-server interval."""
-    from autotune.noise_model import NoiseModel, headline_metrics
+    from autotune.results.noise_model import NoiseModel, headline_metrics
 
     fixed = {"output_throughput": 300.0, "ttft_p95_ms": 345.0, "e2e_p95_ms": 950.0}
     ladder = fixed | {"capacity_rps": 20.1, "interactivity_at_capacity": 27.7}

@@ -22,11 +22,11 @@ from autotune.bench.ladder import (
     repeats_of,
     run_ladder,
 )
-from autotune.bench.ladder_spec import LadderSpec
 from autotune.errors import SpaceError
-from autotune.space import Space, load_space
-from tests.support.mock_engine import MockLauncher
-from tests.support.mock_openai import Behaviour
+from autotune.space.ladder import LadderSpec
+from autotune.space.model import Space, load_space
+from autotune.testing.mock_engine import MockLauncher
+from autotune.testing.mock_openai import Behaviour
 from tests.unit.test_driver_trial import SPACE, _runner
 
 SLOS = {"e2e_p95_ms": 1000.0}
@@ -279,8 +279,8 @@ def test_a_step_off_the_front_stops_after_its_first_level(tmp_path: Path) -> Non
 # ---- a study: stored, shown, exported, and the front handed to the step ------------------------
 
 def test_a_study_stores_shows_and_exports_the_curve(tmp_path: Path) -> None:
-    from autotune.export import export_yaml
-    from autotune.report import load_report
+    from autotune.results.export import export_yaml
+    from autotune.results.report import load_report
     from autotune.store import open_catalog
     from autotune.study import SilentReporter, StudyRunner
     from tests.unit.test_render import show
@@ -315,7 +315,7 @@ def test_a_study_stores_shows_and_exports_the_curve(tmp_path: Path) -> None:
 
 def test_every_run_index_gets_prompts_of_its_own(tmp_path: Path) -> None:
     from autotune.bench.workload import build_prompts
-    from autotune.bench.workload_spec import WorkloadSpec
+    from autotune.space.workload import WorkloadSpec
 
     path = tmp_path / "prompts.jsonl"
     path.write_text("".join(f'{{"prompt": "question {i}"}}\n' for i in range(20)))

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autotune import memory_fit as mf
 from autotune.devices import CpuSlotPool, NvmlGpuPool
 from autotune.engines.failures import EngineFailure, FailureKind
-from autotune.space import load_space
+from autotune.model import memory_fit as mf
+from autotune.space.model import load_space
 from autotune.trial import TrialRunner
 from tests.support.fake_nvml import FakeNvml
 
@@ -28,7 +28,7 @@ LLAMA_8B = {  # meta-llama/Llama-3.1-8B-Instruct's config.json (the fields that 
     "max_position_embeddings": 131072,
 }
 AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True}
-DEMO = {  # the quickstart demo model (autotune/demo_model.py)
+DEMO = {  # the quickstart demo model (autotune/model/demo.py)
     "architectures": ["LlamaForCausalLM"], "hidden_size": 128, "intermediate_size": 384,
     "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
     "head_dim": 32, "vocab_size": 2048, "dtype": "float16", "tie_word_embeddings": True,

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from autotune.measurement import MetricsPoller
+from autotune.bench.measurement import MetricsPoller
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from autotune import model_config
-from autotune.model_config import find_model_config, hub_cache, read_model_config
-from autotune.warm_start import model_family
+from autotune.model import config as model_config
+from autotune.model.config import find_model_config, hub_cache, read_model_config
+from autotune.study.warm_start import model_family
 
 
 @pytest.fixture(autouse=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from autotune.configuration import Configuration
 from autotune.engines.failures import FailureKind
-from autotune.space import Space
+from autotune.space.configuration import Configuration
+from autotune.space.model import Space
 from autotune.store.base import Origin, Suggestion, TrialSummary
 from autotune.study.proposer import (
     Done,
@@ -18,8 +18,8 @@ from autotune.study.proposer import (
     Wait,
     WaitForTwin,
 )
+from autotune.testing.replay_grid import SPACE
 from autotune.trial_state import TrialState
-from tests.support.replay_grid import SPACE
 
 BASE = {"max_num_seqs": 16, "max_num_batched_tokens": 2048, "enable_chunked_prefill": True}
 
@@ -153,7 +153,7 @@ def test_an_unmeasured_pick_is_neither_measured_nor_running() -> None:
 def test_a_small_budget_first_moves_each_parameter_one_step_from_the_defaults() -> None:
     """Under 16 trials: the trials after the default each move one parameter (in the space
     file's order) one step from the defaults, up to half the budget; then the sampler."""
-    from autotune.search import screen_size
+    from autotune.study.search import screen_size
 
     study = space(sampler="tpe")
     proposer = Proposer(study)

@@ -13,9 +13,9 @@ import pytest
 from rich.console import Console
 
 from autotune import short_names
-from autotune.db.session import upgrade
-from autotune.report import StudyReport, load_report
+from autotune.results.report import StudyReport, load_report
 from autotune.store import open_catalog
+from autotune.store.db.session import upgrade
 from tests.support.dashboard import QUICKSTART, QUICKSTART_DB, ladder_study_url
 from tests.support.dashboard_studies import write_study
 

@@ -19,7 +19,8 @@ from autotune.engines import (
     RunningEngine,
     create,
 )
-from autotune.engines.replay import (
+from autotune.engines.vllm import engine_config
+from autotune.replay.engine import (
     GRID_ENV,
     Grid,
     GridError,
@@ -27,11 +28,10 @@ from autotune.engines.replay import (
     GridMiss,
     ReplayLauncher,
 )
-from autotune.engines.vllm import engine_config
-from autotune.space import Space
+from autotune.space.model import Space
+from autotune.testing.engine_suite import EngineSuite, FailingStart
+from autotune.testing.replay_grid import DEFAULT_METRICS, ROWS, write_grid
 from autotune.trial import ReplayTrialRunner
-from tests.support.engine_suite import EngineSuite, FailingStart
-from tests.support.replay_grid import DEFAULT_METRICS, ROWS, write_grid
 
 ROOT = Path(__file__).resolve().parents[2]
 

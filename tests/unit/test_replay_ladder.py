@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from autotune.bench.ladder import run_ladder
-from autotune.bench.ladder_spec import LadderSpec
-from autotune.engines.replay import ENGINE_S, Grid, GridError, engine_seconds
-from autotune.space import Space
+from autotune.replay.engine import ENGINE_S, Grid, GridError, engine_seconds
+from autotune.space.ladder import LadderSpec
+from autotune.space.model import Space
 from autotune.study import SilentReporter, StudyRunner
+from autotune.testing.replay_grid import write_grid
 from autotune.trial import ReplayTrialRunner, TrialOutcome
-from tests.support.replay_grid import write_grid
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "ladder-grid.jsonl"

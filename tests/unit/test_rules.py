@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from autotune.rules import RuleContext, check
+from autotune.space.rules import RuleContext, check
 
 
 def _ctx(devices: int = 1, heads: int | None = 4, **values) -> RuleContext:

@@ -9,14 +9,15 @@ import optuna
 import pytest
 import yaml
 
-from autotune.feasibility import (
+from autotune.space.model import Space, load_space, suggest_params
+from autotune.study.feasibility import (
     THRESHOLD_MAX,
     THRESHOLD_MIN,
     FeasibilityModel,
     Observation,
     adaptive_threshold,
 )
-from autotune.search import (
+from autotune.study.search import (
     choose_sampler,
     complete_params,
     front_neighbours,
@@ -25,7 +26,6 @@ from autotune.search import (
     neighbours,
     uses_local_search,
 )
-from autotune.space import Space, load_space, suggest_params
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "search_spaces" / "cpu-fixed-load.yaml"
@@ -134,7 +134,7 @@ def test_neighbours_are_one_step_away_and_respect_conditions() -> None:
 
 def test_front_neighbours_leave_out_what_is_known() -> None:
     space = _space({"max_num_seqs": {"choices": [8, 16, 32]}})
-    from autotune.configuration import Configuration
+    from autotune.space.configuration import Configuration
 
     known = {Configuration({"max_num_seqs": 8}).key()}
     assert front_neighbours(space, [{"max_num_seqs": 16}], known) == [{"max_num_seqs": 32}]

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from autotune.errors import SpaceError
-from autotune.space import load_space, suggest_params
+from autotune.space.model import load_space, suggest_params
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "search_spaces" / "cpu-fixed-load.yaml"

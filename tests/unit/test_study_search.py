@@ -9,14 +9,14 @@ from typing import Any
 
 import optuna
 
-from autotune.db import repository
-from autotune.engines.replay import Grid
-from autotune.space import Space
+from autotune.replay.engine import Grid
+from autotune.space.model import Space
 from autotune.store import summary_of
 from autotune.store.attrs import STATE_ATTR
+from autotune.store.db import repository
 from autotune.study import SilentReporter, StudyRunner
+from autotune.testing.replay_grid import write_grid
 from autotune.trial import ReplayTrialRunner, TrialOutcome
-from tests.support.replay_grid import write_grid
 
 
 class Recorder(SilentReporter):

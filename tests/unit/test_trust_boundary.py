@@ -15,12 +15,12 @@ import optuna
 import pytest
 import yaml
 
-from autotune.space import load_space
+from autotune.space.model import load_space
+from autotune.space.trust import UntrustedSpace, trusted_space
 from autotune.store import open_store
 from autotune.study import recording
+from autotune.testing.spaces import small_space, write_space
 from autotune.trial import TrialOutcome
-from autotune.trusted_space import UntrustedSpace, trusted_space
-from tests.support.spaces import small_space, write_space
 
 CLI = [sys.executable, "-m", "autotune.cli"]
 

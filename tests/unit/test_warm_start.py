@@ -16,12 +16,12 @@ import yaml
 from typer.testing import CliRunner
 
 from autotune import cli
-from autotune.db import repository
-from autotune.db.session import ensure_schema
-from autotune.space import Space, suggest_params
+from autotune.space.model import Space, suggest_params
 from autotune.store import open_catalog
 from autotune.store.attrs import DEFAULT_ATTR, WARM_START_ATTR
-from autotune.warm_start import (
+from autotune.store.db import repository
+from autotune.store.db.session import ensure_schema
+from autotune.study.warm_start import (
     WarmStartError,
     fixed_flags,
     hardware_class,
@@ -388,7 +388,7 @@ def test_replayed_studies_warm_start_end_to_end(tmp_path: Path) -> None:
     """An earlier study run on the replay engine seeds a new one with a tighter SLO; the seeds
     are run as the new study's trials 1.. and give back the earlier measurements."""
     from autotune.devices import CpuSlotPool
-    from autotune.engines.replay import Grid
+    from autotune.replay.engine import Grid
     from autotune.study import StudyRunner
     from autotune.trial import ReplayTrialRunner
 

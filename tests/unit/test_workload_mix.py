@@ -17,13 +17,11 @@ import pytest
 import yaml
 
 from autotune.bench.http_step import HttpMeasurement
-from autotune.db import repository
 from autotune.devices import CpuSlotPool
 from autotune.errors import SpaceError
 from autotune.scoring import constraint_names, objective_values, slos_hold, violations
-from autotune.space import Space, load_space
-from autotune.trial import TrialRunner
-from autotune.workload_mix import (
+from autotune.space.model import Space, load_space
+from autotune.space.workload_mix import (
     ATTAINMENT_WEIGHTED,
     ATTAINMENT_WORST,
     AggregateSpec,
@@ -32,9 +30,11 @@ from autotune.workload_mix import (
     metric_direction,
     split_metric,
 )
+from autotune.store.db import repository
+from autotune.testing.mock_engine import MockLauncher
+from autotune.testing.mock_openai import Behaviour
+from autotune.trial import TrialRunner
 from tests.support.dashboard_studies import write_study
-from tests.support.mock_engine import MockLauncher
-from tests.support.mock_openai import Behaviour
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_ENGINE = ["{python}", "-c", "raise SystemExit(3)"]
@@ -383,7 +383,7 @@ def test_study_show_lists_each_workloads_figures_in_a_column(tmp_path: Path) -> 
 
 
 def test_a_missing_dataset_of_a_mix_is_named_by_its_workload(tmp_path: Path) -> None:
-    from autotune.space import check_data_files
+    from autotune.space.model import check_data_files
 
     data = copy.deepcopy(MIX)
     (tmp_path / "chat.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')

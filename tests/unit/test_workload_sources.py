@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from autotune.bench.datasets import parse_chat_jsonl, parse_jsonl, parse_sharegpt
 from autotune.bench.traces import parse_trace
 from autotune.bench.workload import PromptSet, WorkloadError, build_prompts
-from autotune.bench.workload_spec import NormalLength, TracePrompts, UniformLength, WorkloadSpec
-from tests.support.mock_openai import MockOpenAI
+from autotune.space.workload import NormalLength, TracePrompts, UniformLength, WorkloadSpec
+from autotune.testing.mock_openai import MockOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "workloads"
