@@ -157,10 +157,7 @@ def measure_once(
         # Under open-loop (Poisson) load below saturation, throughput follows the arrivals:
         # the windows only say something about the server when it is kept busy.
         [w.output_throughput for w in series] if closed_loop and judged else [],
-        result.metrics.get("error_rate", 0.0), host,
-        max_cv=spec.max_cv, min_window_ratio=spec.min_window_ratio,
-        max_error_rate=spec.max_error_rate, max_foreign_cpu_pct=spec.max_foreign_cpu_pct,
-        max_foreign_peak_pct=spec.max_foreign_peak_pct, max_steal_pct=spec.max_steal_pct,
+        result.metrics.get("error_rate", 0.0), host, spec,
     )
     return Measurement(result, series, host, poller.delta(), reasons)
 

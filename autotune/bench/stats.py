@@ -22,14 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autotune.bench.metrics import RequestRecord, percentile
-from autotune.space.measurement import (
-    MAX_CV,
-    MAX_ERROR_RATE,
-    MAX_FOREIGN_CPU_PCT,
-    MAX_FOREIGN_PEAK_PCT,
-    MAX_STEAL_PCT,
-    MIN_WINDOW_RATIO,
-)
+from autotune.space.measurement import MeasurementSpec
 
 if TYPE_CHECKING:
     from autotune.bench.host_load import HostLoad
@@ -396,24 +389,24 @@ def detect_disturbance(
     window_throughputs: Sequence[float],
     error_rate: float,
     host_load: HostLoad | None,
-    *,
-    max_cv: float = MAX_CV,
-    min_window_ratio: float = MIN_WINDOW_RATIO,
-    max_error_rate: float = MAX_ERROR_RATE,
-    max_foreign_cpu_pct: float = MAX_FOREIGN_CPU_PCT,
-    max_foreign_peak_pct: float = MAX_FOREIGN_PEAK_PCT,
-    max_steal_pct: float = MAX_STEAL_PCT,
+    limits: MeasurementSpec | None = None,
 ) -> list[str]:
     """Why a measurement should not be trusted as it is: human-readable reasons, [] if clean.
 
-    Flags: per-window throughputs whose coefficient of variation exceeds ``max_cv``, or whose
-    slowest window is below ``min_window_ratio`` × the median window (a single slow window
-    that the CV of many windows would dilute); an error rate above ``max_error_rate``; and,
-    when ``host_load`` is given, foreign CPU use above ``max_foreign_cpu_pct`` on average or
-    ``max_foreign_peak_pct`` at its peak, or CPU steal above ``max_steal_pct`` (all as % of
+    The thresholds are ``limits``' (the space's ``measurement`` section; its defaults when
+    None). Flags: per-window throughputs whose coefficient of variation exceeds ``max_cv``, or
+    whose slowest window is below ``min_window_ratio`` × the median window (a single slow
+    window that the CV of many windows would dilute); an error rate above ``max_error_rate``;
+    and, when ``host_load`` is given, foreign CPU use above ``max_foreign_cpu_pct`` on average
+    or ``max_foreign_peak_pct`` at its peak, or CPU steal above ``max_steal_pct`` (all as % of
     host capacity). Under an open-loop (Poisson) load below saturation, throughput follows the
     arrivals: pass the windows' throughputs only when the load keeps the server busy.
     """
+    limits = limits or MeasurementSpec()
+    max_cv, min_window_ratio = limits.max_cv, limits.min_window_ratio
+    max_error_rate, max_steal_pct = limits.max_error_rate, limits.max_steal_pct
+    max_foreign_cpu_pct, max_foreign_peak_pct = (limits.max_foreign_cpu_pct,
+                                                 limits.max_foreign_peak_pct)
     reasons: list[str] = []
     xs = _finite(window_throughputs)
     cv = spread(xs)

@@ -20,6 +20,7 @@ from autotune.bench.stats import (
     t_critical,
     windows,
 )
+from autotune.space.measurement import MeasurementSpec
 
 
 def _ok(ttft: float, itls: list[float], tokens: int) -> RequestRecord:
@@ -175,6 +176,20 @@ def test_robust_score_hand_computed() -> None:
 
 # --- disturbance ----------------------------------------------------------------------------
 
+# Tighter window limits than a space's defaults: what these tests were written for.
+TIGHT = MeasurementSpec(max_cv=0.15, min_window_ratio=0.6)
+
+
+def test_the_default_limits_are_the_space_files() -> None:
+    """One home for the thresholds: the check's defaults are the measurement section's."""
+    spec = MeasurementSpec()
+    wobbly = [1000.0, 780.0, 1000.0, 1000.0, 1000.0]  # CV 9%, slowest at 78%
+    assert detect_disturbance(wobbly, 0.0, None) == detect_disturbance(wobbly, 0.0, None, spec)
+    one_slow = [1000.0, 1000.0, 1000.0, 1000.0, 560.0]  # CV 22%, slowest at 56%
+    assert detect_disturbance(one_slow, 0.0, None) == []
+    assert len(detect_disturbance(one_slow, 0.0, None, TIGHT)) == 2
+    assert detect_disturbance([*one_slow[:4], 450.0], 0.0, None) != []
+
 
 def _clean(n: int, seed: int) -> list[float]:
     return list(1000.0 * np.random.default_rng(seed).uniform(0.97, 1.03, size=n))
@@ -183,14 +198,14 @@ def _clean(n: int, seed: int) -> list[float]:
 @pytest.mark.parametrize("n", [3, 5, 10, 20])
 def test_clean_series_is_not_flagged(n: int) -> None:
     for seed in range(20):
-        assert detect_disturbance(_clean(n, seed), 0.0, None) == []
+        assert detect_disturbance(_clean(n, seed), 0.0, None, TIGHT) == []
 
 
 @pytest.mark.parametrize("n", [3, 5, 10, 20])
 def test_one_window_at_45_percent_is_flagged(n: int) -> None:
     series = _clean(n, 0)
     series[n // 2] = 0.45 * 1000.0
-    reasons = detect_disturbance(series, 0.0, None)
+    reasons = detect_disturbance(series, 0.0, None, TIGHT)
     assert any("slowest window at" in r for r in reasons)
     if n <= 10:
         assert any("CV" in r for r in reasons)
@@ -218,10 +233,10 @@ def _closed_loop_run(
 def test_windows_of_a_run_slowed_in_the_middle_are_flagged() -> None:
     steady = [w.output_throughput for w in windows(*_closed_loop_run(0, 0, 1.0), n_windows=5)]
     assert spread(steady) < 0.05
-    assert detect_disturbance(steady, 0.0, None) == []
+    assert detect_disturbance(steady, 0.0, None, TIGHT) == []
     slowed = [w.output_throughput for w in windows(*_closed_loop_run(4, 6, 0.45), n_windows=5)]
     assert min(slowed) / median(slowed) == pytest.approx(0.45, abs=0.1)
-    assert len(detect_disturbance(slowed, 0.0, None)) == 2
+    assert len(detect_disturbance(slowed, 0.0, None, TIGHT)) == 2
 
 
 def _load(foreign: float = 0.0, peak: float | None = None, steal: float = 0.0) -> HostLoad:
@@ -247,6 +262,7 @@ def test_errors_and_host_load_are_flagged() -> None:
     assert "for a while" in reason
     (reason,) = detect_disturbance(clean, 0.0, _load(steal=9.0))
     assert "steal" in reason
-    relaxed = {"max_foreign_cpu_pct": 50.0, "max_foreign_peak_pct": 50.0}
-    assert detect_disturbance(clean, 0.0, _load(foreign=30.0), **relaxed) == []
-    assert detect_disturbance([1000.0, 500.0], 0.0, None, max_cv=1.0, min_window_ratio=0.4) == []
+    relaxed = MeasurementSpec(max_foreign_cpu_pct=50.0, max_foreign_peak_pct=50.0)
+    assert detect_disturbance(clean, 0.0, _load(foreign=30.0), relaxed) == []
+    loose = MeasurementSpec(max_cv=1.0, min_window_ratio=0.4)
+    assert detect_disturbance([1000.0, 500.0], 0.0, None, loose) == []
