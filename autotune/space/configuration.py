@@ -30,12 +30,6 @@ class Configuration:
         text = params_key(self.params)
         return DEFAULT_PREFIX + text if self.is_default else text
 
-    @classmethod
-    def from_key(cls, key: str) -> Configuration:
-        is_default = key.startswith(DEFAULT_PREFIX)
-        text = key[len(DEFAULT_PREFIX):] if is_default else key
-        return cls(json.loads(text), is_default)
-
     def as_dict(self) -> dict[str, Any]:
         return dict(self.params)
 
