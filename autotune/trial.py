@@ -4,7 +4,12 @@
 ``TrialOutcome`` with the failure classified. It re-raises KeyboardInterrupt (after teardown),
 so the study can mark the trial interrupted and stop. What is measured on the running engine is
 an injected ``MeasuringStep`` (bench/step.py): the HTTP load driver by default, a measured
-grid's recorded figures in a replay (``ReplayTrialRunner``).
+grid's recorded figures in a replay (``autotune.replay.ReplayTrialRunner``).
+
+The trial knows engines only through the ``EngineLauncher`` and ``RunningEngine`` Protocols
+(engines/base.py): the launcher turns a configuration into its ``EngineConfig``, says how many
+devices a start takes, what to start instead after a host fault, and whether an engine still
+serves.
 """
 
 from __future__ import annotations
@@ -15,41 +20,32 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from autotune.bench.driver import LoadDriver
 from autotune.bench.http_step import HttpMeasurement
 from autotune.bench.metrics import finite_metrics
 from autotune.bench.step import MeasureContext, Measured, MeasuringStep
-from autotune.devices import CpuSlotPool, DevicePool, DeviceSet, ReportsDeviceMemory
-from autotune.engines.base import EngineConfig, EngineLauncher, RunningEngine
-from autotune.engines.failures import (
+from autotune.devices import DevicePool, DeviceSet, ReportsDeviceMemory
+from autotune.engines.base import (
+    EngineConfig,
     EngineFailure,
-    FailureKind,
+    EngineLauncher,
+    RunningEngine,
     TeardownError,
-    after_benchmark,
-    classify,
-    log_excerpt,
 )
-from autotune.engines.vllm import engine_config, healthy
+from autotune.engines.failures import after_benchmark, classify, log_excerpt
 from autotune.model import memory_fit
 from autotune.model.config import read_model_config
 from autotune.quality.probe import QualityProbe, Reference
-from autotune.replay.engine import (
-    ENGINE_S,
-    Grid,
-    GridMeasurement,
-    ReplayLauncher,
-    engine_seconds,
-)
 from autotune.space import rules
 from autotune.space.model import Space
+from autotune.trial_state import FailureKind
 
 # finite_metrics lives in bench/metrics.py; the study and the benchmarks import it from here.
-__all__ = ["PhaseCallback", "ReplayTrialRunner", "TrialOutcome", "TrialRunner", "finite_metrics"]
+__all__ = ["PhaseCallback", "TrialOutcome", "TrialRunner", "finite_metrics"]
 
 PhaseCallback = Callable[[str], None]
-HOST_FAULT_FALLBACK_DTYPE = "float16"
 # Starts of one configuration in one trial while its failures are transient (each on a fresh
 # port, with a log of its own): a second start is worth it, a third rarely changes the verdict.
 TRANSIENT_ATTEMPTS = 2
@@ -187,7 +183,7 @@ class TrialRunner:
         is_default: bool,
         on_phase: PhaseCallback = lambda _: None,
     ) -> TrialOutcome:
-        config = engine_config(self.space, params, is_default=is_default)
+        config = self.launcher.engine_config(self.space, params, is_default=is_default)
         outcome = TrialOutcome(
             state="running",
             flags=dict(config.flags),
@@ -209,11 +205,8 @@ class TrialRunner:
                 FailureKind.OUT_OF_MEMORY, f"predicted before launch: {misfit}"
             )
             return outcome
-        n_devices = int(config.flags.get("tensor_parallel_size") or 1) * int(
-            config.flags.get("pipeline_parallel_size") or 1
-        )
         on_phase("waiting for devices")
-        devices = self.pool.acquire(n_devices)
+        devices = self.pool.acquire(self.launcher.devices_needed(config))
         outcome.devices = devices.describe()
         try:
             if self.stop_event.is_set():
@@ -221,23 +214,19 @@ class TrialRunner:
                 outcome.failure = EngineFailure(FailureKind.INTERRUPTED, "study stopped")
                 return outcome
             self._attempts(number, config, devices, outcome, on_phase, is_default)
-            if (
-                outcome.failure is not None
-                and outcome.failure.kind == FailureKind.HOST_FAULT
-                and not outcome.failure.survivors
+            failure = outcome.failure
+            fallback = (
+                self.launcher.fallback(config, failure, devices)
+                if failure is not None and not failure.survivors
                 and not self.stop_event.is_set()
-                and str(config.flags.get("dtype", "auto")) in ("auto", "bfloat16")
-                and devices.kind == "cpu"
-            ):
-                # A bf16 kernel the host cannot run (SIGILL): the host's fault, not the config's.
-                # Measure the same configuration in float16 instead of losing the trial.
-                outcome.notes.append(
-                    f"host fault in {config.flags.get('dtype', 'auto')}: re-ran with dtype "
-                    f"{HOST_FAULT_FALLBACK_DTYPE}"
-                )
-                retry = replace(config, flags={**config.flags, "dtype": HOST_FAULT_FALLBACK_DTYPE})
-                outcome.flags = dict(retry.flags)
-                self._attempts(number, retry, devices, outcome, on_phase, is_default)
+                else None
+            )
+            if fallback is not None:
+                # The host's fault, not the configuration's (e.g. a bf16 kernel a CPU cannot
+                # run): the launcher's stand-in is measured instead of losing the trial.
+                outcome.notes.append(fallback.note)
+                outcome.flags = dict(fallback.config.flags)
+                self._attempts(number, fallback.config, devices, outcome, on_phase, is_default)
             self._check_memory_fit(replace(config, flags=outcome.flags), devices, outcome)
         finally:
             self.pool.release(devices)
@@ -343,8 +332,7 @@ class TrialRunner:
             outcome.record(self.measuring.measure(engine, config, trial), log_path)
             found = outcome.failure
             if found is not None and found.kind == FailureKind.BENCHMARK_FAILED:
-                outcome.failure = after_benchmark(
-                    found, engine.alive() and healthy(engine.base_url))
+                outcome.failure = after_benchmark(found, self.launcher.healthy(engine))
         finally:
             on_phase("tearing down")
             self._teardown(engine, outcome, devices)
@@ -370,43 +358,3 @@ class TrialRunner:
         elif what not in failure.reason:
             failure.reason = f"{failure.reason}; then {what}"
             failure.survivors = survivors
-
-
-class ReplayTrialRunner(TrialRunner):
-    """A TrialRunner over a measured grid (docs/grid-format.md): the replay launcher and the
-    grid's measuring step, everything else the ordinary trial (rejection rules, flag building,
-    devices, the outcome). No load is driven, no quality probe or capacity search runs."""
-
-    def __init__(
-        self,
-        space: Space,
-        grid: Grid,
-        *,
-        pool: DevicePool | None = None,
-        log_dir: Path | None = None,
-    ) -> None:
-        if pool is None:
-            # DevicePool declares ``kind`` as a plain (invariant) attribute, so mypy does not
-            # accept CpuSlotPool's narrower Literal["cpu"] as one; it is one at run time.
-            pool = cast(DevicePool, CpuSlotPool(slots=1))
-        launcher = ReplayLauncher(grid, write_logs=log_dir is not None)
-        super().__init__(space, launcher, pool, log_dir or Path(os.devnull),
-                         measuring=GridMeasurement(grid))
-        self.grid = grid
-
-    def run(
-        self,
-        number: int,
-        params: Mapping[str, Any],
-        *,
-        is_default: bool,
-        on_phase: PhaseCallback = lambda _: None,
-    ) -> TrialOutcome:
-        """The ordinary trial, its timings those recorded (a failed start's too: the replay
-        fails at once), and ``timings["engine_s"]``: what the trial held an engine for."""
-        outcome = super().run(number, params, is_default=is_default, on_phase=on_phase)
-        if outcome.state == "failed" and outcome.failure is not None \
-                and outcome.failure.kind != FailureKind.INTERRUPTED:
-            outcome.timings.update(self.grid.by_flags(outcome.flags).timings)
-        outcome.timings[ENGINE_S] = engine_seconds(outcome.timings)
-        return outcome

@@ -1,4 +1,8 @@
-"""What became of a trial, in autotune's words: one name per state, with its policy."""
+"""What became of a trial, in autotune's words: one name per state and one per failure, each with
+its policy.
+
+A leaf module: the store records these names, the engines classify their failures into
+``FailureKind`` (engines/failures.py reads the logs), the study acts on both."""
 
 from __future__ import annotations
 
@@ -42,3 +46,44 @@ class TrialState(StrEnum):
 _BUDGET = frozenset(
     {TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAILED, TrialState.REJECTED}
 )
+
+
+class FailureKind(StrEnum):
+    """Why a trial failed or was rejected (``autotune_trials.failure_kind``)."""
+
+    INVALID_CONFIG = "invalid_config"  # the engine (or a rule before launch) refused the flags
+    OUT_OF_MEMORY = "out_of_memory"  # weights or KV cache did not fit
+    UNSUPPORTED = "unsupported"  # method/dtype not available on this hardware or build
+    STARTUP_TIMEOUT = "startup_timeout"  # no /health within the timeout
+    CRASHED = "crashed"  # the engine died for a reason we do not recognise
+    BENCHMARK_FAILED = "benchmark_failed"  # started, but the load could not be served
+    HOST_FAULT = "host_fault"  # the host, not the config (e.g. SIGILL from a bf16 kernel)
+    # The moment, not the config: a port taken, a kill we did not send, a full disk, a start
+    # that hangs, a healthy server's failed benchmark. Retried in the trial; never reused.
+    TRANSIENT = "transient"
+    INTERRUPTED = "interrupted"  # the user stopped the study during this trial
+    WORKER_LOST = "worker_lost"  # its worker process died (no heartbeat); retried elsewhere
+
+    @property
+    def caused_by_config(self) -> bool:
+        """Whether the crash model learns from it: the configuration itself failed."""
+        return self in (
+            FailureKind.INVALID_CONFIG,
+            FailureKind.OUT_OF_MEMORY,
+            FailureKind.UNSUPPORTED,
+        )
+
+    @property
+    def blames_config(self) -> bool:
+        """Whether Optuna is told the configuration is infeasible (samplers avoid its region).
+
+        Otherwise the trial is an Optuna FAIL, which samplers ignore: a host fault or an
+        interruption says nothing about the configuration."""
+        return self not in (
+            FailureKind.HOST_FAULT, FailureKind.INTERRUPTED, FailureKind.TRANSIENT
+        )
+
+    @property
+    def retried(self) -> bool:
+        """Whether the configuration is queued again instead of counting as measured."""
+        return self in (FailureKind.INTERRUPTED, FailureKind.WORKER_LOST)

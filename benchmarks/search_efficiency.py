@@ -54,7 +54,7 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autotune.replay.engine import ENGINE_S, Grid, GridError  # noqa: E402
+from autotune.replay import ENGINE_S, Grid, GridError, ReplayTrialRunner  # noqa: E402
 from autotune.scoring import (  # noqa: E402
     is_feasible,
     objective_values,
@@ -64,7 +64,6 @@ from autotune.space.ladder import LadderSpec  # noqa: E402
 from autotune.space.model import Space  # noqa: E402
 from autotune.store.attrs import STATE_ATTR  # noqa: E402
 from autotune.study import SilentReporter, StudyRunner  # noqa: E402
-from autotune.trial import ReplayTrialRunner  # noqa: E402
 
 STRATEGIES = ("grid", "random-plain", "random", "tpe-plain", "tpe", "gp", "nsga2", "auto",
               "auto-noscreen")

@@ -3,22 +3,21 @@
 ``TrialRunner`` starts the engine, hands it to a ``MeasuringStep`` and tears it down; a step
 never starts or stops an engine. The default step is ``HttpMeasurement`` (bench/http_step.py:
 the load driver under robust measurement, the quality probe, the SLO-capacity search); a replay
-answers from a measured grid instead (``GridMeasurement`` in replay/engine.py).
+answers from a measured grid instead (``GridMeasurement`` in replay/step.py).
 
 A leaf module: it names the types it talks about only for type checkers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from autotune.devices import DevicePool, DeviceSet
-    from autotune.engines.base import EngineConfig, RunningEngine
-    from autotune.engines.failures import EngineFailure
+    from autotune.engines.base import EngineConfig, EngineFailure, RunningEngine
     from autotune.quality.probe import QualityProbe, Reference
     from autotune.space.model import Space
 
@@ -56,11 +55,14 @@ class MeasuringStep(Protocol):
     """Measures one started engine for one trial.
 
     ``quality`` is the step's quality probe, if it runs one: the study hands it the stored
-    reference. ``measure`` returns failures in ``Measured.failure`` and raises only for
+    reference. ``front`` is the study's current front (objective values of its non-dominated
+    feasible trials), for a load ladder's early stop: the study sets it, a step outside a study
+    has None. ``measure`` returns failures in ``Measured.failure`` and raises only for
     KeyboardInterrupt and bugs; the trial tears the engine down either way.
     """
 
     quality: QualityProbe | None
+    front: Callable[[], Sequence[Sequence[float]]] | None
 
     def measure(
         self, engine: RunningEngine, config: EngineConfig, trial: MeasureContext

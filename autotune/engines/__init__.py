@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         EngineFailure,
         EngineLauncher,
         FailureKind,
+        Fallback,
         RunningEngine,
         register,
     )
@@ -30,19 +31,22 @@ _FROM_BASE = (
     "EngineFailure",
     "EngineLauncher",
     "FailureKind",
+    "Fallback",
     "RunningEngine",
     "register",
 )
-_BUILT_IN = ("autotune.replay.engine", "autotune.engines.vllm")  # each registers itself
+_BUILT_IN = ("autotune.replay.launcher", "autotune.engines.vllm")  # each registers itself
 
 __all__ = [
     "EngineConfig",
     "EngineFailure",
     "EngineLauncher",
     "FailureKind",
+    "Fallback",
     "RunningEngine",
     "create",
     "register",
+    "stop_all",
 ]
 
 
@@ -53,6 +57,14 @@ def create(name: str) -> EngineLauncher:
     from autotune.engines.base import create as create_registered
 
     return create_registered(name)
+
+
+def stop_all() -> int:
+    """Tear down every engine process this controller started (Ctrl-C with parallel trials);
+    how many there were. The study calls it without knowing how engines run."""
+    from autotune.engines.process import stop_all as stop_processes
+
+    return stop_processes()
 
 
 def __getattr__(name: str) -> Any:

@@ -4,6 +4,11 @@ An engine implementation registers itself with ``@register("name")``; ``create(n
 one. This module never imports an implementation: the package ``__init__`` imports the built-in
 ones, so ``from autotune.engines import create`` knows them all. Every implementation passes the
 conformance suite in autotune/testing/engine_suite.py.
+
+A trial (``autotune.trial.TrialRunner``) knows engines only through these Protocols: what is
+particular to an engine (its flags from a configuration, how many devices a start takes, a
+configuration worth starting again after a host fault, whether a started one still serves) is
+the launcher's to say.
 """
 
 from __future__ import annotations
@@ -12,15 +17,20 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from autotune.devices import DeviceSet
-from autotune.engines.failures import EngineFailure, FailureKind, TeardownError
+from autotune.engines.failures import EngineFailure, TeardownError
+from autotune.trial_state import FailureKind
+
+if TYPE_CHECKING:
+    from autotune.space.model import Space
 
 __all__ = [
     "EngineConfig",
     "EngineFailure",
     "EngineLauncher",
+    "Fallback",
     "FailureKind",
     "RunningEngine",
     "TeardownError",
@@ -73,6 +83,15 @@ class RunningEngine(Protocol):
     def stop(self) -> float: ...
 
 
+@dataclass(frozen=True)
+class Fallback:
+    """Another start of a configuration whose start failed through no fault of its own (the
+    host's): ``config`` to start instead, ``note`` saying why, kept with the trial."""
+
+    config: EngineConfig
+    note: str
+
+
 @runtime_checkable
 class EngineLauncher(Protocol):
     """Starts engines. ``start`` blocks until the engine is healthy or raises EngineFailure
@@ -81,6 +100,29 @@ class EngineLauncher(Protocol):
     EngineFailure(INTERRUPTED)."""
 
     name: str
+
+    def engine_config(
+        self, space: Space, params: Mapping[str, Any], *, is_default: bool
+    ) -> EngineConfig:
+        """The engine's configuration for one trial of ``space`` with ``params`` (the default
+        trial passes no swept option: the engine runs on its own defaults)."""
+        ...
+
+    def devices_needed(self, config: EngineConfig) -> int:
+        """How many devices one start of ``config`` takes."""
+        ...
+
+    def fallback(
+        self, config: EngineConfig, failure: EngineFailure, devices: DeviceSet
+    ) -> Fallback | None:
+        """What to start instead of ``config`` after its start on ``devices`` failed with
+        ``failure`` through no fault of the configuration's, or None (the failure stands)."""
+        ...
+
+    def healthy(self, engine: RunningEngine) -> bool:
+        """Whether ``engine`` (started by this launcher) still serves now: a benchmark that
+        lost requests on a healthy engine failed transiently."""
+        ...
 
     def argv(self, config: EngineConfig, port: int | None = None) -> list[str]: ...
 

@@ -3,7 +3,8 @@
 Signatures come from vLLM's source and from real logs collected on the CPU build
 (tests/fixtures/engine_logs/). Root causes are searched before their consequences:
 "Engine core initialization failed" follows almost every startup error, so it only decides the
-kind when nothing more specific is in the log.
+kind when nothing more specific is in the log. The kinds are ``autotune.trial_state.FailureKind``
+(a leaf, so that the store records them without importing the engines).
 """
 
 from __future__ import annotations
@@ -11,46 +12,8 @@ from __future__ import annotations
 import re
 import signal
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-
-class FailureKind(StrEnum):
-    INVALID_CONFIG = "invalid_config"  # vLLM rejected the flag combination
-    OUT_OF_MEMORY = "out_of_memory"  # weights or KV cache did not fit
-    UNSUPPORTED = "unsupported"  # method/dtype not available on this hardware or build
-    STARTUP_TIMEOUT = "startup_timeout"  # no /health within the timeout
-    CRASHED = "crashed"  # the engine died for a reason we do not recognise
-    BENCHMARK_FAILED = "benchmark_failed"  # started, but the load could not be served
-    HOST_FAULT = "host_fault"  # the host, not the config (e.g. SIGILL from a bf16 kernel)
-    # The moment, not the config: a port taken, a kill we did not send, a full disk, a start
-    # that hangs, a healthy server's failed benchmark. Retried in the trial; never reused.
-    TRANSIENT = "transient"
-    INTERRUPTED = "interrupted"  # the user stopped the study during this trial
-    WORKER_LOST = "worker_lost"  # its worker process died (no heartbeat); retried elsewhere
-
-    @property
-    def caused_by_config(self) -> bool:
-        """Whether the crash model learns from it: the configuration itself failed."""
-        return self in (
-            FailureKind.INVALID_CONFIG,
-            FailureKind.OUT_OF_MEMORY,
-            FailureKind.UNSUPPORTED,
-        )
-
-    @property
-    def blames_config(self) -> bool:
-        """Whether Optuna is told the configuration is infeasible (samplers avoid its region).
-
-        Otherwise the trial is an Optuna FAIL, which samplers ignore: a host fault or an
-        interruption says nothing about the configuration."""
-        return self not in (
-            FailureKind.HOST_FAULT, FailureKind.INTERRUPTED, FailureKind.TRANSIENT
-        )
-
-    @property
-    def retried(self) -> bool:
-        """Whether the configuration is queued again instead of counting as measured."""
-        return self in (FailureKind.INTERRUPTED, FailureKind.WORKER_LOST)
+from autotune.trial_state import FailureKind
 
 
 class TeardownError(RuntimeError):

@@ -1,4 +1,5 @@
-"""vLLM behind the engine boundary: flags from parameters, a guarded server, health, teardown.
+"""vLLM behind the engine boundary: flags from parameters, a guarded server, health, teardown,
+and the float16 start after a host fault.
 
 The controller never imports vLLM: the server is a subprocess whose command comes from the
 space file (``vllm serve`` on GPU hosts; ``{python} -m vllm.entrypoints.openai.api_server``
@@ -12,24 +13,22 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from autotune.devices import DeviceSet
-from autotune.engines.base import EngineConfig, RunningEngine, register
-from autotune.engines.failures import (
-    EngineFailure,
-    FailureKind,
-    TeardownError,
-    classify,
-)
+from autotune.engines.base import EngineConfig, Fallback, RunningEngine, register
+from autotune.engines.failures import EngineFailure, TeardownError, classify
 from autotune.engines.process import GuardedProcess, free_port
 from autotune.space.model import Space
 from autotune.space.parameters import KNOWN_PARAMETERS, NONE_CHOICE, env_value, parameter_info
+from autotune.trial_state import FailureKind
 
 HEALTH_POLL_S = 0.5
+HOST_FAULT_FALLBACK_DTYPE = "float16"
 
 
 def engine_flags(space: Space, params: Mapping[str, Any], *, is_default: bool) -> dict[str, Any]:
@@ -124,6 +123,33 @@ def stop_after_failure(engine: RunningEngine, failure: EngineFailure) -> None:
         failure.survivors = exc.survivors
 
 
+def host_fault_fallback(
+    config: EngineConfig, failure: EngineFailure, devices: DeviceSet
+) -> Fallback | None:
+    """A bf16 kernel the host cannot run (SIGILL on a CPU): the host's fault, not the
+    configuration's. The same configuration in float16 is measured instead of losing the trial
+    (docs/failures.md)."""
+    dtype = str(config.flags.get("dtype", "auto"))
+    if (
+        failure.kind != FailureKind.HOST_FAULT
+        or dtype not in ("auto", "bfloat16")
+        or devices.kind != "cpu"
+    ):
+        return None
+    return Fallback(
+        replace(config, flags={**config.flags, "dtype": HOST_FAULT_FALLBACK_DTYPE}),
+        f"host fault in {config.flags.get('dtype', 'auto')}: re-ran with dtype "
+        f"{HOST_FAULT_FALLBACK_DTYPE}",
+    )
+
+
+def devices_needed(config: EngineConfig) -> int:
+    """Devices one start takes: tensor parallel × pipeline parallel."""
+    return int(config.flags.get("tensor_parallel_size") or 1) * int(
+        config.flags.get("pipeline_parallel_size") or 1
+    )
+
+
 def healthy(base_url: str, timeout_s: float = 5.0) -> bool:
     """Whether the server at ``base_url`` answers /health with 200 now."""
     try:
@@ -192,8 +218,30 @@ class VllmServer:
                 self.version = "unknown"
 
 
+class VllmConventions:
+    """The trial-facing half of EngineLauncher as vLLM has it: its flags from a space, its
+    device count, the float16 start after a host fault, its ``/health``. Launchers that stand
+    in for vLLM (the mock server, the replay of a grid measured on vLLM) share it."""
+
+    def engine_config(
+        self, space: Space, params: Mapping[str, Any], *, is_default: bool
+    ) -> EngineConfig:
+        return engine_config(space, params, is_default=is_default)
+
+    def devices_needed(self, config: EngineConfig) -> int:
+        return devices_needed(config)
+
+    def fallback(
+        self, config: EngineConfig, failure: EngineFailure, devices: DeviceSet
+    ) -> Fallback | None:
+        return host_fault_fallback(config, failure, devices)
+
+    def healthy(self, engine: RunningEngine) -> bool:
+        return engine.alive() and healthy(engine.base_url)
+
+
 @register("vllm")
-class VllmLauncher:
+class VllmLauncher(VllmConventions):
     name = "vllm"
 
     def argv(self, config: EngineConfig, port: int | None = None) -> list[str]:

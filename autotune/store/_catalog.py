@@ -8,7 +8,6 @@ import json
 import optuna
 from optuna.trial import TrialState as OptunaState
 
-from autotune.engines.failures import FailureKind
 from autotune.space.configuration import Configuration
 from autotune.store.attrs import (
     CONFIG_ATTR,
@@ -21,7 +20,7 @@ from autotune.store.base import FreshRun, TrialSummary
 from autotune.store.db import repository
 from autotune.store.db.models import StudyRecord, TrialRecord
 from autotune.store.db.session import current_revision, has_schema, head_revision
-from autotune.trial_state import TrialState
+from autotune.trial_state import FailureKind, TrialState
 
 
 class RdbCatalog:

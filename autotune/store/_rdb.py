@@ -20,7 +20,6 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import fail_stale_trials
 from optuna.trial import TrialState as OptunaState
 
-from autotune.engines.failures import FailureKind
 from autotune.space.configuration import Configuration, params_key
 from autotune.store._catalog import summary_of
 from autotune.store.attrs import (
@@ -48,7 +47,7 @@ from autotune.store.db import repository
 from autotune.store.db.models import StudyRecord
 from autotune.store.db.session import ensure_schema
 from autotune.store.heartbeat import Heartbeat
-from autotune.trial_state import TrialState
+from autotune.trial_state import FailureKind, TrialState
 
 if TYPE_CHECKING:
     from autotune.quality.reference import Reference

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from autotune.engines.failures import FailureKind
 from autotune.space.configuration import Configuration
-from autotune.trial_state import TrialState
+from autotune.trial_state import FailureKind, TrialState
 
 if TYPE_CHECKING:
     import optuna

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import DBAPIError
 
-from autotune.engines.process import stop_all
+from autotune.engines import stop_all
 from autotune.store.db.faults import DatabaseFault, advice, is_transient
 
 # What a database call can raise; ``is_transient`` tells a lost connection from the rest.

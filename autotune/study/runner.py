@@ -16,11 +16,9 @@ from typing import Any
 
 import yaml
 
-from autotune.bench.http_step import HttpMeasurement
 from autotune.bench.ladder import pareto_values
 from autotune.devices import DevicePool
 from autotune.engines.base import EngineLauncher
-from autotune.replay.engine import GridMeasurement
 from autotune.scoring import is_feasible
 from autotune.space.configuration import Configuration
 from autotune.space.model import Space
@@ -116,8 +114,7 @@ class StudyRunner:
         if self.runner.quality is not None:
             # The reference outputs come from the default trial, maybe in another worker.
             self.runner.quality.source = store.quality_reference
-        if isinstance(self.runner.measuring, HttpMeasurement | GridMeasurement):
-            self.runner.measuring.front = self.front  # the load ladder's early stop
+        self.runner.measuring.front = self.front  # the load ladder's early stop
 
     def front(self) -> list[list[float]]:
         """Objective values of the study's non-dominated feasible complete trials."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from autotune.devices import DeviceSet
 from autotune.engines import EngineConfig, EngineFailure
 from autotune.engines.failures import classify
-from autotune.engines.vllm import render_flags
+from autotune.engines.vllm import VllmConventions, render_flags
 from autotune.testing.mock_openai import VERSION, Behaviour, MockOpenAI
 
 
@@ -45,10 +45,11 @@ class MockEngine:
         return self._stopped_after
 
 
-class MockLauncher:
-    """Implements EngineLauncher with a MockOpenAI per start, answering as ``behaviour``. A
-    configuration with ``quantization: nosuchquant`` fails to start as vLLM does (its log line
-    classified by autotune's own classifier)."""
+class MockLauncher(VllmConventions):
+    """Implements EngineLauncher with a MockOpenAI per start, answering as ``behaviour``. It
+    stands in for vLLM: flags, device count, host-fault fallback and ``/health`` as vLLM's
+    launcher has them. A configuration with ``quantization: nosuchquant`` fails to start as vLLM
+    does (its log line classified by autotune's own classifier)."""
 
     name = "mock"
 

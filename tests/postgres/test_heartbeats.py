@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from autotune.replay.engine import Grid
+from autotune.replay import Grid, ReplayTrialRunner
 from autotune.store import StudyStore, TrialResult, open_store
 from autotune.store.attrs import STATE_ATTR
 from autotune.store.db import repository
@@ -25,7 +25,7 @@ from autotune.study import SilentReporter, StudyRunner, recording
 from autotune.study.executor import DB_ERRORS
 from autotune.testing.replay_grid import write_grid
 from autotune.testing.store_suite import facts, opened, outcome, space
-from autotune.trial import ReplayTrialRunner, TrialOutcome
+from autotune.trial import TrialOutcome
 
 pytestmark = pytest.mark.postgres
 

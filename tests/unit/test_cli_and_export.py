@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from autotune import cli
 from autotune.devices import CpuSlotPool
+from autotune.engines.vllm import VllmConventions
 from autotune.results.export import export_yaml, pick_trial
 from autotune.results.report import load_report
 from autotune.space.model import load_space
@@ -43,7 +44,7 @@ def test_bad_storage_url_exits_2(tmp_path: Path) -> None:
     assert "not a database URL" in run.stderr
 
 
-class _MustNotStart:
+class _MustNotStart(VllmConventions):
     """Launcher boundary that fails the test if an engine is started."""
 
     name = "must-not-start"

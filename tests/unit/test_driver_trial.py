@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,7 @@ class _Step:
     """An injected measuring step that records what it was given."""
 
     quality = None
+    front = None
 
     def __init__(self, measured: Measured) -> None:
         self.measured = measured
@@ -295,3 +297,48 @@ def test_a_transient_starts_notes_do_not_outlive_it(tmp_path: Path) -> None:
     outcome = _runner(tmp_path, MockLauncher(), measuring=step).run(1, {}, is_default=False)
     assert outcome.state == "complete" and not outcome.disturbed
     assert outcome.notes == ["start 1 failed transiently (engine stalled); started again"]
+
+
+class _SigillInBf16(MockLauncher):
+    """A host whose CPU cannot run the bf16 kernels: a start in bf16 (or ``auto``) dies of
+    SIGILL, one in float16 serves."""
+
+    def start(self, config: EngineConfig, devices: DeviceSet, log_path: Path, *,
+              stop: Any = None) -> MockEngine:
+        if config.flags.get("dtype", "auto") in ("auto", "bfloat16"):
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_text("Fatal Python error: Illegal instruction\n")
+            raise EngineFailure(FailureKind.HOST_FAULT, "engine killed by SIGILL (host CPU fault)")
+        return super().start(config, devices, log_path)
+
+
+def test_a_host_fault_in_bf16_is_measured_in_the_launchers_fallback(tmp_path: Path) -> None:
+    """The trial asks the launcher what to start after a host fault (vLLM's: float16 on a
+    CPU), and measures that instead of losing the trial."""
+    step = _Step(Measured(metrics={"output_throughput": 7.0}))
+    launcher = _SigillInBf16()
+    runner = TrialRunner(_space(engine={"command": ["vllm", "serve"],
+                                        "flags": {"dtype": "bfloat16"}}),
+                         launcher, CpuSlotPool(slots=1), tmp_path / "logs", measuring=step)
+    outcome = runner.run(1, {"max_num_seqs": 8}, is_default=False)
+    assert outcome.state == "complete" and outcome.flags["dtype"] == "float16"
+    assert outcome.notes == ["host fault in bfloat16: re-ran with dtype float16"]
+    assert len(launcher.started) == 1 and len(step.seen) == 1
+    assert outcome.log_path.endswith("trial-0001.attempt-2.log")
+
+
+def test_a_host_fault_in_float16_stands(tmp_path: Path) -> None:
+    """No fallback for a start that was not in bf16: the host fault is the trial's verdict."""
+    launcher = _SigillInBf16()
+    devices = CpuSlotPool(slots=1).acquire(1)
+    config = launcher.engine_config(_space(), {"max_num_seqs": 8}, is_default=False)
+    failure = EngineFailure(FailureKind.HOST_FAULT, "SIGILL")
+    assert config.flags["dtype"] == "float16"
+    assert launcher.fallback(config, failure, devices) is None
+    bf16 = replace(config, flags={**config.flags, "dtype": "auto"})
+    assert launcher.fallback(bf16, EngineFailure(FailureKind.CRASHED, "x"), devices) is None
+    fallback = launcher.fallback(bf16, failure, devices)
+    assert fallback is not None and fallback.config.flags["dtype"] == "float16"
+    assert fallback.config.flags["max_num_seqs"] == 8
+    parallel = replace(config, flags={"tensor_parallel_size": 2, "pipeline_parallel_size": 3})
+    assert launcher.devices_needed(parallel) == 6 and launcher.devices_needed(config) == 1

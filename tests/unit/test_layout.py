@@ -102,3 +102,49 @@ def test_only_the_store_touches_optuna_internals_and_autotune_tables() -> None:
         text = path.read_text()
         offenders += [f"{name}: {p}" for p in private if p in text]
     assert offenders == []
+
+
+# Engine implementations: what only a launcher may know (how vLLM is run and guarded, a replay).
+ENGINE_IMPLEMENTATIONS = ("autotune.engines.vllm", "autotune.engines.process",
+                          "autotune.engines.guard", "autotune.replay")
+
+
+def _engine_implementation_imports(prefixes: tuple[str, ...]) -> list[str]:
+    """Imports of an engine implementation by a module under ``prefixes`` (a module name, or
+    its prefix ending in ``*``), at any depth: inside functions and under TYPE_CHECKING too."""
+    def covered(name: str) -> bool:
+        return any(name.startswith(p[:-1]) if p.endswith("*")
+                   else name == p or name.startswith(p + ".") for p in prefixes)
+
+    def implementation(target: str) -> bool:
+        return any(target == i or target.startswith(i + ".") for i in ENGINE_IMPLEMENTATIONS)
+
+    offenders = []
+    for name, tree in _modules().items():
+        if not covered(name):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            offenders += [f"{name}:{node.lineno} imports {t}" for t in targets
+                          if implementation(t)]
+    return offenders
+
+
+def test_the_trial_knows_no_engine() -> None:
+    """A trial talks to engines through ``autotune.engines``' base and Protocols only: the
+    launcher says what is particular to its engine."""
+    assert _engine_implementation_imports(("autotune.trial*",)) == []
+
+
+def test_the_study_and_the_store_know_no_engine() -> None:
+    assert _engine_implementation_imports(("autotune.study", "autotune.store")) == []
+
+
+def test_the_rule_sees_an_engine_import() -> None:
+    """The rule is not vacuous: the replay launcher does import vLLM's."""
+    assert _engine_implementation_imports(("autotune.replay",)) != []

@@ -12,6 +12,7 @@ import yaml
 
 from autotune.devices import CpuSlotPool, NvmlGpuPool
 from autotune.engines.failures import EngineFailure, FailureKind
+from autotune.engines.vllm import VllmConventions
 from autotune.model import memory_fit as mf
 from autotune.space.model import load_space
 from autotune.trial import TrialRunner
@@ -235,7 +236,7 @@ def test_comparison_metrics_and_calibration() -> None:
 # --- the TrialRunner hook ---------------------------------------------------------------------
 
 
-class _Launcher:
+class _Launcher(VllmConventions):
     """Writes ``log`` as the engine's log, then fails the start with ``failure``."""
 
     name = "scripted"

@@ -138,10 +138,9 @@ def test_a_replayed_study_prints_plain_lines(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's own run (``run_with_progress``) over the replay engine, stdout a file."""
     from autotune.cli.launch import run_with_progress
-    from autotune.replay.engine import Grid
+    from autotune.replay import Grid, ReplayTrialRunner
     from autotune.study import StudyRunner
     from autotune.testing.replay_grid import write_grid
-    from autotune.trial import ReplayTrialRunner
 
     monkeypatch.delenv("CI", raising=False)
     grid = Grid.load(write_grid(tmp_path / "grid.jsonl"))

@@ -20,18 +20,18 @@ from autotune.engines import (
     create,
 )
 from autotune.engines.vllm import engine_config
-from autotune.replay.engine import (
+from autotune.replay import (
     GRID_ENV,
     Grid,
     GridError,
     GridMeasurement,
     GridMiss,
     ReplayLauncher,
+    ReplayTrialRunner,
 )
 from autotune.space.model import Space
 from autotune.testing.engine_suite import EngineSuite, FailingStart
 from autotune.testing.replay_grid import DEFAULT_METRICS, ROWS, write_grid
-from autotune.trial import ReplayTrialRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from autotune.bench.ladder import run_ladder
-from autotune.replay.engine import ENGINE_S, Grid, GridError, engine_seconds
+from autotune.replay import ENGINE_S, Grid, GridError, ReplayTrialRunner, engine_seconds
 from autotune.space.ladder import LadderSpec
 from autotune.space.model import Space
 from autotune.study import SilentReporter, StudyRunner
 from autotune.testing.replay_grid import write_grid
-from autotune.trial import ReplayTrialRunner, TrialOutcome
+from autotune.trial import TrialOutcome
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "ladder-grid.jsonl"

@@ -9,14 +9,14 @@ from typing import Any
 
 import optuna
 
-from autotune.replay.engine import Grid
+from autotune.replay import Grid, ReplayTrialRunner
 from autotune.space.model import Space
 from autotune.store import summary_of
 from autotune.store.attrs import STATE_ATTR
 from autotune.store.db import repository
 from autotune.study import SilentReporter, StudyRunner
 from autotune.testing.replay_grid import write_grid
-from autotune.trial import ReplayTrialRunner, TrialOutcome
+from autotune.trial import TrialOutcome
 
 
 class Recorder(SilentReporter):

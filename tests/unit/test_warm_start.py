@@ -388,9 +388,8 @@ def test_replayed_studies_warm_start_end_to_end(tmp_path: Path) -> None:
     """An earlier study run on the replay engine seeds a new one with a tighter SLO; the seeds
     are run as the new study's trials 1.. and give back the earlier measurements."""
     from autotune.devices import CpuSlotPool
-    from autotune.replay.engine import Grid
+    from autotune.replay import Grid, ReplayTrialRunner
     from autotune.study import StudyRunner
-    from autotune.trial import ReplayTrialRunner
 
     grid = Grid.load(Path(__file__).resolve().parents[2] / "benchmarks" / "grids"
                      / "quickstart-cpu.jsonl")

@@ -1,23 +1,9 @@
-"""Replay engine: answers each trial from a measured grid (docs/grid-format.md) instead of
-starting vLLM, so search strategies can be compared over hundreds of studies in seconds.
-
-Where the replay sits. The launcher is a real ``EngineLauncher`` (registered as ``"replay"``):
-``start`` receives the same ``EngineConfig`` a vLLM launch would, looks the configuration up by
-its engine flags, and either raises the recorded ``EngineFailure`` or returns a
-``ReplayedEngine``. A replayed engine has no HTTP server, so the load driver cannot run
-against it: the trial's measuring step is :class:`GridMeasurement`, which copies the recorded
-metrics verbatim (``autotune.trial.ReplayTrialRunner`` wires the two into an ordinary
-``TrialRunner``). Everything else of a trial is the study's own code: the flags are built by
-``autotune.engines.vllm.engine_config``, known-invalid configurations are rejected by
-``autotune.space.rules`` before any launch, devices are acquired and released, and the study scores
-the outcome with ``autotune.scoring``. Nothing is re-measured: a replayed trial returns the
-metrics recorded for that configuration; with a load ladder (grid format v2: the row's
-``levels``) its curve metrics are re-derived from the recorded levels by the ladder's own code,
-with its early stop (see :class:`GridMeasurement`). ``engine_seconds`` sums what a replayed
-trial held an engine for.
+"""A measured grid (docs/grid-format.md): one row per configuration measured on an engine, looked
+up by the engine flags it was started with (or by its parameters), and the ``meta`` line with
+the space it was measured with.
 
 Why the key is the engine flags, not the parameters: the flags are what the engine was really
-started with. The vLLM-default trial passes no swept flag at all (the engine runs on its own
+started with. The engine-default trial passes no swept flag at all (the engine runs on its own
 defaults), so it differs from the configuration whose nominal values are written out as flags,
 and the grid can hold both; parameters alone could not tell them apart.
 """
@@ -26,26 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from autotune.bench.ladder import ladder_into
-from autotune.bench.step import MeasureContext, Measured
-from autotune.devices import DeviceSet
-from autotune.engines.base import EngineConfig, RunningEngine, register
-from autotune.engines.failures import EngineFailure, FailureKind
-from autotune.engines.vllm import render_flags
+from autotune.engines.base import EngineFailure
 from autotune.space.configuration import Configuration, params_key
 from autotune.space.ladder import LadderSpec
 from autotune.space.model import ParameterSpec, Space
+from autotune.trial_state import FailureKind
 
-if TYPE_CHECKING:
-    from autotune.quality.probe import QualityProbe
-
-GRID_ENV = "AUTOTUNE_REPLAY_GRID"
 STATES = ("complete", "failed", "rejected")
 
 
@@ -318,134 +295,3 @@ def _check_ladder(rows: list[GridRow], meta: Mapping[str, Any], path: str) -> No
                 f"levels at loads {[f'{v:g}' for v in planned]}, has "
                 f"{[f'{v:g}' for v in loads] or 'none'} (measure with early stop off)"
             )
-
-
-# What a trial's engine spends its time on (TrialOutcome.timings); their sum is engine-seconds.
-ENGINE_PHASES = ("startup_s", "warmup_s", "benchmark_s", "ladder_s", "quality_s", "capacity_s",
-                 "teardown_s")
-ENGINE_S = "engine_s"
-
-
-def engine_seconds(timings: Mapping[str, float]) -> float:
-    """Seconds an engine was held for a trial: start, each measurement, teardown (0 for a
-    configuration rejected before launch)."""
-    return sum(float(timings.get(k, 0.0)) for k in ENGINE_PHASES)
-
-
-class ReplayedEngine:
-    """A RunningEngine that never ran here: it carries the recorded metrics of its row."""
-
-    def __init__(
-        self, row: GridRow, grid: Grid, argv: list[str], served_name: str, log_path: Path
-    ) -> None:
-        self.row = row
-        self.base_url = f"replay://{grid.path or 'grid'}#{row.index}"
-        self.served_name = served_name
-        self.argv = argv
-        self.log_path = log_path
-        self.startup_s = float(row.timings.get("startup_s", 0.0))
-        self.version = str(grid.meta.get("engine_version") or "replay")
-        self.metrics = dict(row.metrics)
-        self._stopped = False
-
-    def alive(self) -> bool:
-        return not self._stopped
-
-    def failure(self) -> EngineFailure:
-        return EngineFailure(FailureKind.CRASHED, "a replayed engine has no process to fail")
-
-    def pids(self) -> list[int]:
-        return []
-
-    def stop(self) -> float:
-        """The recorded teardown time (a replay tears nothing down)."""
-        self._stopped = True
-        return float(self.row.timings.get("teardown_s", 0.0))
-
-
-class ReplayLauncher:
-    """Implements EngineLauncher over a grid. ``write_logs`` writes a one-line engine log per
-    trial (which row answered), as a real launch leaves its log with the trial."""
-
-    name = "replay"
-
-    def __init__(self, grid: Grid, *, write_logs: bool = True) -> None:
-        self.grid = grid
-        self.write_logs = write_logs
-
-    def argv(self, config: EngineConfig, port: int | None = None) -> list[str]:
-        return ["replay", config.model, *render_flags(config.flags)]
-
-    def start(
-        self, config: EngineConfig, devices: DeviceSet, log_path: Path,
-        *, stop: threading.Event | None = None,
-    ) -> ReplayedEngine:
-        row = self.grid.by_flags(config.flags)
-        if self.write_logs:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_path.write_text(
-                f"replayed from grid {self.grid.path} row {row.index}: {row.state}"
-                + (f" ({row.failure_kind}: {row.failure_reason})" if row.failure_kind else "")
-                + "\n"
-            )
-        if row.state != "complete":
-            raise row.failure()
-        return ReplayedEngine(row, self.grid, self.argv(config), config.served_name, log_path)
-
-
-@register("replay")
-def _launcher_from_env() -> ReplayLauncher:
-    path = os.environ.get(GRID_ENV)
-    if not path:
-        raise GridError(f"the replay engine needs {GRID_ENV}=PATH of a grid file")
-    return ReplayLauncher(Grid.load(path))
-
-
-class GridMeasurement:
-    """The replay's measuring step (implements MeasuringStep): the recorded metrics, timings
-    and disturbance verdict of the configuration the engine was started with. No load is
-    driven and no quality probe or capacity search runs (a grid holds none of them).
-
-    With a ``ladder:`` in the space, the load ladder is replayed over the row's recorded
-    levels by the ladder's own code (``bench.ladder.run_ladder``): the curve metrics are
-    derived from the levels, and with ``ladder.early_stop`` the ladder stops where a live one
-    would (the first level missing an SLO; a bound the study's front dominates, the front read
-    from ``front`` when the ladder starts, which the study runner sets as it does for the live
-    step). ``timings["ladder_s"]`` is then the recorded seconds of the levels that ran."""
-
-    quality: QualityProbe | None = None
-
-    def __init__(self, grid: Grid) -> None:
-        self.grid = grid
-        # The study's current front, for the ladder's early stop (set by the study runner).
-        self.front: Callable[[], Sequence[Sequence[float]]] | None = None
-
-    def measure(
-        self, engine: RunningEngine, config: EngineConfig, trial: MeasureContext
-    ) -> Measured:
-        trial.on_phase("replaying")
-        row = self.grid.by_flags(config.flags)
-        found = Measured(
-            metrics=dict(row.metrics),
-            timings={k: v for k, v in row.timings.items() if k not in ("startup_s", "teardown_s")},
-            disturbed=bool(row.extra.get("disturbed", False)),
-        )
-        if trial.space.ladder is not None:
-            self._ladder(row, trial, found)
-        return found
-
-    def _ladder(self, row: GridRow, trial: MeasureContext, found: Measured) -> None:
-        if not row.levels:
-            raise GridError(
-                f"row {row.index} (line {row.line}) of {self.grid.path} has no ladder levels: "
-                "a space with a ladder replays only a grid measured with one (format v2)"
-            )
-        ran: list[GridLevel] = []
-
-        def measure(load: float) -> dict[str, float]:
-            level = row.level_at(load)
-            ran.append(level)
-            return dict(level.metrics)
-
-        ladder_into(found, trial, measure, self.front)
-        found.timings["ladder_s"] = sum(level.benchmark_s for level in ran)
