@@ -1,17 +1,27 @@
-"""Running a study here, shared by ``study start`` and ``worker``: the device pool, the runner,
-the live progress and the closing summary."""
+"""Running a study from the command line, shared by ``study start`` and ``worker``: options
+to typed values (exit 2 on a bad one), ``autotune.study.run_study`` behind the live progress,
+and the closing summary."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from autotune.cli.common import console, err_console, fail
+from autotune.cli.common import console, err_console
 from autotune.cli.progress import reporter_for
 from autotune.cli.render import print_summary
+
+if TYPE_CHECKING:  # the study package pulls Optuna in: `autotune --help` stays quick
+    from rich.console import Console
+
+    from autotune.devices import DevicePool
+    from autotune.space.model import Space
+    from autotune.study.entrypoint import StudyResult
+    from autotune.trial import TrialOutcome, TrialRunner
 
 
 def parse_parallel(parallel: str) -> int | None:
@@ -24,78 +34,82 @@ def parse_parallel(parallel: str) -> int | None:
     return int(parallel)
 
 
-def device_pool(spec: Any, devices: str | None, wanted: int | None) -> Any:
+def device_pool(spec: Space, devices: str | None, wanted: int | None) -> DevicePool:
     """The pool of ``--devices`` (or the space's devices, detected); exit 2 on a bad spec, 1
     when no device is there."""
-    from autotune.devices import NoDevicesError, detect_pool, pool_from_spec
-    from autotune.devices.cpu import parse_bytes
+    from autotune.devices import NoDevicesError
+    from autotune.study.entrypoint import device_pool as pool_of
 
-    kv_bytes = parse_bytes(spec.engine.flags.get("kv_cache_memory_bytes")
-                           or spec.engine.flags.get("kv-cache-memory-bytes"))
     try:
-        if devices is not None:
-            return pool_from_spec(devices, parallel=wanted, kv_cache_bytes=kv_bytes)
-        return detect_pool(spec.engine.devices, parallel=wanted, kv_cache_bytes=kv_bytes)
+        return pool_of(spec, devices, parallel=wanted)
     except (NoDevicesError, ValueError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2 if isinstance(exc, ValueError) else 1) from None
 
 
-def study_runner(spec: Any, *, name: str, url: str, pool: Any, log_dir: Path | None,
-                 space_path: str = "", space_yaml: str | None = None,
-                 warm_start: list[dict[str, Any]] | None = None) -> Any:
-    """A StudyRunner for this process (the storage's single writer when it must be one),
-    building the demo model first if the space asks for it."""
-    from autotune.engines import create
-    from autotune.errors import StorageError
-    from autotune.settings import Settings
-    from autotune.store.connection import claim_single_writer
-    from autotune.study import StudyRunner
+class ConsoleNotices:
+    """A StudyReporter with nothing but its notices, on the console: for ``--no-run``, where
+    no trial runs and no progress is shown."""
 
-    try:
-        claim_single_writer(url)
-    except StorageError as exc:
-        raise fail(exc) from None
-    if spec.model.build_demo:
-        from autotune.model.demo import DemoModelError, build_demo_model, is_built
+    def study_started(self, name: str, done: int, total: int) -> None:
+        pass
 
-        if not is_built(spec.model.resolved_path):
-            console.print(f"building the demo model at {spec.model.resolved_path} ...")
-            try:
-                build_demo_model(spec.model.resolved_path)
-            except DemoModelError as exc:
-                raise fail(exc) from None
-    settings = Settings()
-    return StudyRunner.create(
-        spec, name=name, storage=url, launcher=create(spec.engine.kind), pool=pool,
-        log_dir=log_dir or Path(settings.log_dir), space_path=space_path,
-        space_yaml=space_yaml, heartbeat_interval_s=settings.heartbeat_interval_s,
-        grace_period_s=settings.grace_period_s, max_retries=settings.max_retries,
-        warm_start=warm_start or (),
-    )
+    def trial_started(self, index: int, total: int, number: int, params: dict[str, Any]) -> None:
+        pass
+
+    def phase(self, phase: str) -> None:
+        pass
+
+    def trial_finished(self, number: int, outcome: TrialOutcome) -> None:
+        pass
+
+    def notice(self, text: str) -> None:
+        console.print(text, markup=False, highlight=False)
 
 
-def run_with_progress(runner: Any, pool: Any, wanted: int | None, *, out: Any = None,
-                      **run_kwargs: Any) -> Any:
-    """``runner.run`` on as many slots as wanted and free, behind the live progress (plain
-    lines when ``out``, the console by default, is not a terminal)."""
-    slots = pool.slots if wanted is None else min(wanted, pool.slots)
-    with reporter_for(out or console, slots=slots,
-                      defaults=runner.space.default_params()) as reporter:
-        runner.reporter = reporter
-        return runner.run(parallel=slots, **run_kwargs)
+def create_here(spec: Space, url: str, *, name: str, trials: int, pool: DevicePool,
+                log_dir: Path | None, space_path: str, space_yaml: str,
+                warm_start: Sequence[Mapping[str, Any]]) -> None:
+    """``autotune.study.create_study``, its notices on the console. Its errors (an unusable
+    storage, the demo model not built) reach ``autotune.cli.main``: one line, their exit code."""
+    from autotune.study.entrypoint import create_study
+
+    create_study(spec, url, name=name, trials=trials, devices=pool, log_dir=log_dir,
+                 warm_start=warm_start, reporter=ConsoleNotices(), space_path=space_path,
+                 space_yaml=space_yaml)
 
 
-def finish(run: Any, pool: Any, url: str, name: str, started: float, resume_hint: str) -> None:
+def run_with_progress(spec: Space, url: str, *, name: str, pool: DevicePool,
+                      wanted: int | None, log_dir: Path | None = None, space_path: str = "",
+                      space_yaml: str | None = None, trials: int | None = None,
+                      timeout_s: float | None = None, join: bool = False,
+                      max_trials_here: int | None = None,
+                      warm_start: Sequence[Mapping[str, Any]] = (),
+                      trial_runner: TrialRunner | None = None,
+                      out: Console | None = None) -> StudyResult:
+    """``autotune.study.run_study`` on as many slots as wanted and free, behind the live
+    progress (plain lines when ``out``, the console by default, is not a terminal). Its
+    errors reach ``autotune.cli.main``: one line, their exit code."""
+    from autotune.study.entrypoint import run_study, slots_for
+
+    with reporter_for(out or console, slots=slots_for(pool, wanted),
+                      defaults=spec.default_params()) as reporter:
+        return run_study(spec, url, name=name, trials=trials, timeout_s=timeout_s,
+                         parallel=wanted, devices=pool, log_dir=log_dir, warm_start=warm_start,
+                         reporter=reporter, join=join, max_trials_here=max_trials_here,
+                         space_path=space_path, space_yaml=space_yaml,
+                         trial_runner=trial_runner)
+
+
+def finish(result: StudyResult, started: float, resume_hint: str) -> None:
     """Print the study's summary; exit 130 when the run was interrupted."""
-    from autotune.results.report import load_report
-    from autotune.store import open_catalog
-
-    print_summary(load_report(open_catalog(url), name))
+    run = result.run
+    print_summary(result.report)
     console.print(f"{run.trials_run} trial(s) run here in {time.monotonic() - started:.0f}s; "
                   f"at most {run.peak_parallel} ran at once")
-    if pool.stuck():
-        console.print(f"[yellow]devices stuck (memory never released): {pool.stuck()}[/]")
+    if result.stuck_devices:
+        console.print(f"[yellow]devices stuck (memory never released): "
+                      f"{result.stuck_devices}[/]")
     if run.interrupted:
         console.print(f"[yellow]interrupted[/]: the engine was torn down and its trial queued "
                       f"again; resume with `{resume_hint}`")

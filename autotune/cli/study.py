@@ -6,17 +6,17 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from autotune.cli.common import StorageOpt, console, err_console, fail, storage_url
 from autotune.cli.launch import (
+    create_here,
     device_pool,
     finish,
     parse_parallel,
     run_with_progress,
-    study_runner,
 )
 from autotune.cli.render import (
     check_columns,
@@ -27,6 +27,10 @@ from autotune.cli.render import (
 )
 from autotune.errors import AutotuneError
 
+if TYPE_CHECKING:
+    from autotune.devices import DevicePool
+    from autotune.space.model import Space
+
 app = typer.Typer(no_args_is_help=True, help="Create, run and inspect tuning studies.")
 
 
@@ -36,8 +40,8 @@ class OutputFormat(StrEnum):
     csv = "csv"
 
 
-def _warm_start(spec: Any, *, name: str, url: str, source: str, source_storage: str | None,
-                pool: Any, force: bool, budget: int) -> list[dict[str, Any]]:
+def _warm_start(spec: Space, *, name: str, url: str, source: str, source_storage: str | None,
+                pool: DevicePool, force: bool, budget: int) -> list[dict[str, Any]]:
     """The configurations an earlier study seeds this one with, printed; [] on a resume."""
     from autotune.store import open_catalog
     from autotune.study.warm_start import find_study, plan, shown_url
@@ -94,17 +98,13 @@ def study_start(
     ] = False,
 ) -> None:
     """Run a tuning study: each trial launches, measures and tears down a real engine."""
-    from autotune.engines.vllm_flags import check_space_flags
-    from autotune.space.model import check_data_files, check_model_path, load_space
     from autotune.space.reading import read_text
+    from autotune.study.entrypoint import load_study_space
 
     url = storage_url(storage)
     try:
-        spec = load_space(space)
-        if not no_run:  # a study made for workers elsewhere may name a path only they hold
-            check_model_path(spec, space)
-            check_data_files(spec, space)
-            check_space_flags(spec, space)  # asks the engine for its options (cached)
+        # a study made for workers elsewhere (--no-run) may name a path only they hold
+        spec = load_study_space(space, check=not no_run)
     except AutotuneError as exc:
         raise fail(exc) from None
     study_name = name or spec.name or space.stem
@@ -120,21 +120,20 @@ def study_start(
         err_console.print("[bold red]error:[/] --warm-start-storage and --warm-start-any need "
                           "--warm-start STUDY")
         raise typer.Exit(2)
-    runner = study_runner(spec, name=study_name, url=url, pool=pool, log_dir=log_dir,
-                          space_path=str(space), space_yaml=read_text(str(space)),
-                          warm_start=seeds)
+    space_yaml = read_text(str(space))
     if no_run:
-        runner.prepare(budget=total)
+        create_here(spec, url, name=study_name, trials=total, pool=pool, log_dir=log_dir,
+                    space_path=str(space), space_yaml=space_yaml, warm_start=seeds)
         console.print(f"study [bold]{study_name}[/] ready in {url} (budget {total} trials); "
                       f"run it with `autotune worker --study {study_name} --storage URL "
                       f"--space {space}`")
         return
     console.print(f"study [bold]{study_name}[/] on {pool.describe()}, storage {url}")
     started = time.monotonic()
-    run = run_with_progress(runner, pool, wanted, n_trials=total,
-                            timeout_s=timeout or spec.search.timeout_s)
-    finish(run, pool, url, study_name, started,
-           f"autotune study start --space {space} --name {study_name}")
+    result = run_with_progress(spec, url, name=study_name, pool=pool, wanted=wanted,
+                               trials=total, timeout_s=timeout, log_dir=log_dir,
+                               space_path=str(space), space_yaml=space_yaml, warm_start=seeds)
+    finish(result, started, f"autotune study start --space {space} --name {study_name}")
 
 
 @app.command("list")
@@ -147,7 +146,7 @@ def study_list(storage: StorageOpt = None) -> None:
     if not catalog.has_schema():
         console.print(f"no autotune studies in {url}")
         return
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for study in catalog.list_studies():
         trials = catalog.list_trials(study.name)
         rows.append((

@@ -22,7 +22,6 @@ from autotune.cli.launch import (
     finish,
     parse_parallel,
     run_with_progress,
-    study_runner,
 )
 
 
@@ -54,11 +53,10 @@ def worker(
     spec = vouched_space(record.space_yaml, study, space, space_sha256)
     wanted = parse_parallel(parallel)
     pool = device_pool(spec, devices, wanted)
-    runner = study_runner(spec, name=study, url=url, pool=pool, log_dir=log_dir,
-                          space_path=record.space_path, space_yaml=record.space_yaml)
     console.print(f"worker on {pool.describe()} joining study [bold]{study}[/] in {url}")
     started = time.monotonic()
-    run = run_with_progress(runner, pool, wanted, register=False, max_trials_here=trials)
+    result = run_with_progress(spec, url, name=study, pool=pool, wanted=wanted, join=True,
+                               max_trials_here=trials, log_dir=log_dir,
+                               space_path=record.space_path, space_yaml=record.space_yaml)
     pin = f"--space {space}" if space is not None else "--space-sha256 HEX"
-    finish(run, pool, url, study, started,
-           f"autotune worker --study {study} --storage {url} {pin}")
+    finish(result, started, f"autotune worker --study {study} --storage {url} {pin}")
