@@ -139,19 +139,17 @@ def test_a_replayed_study_prints_plain_lines(tmp_path: Path,
     """The CLI's own run (``run_with_progress``) over the replay engine, stdout a file."""
     from autotune.cli.launch import run_with_progress
     from autotune.replay import Grid, ReplayTrialRunner
-    from autotune.study import StudyRunner
     from autotune.testing.replay_grid import write_grid
 
     monkeypatch.delenv("CI", raising=False)
     grid = Grid.load(write_grid(tmp_path / "grid.jsonl"))
     space = grid.search_space(grid.space())
     trials = ReplayTrialRunner(space, grid)
-    runner = StudyRunner.create(space, name="s", storage=f"sqlite:///{tmp_path / 's.db'}",
-                                launcher=trials.launcher, pool=trials.pool,
-                                log_dir=tmp_path / "logs", runner=trials)
     out = io.StringIO()
-    run = run_with_progress(runner, trials.pool, 1, out=Console(file=out), n_trials=3)
-    assert run.trials_run == 3
+    result = run_with_progress(space, f"sqlite:///{tmp_path / 's.db'}", name="s",
+                               pool=trials.pool, wanted=1, log_dir=tmp_path / "logs",
+                               trials=3, trial_runner=trials, out=Console(file=out))
+    assert result.run.trials_run == 3
     text = out.getvalue()
     lines = text.splitlines()
     assert "\x1b" not in text
