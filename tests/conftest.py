@@ -10,8 +10,8 @@ import autotune.testing.processes  # noqa: F401  (marks this session's processes
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A real PostgreSQL server for the session (see tests/support/pg_server.py)."""
-    from tests.support.pg_server import PostgresServer
+    """A real PostgreSQL server for the session (see autotune/testing/pg_server.py)."""
+    from autotune.testing.pg_server import PostgresServer
 
     server = PostgresServer().start()
     yield server

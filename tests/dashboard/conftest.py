@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from autotune.dashboard import create_app
 from autotune.store import open_catalog
 from autotune.store.db.session import upgrade
+from autotune.testing.live_server import CHROMIUM, CHROMIUM_ARGS
 from tests.support.dashboard import (
     HOSTILE,
     HOSTILE_PARAM,
@@ -25,7 +26,6 @@ from tests.support.dashboard import (
     QUICKSTART_DB,
 )
 from tests.support.dashboard_studies import write_study
-from tests.support.live_server import CHROMIUM, CHROMIUM_ARGS
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "dashboard"
 

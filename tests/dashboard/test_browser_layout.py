@@ -17,10 +17,10 @@ import pytest
 from autotune.dashboard import create_app
 from autotune.store import open_catalog
 from autotune.store.db.session import upgrade
+from autotune.testing.live_server import CHROMIUM, running_server
 from tests.dashboard.conftest import SHOTS
 from tests.support.dashboard import MIXED, MIXED_KINDS, QUICKSTART, QUICKSTART_DB, study_id
 from tests.support.dashboard_studies import enrich_trial, write_study
-from tests.support.live_server import CHROMIUM, running_server
 
 pytestmark = [
     pytest.mark.browser,
