@@ -1,5 +1,6 @@
-"""`confirm` against real fresh servers: one trial measured by a study, then confirmed on two
-more servers (3 engine starts in all). The verdict must follow the coverage it prints, the runs
+"""`confirm` against real fresh servers: one trial measured by a study (the session's study
+"e2e", tests/integration/conftest.py), then confirmed on two more servers (2 engine starts of
+its own). The verdict must follow the coverage it prints, the runs
 must be kept with the study, and the interval `study show --trial` reports must learn from
 them."""
 
@@ -9,13 +10,11 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from autotune.results.noise_model import configuration_key, headline_metrics, study_noise_model
 from autotune.store import open_catalog
-from autotune.testing.spaces import small_space, write_space
 
 pytestmark = pytest.mark.engine
 
@@ -28,21 +27,21 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def confirmed(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> dict:
+def confirmed(e2e_study: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    # The session's study "e2e" (tests/integration/conftest.py): its defaults' trial, measured
+    # on the study's own server, is the one confirmed.
     tmp = tmp_path_factory.mktemp("confirm")
-    space = write_space(tmp, small_space(tmp, demo_model))
-    url = f"sqlite:///{tmp / 'study.db'}"
-    ran = run_cli("study", "start", "--space", str(space), "--storage", url, "--name", "c",
-                  "--trials", "1", "--log-dir", str(tmp / "logs"))
-    assert ran.returncode == 0, ran.stdout + ran.stderr
+    url, name = e2e_study["url"], e2e_study["name"]
     catalog = open_catalog(url)
-    [trial] = catalog.list_trials("c")
-    assert trial.state == "complete", trial.failure_reason
-    before = study_noise_model(catalog, "c").intervals(trial)
-    confirm = run_cli("confirm", "c", "--storage", url, "--trial", "0", "--times", "2",
-                      "--space", str(space), "--log-dir", str(tmp / "logs"))
-    shown = run_cli("study", "show", "c", "--storage", url, "--trial", "0")
-    return {"url": url, "trial": trial, "before": before, "confirm": confirm, "shown": shown}
+    trial = catalog.list_trials(name)[0]
+    assert trial.is_default and trial.state == "complete", trial.failure_reason
+    before = study_noise_model(catalog, name).intervals(trial)
+    confirm = run_cli("confirm", name, "--storage", url, "--trial", str(trial.number),
+                      "--times", "2", "--space", str(e2e_study["space"]),
+                      "--log-dir", str(tmp / "logs"))
+    shown = run_cli("study", "show", name, "--storage", url, "--trial", str(trial.number))
+    return {"url": url, "name": name, "trial": trial, "before": before, "confirm": confirm,
+            "shown": shown}
 
 
 def test_confirm_reports_each_interval_and_its_coverage(confirmed: dict) -> None:
@@ -51,7 +50,7 @@ def test_confirm_reports_each_interval_and_its_coverage(confirmed: dict) -> None
     # no ladder: the main measurement's figures are the headline ones
     assert set(before) == set(headline_metrics(confirmed["trial"].metrics))
     assert set(before) == {"output_throughput", "ttft_p95_ms", "e2e_p95_ms"}
-    runs = open_catalog(confirmed["url"]).fresh_runs("c")
+    runs = open_catalog(confirmed["url"]).fresh_runs(confirmed["name"])
     assert len(runs) == 2 and {r.key for r in runs} == {configuration_key(confirmed["trial"])}
     for metric, interval in before.items():
         values = [r.metrics[metric] for r in runs]
@@ -68,7 +67,7 @@ def test_the_interval_learns_from_the_confirm_runs(confirmed: dict) -> None:
     shown, trial = confirmed["shown"], confirmed["trial"]
     assert shown.returncode == 0, shown.stderr
     assert "what a fresh server will measure (95% interval)" in shown.stdout
-    after = study_noise_model(open_catalog(confirmed["url"]), "c").intervals(trial)
+    after = study_noise_model(open_catalog(confirmed["url"]), confirmed["name"]).intervals(trial)
     for metric, interval in after.items():
         assert interval.runs == 3 and interval.spread.evidence_df == 2
         assert interval.contains(trial.metrics[metric])

@@ -3,10 +3,8 @@ servers, one forced to fail (fp8_per_tensor is unsupported on the CPU build)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import optuna
@@ -15,70 +13,22 @@ import yaml
 
 from autotune.engines.process import GuardedProcess, free_port
 from autotune.testing.processes import engine_processes
-from autotune.testing.spaces import ENGINE_ENV, small_space, write_space
+from autotune.testing.spaces import ENGINE_ENV
 
 pytestmark = pytest.mark.engine
 
 AUTOTUNE = [sys.executable, "-m", "autotune.cli"]
-ENQUEUED = [
-    {
-        "quantization": "fp8_tensor",
-        "max_num_batched_tokens": 1024,
-        "max_num_seqs": 16,
-        "enable_chunked_prefill": True,
-        "speculative_method": "none",
-    },
-    {
-        "quantization": "int8",
-        "max_num_batched_tokens": 512,
-        "max_num_seqs": 8,
-        "enable_chunked_prefill": True,
-        "speculative_method": "ngram",
-        "num_speculative_tokens": 2,
-    },
-]
 
 
-def run_cli(
-    *args: str, env: dict | None = None, timeout: float = 900
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*AUTOTUNE, *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*AUTOTUNE, *args], capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, demo_model: Path) -> dict:
-    tmp = tmp_path_factory.mktemp("study")
-    data = small_space(tmp, demo_model)
-    data["model"]["quantization_variants"]["fp8_tensor"] = {"method": "fp8_per_tensor"}
-    data["parameters"]["quantization"]["choices"] = ["none", "int8", "fp8", "fp8_tensor"]
-    space = write_space(tmp, data)
-    url = f"sqlite:///{tmp / 'study.db'}"
-    created = run_cli(
-        "study", "start", "--space", str(space), "--storage", url, "--name", "e2e", "--no-run"
-    )
-    assert created.returncode == 0, created.stderr
-    handle = optuna.load_study(study_name="e2e", storage=url)
-    for params in ENQUEUED:
-        handle.enqueue_trial(params)
-    ran = run_cli(
-        "study",
-        "start",
-        "--space",
-        str(space),
-        "--storage",
-        url,
-        "--name",
-        "e2e",
-        "--trials",
-        "3",
-        "--log-dir",
-        str(tmp / "logs"),
-    )
-    shown = run_cli("study", "show", "e2e", "--storage", url, "--format", "json")
-    assert shown.returncode == 0, shown.stderr
-    return {"run": ran, "report": json.loads(shown.stdout), "url": url, "tmp": tmp}
+def study(e2e_study: dict) -> dict:
+    """The session's study "e2e" (tests/integration/conftest.py), also confirmed by
+    test_confirm_interval.py."""
+    return e2e_study
 
 
 def test_study_runs_to_the_end(study: dict) -> None:
