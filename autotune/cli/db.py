@@ -12,8 +12,8 @@ app = typer.Typer(no_args_is_help=True, help="Manage autotune's database tables.
 @app.command("upgrade")
 def db_upgrade(storage: StorageOpt = None) -> None:
     """Create or migrate autotune's tables to the latest revision."""
-    from autotune.store.db.session import upgrade
+    from autotune.store import upgrade_schema
 
     url = storage_url(storage)
-    revision = upgrade(url)
+    revision = upgrade_schema(url)
     console.print(f"autotune tables in {url} at revision {revision}")

@@ -33,7 +33,7 @@ from autotune.dashboard.views import compare_view, trial_view
 from autotune.errors import AutotuneError, StudyNotFoundError, TrialNotFoundError
 from autotune.results.export import export_yaml, pick_trial
 from autotune.results.noise_model import study_noise_model
-from autotune.store.db.models import TrialRecord
+from autotune.store.base import TrialView
 
 if TYPE_CHECKING:
     from autotune.store import Catalog
@@ -163,7 +163,7 @@ def create_app(catalog: Catalog, token: str | None = None) -> FastAPI:
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    def trial_of(snapshot: Snapshot, trial_number: int) -> TrialRecord:
+    def trial_of(snapshot: Snapshot, trial_number: int) -> TrialView:
         record = snapshot.report.trial(trial_number)
         if record is None:
             raise NotFoundError(f"study {snapshot.report.name!r} has no trial {trial_number}")

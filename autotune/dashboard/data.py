@@ -28,7 +28,7 @@ from autotune.dashboard.formatting import metric_unit
 from autotune.errors import AutotuneError
 from autotune.results.export import pick_trial
 from autotune.results.report import StudyReport, load_report, pareto_front
-from autotune.store.db.models import StudyRecord, TrialRecord
+from autotune.store.base import StudyView, TrialView
 
 if TYPE_CHECKING:
     from autotune.store import Catalog
@@ -97,10 +97,10 @@ class Snapshot:
         self.trials_json()
 
     @classmethod
-    def load(cls, catalog: Catalog, record: StudyRecord) -> Snapshot:
+    def load(cls, catalog: Catalog, record: StudyView) -> Snapshot:
         return cls(record.id, record.updated_at, load_report(catalog, record.name))
 
-    def refreshed(self, catalog: Catalog, record: StudyRecord) -> Snapshot:
+    def refreshed(self, catalog: Catalog, record: StudyView) -> Snapshot:
         """The study as stored now, reading only the trials after the settled ones."""
         old = self.report
         if (record.id != self.study_id or record.objectives != old.objectives
@@ -185,7 +185,7 @@ class Snapshot:
             "version": self.version,
         }
 
-    def _row(self, t: TrialRecord) -> bytes:
+    def _row(self, t: TrialView) -> bytes:
         row = self.rows.get(t.number)
         if row is None:
             row = dumps([
@@ -291,19 +291,19 @@ class StudyData:
         self.snapshots: Refreshing[Snapshot] = Refreshing(self.executor, wait_s)
         self.figures: Refreshing[dict[str, Any]] = Refreshing(self.executor, wait_s)
 
-    def studies(self) -> list[StudyRecord]:
+    def studies(self) -> list[StudyView]:
         """Every autotune study in the storage; none while its tables do not exist."""
         if not self.catalog.has_schema():
             return []
         return self.catalog.list_studies()
 
-    def record(self, study_id: int) -> StudyRecord:
+    def record(self, study_id: int) -> StudyView:
         record = next((s for s in self.studies() if s.id == study_id), None)
         if record is None:
             raise NotFoundError(f"there is no study #{study_id} in this storage")
         return record
 
-    def snapshot(self, record: StudyRecord) -> Snapshot:
+    def snapshot(self, record: StudyView) -> Snapshot:
         def read(previous: Snapshot | None) -> Snapshot:
             if previous is None:
                 return Snapshot.load(self.catalog, record)

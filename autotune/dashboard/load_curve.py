@@ -16,7 +16,7 @@ from autotune.bench.ladder import levels_of
 from autotune.dashboard.data import number
 from autotune.dashboard.figures import LEGEND_ABOVE
 from autotune.dashboard.formatting import format_metric, format_value
-from autotune.store.db.models import TrialRecord
+from autotune.store.base import TrialView
 
 HELD = "level held the SLOs"
 MISSED = "level missed an SLO"
@@ -51,7 +51,7 @@ def _hover(level: dict[str, Any], slos: dict[str, float]) -> str:
     return "<br>".join(rows)
 
 
-def load_curve(record: TrialRecord, slos: dict[str, float]) -> dict[str, Any] | None:
+def load_curve(record: TrialView, slos: dict[str, float]) -> dict[str, Any] | None:
     """``{"figure": {data, layout}, "levels": [...], "capacity": ..., "stop_reason": ...}`` for
     a trial with ladder levels (plain JSON: no NaN), else None. ``slos``: the study's limits."""
     levels = [lv for lv in levels_of(record.measurements)

@@ -20,7 +20,7 @@ from autotune.dashboard.formatting import (
 from autotune.dashboard.load_curve import load_curve
 from autotune.dashboard.logs import TAIL_LINES, log_tail
 from autotune.results.noise_model import Interval
-from autotune.store.db.models import TrialRecord
+from autotune.store.base import TrialView
 
 LATENCY_TABLE = frozenset(f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS)
 
@@ -35,7 +35,7 @@ def param_text(value: Any) -> str:
     return str(value)
 
 
-def status_of(record: TrialRecord) -> str:
+def status_of(record: TrialView) -> str:
     """feasible | violating | failed | running | skipped (how the plot and the table colour a
     trial; skipped: a suggestion answered without an engine, reused or predicted to fail)."""
     if record.state == "complete":
@@ -45,7 +45,7 @@ def status_of(record: TrialRecord) -> str:
     return "running" if record.state == "running" else "failed"
 
 
-def engine_log(record: TrialRecord) -> dict[str, str] | None:
+def engine_log(record: TrialView) -> dict[str, str] | None:
     """The log's last lines when its file can be read here, else the excerpt recorded with the
     trial; None when there is neither."""
     tail = log_tail(record.log_path)
@@ -58,7 +58,7 @@ def engine_log(record: TrialRecord) -> dict[str, str] | None:
             "source": f"the excerpt recorded with the trial, around its deciding line{where}"}
 
 
-def trial_view(snapshot: Snapshot, record: TrialRecord,
+def trial_view(snapshot: Snapshot, record: TrialView,
                intervals: Mapping[str, Interval] | None = None) -> dict[str, Any]:
     """The trial page's content; ``intervals``: what a fresh server will measure, by headline
     metric (``autotune.results.noise_model``)."""
@@ -124,7 +124,7 @@ def trial_view(snapshot: Snapshot, record: TrialRecord,
     }
 
 
-def compare_view(snapshot: Snapshot, records: list[TrialRecord]) -> dict[str, Any]:
+def compare_view(snapshot: Snapshot, records: list[TrialView]) -> dict[str, Any]:
     """Rows of params and metrics across trials; params that differ are flagged, metrics come
     in the trial page's groups, and the best value of each metric is marked."""
     params = list(dict.fromkeys(p for r in records for p in r.params))

@@ -21,7 +21,7 @@ from autotune.errors import AutotuneError, TrialNotFoundError
 from autotune.results.report import StudyReport
 from autotune.space.model import Space
 from autotune.space.quality import QUALITY_LABELS, QUALITY_METRICS, format_quality
-from autotune.store.db.models import TrialRecord
+from autotune.store.base import TrialView
 
 HEADLINE_METRICS = (
     "output_throughput",
@@ -34,7 +34,7 @@ HEADLINE_METRICS = (
 )
 
 
-def pick_trial(report: StudyReport, *, number: int | None, pick: str | None) -> TrialRecord:
+def pick_trial(report: StudyReport, *, number: int | None, pick: str | None) -> TrialView:
     """The trial to export: ``number``, or ``pick`` = ``max:METRIC`` / ``min:METRIC`` over the
     feasible complete trials, or by default the Pareto trial best on the first objective."""
     if number is not None:
@@ -69,7 +69,7 @@ def pick_trial(report: StudyReport, *, number: int | None, pick: str | None) -> 
     return max(candidates, key=lambda t: (sign * t.metrics[metric], -t.number))
 
 
-def config_mapping(record: TrialRecord, served_name: str | None = None) -> dict[str, Any]:
+def config_mapping(record: TrialView, served_name: str | None = None) -> dict[str, Any]:
     mapping: dict[str, Any] = {"model": record.model}
     name = served_name or _served_name(record)
     if name:
@@ -79,7 +79,7 @@ def config_mapping(record: TrialRecord, served_name: str | None = None) -> dict[
     return mapping
 
 
-def _served_name(record: TrialRecord) -> str | None:
+def _served_name(record: TrialView) -> str | None:
     argv = record.engine_command
     if "--served-model-name" in argv:
         index = argv.index("--served-model-name")
@@ -88,7 +88,7 @@ def _served_name(record: TrialRecord) -> str | None:
     return None
 
 
-def ladder_lines(record: TrialRecord) -> list[str]:
+def ladder_lines(record: TrialView) -> list[str]:
     """The trial's load curve as header comments: the capacity figures, then each level."""
     levels = levels_of(record.measurements)
     if not levels:
@@ -122,14 +122,14 @@ def swept_env(space: Space | None) -> bool:
     return space is not None and any(s.env for s in space.parameters.values())
 
 
-def trial_env(space: Space | None, record: TrialRecord) -> dict[str, str]:
+def trial_env(space: Space | None, record: TrialView) -> dict[str, str]:
     """The environment the trial's engine got from the space (not the device pinning)."""
     if space is None:
         return {}
     return engine_env(space, record.params, is_default=record.is_default)
 
 
-def env_script(report: StudyReport, record: TrialRecord, env: dict[str, str]) -> str:
+def env_script(report: StudyReport, record: TrialView, env: dict[str, str]) -> str:
     lines = [f"# autotune export: study {report.name!r}, trial {record.number}: the engine's "
              "environment",
              "# source it before starting vLLM: . ./env.sh"]
@@ -137,7 +137,7 @@ def env_script(report: StudyReport, record: TrialRecord, env: dict[str, str]) ->
     return "\n".join(lines) + "\n"
 
 
-def engine_argv(record: TrialRecord) -> list[str]:
+def engine_argv(record: TrialView) -> list[str]:
     """The command the trial ran, without the per-trial --host/--port."""
     argv, out, i = record.engine_command, [], 0
     while i < len(argv):
@@ -149,7 +149,7 @@ def engine_argv(record: TrialRecord) -> list[str]:
     return out
 
 
-def command_line(record: TrialRecord, env: dict[str, str]) -> str:
+def command_line(record: TrialView, env: dict[str, str]) -> str:
     """``VAR=value ... ENGINE COMMAND FLAGS`` as one shell line."""
     argv = engine_argv(record)
     if not argv:
@@ -158,7 +158,7 @@ def command_line(record: TrialRecord, env: dict[str, str]) -> str:
     return " ".join([*assignments, shlex.join(argv)])
 
 
-def export_yaml(report: StudyReport, record: TrialRecord,
+def export_yaml(report: StudyReport, record: TrialView,
                 env: dict[str, str] | None = None) -> str:
     mapping = config_mapping(record)
     command = ["vllm", "serve", str(mapping["model"])]

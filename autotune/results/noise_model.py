@@ -30,8 +30,7 @@ from autotune.space.measurement import MeasurementSpec
 from autotune.store.base import FreshRun
 
 if TYPE_CHECKING:
-    from autotune.store.base import Catalog
-    from autotune.store.db.models import TrialRecord
+    from autotune.store.base import Catalog, TrialView
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,7 @@ class NoiseModel:
         return Interval(metric, min(low, recorded), max(high, recorded), self.level,
                         len(values), spread)
 
-    def intervals(self, record: TrialRecord) -> dict[str, Interval]:
+    def intervals(self, record: TrialView) -> dict[str, Interval]:
         """A measured trial's interval for each headline metric it recorded."""
         if record.state != "complete":
             return {}
@@ -169,11 +168,11 @@ class NoiseModel:
         return {m: i for m, i in found.items() if i is not None}
 
 
-def configuration_key(record: TrialRecord) -> str:
+def configuration_key(record: TrialView) -> str:
     return Configuration(dict(record.params), record.is_default).key()
 
 
-def trial_runs(trials: Iterable[TrialRecord]) -> list[FreshRun]:
+def trial_runs(trials: Iterable[TrialView]) -> list[FreshRun]:
     """Each measured trial as one fresh-server run (a reused trial ran no server of its own)."""
     return [
         FreshRun(configuration_key(t), {m: t.metrics[m] for m in FRESH_METRICS
@@ -193,7 +192,7 @@ def level_of(space_yaml: str) -> float:
 
 
 def study_noise_model(catalog: Catalog, name: str,
-                      trials: list[TrialRecord] | None = None) -> NoiseModel:
+                      trials: list[TrialView] | None = None) -> NoiseModel:
     """Study ``name``'s noise model: its trials and the fresh-server runs kept with it."""
     study = catalog.get_study(name)
     level = level_of(study.space_yaml) if study is not None else 0.95

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from autotune.errors import StudyNotFoundError
 from autotune.scoring import gain, pareto_indices
 from autotune.space.quality import QUALITY_METRICS
-from autotune.store.db.models import TrialRecord
+from autotune.store.base import TrialView
 
 if TYPE_CHECKING:
     from autotune.store import Catalog
@@ -28,7 +28,7 @@ class StudyReport:
     hardware: str
     objectives: list[dict[str, str]]
     slos: dict[str, float]
-    trials: list[TrialRecord]
+    trials: list[TrialView]
     pareto_front: list[int] = field(default_factory=list)
     default_number: int | None = None
 
@@ -46,10 +46,10 @@ class StudyReport:
         present = {k for t in self.trials for k in t.metrics}
         return [m for m in QUALITY_METRICS if m in present and m not in self.metrics]
 
-    def trial(self, number: int) -> TrialRecord | None:
+    def trial(self, number: int) -> TrialView | None:
         return next((t for t in self.trials if t.number == number), None)
 
-    def gains(self, record: TrialRecord) -> dict[str, float | None]:
+    def gains(self, record: TrialView) -> dict[str, float | None]:
         """Per objective: times better than the default trial (None when not measurable)."""
         default = self.trial(self.default_number) if self.default_number is not None else None
         if default is None or default.state != "complete":
@@ -59,7 +59,7 @@ class StudyReport:
             for m, d in zip(self.metrics, self.directions, strict=True)
         }
 
-    def changed(self, record: TrialRecord) -> dict[str, Any]:
+    def changed(self, record: TrialView) -> dict[str, Any]:
         """The parameters of ``record`` that differ from the default trial's (all of them when
         the study has no default trial)."""
         default = self.trial(self.default_number) if self.default_number is not None else None
@@ -68,14 +68,14 @@ class StudyReport:
         base = default.params if default is not None else {}
         return {k: v for k, v in record.params.items() if k not in base or base[k] != v}
 
-    def missed(self, record: TrialRecord) -> list[str] | None:
+    def missed(self, record: TrialView) -> list[str] | None:
         """The constraints (SLOs, error rate, cost, quality) ``record`` violates, [] when it
         met them all, None when it was never measured."""
         if record.state != "complete" or not record.violations:
             return None
         return [k for k, v in record.violations.items() if v > 0]
 
-    def trial_dict(self, record: TrialRecord) -> dict[str, Any]:
+    def trial_dict(self, record: TrialView) -> dict[str, Any]:
         return {
             "number": record.number,
             "state": record.state,
@@ -143,7 +143,7 @@ class StudyReport:
 
 
 def pareto_front(
-    trials: list[TrialRecord], metrics: list[str], directions: list[str]
+    trials: list[TrialView], metrics: list[str], directions: list[str]
 ) -> list[int]:
     """Trial numbers of the feasible Pareto set over the objectives."""
     feasible = [

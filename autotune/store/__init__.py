@@ -1,7 +1,10 @@
 """Study storage: the ``StudyStore``/``Catalog`` contract (``base``) and its SQL implementation.
 
 ``open_store(url, name)`` and ``open_catalog(url)`` are the ways in; callers never import an
-implementation module.
+implementation module, nor autotune's tables (``autotune.store.db``): readers get frozen values
+(``StudyView``, ``TrialView``). ``upgrade_schema`` migrates the tables (``autotune db
+upgrade``); ``is_transient``/``advice``/``DatabaseFault`` say which database errors a worker
+retries and what to tell the user about the others.
 """
 
 from __future__ import annotations
@@ -17,14 +20,19 @@ from autotune.store.base import (
     StaleTrial,
     StudyFacts,
     StudyStore,
+    StudyView,
     Suggestion,
     TrialResult,
     TrialSummary,
+    TrialView,
 )
+from autotune.store.db.faults import DatabaseFault, advice, is_transient
+from autotune.store.db.session import upgrade as upgrade_schema
 
 __all__ = [
-    "Catalog", "FreshRun", "Origin", "StaleTrial", "StudyFacts", "StudyStore", "Suggestion",
-    "TrialResult", "TrialSummary", "open_catalog", "open_store", "summary_of",
+    "Catalog", "DatabaseFault", "FreshRun", "Origin", "StaleTrial", "StudyFacts", "StudyStore",
+    "StudyView", "Suggestion", "TrialResult", "TrialSummary", "TrialView", "advice",
+    "is_transient", "open_catalog", "open_store", "summary_of", "upgrade_schema",
 ]
 
 

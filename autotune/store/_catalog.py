@@ -1,9 +1,11 @@
-"""``Catalog`` on a SQL database, and Optuna's trials as ``TrialSummary`` (read-only helpers of
-the SQL store)."""
+"""``Catalog`` on a SQL database, and what the SQL store hands out: autotune's rows as
+``StudyView``/``TrialView``, Optuna's trials as ``TrialSummary`` (read-only helpers of the SQL
+store)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import optuna
 from optuna.trial import TrialState as OptunaState
@@ -20,6 +22,7 @@ from autotune.store.base import FreshRun, TrialSummary
 from autotune.store.db import repository
 from autotune.store.db.models import StudyRecord, TrialRecord
 from autotune.store.db.session import current_revision, has_schema, head_revision
+from autotune.store.values import StudyView, TrialView
 from autotune.trial_state import FailureKind, TrialState
 
 
@@ -30,14 +33,16 @@ class RdbCatalog:
     def has_schema(self) -> bool:
         return has_schema(self.url)
 
-    def list_studies(self) -> list[StudyRecord]:
-        return repository.list_studies(url=self.url)
+    def list_studies(self) -> list[StudyView]:
+        return [study_view(r) for r in repository.list_studies(url=self.url)]
 
-    def get_study(self, name: str) -> StudyRecord | None:
-        return repository.get_study(url=self.url, name=name)
+    def get_study(self, name: str) -> StudyView | None:
+        record = repository.get_study(url=self.url, name=name)
+        return study_view(record) if record is not None else None
 
-    def list_trials(self, name: str, *, after: int | None = None) -> list[TrialRecord]:
-        return repository.list_trials(url=self.url, study_name=name, after=after)
+    def list_trials(self, name: str, *, after: int | None = None) -> list[TrialView]:
+        return [trial_view(r)
+                for r in repository.list_trials(url=self.url, study_name=name, after=after)]
 
     def optuna_study(self, name: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=self.url)
@@ -54,6 +59,18 @@ class RdbCatalog:
             return current_revision(self.url) != head_revision()
         except Exception:  # noqa: BLE001 - the storage cannot even be asked: say no more
             return False
+
+
+_STUDY_FIELDS = tuple(f.name for f in fields(StudyView))
+_TRIAL_FIELDS = tuple(f.name for f in fields(TrialView))
+
+
+def study_view(record: StudyRecord) -> StudyView:
+    return StudyView(**{name: getattr(record, name) for name in _STUDY_FIELDS})
+
+
+def trial_view(record: TrialRecord) -> TrialView:
+    return TrialView(**{name: getattr(record, name) for name in _TRIAL_FIELDS})
 
 
 def summary_of(trial: optuna.trial.FrozenTrial) -> TrialSummary:

@@ -21,7 +21,7 @@ from optuna.storages._heartbeat import fail_stale_trials
 from optuna.trial import TrialState as OptunaState
 
 from autotune.space.configuration import Configuration, params_key
-from autotune.store._catalog import summary_of
+from autotune.store._catalog import study_view, summary_of
 from autotune.store.attrs import (
     CONFIG_ATTR,
     DEFAULT_ATTR,
@@ -44,9 +44,9 @@ from autotune.store.base import (
 )
 from autotune.store.connection import is_sqlite, optuna_storage, study_claim_lock
 from autotune.store.db import repository
-from autotune.store.db.models import StudyRecord
 from autotune.store.db.session import ensure_schema
 from autotune.store.heartbeat import Heartbeat
+from autotune.store.values import StudyView
 from autotune.trial_state import FailureKind, TrialState
 
 if TYPE_CHECKING:
@@ -127,8 +127,9 @@ class RdbStudyStore:
             objectives=facts.objectives, slos=facts.slos, trial_budget=facts.trial_budget,
         )
 
-    def facts(self) -> StudyRecord | None:
-        return repository.get_study(url=self.url, name=self.name)
+    def facts(self) -> StudyView | None:
+        record = repository.get_study(url=self.url, name=self.name)
+        return study_view(record) if record is not None else None
 
     # -- trials -----------------------------------------------------------------------------
 

@@ -1,6 +1,8 @@
 """The study storage boundary: what the study loop, reports and the dashboard may ask of a
 database. The docstrings here are the contract; implementations live in private modules of
-this package and say little more.
+this package and say little more. What a reader gets back are frozen values (``StudyView``,
+``TrialView``, ``TrialSummary``, ``FreshRun``), never rows of the database: autotune's tables
+(``autotune.store.db``) are private to this package.
 
 A study lives in two places: Optuna's tables (what samplers need: parameters, objective values,
 constraints) and autotune's tables (what people need: every metric, the failure and its log
@@ -23,6 +25,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from autotune.space.configuration import Configuration
+from autotune.store.values import StudyView, TrialView
 from autotune.trial_state import FailureKind, TrialState
 
 if TYPE_CHECKING:
@@ -30,7 +33,11 @@ if TYPE_CHECKING:
 
     from autotune.quality.reference import Reference
     from autotune.space.model import Space
-    from autotune.store.db.models import StudyRecord, TrialRecord
+
+__all__ = [
+    "Catalog", "FreshRun", "Origin", "StaleTrial", "StudyFacts", "StudyStore", "StudyView",
+    "Suggestion", "TrialResult", "TrialSummary", "TrialView",
+]
 
 
 class Origin(StrEnum):
@@ -161,8 +168,8 @@ class StudyStore(Protocol):
         """Create or refresh the study's record (a ``trial_budget`` of None keeps the old)."""
         ...
 
-    def facts(self) -> StudyRecord | None:
-        """The study's record, None before ``save_facts``."""
+    def facts(self) -> StudyView | None:
+        """The study's record as it is now, None before ``save_facts``."""
         ...
 
     def enqueue(self, configuration: Configuration, origin: Origin) -> None:
@@ -250,12 +257,17 @@ class Catalog(Protocol):
         """Whether autotune's tables exist (a new database has none)."""
         ...
 
-    def list_studies(self) -> list[StudyRecord]: ...
+    def list_studies(self) -> list[StudyView]:
+        """Every study autotune recorded, oldest first."""
+        ...
 
-    def get_study(self, name: str) -> StudyRecord | None: ...
+    def get_study(self, name: str) -> StudyView | None:
+        """Study ``name``'s record, None when autotune recorded no such study."""
+        ...
 
-    def list_trials(self, name: str, *, after: int | None = None) -> list[TrialRecord]:
-        """A study's trial rows in number order; ``after`` keeps only later numbers."""
+    def list_trials(self, name: str, *, after: int | None = None) -> list[TrialView]:
+        """A study's trials as autotune recorded them, in number order; ``after`` keeps only
+        later numbers."""
         ...
 
     def optuna_study(self, name: str) -> optuna.Study:

@@ -18,8 +18,7 @@ from autotune.devices import detect_pool
 from autotune.engines import create
 from autotune.results.noise_model import FRESH_METRICS, Interval, NoiseModel, configuration_key
 from autotune.space.model import Space
-from autotune.store.base import FreshRun
-from autotune.store.db.models import TrialRecord
+from autotune.store.base import FreshRun, TrialView
 from autotune.trial import TrialOutcome, TrialRunner
 
 METRIC = "output_throughput"
@@ -97,7 +96,7 @@ class Confirmation:
 
 
 def confirm_trial(
-    space: Space, record: TrialRecord, *, times: int, log_dir: Path, noise: NoiseModel,
+    space: Space, record: TrialView, *, times: int, log_dir: Path, noise: NoiseModel,
 ) -> Confirmation:
     """Run ``record``'s configuration ``times`` on fresh engines and judge the intervals
     ``noise`` gives it. ``space`` is one this machine vouches for (``autotune.space.trust``),

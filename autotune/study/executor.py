@@ -14,7 +14,7 @@ from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import DBAPIError
 
 from autotune.engines import stop_all
-from autotune.store.db.faults import DatabaseFault, advice, is_transient
+from autotune.store import DatabaseFault, advice, is_transient
 
 # What a database call can raise; ``is_transient`` tells a lost connection from the rest.
 DB_ERRORS = (DBAPIError, StorageInternalError)

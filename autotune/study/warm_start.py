@@ -32,8 +32,8 @@ from autotune.scoring import is_feasible, objective_values, pareto_indices, viol
 from autotune.space.configuration import Configuration
 from autotune.space.model import ParameterSpec, Space, is_active, nearest_allowed
 from autotune.space.parameters import KNOWN_PARAMETERS, parameter_info
+from autotune.store.base import StudyView, TrialView
 from autotune.store.connection import is_sqlite, sqlite_path
-from autotune.store.db.models import StudyRecord, TrialRecord
 
 if TYPE_CHECKING:
     from autotune.store import Catalog
@@ -138,7 +138,7 @@ def same_family(a: ModelFamily, b: ModelFamily) -> bool:
     return _bare_name(a.name) == _bare_name(b.name)
 
 
-def mismatches(source: StudyRecord, *, model: str, hardware: str) -> list[str]:
+def mismatches(source: StudyView, *, model: str, hardware: str) -> list[str]:
     """What differs between the earlier study and the new one (empty: compatible)."""
     found = []
     theirs_hw, ours_hw = hardware_class(source.hardware), hardware_class(hardware)
@@ -170,7 +170,7 @@ def shown_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def find_study(catalog: Catalog, name: str) -> StudyRecord | None:
+def find_study(catalog: Catalog, name: str) -> StudyView | None:
     """The study's record, or None (never creates the storage)."""
     if not _has_tables(catalog):
         return None
@@ -306,7 +306,7 @@ class WarmStart:
         return [seed.params for seed in self.seeds]
 
 
-def _missing_metrics(space: Space, trials: list[TrialRecord]) -> tuple[list[str], list[str]]:
+def _missing_metrics(space: Space, trials: list[TrialView]) -> tuple[list[str], list[str]]:
     """(objective metrics, constraint metrics) of the new space that some trials lack."""
     constraints = violations(space, {})  # every constraint key is the metric it bounds
     objectives = [o.metric for o in space.objectives]
@@ -351,7 +351,7 @@ def plan(
         count = sum(metric not in t.metrics for t in trials)
         result.notes.append(f"constraint {metric} was not measured in {count} of the "
                             f"{len(trials)} complete trial(s) of {source}: not checked there")
-    scored: list[tuple[TrialRecord, list[float]]] = []
+    scored: list[tuple[TrialView, list[float]]] = []
     for t in trials:
         if any(o.metric not in t.metrics for o in space.objectives):
             continue

@@ -8,10 +8,13 @@ reused, skipped, lost and resumed through the store alone, as the study loop doe
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
 import pytest
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import OperationalError
 
 from autotune.engines.failures import EngineFailure, FailureKind
@@ -31,7 +34,6 @@ from autotune.store import (
     open_store,
 )
 from autotune.store.attrs import REFERENCE_ATTR
-from autotune.store.db import repository
 from autotune.study import recording
 from autotune.testing.replay_grid import SPACE
 from autotune.trial import TrialOutcome
@@ -63,18 +65,22 @@ def started(url: str) -> tuple[StudyStore, Suggestion]:
     return store, suggestion
 
 
-def rows_fail_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The next write to autotune's trial table loses its connection."""
-    real = repository.update_trial
+@contextmanager
+def rows_fail_once() -> Iterator[None]:
+    """Inside the block, the first update of autotune's trial table loses its connection (the
+    statement is refused before it reaches the database, and its transaction rolls back)."""
     calls: list[int] = []
 
-    def flaky(**fields: Any) -> None:
-        if not calls:
+    def flaky(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not calls and statement.lstrip().upper().startswith("UPDATE AUTOTUNE_TRIALS"):
             calls.append(1)
-            raise OperationalError("UPDATE autotune_trials", {}, Exception("connection lost"))
-        real(**fields)
+            raise OperationalError(statement, {}, Exception("connection lost"))
 
-    monkeypatch.setattr(repository, "update_trial", flaky)
+    event.listen(Engine, "before_cursor_execute", flaky)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "before_cursor_execute", flaky)
 
 
 def facts(budget: int | None = None) -> StudyFacts:
@@ -125,13 +131,10 @@ class StudyStoreSuite:
         assert row.state == "complete" and row.feasible and row.finished_at is not None
         assert row.metrics["output_throughput"] == 500.0
 
-    def test_finishing_again_after_a_lost_reply_tells_optuna_once(
-        self, store_url: str, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
+    def test_finishing_again_after_a_lost_reply_tells_optuna_once(self, store_url: str) -> None:
         store, suggestion = started(store_url)
         result = recording.measured(space(), outcome(300.0))
-        rows_fail_once(monkeypatch)
-        with pytest.raises(OperationalError):
+        with pytest.raises(OperationalError), rows_fail_once():
             store.finish(suggestion.number, result)
         # The study loop's database retry runs the whole recording step again: Optuna keeps
         # its first answer, and the row is written this time.
@@ -212,12 +215,11 @@ class StudyStoreSuite:
         assert row.state == "interrupted" and row.failure_kind == "interrupted"
 
     def test_resume_repairs_a_row_left_running_after_optuna_was_told(
-        self, store_url: str, monkeypatch: pytest.MonkeyPatch
+        self, store_url: str
     ) -> None:
         store, suggestion = started(store_url)
         # The controller dies between the two writes: Optuna has the verdict, our row not.
-        rows_fail_once(monkeypatch)
-        with pytest.raises(OperationalError):
+        with pytest.raises(OperationalError), rows_fail_once():
             store.finish(suggestion.number, recording.measured(space(), outcome(100.0, 10.0)))
         assert open_catalog(store_url).list_trials("s")[0].state == "running"
 
@@ -335,7 +337,7 @@ class SingleProcessStudyStoreSuite(StudyStoreSuite):
         resumed.reconcile()
         summary = resumed.trial(suggestion.number)
         assert summary.failure_kind is FailureKind.INTERRUPTED and not summary.counts_toward_budget
-        [row] = repository.list_trials(url=store_url, study_name="s")
+        [row] = open_catalog(store_url).list_trials("s")
         assert row.state == "interrupted"
         assert row.failure_reason == "its controller stopped without finishing it"
         again = resumed.ask(space())

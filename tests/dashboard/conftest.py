@@ -14,8 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from autotune.dashboard import create_app
-from autotune.store import open_catalog
-from autotune.store.db.session import upgrade
+from autotune.store import open_catalog, upgrade_schema
 from autotune.testing.live_server import CHROMIUM, CHROMIUM_ARGS
 from tests.support.dashboard import (
     HOSTILE,
@@ -35,7 +34,7 @@ def quickstart_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("quickstart") / "quickstart.db"
     shutil.copy(QUICKSTART_DB, path)
     url = f"sqlite:///{path}"
-    upgrade(url)
+    upgrade_schema(url)
     return url
 
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from autotune.dashboard import create_app
-from autotune.store import open_catalog
-from autotune.store.db.session import upgrade
+from autotune.store import open_catalog, upgrade_schema
 from autotune.testing.live_server import CHROMIUM, running_server
 from tests.dashboard.conftest import SHOTS
 from tests.support.dashboard import MIXED, MIXED_KINDS, QUICKSTART, QUICKSTART_DB, study_id
@@ -74,7 +73,7 @@ def layout_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     path = root / "studies.db"
     shutil.copy(QUICKSTART_DB, path)
     url = f"sqlite:///{path}"
-    upgrade(url)
+    upgrade_schema(url)
     write_study(url, MIXED, MIXED_KINDS, seed=3)
     logs = root / "logs" / MIXED
     logs.mkdir(parents=True)

@@ -12,9 +12,8 @@ import pytest
 
 from autotune.bench.ladder import levels_of
 from autotune.dashboard.logs import TAIL_BYTES, log_tail
-from autotune.store.db import repository
 from tests.support.dashboard import MIXED, MIXED_KINDS, ladder_study_url, study_id
-from tests.support.dashboard_studies import SLOS, add_ladder, enrich_trial, write_study
+from tests.support.dashboard_studies import SLOS, add_ladder, enrich_trial, point_log, write_study
 
 RICH = 1  # measured (MIXED_KINDS[1] == "V")
 LADDER_TRIAL = 2  # measured (MIXED_KINDS[2] == "F")
@@ -77,8 +76,7 @@ def test_the_log_tail_is_shown_escaped(study, client_for):
 
 def test_without_the_log_file_the_excerpt_is_shown(study, client_for):
     url, sid, logs = study
-    repository.update_trial(url=url, study_name=MIXED, number=FAILED,
-                            log_path=str(logs / "gone.log"))
+    point_log(url, MIXED, FAILED, str(logs / "gone.log"))
     page = client_for(url).get(f"/studies/{sid}/trials/{FAILED}").text
     assert '<pre id="log" class="log">INFO starting engine' in page
     assert "excerpt" in page
@@ -97,7 +95,7 @@ def test_nothing_outside_the_log_directory_is_read(study, client_for, tmp_path, 
         path = str(logs / ".." / ".." / "secret.log")
     else:
         path = str(tmp_path / "secret.txt")
-    repository.update_trial(url=url, study_name=MIXED, number=FAILED, log_path=path)
+    point_log(url, MIXED, FAILED, path)
     page = client_for(url).get(f"/studies/{sid}/trials/{FAILED}").text
     assert "SECRET" not in page
     assert '<pre id="log" class="log">INFO starting engine' in page

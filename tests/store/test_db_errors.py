@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import event
 
 from autotune.errors import StorageError
+from autotune.store import open_catalog
 from autotune.store.db import repository
 from autotune.store.db.session import get_engine
 from autotune.study import recording
@@ -97,4 +98,5 @@ def test_a_locked_database_is_retried_until_it_is_free(tmp_path: Path) -> None:
         url=url, study_name="s", number=number, failure_reason="late"))
     holder.close()
     assert notices and "database is locked" in notices[0]
-    assert repository.get_trial(url=url, study_name="s", number=number).failure_reason == "late"
+    [row] = open_catalog(url).list_trials("s")
+    assert row.failure_reason == "late"

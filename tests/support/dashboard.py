@@ -21,12 +21,12 @@ def ladder_study_url(folder: Path) -> str:
     """A copy of the ladder quickstart's study in ``folder``, upgraded: its storage URL."""
     import shutil
 
-    from autotune.store.db.session import upgrade
+    from autotune.store import upgrade_schema
 
     path = folder / "quickstart-ladder.db"
     shutil.copy(QUICKSTART_LADDER_DB, path)
     url = f"sqlite:///{path}"
-    upgrade(url)
+    upgrade_schema(url)
     return url
 # One letter per trial (F feasible, V violates an SLO, X failed, R running); trial 0 is the
 # vLLM-default one.

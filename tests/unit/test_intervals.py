@@ -26,9 +26,7 @@ from autotune.results.noise_model import (
     trial_runs,
 )
 from autotune.space.configuration import Configuration
-from autotune.store import FreshRun, open_catalog, open_store
-from autotune.store.db.models import TrialRecord
-from autotune.store.db.session import upgrade
+from autotune.store import FreshRun, TrialView, open_catalog, open_store, upgrade_schema
 from autotune.study.confirm import Confirmation
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,8 +35,8 @@ CLI = [sys.executable, "-m", "autotune.cli"]
 
 
 def record(number: int, params: dict, metrics: dict, *, state: str = "complete",
-           is_default: bool = False) -> TrialRecord:
-    return TrialRecord(number=number, params=params, metrics=metrics, state=state,
+           is_default: bool = False) -> TrialView:
+    return TrialView(number=number, params=params, metrics=metrics, state=state,
                        is_default=is_default)
 
 
@@ -214,7 +212,7 @@ def study_db(tmp_path: Path) -> str:
     """A copy of a real quickstart study (3 trials measured on this host)."""
     shutil.copy(FIXTURE, tmp_path / "q.db")
     url = f"sqlite:///{tmp_path / 'q.db'}"
-    upgrade(url)  # stored at the revision it was written with
+    upgrade_schema(url)  # stored at the revision it was written with
     return url
 
 

@@ -104,6 +104,36 @@ def test_only_the_store_touches_optuna_internals_and_autotune_tables() -> None:
     assert offenders == []
 
 
+def _importers(prefix: str, *, of: str) -> list[str]:
+    """Modules outside ``of`` importing ``prefix`` or a module under it, at any depth (inside
+    functions and under TYPE_CHECKING too)."""
+    offenders = []
+    for name, tree in _modules().items():
+        if name == of or name.startswith(of + "."):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            if any(t == prefix or t.startswith(prefix + ".") for t in targets):
+                offenders.append(f"{name}:{node.lineno}")
+    return offenders
+
+
+def test_only_the_store_imports_autotune_tables() -> None:
+    """The store hands out frozen values (``StudyView``, ``TrialView``), never its rows: no
+    module outside ``autotune.store`` imports ``autotune.store.db``."""
+    assert _importers("autotune.store.db", of="autotune.store") == []
+
+
+def test_no_module_outside_the_store_imports_sqlalchemy_orm() -> None:
+    """ORM models, sessions and mappers are the store's own: others never see a row."""
+    assert _importers("sqlalchemy.orm", of="autotune.store") == []
+
+
 # Engine implementations: what only a launcher may know (how vLLM is run and guarded, a replay).
 ENGINE_IMPLEMENTATIONS = ("autotune.engines.vllm", "autotune.engines.process",
                           "autotune.engines.guard", "autotune.replay")

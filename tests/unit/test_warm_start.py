@@ -277,7 +277,7 @@ def _queue(url: str, name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 def _nothing_created(url: str, name: str) -> bool:
     names = optuna.get_all_study_names(storage=url)
-    return name not in names and repository.get_study(url=url, name=name) is None
+    return name not in names and open_catalog(url).get_study(name) is None
 
 
 def test_start_enqueues_defaults_then_the_mapped_front(tmp_path: Path, invoke) -> None:
@@ -416,7 +416,7 @@ def test_replayed_studies_warm_start_end_to_end(tmp_path: Path) -> None:
     result = plan(new_space, source="earlier", catalog=open_catalog(url),
                   model=new_space.model.path, hardware=pool.describe())
     assert result.seeds, result.notes + [s.reason for s in result.skipped]
-    recorded = {t.number: t for t in repository.list_trials(url=url, study_name="earlier")}
+    recorded = {t.number: t for t in open_catalog(url).list_trials("earlier")}
     # The tighter SLO matters: some trials feasible in the earlier study are not any more.
     assert any(t.feasible and t.metrics["e2e_p95_ms"] > 2300 for t in recorded.values())
     assert result.feasible < sum(t.feasible for t in recorded.values())
@@ -424,7 +424,7 @@ def test_replayed_studies_warm_start_end_to_end(tmp_path: Path) -> None:
         assert recorded[seed.source_trial].metrics["e2e_p95_ms"] <= 2300
     new = study(new_space, "new", result.configurations)
     new.run(n_trials=1 + len(result.seeds))
-    ran = repository.list_trials(url=url, study_name="new")
+    ran = open_catalog(url).list_trials("new")
     assert ran[0].is_default
     assert [t.params for t in ran[1:]] == result.configurations
     for seed, trial in zip(result.seeds, ran[1:], strict=True):
