@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from autotune.space.ladder import CAPACITY_CONSTRAINT
+from autotune.metrics import CAPACITY_METRIC, COST_METRIC
 from autotune.space.model import Space
 from autotune.space.workload_mix import ATTAINMENT_WORST
 
@@ -26,9 +26,8 @@ from autotune.space.workload_mix import ATTAINMENT_WORST
 FAILED_MAXIMIZE_VALUE = 0.0
 FAILED_MINIMIZE_VALUE = 1e5
 ERROR_RATE_CONSTRAINT = "error_rate"
-
-
-COST_METRIC = "cost_per_1m_output_tokens_usd"
+# With a load ladder, capacity at SLO is the constraint the ladder's SLOs are told through.
+CAPACITY_CONSTRAINT = CAPACITY_METRIC
 
 
 def constrained_slos(space: Space) -> dict[str, float]:

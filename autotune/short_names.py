@@ -1,8 +1,9 @@
-"""Short names for parameters, values and metrics, so a study's table fits an 80-column terminal.
+"""Short names for parameters, values and failures, so a study's table fits an 80-column terminal.
 
 One fixed table (documented in docs/output.md): the compact views of ``study show`` and the
 end-of-study front print ``seqs=16`` instead of ``max_num_seqs=16``. A name not in the table is
 printed in full (and wrapped, never cut), so a flag autotune does not know stays readable.
+Metrics' short names are the metric catalogue's (``autotune.metrics.short_name``).
 """
 
 from __future__ import annotations
@@ -31,35 +32,6 @@ PARAMETER_NAMES = {
     "async_scheduling": "async",
     "scheduling_policy": "policy",
     "max_num_partial_prefills": "partial_prefills",
-}
-
-METRIC_NAMES = {
-    "output_throughput": "tok/s",
-    "request_throughput": "req/s",
-    "total_token_throughput": "total tok/s",
-    "request_goodput": "goodput req/s",
-    "goodput_fraction": "goodput share",
-    "error_rate": "errors",
-    "output_throughput_cv": "tput CV",
-    "kv_cache_usage_peak_pct": "KV peak %",
-    "preemptions": "preempt",
-    "prefix_cache_hit_rate": "prefix hit",
-    "spec_decode_acceptance_rate": "spec accept",
-    "queue_time_mean_ms": "queue ms",
-    "capacity_request_rate": "capacity req/s",
-    "gpu_util_mean_pct": "GPU util %",
-    "gpu_mem_peak_mib": "GPU mem MiB",
-    "cpu_util_mean_pct": "CPU util %",
-    "engine_rss_peak_mib": "engine RSS MiB",
-    "cost_per_1m_output_tokens_usd": "$/1M tok",
-    "parallel_trials": "ran at once",
-    "kv_cache_tokens": "KV tokens",
-    "memory_fit_kv_error": "KV estimate err",
-    "quality_accuracy": "accuracy",
-    "quality_accuracy_delta": "Δ accuracy",
-    "quality_seq_match": "same output",
-    "quality_top1_agreement": "top-1 agree",
-    "quality_logprob_drift": "logprob drift",
 }
 
 FAILURE_NAMES = {
@@ -94,16 +66,6 @@ def value(v: Any) -> str:
 
 def assignment(name: str, v: Any) -> str:
     return f"{parameter(name)}={value(v)}"
-
-
-def metric(name: str) -> str:
-    """``e2e_p95_ms`` → ``e2e p95 ms``; listed metrics by the table; others as they are."""
-    if name in METRIC_NAMES:
-        return METRIC_NAMES[name]
-    parts = name.split("_")
-    if len(parts) == 3 and parts[2] == "ms" and parts[0] in ("ttft", "tpot", "itl", "e2e"):
-        return " ".join(parts)
-    return name
 
 
 def failure(kind: str | None) -> str:

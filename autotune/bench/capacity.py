@@ -1,34 +1,103 @@
-"""SLO capacity: the highest request rate at which every SLO still holds, on one running server.
+"""Capacity at SLO: the highest request rate at which every SLO still holds, on one running
+server. This is how fleets are sized: requests/s per replica at the SLOs. Two strategies give
+the one metric ``capacity_rps`` (``autotune.metrics.CAPACITY_METRIC``):
 
-Bracketing then bisection over Poisson request rates: double the rate from ``start_rate``
-until a load point misses an SLO (or ``max_rate`` is reached), then bisect between the last
-rate that held and the first that did not, ``bisection_steps`` times. Every load point is
-measured on the same engine (one engine start per trial), and the answer is the highest rate
-that held. This is how fleets are sized: requests/s per replica at the SLO.
+* **Ladder interpolation** (``capacity_of``; the space's ``ladder:``): fixed load levels in
+  rising order, the first failing one ends them. Capacity is the achieved request rate
+  interpolated linearly to where the worst SLO ratio (measured / limit) crosses 1 between the
+  last passing and the first failing level; the figures at capacity (throughput,
+  interactivity) are interpolated at the same point. ``bench.ladder`` runs the levels.
+* **Rate bisection** (``find_capacity``; the space's ``capacity:``): double the Poisson rate
+  from ``start_rate`` until a load point misses an SLO (or ``max_rate`` is reached), then bisect
+  between the last rate that held and the first that did not, ``bisection_steps`` times. The
+  answer is the highest rate that held, within ``capacity_resolution_rps``.
+
+Every load point is measured on the same engine (one engine start per trial).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from autotune.metrics import CAPACITY_METRIC
+from autotune.space.capacity import CapacitySpec, bracket_rates
 
 
-class CapacitySpec(BaseModel):
-    """The ``capacity`` section of a space file."""
+class LoadPoint(Protocol):
+    """A measured load level as interpolation needs it (``bench.ladder.Level``)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    start_rate: float = Field(default=1.0, gt=0, description="first rate tried (requests/s)")
-    max_rate: float = Field(default=256.0, gt=0, description="never try above this rate")
-    bisection_steps: int = Field(default=3, ge=0, le=10)
-    requests_per_point: int = Field(default=48, gt=0)
-    max_concurrency: int | None = Field(default=None, gt=0)
+    @property
+    def metrics(self) -> Mapping[str, float]: ...
+    @property
+    def slo_ratio(self) -> float: ...
+    @property
+    def holds(self) -> bool: ...
+    @property
+    def rate(self) -> float: ...
+    @property
+    def interactivity(self) -> float: ...
 
 
 @dataclass
-class LoadPoint:
+class Capacity:
+    """Where the curve crosses the SLOs. ``lower_bound``: every level held (the ladder never
+    reached the SLOs' edge), so the answer is the top level's rate, not the edge."""
+
+    rate: float
+    output_throughput: float
+    interactivity: float
+    lower_bound: bool = False
+
+
+def slo_ratio(metrics: Mapping[str, float], slos: Mapping[str, float]) -> float:
+    """The worst measured / limit over ``slos``; inf when one was not measured (0 with none)."""
+    worst = 0.0
+    for key, limit in slos.items():
+        value = metrics.get(key, math.nan)
+        worst = max(worst, value / limit if math.isfinite(value) else math.inf)
+    return worst
+
+
+def capacity_of(levels: Sequence[LoadPoint]) -> Capacity:
+    """Capacity at SLO from levels in rising load order (the first failing one ends them)."""
+    last_pass: LoadPoint | None = None
+    for level in levels:
+        if not level.holds:
+            return _between(last_pass, level)
+        last_pass = level
+    if last_pass is None:
+        return Capacity(0.0, 0.0, math.nan)
+    return Capacity(last_pass.rate, last_pass.metrics.get("output_throughput", 0.0),
+                    last_pass.interactivity, lower_bound=True)
+
+
+def _between(passed: LoadPoint | None, failed: LoadPoint) -> Capacity:
+    """Interpolate from ``passed`` (or zero load) to ``failed`` where the SLO ratio is 1. A
+    level that failed on errors (ratio ≤ 1) or whose rate fell gives ``passed`` itself."""
+    if passed is None:
+        return Capacity(0.0, 0.0, math.nan)
+    p_tput = passed.metrics.get("output_throughput", 0.0)
+    rise = failed.slo_ratio - passed.slo_ratio
+    if not (math.isfinite(failed.slo_ratio) and failed.slo_ratio > 1 and rise > 0
+            and failed.rate > passed.rate):
+        return Capacity(passed.rate, p_tput, passed.interactivity)
+    t = (1.0 - passed.slo_ratio) / rise
+
+    def lerp(a: float, b: float) -> float:
+        return a + t * (b - a) if math.isfinite(b) else a
+
+    return Capacity(lerp(passed.rate, failed.rate),
+                    lerp(p_tput, failed.metrics.get("output_throughput", 0.0)),
+                    lerp(passed.interactivity, failed.interactivity))
+
+
+@dataclass
+class RatePoint:
+    """One load point of the bisection: its offered Poisson rate."""
+
     rate: float
     metrics: dict[str, float]
     holds: bool
@@ -39,25 +108,15 @@ class CapacityResult:
     rate: float  # highest rate that held every SLO (0 when even start_rate missed)
     output_throughput: float  # output tokens/s measured at that rate
     resolution: float  # width of the final bracket: the answer is within this of the truth
-    points: list[LoadPoint] = field(default_factory=list)
+    points: list[RatePoint] = field(default_factory=list)
 
     def as_metrics(self) -> dict[str, float]:
         return {
-            "capacity_request_rate": self.rate,
+            CAPACITY_METRIC: self.rate,
             "capacity_output_throughput": self.output_throughput,
             "capacity_resolution_rps": self.resolution,
             "capacity_load_points": float(len(self.points)),
         }
-
-
-def bracket_rates(start: float, maximum: float, factor: float = 2.0) -> list[float]:
-    """The bracketing rates: ``start * factor**k`` below ``maximum``, then ``maximum`` (the
-    load ladder's ``start``/``factor``/``max`` levels are these too)."""
-    rates, rate = [], start
-    while rate < maximum * (1 - 1e-9):
-        rates.append(rate)
-        rate *= factor
-    return [*rates, maximum]
 
 
 def find_capacity(
@@ -67,15 +126,15 @@ def find_capacity(
 ) -> CapacityResult:
     """``measure(rate)`` runs one load point and returns its metrics; ``holds(metrics)`` says
     whether every SLO (and the error limit) held there."""
-    points: list[LoadPoint] = []
+    points: list[RatePoint] = []
 
-    def probe(rate: float) -> LoadPoint:
+    def probe(rate: float) -> RatePoint:
         metrics = dict(measure(rate))
-        point = LoadPoint(rate, metrics, holds(metrics))
+        point = RatePoint(rate, metrics, holds(metrics))
         points.append(point)
         return point
 
-    best: LoadPoint | None = None
+    best: RatePoint | None = None
     low, high = 0.0, spec.start_rate
     for rate in bracket_rates(spec.start_rate, spec.max_rate):
         point = probe(rate)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import httpx
 
-from autotune.bench.capacity import CapacityResult, CapacitySpec, find_capacity
+from autotune.bench.capacity import CapacityResult, find_capacity
 from autotune.bench.driver import BenchResult, Endpoint, EngineStalled, HttpLoadDriver, LoadDriver
 from autotune.bench.ladder import ladder_into
 from autotune.bench.measurement import MetricsPoller, measure_robustly
@@ -30,6 +30,7 @@ from autotune.engines.base import EngineConfig, RunningEngine
 from autotune.engines.failures import EngineFailure, FailureKind, stalled
 from autotune.quality.probe import QualityError, QualityProbe
 from autotune.scoring import COST_METRIC, cost_per_1m_output_tokens, slos_hold
+from autotune.space.capacity import CapacitySpec
 from autotune.space.ladder import LadderSpec
 from autotune.space.model import Space
 from autotune.space.quality import QualitySpec

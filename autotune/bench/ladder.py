@@ -6,9 +6,8 @@ engine. Latency only rises with load, so
 
 * the ladder stops at the first level that misses an SLO: no higher level can hold, and the
   capacity lies between that level and the one before (``stop_reason`` says so);
-* capacity at SLO is the achieved request rate interpolated linearly to where the worst SLO
-  ratio (measured / limit) crosses 1 between the last passing and the first failing level;
-  the figures at capacity (throughput, interactivity) are interpolated at the same point;
+* capacity at SLO is interpolated between those two levels (``bench.capacity.capacity_of``,
+  one of the capacity module's two strategies);
 * after each passing level an optimistic bound of the trial's objectives (higher levels can
   only gain rate up to ``max level / E2E now``, never interactivity) is compared with the
   study's current front: a bound some front point dominates ends the ladder ("off the front").
@@ -24,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from autotune.bench.capacity import Capacity, capacity_of, slo_ratio
+from autotune.metrics import CAPACITY_METRIC
 from autotune.scoring import dominates
 from autotune.space.ladder import LadderSpec
 
@@ -61,17 +62,6 @@ class Level:
 
 
 @dataclass
-class Capacity:
-    """Where the curve crosses the SLOs. ``lower_bound``: every level held (the ladder never
-    reached the SLOs' edge), so the answer is the top level's rate, not the edge."""
-
-    rate: float
-    output_throughput: float
-    interactivity: float
-    lower_bound: bool = False
-
-
-@dataclass
 class LadderResult:
     kind: str
     planned: list[float]
@@ -83,7 +73,7 @@ class LadderResult:
         return capacity_of(self.levels)
 
     def as_metrics(self, n_devices: int, device_hour_usd: float | None) -> dict[str, float]:
-        """The trial's curve metrics (bench/ladder_spec.LADDER_METRICS)."""
+        """The trial's curve metrics (``autotune.space.ladder.LADDER_METRICS``)."""
         return derived_metrics(self.capacity, n_devices, device_hour_usd) | {
             "ladder_levels_run": float(len(self.levels)),
             "ladder_stopped_early": float(self.stop_reason is not None),
@@ -102,7 +92,7 @@ def derived_metrics(
 ) -> dict[str, float]:
     per_device = capacity.output_throughput / max(n_devices, 1)
     out = {
-        "capacity_rps": capacity.rate,
+        CAPACITY_METRIC: capacity.rate,
         "throughput_per_device_at_capacity": per_device,
         "interactivity_at_capacity": capacity.interactivity,
         "capacity_is_lower_bound": float(capacity.lower_bound),
@@ -112,48 +102,6 @@ def derived_metrics(
             device_hour_usd / 3600.0 / per_device * 1e6 if per_device > 0 else math.inf
         )
     return out
-
-
-def slo_ratio(metrics: Mapping[str, float], slos: Mapping[str, float]) -> float:
-    """The worst measured / limit over ``slos``; inf when one was not measured (0 with none)."""
-    worst = 0.0
-    for key, limit in slos.items():
-        value = metrics.get(key, math.nan)
-        worst = max(worst, value / limit if math.isfinite(value) else math.inf)
-    return worst
-
-
-def capacity_of(levels: Sequence[Level]) -> Capacity:
-    """Capacity at SLO from levels in rising load order (the first failing one ends them)."""
-    last_pass: Level | None = None
-    for level in levels:
-        if not level.holds:
-            return _between(last_pass, level)
-        last_pass = level
-    if last_pass is None:
-        return Capacity(0.0, 0.0, math.nan)
-    return Capacity(last_pass.rate, last_pass.metrics.get("output_throughput", 0.0),
-                    last_pass.interactivity, lower_bound=True)
-
-
-def _between(passed: Level | None, failed: Level) -> Capacity:
-    """Interpolate from ``passed`` (or zero load) to ``failed`` where the SLO ratio is 1. A
-    level that failed on errors (ratio ≤ 1) or whose rate fell gives ``passed`` itself."""
-    if passed is None:
-        return Capacity(0.0, 0.0, math.nan)
-    p_tput = passed.metrics.get("output_throughput", 0.0)
-    rise = failed.slo_ratio - passed.slo_ratio
-    if not (math.isfinite(failed.slo_ratio) and failed.slo_ratio > 1 and rise > 0
-            and failed.rate > passed.rate):
-        return Capacity(passed.rate, p_tput, passed.interactivity)
-    t = (1.0 - passed.slo_ratio) / rise
-
-    def lerp(a: float, b: float) -> float:
-        return a + t * (b - a) if math.isfinite(b) else a
-
-    return Capacity(lerp(passed.rate, failed.rate),
-                    lerp(p_tput, failed.metrics.get("output_throughput", 0.0)),
-                    lerp(passed.interactivity, failed.interactivity))
 
 
 def optimistic_metrics(

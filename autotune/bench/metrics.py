@@ -1,11 +1,12 @@
 """Per-request records → headline metrics: percentiles, throughput, goodput, error rate.
 
 Metric names are ``<latency>_<stat>_ms`` (latency in ttft, tpot, itl, e2e; stat in mean, p50,
-p90, p95, p99) plus throughput and count metrics. ``to_vllm_bench_keys`` renames them to the
-JSON keys ``vllm bench serve --save-result`` writes, so existing plotting tools read our files.
+p90, p95, p99) plus throughput and count metrics, each described once in the metric catalogue
+(``autotune.metrics``). ``to_vllm_bench_keys`` renames them to the JSON keys ``vllm bench serve
+--save-result`` writes, so existing plotting tools read our files.
 
 Every turn of a conversation is a request of its own for all of these (and for goodput and the
-SLOs, as vLLM counts them); a run with conversations adds the ``CONVERSATION_METRICS``: TTFT and
+SLOs, as vLLM counts them); a run with conversations adds the conversation metrics: TTFT and
 E2E of first turns apart from later ones (which resend the history, so the prefix cache serves
 most of their prompt), and per conversation its duration without think time.
 """
@@ -14,82 +15,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from autotune.space.ladder import LADDER_METRICS
-from autotune.space.quality import QUALITY_METRICS
-
-LATENCIES = ("ttft", "tpot", "itl", "e2e")
-PERCENTILES = (50, 90, 95, 99)
-STATS = ("mean",) + tuple(f"p{p}" for p in PERCENTILES)
-
-THROUGHPUT_METRICS = {
-    "output_throughput": "maximize",
-    "request_throughput": "maximize",
-    "total_token_throughput": "maximize",
-    "request_goodput": "maximize",
-    "goodput_fraction": "maximize",
-}
-COUNT_METRICS = (
-    "completed",
-    "failed",
-    "error_rate",
-    "duration_s",
-    "total_input_tokens",
-    "total_output_tokens",
-)
-
-# Runs with multi-turn conversations only. ``first_turn_*`` / ``later_turn_*``: the TTFT and E2E
-# of first turns and of every later turn; ``conversation_duration_*``: per conversation whose
-# turns all succeeded, the sum of its turns' E2E (send → last token), i.e. without think time
-# and without the wait at the client's concurrency gate.
-TURN_LATENCIES = ("first_turn_ttft", "later_turn_ttft", "first_turn_e2e", "later_turn_e2e",
-                  "conversation_duration")
-CONVERSATION_COUNTS = ("conversations_completed", "conversations_failed")
-CONVERSATION_METRICS = (
-    *(f"{lat}_{stat}_ms" for lat in TURN_LATENCIES for stat in STATS), *CONVERSATION_COUNTS,
-)
-
-# Measured around the benchmark by the trial (devices.sampling, cost): minimise the first two.
-RESOURCE_METRICS = {
-    "cost_per_1m_output_tokens_usd": "minimize",
-    "engine_rss_peak_mib": "minimize",
-    "gpu_mem_peak_mib": "minimize",
-    "gpu_util_mean_pct": "maximize",
-    "gpu_util_peak_pct": "maximize",
-    "cpu_util_mean_pct": "maximize",
-    "cpu_util_peak_pct": "maximize",
-    "parallel_trials": "maximize",
-    # SLO capacity search (bench.capacity), when the space asks for it
-    "capacity_request_rate": "maximize",
-    "capacity_output_throughput": "maximize",
-    # the load ladder's curve (bench.ladder), when the space has a `ladder:` section
-    **LADDER_METRICS,
-}
-
-LATENCY_METRIC = re.compile(r"^(ttft|tpot|itl|e2e)_(mean|p50|p90|p95|p99)_ms$")
-
-
-def known_metric_names() -> list[str]:
-    names = list(THROUGHPUT_METRICS)
-    names += [f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS]
-    names += list(COUNT_METRICS)
-    names += list(CONVERSATION_METRICS)
-    names += list(RESOURCE_METRICS)
-    names += list(QUALITY_METRICS)
-    return names
-
-
-def natural_direction(metric: str) -> str:
-    """Which way is better for ``metric`` ('maximize' or 'minimize')."""
-    if metric in THROUGHPUT_METRICS:
-        return "maximize"
-    if metric in QUALITY_METRICS:
-        return QUALITY_METRICS[metric]
-    return RESOURCE_METRICS.get(metric, "minimize")
+from autotune.metrics import LATENCY_METRIC, PERCENTILES
 
 
 @dataclass
@@ -222,7 +152,10 @@ def summarize(
 
 
 def _conversation_metrics(records: Sequence[RequestRecord]) -> dict[str, float]:
-    """``CONVERSATION_METRICS`` over the turns of the run's conversations."""
+    """The conversation metrics (catalogue kind ``conversation``) over the turns of the run's
+    conversations: per conversation whose turns all succeeded, the sum of its turns' E2E
+    (send → last token), i.e. without think time and without the wait at the client's
+    concurrency gate."""
     turns = [r for r in records if r.conversation is not None and r.ok]
     out: dict[str, float] = {}
     for part, chosen in (("first_turn", [r for r in turns if r.turn == 0]),

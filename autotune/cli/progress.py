@@ -24,6 +24,7 @@ from rich.progress_bar import ProgressBar
 from rich.text import Text
 
 from autotune import short_names
+from autotune.metrics import CAPACITY_METRIC
 
 Clock = Callable[[], float]
 
@@ -135,10 +136,10 @@ def outcome_text(outcome: Any) -> str:
 
 
 def _curve_text(m: dict[str, float]) -> str:
-    """The load curve's answer first, when the space has a ladder."""
-    if "capacity_rps" not in m:
+    """Capacity at SLO first, when the space has a ladder (or a ``capacity:`` search)."""
+    if CAPACITY_METRIC not in m:
         return ""
-    capacity = m["capacity_rps"]
+    capacity = m[CAPACITY_METRIC]
     if not capacity > 0:
         return "no load level held the SLOs; main load "
     at_least = "≥ " if m.get("capacity_is_lower_bound") else ""

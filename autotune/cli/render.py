@@ -13,15 +13,7 @@ from rich.text import Text
 
 from autotune import short_names
 from autotune.cli.common import console, err_console
-
-# Shown by `study show --wide` when measured, titled by their short names.
-SHOWN_RESOURCE_METRICS = {name: short_names.METRIC_NAMES[name] for name in (
-    "output_throughput_cv", "kv_cache_usage_peak_pct", "preemptions", "prefix_cache_hit_rate",
-    "spec_decode_acceptance_rate", "queue_time_mean_ms", "capacity_request_rate",
-    "gpu_util_mean_pct", "gpu_mem_peak_mib", "cpu_util_mean_pct", "engine_rss_peak_mib",
-    "cost_per_1m_output_tokens_usd", "parallel_trials", "kv_cache_tokens",
-    "memory_fit_kv_error",
-)}
+from autotune.metrics import short_name, wide_columns
 
 
 def short_params(params: dict[str, Any]) -> str:
@@ -76,7 +68,7 @@ def slo_cell(report: Any, t: Any) -> str:
     if not missed:
         return "met"
     # One missed constraint a line, without the unit: "✗ ttft p95".
-    return "\n".join(f"[yellow]✗[/] {escape(short_names.metric(m).removesuffix(' ms'))}"
+    return "\n".join(f"[yellow]✗[/] {escape(short_name(m).removesuffix(' ms'))}"
                      for m in missed)
 
 
@@ -168,13 +160,13 @@ def _compact_columns(report: Any, columns: tuple[str, ...] | list[str], two_line
         if col == "objectives":
             for metric, direction in zip(report.metrics, report.directions, strict=True):
                 arrow = "↑" if direction == "maximize" else "↓"
-                out.append((f"{short_names.metric(metric)} {arrow}",
+                out.append((f"{short_name(metric)} {arrow}",
                             lambda t, m=metric: objective_cell(report, t, m, two_lines), True))
         elif col in _HEADERS:
             out.append((_HEADERS[col], lambda t, cell=_CELLS[col]: cell(report, t),
                         col in ("trial", "startup", "bench")))
         else:
-            out.append((escape(short_names.metric(col)),
+            out.append((escape(short_name(col)),
                         lambda t, m=col: f"{t.metrics[m]:.4g}" if m in t.metrics else "—", True))
     return out
 
@@ -272,11 +264,11 @@ def print_study(report: Any, name: str, *, wide: bool = False,
                     console.print(f"  trial {t.number} {escape(kind)}: "
                                   f"{escape(t.failure_reason)}", highlight=False)
         if report.quality_columns:
-            from autotune.space.quality import QUALITY_LABELS, format_quality
+            from autotune.space.quality import format_quality
 
             alike: dict[str, list[int]] = {}  # trials with the same figures share a line
             for t in report.trials:
-                measured = [f"{QUALITY_LABELS.get(m, m)} {format_quality(m, t.metrics.get(m))}"
+                measured = [f"{short_name(m)} {format_quality(m, t.metrics.get(m))}"
                             for m in report.quality_columns if m in t.metrics]
                 if measured:
                     alike.setdefault(" · ".join(measured), []).append(t.number)
@@ -308,10 +300,10 @@ def print_study(report: Any, name: str, *, wide: bool = False,
 
 def wide_table(report: Any) -> Table:
     """`study show --wide`: every column, parameters in full, one per line."""
-    from autotune.space.quality import QUALITY_LABELS, format_quality
+    from autotune.space.quality import format_quality
 
     table = Table()
-    extra = [m for m in SHOWN_RESOURCE_METRICS
+    extra = [m for m in wide_columns()
              if m not in report.metrics and any(m in t.metrics for t in report.trials)]
     quality = report.quality_columns
     for col in (
@@ -320,8 +312,8 @@ def wide_table(report: Any) -> Table:
         "feasible",
         "parameters",
         *report.metrics,
-        *(QUALITY_LABELS[m] for m in quality),
-        *(SHOWN_RESOURCE_METRICS[m] for m in extra),
+        *(short_name(m) for m in quality),
+        *(short_name(m) for m in extra),
         "startup s",
         "bench s",
         "measured",

@@ -11,11 +11,12 @@ from rich.table import Table
 
 from autotune import short_names
 from autotune.bench.ladder import levels_of
-from autotune.bench.metrics import LATENCIES, STATS
 from autotune.cli.common import console
 from autotune.cli.render import measured, result_cell, slo_cell
-from autotune.space.ladder import CAPACITY_CONSTRAINT, LADDER_METRICS
-from autotune.space.quality import QUALITY_LABELS, QUALITY_METRICS, format_quality
+from autotune.metrics import LATENCIES, STATS, short_name
+from autotune.scoring import CAPACITY_CONSTRAINT
+from autotune.space.ladder import LADDER_METRICS
+from autotune.space.quality import QUALITY_METRICS, format_quality
 from autotune.space.workload_mix import MIX_METRICS, split_metric
 
 THROUGHPUT = ("output_throughput", "request_throughput", "total_token_throughput",
@@ -99,12 +100,12 @@ def print_trial(report: Any, t: Any, intervals: dict[str, Any] | None = None) ->
     if levels:
         _section("load curve", [(k, m[k]) for k in LADDER_METRICS if k in m])
         console.print(ladder_table(levels))
-    _section("quality", [(QUALITY_LABELS[k], format_quality(k, m[k]))
+    _section("quality", [(short_name(k), format_quality(k, m[k]))
                          for k in QUALITY_METRICS if k in m])
     elsewhere = {*THROUGHPUT, *LATENCY_METRICS, *QUALITY_METRICS,
                  *(LADDER_METRICS if levels else ())}
     _section("engine and measurement metrics",
-             [(f"{short_names.metric(k)} ({k})" if short_names.metric(k) != k else k, m[k])
+             [(f"{short_name(k)} ({k})" if short_name(k) != k else k, m[k])
               for k in sorted(m) if k not in elsewhere and split_metric(k)[0] is None])
     _section("timings, s", [(k, f"{v:.1f}") for k, v in (
         ("startup", t.startup_s), ("warmup", t.warmup_s), ("benchmark", t.benchmark_s),

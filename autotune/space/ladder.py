@@ -1,8 +1,7 @@
 """The ``ladder`` section of a space file: the load levels every started server is measured at.
 
-A leaf module (pydantic and the capacity search's rate bracketing only), so the space file, the
-ladder runner (bench/ladder.py) and the metric catalogue (bench/metrics.py) can all use it
-without importing one another.
+A leaf module (pydantic, the metric catalogue and the capacity section's rate bracketing only),
+so the space file and the ladder runner (bench/ladder.py) can both use it.
 """
 
 from __future__ import annotations
@@ -11,21 +10,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from autotune.bench.capacity import bracket_rates
+from autotune.metrics import directions, of_kind
+from autotune.space.capacity import bracket_rates
 
 MAX_LEVELS = 16
 
-# Trial metrics derived from the load curve (bench/ladder.py), with their better direction.
-CAPACITY_CONSTRAINT = "capacity_rps"
-LADDER_METRICS = {
-    "capacity_rps": "maximize",
-    "throughput_per_device_at_capacity": "maximize",
-    "interactivity_at_capacity": "maximize",
-    "cost_per_1m_at_capacity": "minimize",
-    "ladder_levels_run": "minimize",
-    "ladder_stopped_early": "minimize",
-    "capacity_is_lower_bound": "minimize",
-}
+# Trial metrics derived from the load curve (bench/ladder.py), with their better direction:
+# capacity at SLO (which the ``capacity:`` section's bisection also gives) and the curve's own.
+LADDER_METRICS = directions(of_kind("capacity", "ladder"))
 
 
 class LadderSpec(BaseModel):

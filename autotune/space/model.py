@@ -18,10 +18,11 @@ from pydantic import (
     model_validator,
 )
 
-from autotune.bench.capacity import CapacitySpec
 from autotune.errors import SpaceError
+from autotune.metrics import CAPACITY_METRIC, lookup
 from autotune.model.config import candidates, hub_cache, is_repo_id
-from autotune.space.ladder import LADDER_METRICS, LadderSpec
+from autotune.space.capacity import CapacitySpec
+from autotune.space.ladder import LadderSpec
 from autotune.space.measurement import MeasurementSpec
 from autotune.space.parameters import (
     NONE_CHOICE,
@@ -168,11 +169,28 @@ class Space(Strict):
                     f"objectives: {objective.metric} compares with the reference, but "
                     "quality.reference is none"
                 )
+        if self.ladder is not None and self.capacity is not None:
+            problems.append(
+                f"ladder, capacity: both measure {CAPACITY_METRIC} (capacity at SLO); give one "
+                "(docs/measurement.md, The ladder and `capacity:`)"
+            )
         for objective in self.objectives:
-            if objective.metric in LADDER_METRICS and self.ladder is None:
+            found = lookup(objective.metric)
+            kind = found.kind if found is not None else ""
+            if kind == "capacity" and self.ladder is None and self.capacity is None:
+                problems.append(
+                    f"objectives: {objective.metric} needs a `ladder:` section "
+                    "(docs/measurement.md, Load ladder) or a `capacity:` section"
+                )
+            elif kind == "ladder" and self.ladder is None:
                 problems.append(
                     f"objectives: {objective.metric} needs a `ladder:` section "
                     "(docs/measurement.md, Load ladder)"
+                )
+            elif kind == "bisection" and self.capacity is None:
+                problems.append(
+                    f"objectives: {objective.metric} needs a `capacity:` section "
+                    "(docs/search-space.md, capacity)"
                 )
             elif objective.metric == "cost_per_1m_at_capacity" and self.cost is None:
                 problems.append(

@@ -1,7 +1,7 @@
-"""The ``quality:`` section of a space file and the quality metric names.
+"""The ``quality:`` section of a space file and the views of the quality metrics it needs.
 
-Imports nothing from autotune, so ``autotune.space.model`` and ``autotune.bench.metrics`` can both
-use it.
+Imports only the metric catalogue (``autotune.metrics``, where the quality metrics' facts are),
+so ``autotune.space.model`` and the quality probe can both use it.
 """
 
 from __future__ import annotations
@@ -10,17 +10,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from autotune.metrics import directions, lookup, of_kind
+
 # Metric name → the direction that is better. Every trial with a ``quality:`` section gets them
 # (the agreement ones only once the study has its reference outputs).
-QUALITY_METRICS = {
-    "quality_accuracy": "maximize",  # labelled eval score, 0..1
-    "quality_accuracy_delta": "maximize",  # accuracy − the reference trial's accuracy
-    "quality_seq_match": "maximize",  # generated token sequences identical to the reference
-    "quality_top1_agreement": "maximize",  # teacher-forced argmax equal to the reference's
-    "quality_logprob_drift": "minimize",  # mean |Δ logprob| of the reference tokens
-}
+QUALITY_METRICS = directions(of_kind("quality"))
 # Recorded beside them, never an objective or a constraint.
-QUALITY_INFO_METRICS = ("quality_prompts", "quality_labelled", "quality_s")
+QUALITY_INFO_METRICS = tuple(m.name for m in of_kind("quality_info"))
+# How a table heads them (their short names).
+QUALITY_LABELS = {m.name: m.short_name for m in of_kind("quality")}
 
 Scoring = Literal["exact", "contains", "numeric"]
 
@@ -90,21 +88,15 @@ class QualitySpec(BaseModel):
         return out
 
 
-QUALITY_LABELS = {
-    "quality_accuracy": "accuracy",
-    "quality_accuracy_delta": "Δ accuracy",
-    "quality_seq_match": "same output",
-    "quality_top1_agreement": "top-1 agree",
-    "quality_logprob_drift": "logprob drift",
-}
-
-
 def format_quality(metric: str, value: float | None) -> str:
-    """A quality metric as people read it: percentages, points of accuracy, nats."""
+    """A quality metric as people read it, by its catalogued unit: a share as a percentage,
+    points of accuracy, nats as a plain number."""
     if value is None or value != value or value in (float("inf"), float("-inf")):
         return "—"
-    if metric == "quality_accuracy_delta":
+    found = lookup(metric)
+    unit = found.unit if found is not None else "fraction"
+    if unit == "pt":
         return f"{value * 100:+.1f} pt"
-    if metric == "quality_logprob_drift":
-        return f"{value:.3g}"
-    return f"{value:.1%}"
+    if unit == "fraction":
+        return f"{value:.1%}"
+    return f"{value:.3g}"

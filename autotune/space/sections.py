@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from autotune.bench.metrics import known_metric_names
+from autotune.metrics import canonical_name, known_metric_names
 from autotune.space.workload_mix import (
     MIX_METRICS,
     metric_direction,
@@ -94,7 +94,9 @@ class Objective(Strict):
     @classmethod
     def _known(cls, metric: str) -> str:
         """A known metric, a mix's aggregate, or ``WORKLOAD.<per-workload metric>``; whether
-        the space has that workload (or is a mix at all) is checked by ``Space``."""
+        the space has that workload (or is a mix at all) is checked by ``Space``. An old name
+        (``capacity_request_rate``) reads as the metric's name now."""
+        metric = canonical_name(metric)
         workload, base = split_metric(metric)
         if workload is not None:
             if base not in per_workload_metric_names():

@@ -7,8 +7,8 @@ stored under its name (``chat.ttft_p95_ms``); the unprefixed figures (``output_t
 ``slo_attainment_worst`` / ``slo_attainment_weighted`` say how many requests met their own
 workload's SLOs. Documented in docs/search-space.md, "Several workloads".
 
-A leaf module beside ``workload_spec``: the space file's sections and the measuring step both
-use it.
+A leaf module beside ``space.workload`` (and the metric catalogue): the space file's sections
+and the measuring step both use it.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from autotune.bench.metrics import (
+from autotune.metrics import (
     LATENCY_METRIC,
-    THROUGHPUT_METRICS,
+    directions,
     known_metric_names,
     natural_direction,
+    of_kind,
 )
 from autotune.space.workload import WorkloadSpec
 
@@ -33,7 +34,9 @@ from autotune.space.workload import WorkloadSpec
 # the fraction of its requests that met all of that workload's SLOs (its goodput_fraction).
 ATTAINMENT_WORST = "slo_attainment_worst"
 ATTAINMENT_WEIGHTED = "slo_attainment_weighted"
-MIX_METRICS = {ATTAINMENT_WORST: "maximize", ATTAINMENT_WEIGHTED: "maximize"}
+MIX_METRICS = directions(of_kind("mix"))
+# Combined as ``aggregate.throughput`` says.
+THROUGHPUT_METRICS = tuple(m.name for m in of_kind("throughput"))
 
 WORKLOAD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _PREFIXED = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*)\.(.+)$")

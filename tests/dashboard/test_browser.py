@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from autotune.bench.metrics import natural_direction
 from autotune.dashboard import create_app
+from autotune.metrics import natural_direction
 from autotune.results.export import export_yaml
 from autotune.results.report import load_report, pareto_front
 from autotune.store import open_catalog

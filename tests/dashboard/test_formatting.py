@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import pytest
 
-from autotune.bench.metrics import known_metric_names
+from autotune.bench.engine_metrics import EngineMetricsDelta
 from autotune.dashboard.formatting import (
     GROUPS,
     format_metric,
@@ -15,6 +16,7 @@ from autotune.dashboard.formatting import (
     metric_group,
     metric_unit,
 )
+from autotune.metrics import known_metric_names, of_kind
 from tests.support.dashboard_studies import RICH_METRICS
 
 
@@ -92,6 +94,16 @@ def test_units_and_groups(name, unit, group):
 
 def test_every_known_metric_has_a_group_other_than_other():
     assert [m for m in known_metric_names() if metric_group(m) == "other"] == []
+
+
+def test_the_catalogue_lists_every_engine_metric_in_order():
+    assert [m.name for m in of_kind("engine")] == [f.name for f in fields(EngineMetricsDelta)]
+
+
+def test_an_old_name_shows_as_the_metric_it_became():
+    assert (metric_unit("capacity_request_rate"), metric_group("capacity_request_rate")) == (
+        "req/s", "capacity")
+    assert format_metric("capacity_request_rate", 12.34) == format_metric("capacity_rps", 12.34)
 
 
 def test_grouped_orders_groups_and_names():

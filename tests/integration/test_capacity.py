@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from autotune.bench.capacity import CapacitySpec
 from autotune.devices import CpuSlotPool
 from autotune.engines import create
 from autotune.engines.vllm import engine_config
+from autotune.metrics import CAPACITY_METRIC
 from autotune.scoring import slos_hold
+from autotune.space.capacity import CapacitySpec
 from autotune.space.model import Space
 from autotune.testing.spaces import small_space
 from autotune.trial import TrialRunner
@@ -56,15 +57,15 @@ def test_bisection_matches_exhaustive_sweep(tmp_path: Path, demo_model: Path) ->
         result = measuring.capacity(engine, space, spec, runs)
         found = result.as_metrics()
         step = found["capacity_resolution_rps"]
-        assert found["capacity_request_rate"] > 0 and step > 0
+        assert found[CAPACITY_METRIC] > 0 and step > 0
         # Exhaustive sweep on the same server, at multiples of the bisection's resolution,
         # from three steps below its answer (the bisection's own lower points held already;
         # a point at a low rate costs the most: 96 requests at 4 req/s take 24 s).
         measured: dict[float, bool] = {}
         # The sweep's capacity: the last rate that held before the first that did not.
         sweep_best = 0.0
-        rate = step * max(1, round(found["capacity_request_rate"] / step) - 3)
-        while rate <= found["capacity_request_rate"] + 3 * step:
+        rate = step * max(1, round(found[CAPACITY_METRIC] / step) - 3)
+        while rate <= found[CAPACITY_METRIC] + 3 * step:
             measured[rate] = slos_hold(space, point(rate))
             if not measured[rate]:
                 break
@@ -76,12 +77,12 @@ def test_bisection_matches_exhaustive_sweep(tmp_path: Path, demo_model: Path) ->
         bisection = {p.rate: p.holds for p in result.points}
         flipped = sorted(r for r, holds in measured.items()
                          if r in bisection and bisection[r] != holds)
-        print(f"bisection: {found['capacity_request_rate']:.2f} req/s (resolution {step:.2f}, "
+        print(f"bisection: {found[CAPACITY_METRIC]:.2f} req/s (resolution {step:.2f}, "
               f"{found['capacity_load_points']:.0f} load points); sweep: {sweep_best:.2f} req/s; "
               f"points {measured}; verdicts not repeated at {flipped}")
         assert len(flipped) <= 1, f"verdicts flipped at {flipped}: too noisy to compare"
         tolerance = step * (1 + len(flipped))
-        assert abs(found["capacity_request_rate"] - sweep_best) <= tolerance + 1e-9
+        assert abs(found[CAPACITY_METRIC] - sweep_best) <= tolerance + 1e-9
         assert engine.alive() and engine.pids() == engine_pids  # one engine start throughout
     finally:
         engine.stop()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autotune.bench.metrics import known_metric_names, natural_direction
 from autotune.errors import SpaceError
+from autotune.metrics import known_metric_names, natural_direction
 from autotune.scoring import constraint_names, is_feasible, violations
 from autotune.space.model import Space, load_space
 from autotune.space.quality import QUALITY_METRICS, format_quality

@@ -1,8 +1,13 @@
+"""Capacity at SLO by rate bisection (the ``capacity:`` section); the ladder's interpolation,
+the module's other strategy, is tested with the ladder (tests/unit/test_ladder.py)."""
+
 from __future__ import annotations
 
 import pytest
 
-from autotune.bench.capacity import CapacitySpec, find_capacity
+from autotune.bench.capacity import find_capacity
+from autotune.metrics import CAPACITY_METRIC
+from autotune.space.capacity import CapacitySpec, bracket_rates
 
 
 def _server(true_capacity: float):
@@ -42,3 +47,17 @@ def test_even_the_first_rate_misses() -> None:
     assert [p.rate for p in result.points] == [1, 0.5, 0.25]
     assert result.rate == 0.0 and result.output_throughput == 0.0
     assert result.resolution == 0.25
+
+
+def test_the_bisection_reports_capacity_at_slo_under_the_one_name() -> None:
+    result = find_capacity(_server(13.7), _holds, CapacitySpec(start_rate=1, max_rate=64))
+    metrics = result.as_metrics()
+    assert CAPACITY_METRIC == "capacity_rps" and metrics[CAPACITY_METRIC] == result.rate
+    assert set(metrics) == {"capacity_rps", "capacity_output_throughput",
+                            "capacity_resolution_rps", "capacity_load_points"}
+
+
+def test_bracketing_rates_double_up_to_the_maximum() -> None:
+    assert bracket_rates(1, 10) == [1, 2, 4, 8, 10]
+    assert bracket_rates(2, 128) == [2, 4, 8, 16, 32, 64, 128]
+    assert bracket_rates(0.5, 4.5, factor=3) == [0.5, 1.5, 4.5]

@@ -160,7 +160,7 @@ def test_capacity_and_cost_are_measured_on_the_same_engine(tmp_path: Path) -> No
                                                      on_phase=phases.append)
     assert outcome.state == "complete", outcome.failure
     assert "searching SLO capacity" in phases and len(launcher.started) == 1
-    assert outcome.metrics["capacity_request_rate"] == 100  # every point held: up to max_rate
+    assert outcome.metrics["capacity_rps"] == 100  # every point held: up to max_rate
     assert outcome.metrics["capacity_load_points"] == 2
     assert outcome.timings["capacity_s"] > 0
     assert outcome.metrics[COST_METRIC] > 0
@@ -179,7 +179,7 @@ def test_capacity_counts_the_time_requests_queue_behind_the_concurrency_cap(
         1, {"max_num_seqs": 8}, is_default=False)
     assert outcome.state == "complete", outcome.failure
     assert outcome.metrics["e2e_p95_ms"] < 400
-    assert 4 <= outcome.metrics["capacity_request_rate"] <= 16
+    assert 4 <= outcome.metrics["capacity_rps"] <= 16
 
 
 def _stalling(**workload: Any) -> Space:

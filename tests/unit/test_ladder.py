@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+from autotune.bench.capacity import capacity_of
 from autotune.bench.http_step import HttpMeasurement
 from autotune.bench.ladder import (
     LEVEL_KEY,
     Level,
-    capacity_of,
     levels_of,
     off_front,
     optimistic_metrics,
@@ -97,12 +97,39 @@ def test_curve_objectives_need_a_ladder_and_cost_a_price(tmp_path: Path) -> None
     with pytest.raises(SpaceError) as info:
         load_space(_space_file(tmp_path, objectives=objectives))
     assert ("objectives", "capacity_rps needs a `ladder:` section (docs/measurement.md, "
-            "Load ladder)") in info.value.problems
+            "Load ladder) or a `capacity:` section") in info.value.problems
+    assert ("objectives", "cost_per_1m_at_capacity needs a `ladder:` section "
+            "(docs/measurement.md, Load ladder)") in info.value.problems
     space = load_space(_space_file(tmp_path, objectives=objectives, ladder={"levels": [1, 2]},
                                    cost={"device_hour_usd": 2.0}))
     assert space.directions == ["maximize", "minimize"]
     with pytest.raises(SpaceError, match="cost_per_1m_at_capacity needs a `cost:`"):
         load_space(_space_file(tmp_path, objectives=objectives, ladder={"levels": [1, 2]}))
+
+
+def test_capacity_at_slo_comes_from_the_ladder_or_the_bisection_never_both(
+        tmp_path: Path) -> None:
+    objectives = [{"metric": "capacity_rps"}]
+    bisection = {"start_rate": 1, "max_rate": 8}
+    assert load_space(_space_file(tmp_path, objectives=objectives, capacity=bisection)
+                      ).directions == ["maximize"]
+    with pytest.raises(SpaceError) as info:
+        load_space(_space_file(tmp_path, objectives=objectives, capacity=bisection,
+                               ladder={"levels": [1, 2]}))
+    assert any("both measure capacity_rps" in text for _, text in info.value.problems)
+    with pytest.raises(SpaceError, match="interactivity_at_capacity needs a `ladder:`"):
+        load_space(_space_file(tmp_path, objectives=[{"metric": "interactivity_at_capacity"}],
+                               capacity=bisection))
+    with pytest.raises(SpaceError, match="capacity_output_throughput needs a `capacity:`"):
+        load_space(_space_file(tmp_path, objectives=[{"metric": "capacity_output_throughput"}],
+                               ladder={"levels": [1, 2]}))
+
+
+def test_a_space_naming_the_old_capacity_metric_reads_as_capacity_rps(tmp_path: Path) -> None:
+    space = load_space(_space_file(tmp_path, objectives=[{"metric": "capacity_request_rate"}],
+                                   capacity={"start_rate": 1, "max_rate": 8}))
+    assert [o.metric for o in space.objectives] == ["capacity_rps"]
+    assert space.directions == ["maximize"]
 
 
 # ---- capacity ----------------------------------------------------------------------------------

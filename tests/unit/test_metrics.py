@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from autotune import metrics as catalogue
 from autotune.bench.metrics import (
     RequestRecord,
     goodput_limits,
@@ -13,6 +15,9 @@ from autotune.bench.metrics import (
     summarize,
     to_vllm_bench_keys,
 )
+from autotune.space.ladder import LADDER_METRICS
+from autotune.space.quality import QUALITY_METRICS
+from autotune.space.workload_mix import ATTAINMENT_WEIGHTED, ATTAINMENT_WORST, MIX_METRICS
 
 
 def test_percentile_matches_hand_computed_and_numpy() -> None:
@@ -137,3 +142,59 @@ def test_turns_are_requests_and_conversations_are_summed_without_think_time() ->
     assert m["conversations_completed"] == 1 and m["conversations_failed"] == 1
     single = summarize([_rec(0.1, 1.1, 11)], duration_s=1.0, slos={})
     assert not any(k.startswith(("conversation", "first_turn", "later_turn")) for k in single)
+
+
+# ---- the metric catalogue (autotune.metrics) ---------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+UNITS = {"ms", "s", "tok/s", "req/s", "%", "fraction", "pt", "tokens", "requests", "prompts",
+         "B", "MiB", "GiB", "$", ""}
+
+
+def test_the_docs_table_is_the_catalogues() -> None:
+    text = DOCS.read_text()
+    start = "<!-- metric table: generated from autotune/metrics.py -->\n"
+    table = text[text.index(start) + len(start):text.index("<!-- end of metric table -->")]
+    assert table == catalogue.markdown_table(), (
+        "docs/metrics.md and autotune/metrics.py disagree: paste the output of "
+        "`.venv/bin/python -m autotune.metrics` between the table's markers")
+
+
+def test_one_entry_per_metric_with_every_fact() -> None:
+    names = [m.name for m in catalogue.CATALOGUE]
+    assert len(names) == len(set(names))
+    for m in catalogue.CATALOGUE:
+        assert m.direction in ("maximize", "minimize"), m
+        assert m.unit in UNITS and m.group in catalogue.GROUPS[:-1] and m.description, m
+    assert set(catalogue.ALIASES.values()) <= set(names)
+    assert not set(catalogue.ALIASES) & set(names)
+
+
+def test_what_the_load_driver_records_is_catalogued() -> None:
+    records = [_turn(0, 0, 0.4, 1.4), _turn(0, 1, 0.1, 1.1), _turn(1, 0, 0.6, 1.6, ok=False)]
+    measured = summarize(records, duration_s=10.0, slos={"ttft_p95_ms": 500.0})
+    assert [k for k in measured if catalogue.lookup(k) is None] == []
+
+
+def test_the_schemas_views_are_the_catalogues() -> None:
+    assert LADDER_METRICS[catalogue.CAPACITY_METRIC] == "maximize"
+    assert set(MIX_METRICS) == {ATTAINMENT_WORST, ATTAINMENT_WEIGHTED}
+    assert QUALITY_METRICS["quality_logprob_drift"] == "minimize"
+    assert set(LADDER_METRICS) | set(QUALITY_METRICS) <= set(catalogue.known_metric_names())
+    assert not set(MIX_METRICS) & set(catalogue.known_metric_names())  # a mix's own
+
+
+def test_an_old_name_reads_as_the_new_one() -> None:
+    assert catalogue.canonical_name("capacity_request_rate") == "capacity_rps"
+    assert catalogue.natural_direction("capacity_request_rate") == "maximize"
+    assert catalogue.short_name("capacity_request_rate") == "capacity req/s"
+    assert "capacity_request_rate" in catalogue.wide_columns()
+
+
+def test_short_names_and_directions() -> None:
+    assert catalogue.short_name("e2e_p95_ms") == "e2e p95 ms"
+    assert catalogue.short_name("output_throughput") == "tok/s"
+    assert catalogue.short_name("first_turn_ttft_p95_ms") == "first_turn_ttft_p95_ms"
+    assert catalogue.short_name("chat.ttft_p95_ms") == "chat.ttft_p95_ms"
+    assert catalogue.natural_direction("some_plugin_gauge") == "minimize"
+    assert catalogue.natural_direction("request_goodput") == "maximize"
