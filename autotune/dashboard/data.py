@@ -23,9 +23,9 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from autotune.bench.metrics import natural_direction
 from autotune.dashboard.formatting import metric_unit
 from autotune.errors import AutotuneError
+from autotune.metrics import natural_direction
 from autotune.results.export import pick_trial
 from autotune.results.report import StudyReport, load_report, pareto_front
 from autotune.store.base import StudyView, TrialView

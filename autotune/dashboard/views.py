@@ -6,7 +6,6 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from autotune.bench.metrics import LATENCIES, STATS
 from autotune.dashboard.data import Snapshot, number, timestamp
 from autotune.dashboard.formatting import (
     GROUPS,
@@ -19,6 +18,7 @@ from autotune.dashboard.formatting import (
 )
 from autotune.dashboard.load_curve import load_curve
 from autotune.dashboard.logs import TAIL_LINES, log_tail
+from autotune.metrics import LATENCIES, STATS
 from autotune.results.noise_model import Interval
 from autotune.store.base import TrialView
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from autotune.bench.metrics import natural_direction
+from autotune.metrics import natural_direction
 from autotune.results.export import export_yaml
 from autotune.results.report import load_report, pareto_front
 from autotune.store import open_catalog
