@@ -85,8 +85,9 @@ def test_two_workers_share_the_budget(tmp_path: Path, demo_model: Path, postgres
 
 def test_kill9_worker_is_retried_elsewhere(tmp_path: Path, demo_model: Path,
                                            postgres_url: str) -> None:
-    # Budget 2: the survivor's own trial, then the lost trial's retry.
-    space = _create(tmp_path, demo_model, postgres_url, budget=2)
+    # Budget 1: the survivor waits while the victim's trial runs elsewhere (it counts toward
+    # the budget until it is found lost), then runs its retry: one engine start of its own.
+    space = _create(tmp_path, demo_model, postgres_url, budget=1)
     victim = _worker(postgres_url, "0", tmp_path / "victim", space, **FAST_HEARTBEAT)
     log = None
     deadline = time.monotonic() + 180
@@ -124,7 +125,7 @@ def test_kill9_worker_is_retried_elsewhere(tmp_path: Path, demo_model: Path,
 
     out, _ = survivor.communicate(timeout=600)
     assert survivor.returncode == 0, out
-    trials = _check_complete_records(postgres_url, budget=2)
+    trials = _check_complete_records(postgres_url, budget=1)
     lost = next(t for t in trials if t.number == lost_number)
     assert lost.state == "failed" and "no heartbeat" in lost.failure_reason
     retry = next(t for t in trials if t.retry_of == lost_number)
