@@ -15,29 +15,27 @@ default one core in four, at least one), so neither client's CPU time slows the 
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-import tempfile
-from pathlib import Path
 
-import yaml
+from common import (
+    add_model_option,
+    arg_parser,
+    default_engine,
+    demo_model,
+    scratch_dir,
+    space_data,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from autotune.bench.crosscheck import (  # noqa: E402
+from autotune.bench.crosscheck import (
     ROWS,
     CrossCheckLoad,
     cross_check,
     isolate,
     split_cores,
 )
-from autotune.bench.driver import Endpoint  # noqa: E402
-from autotune.devices import CpuSlotPool  # noqa: E402
-from autotune.engines.vllm import VllmLauncher, engine_config  # noqa: E402
-from autotune.model.demo import build_demo_model  # noqa: E402
-from autotune.space.model import Space  # noqa: E402
+from autotune.bench.driver import Endpoint
+from autotune.devices import CpuSlotPool
+from autotune.space.model import Space
 
 # The goal of issue 13 item 9 (tests/integration/test_crosscheck.py, out of the default run:
 # see docs/measurement.md, "Cross-check").
@@ -45,7 +43,7 @@ LIMITS = {"output_throughput": 0.03, "ttft_p50_ms": 0.05, "tpot_p50_ms": 0.05}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--requests", type=int, default=160)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 16])
@@ -54,31 +52,24 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=8)
     parser.add_argument("--range-ratio", type=float, default=0.5,
                         help="lengths drawn around the means (vLLM's --random-range-ratio)")
-    parser.add_argument("--model", type=Path, default=Path("~/.cache/autotune/demo-llama"),
-                        help="model directory (default: the quickstart's demo model)")
+    add_model_option(parser)
     parser.add_argument("--no-isolate", action="store_true",
                         help="server and clients share every core (as before)")
     args = parser.parse_args()
 
-    model_dir = args.model.expanduser()
-    if not (model_dir / "config.json").is_file():
-        model_dir = build_demo_model(model_dir)
-    data = yaml.safe_load((ROOT / "search_spaces" / "quickstart-cpu.yaml").read_text())
-    data["model"]["path"] = str(model_dir)
+    model_dir = demo_model(args.model)
+    data = space_data("quickstart-cpu", model=model_dir)
     # The engine core in a process of its own (the quickstart keeps it in the API server's for
     # a faster start): sharing one GIL on the server's core, a client's reads can change how
     # fast the server runs (docs/measurement.md, "Cross-check").
     data["engine"].setdefault("env", {})["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
     space = Space.model_validate(data)
-    config = engine_config(space, {}, is_default=True)
-    work = Path(tempfile.mkdtemp(prefix="crosscheck-"))
+    work = scratch_dir("crosscheck-")
     host = sorted(os.sched_getaffinity(0))
     server_cores, client_cores = (host, host) if args.no_isolate else split_cores(host)
-    pool = CpuSlotPool(server_cores)
-    engine = VllmLauncher().start(config, pool.acquire(1), work / "engine.log")
-    if not args.no_isolate:
-        isolate(engine.pids(), server_cores, client_cores)
-    try:
+    with default_engine(space, work / "engine.log", CpuSlotPool(server_cores)) as engine:
+        if not args.no_isolate:
+            isolate(engine.pids(), server_cores, client_cores)
         endpoint = Endpoint(engine.base_url, engine.served_name)
         found = [
             cross_check(endpoint, model_dir,
@@ -87,8 +78,6 @@ def main() -> None:
                         work, rounds=args.rounds, slos=space.slos)
             for c in args.concurrency
         ]
-    finally:
-        engine.stop()
 
     print(f"server: vLLM {engine.version}, demo model, CPU cores {server_cores}, clients on "
           f"{client_cores}, one start; workload: "

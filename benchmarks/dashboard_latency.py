@@ -19,29 +19,25 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import optuna
+from common import arg_parser
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from autotune.dashboard import create_app  # noqa: E402
-from autotune.store import open_catalog  # noqa: E402
-from tests.support.dashboard_studies import (  # noqa: E402
-    random_kinds,
-    write_study,
-    write_trial,
-)
-from tests.support.live_server import (  # noqa: E402
+from autotune.dashboard import create_app
+from autotune.store import open_catalog
+from autotune.testing.live_server import (
     CHROMIUM,
     CHROMIUM_ARGS,
     running_server,
+)
+from tests.support.dashboard_studies import (
+    random_kinds,
+    write_study,
+    write_trial,
 )
 
 API_GOAL_MS = 200.0
@@ -148,7 +144,7 @@ def measure_page(base: str, study_id: int, visits: int) -> dict[str, list[float]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--trials", type=int, default=5000)
     parser.add_argument("--requests", type=int, default=40, help="requests per endpoint")
     parser.add_argument("--visits", type=int, default=3, help="browser sessions")

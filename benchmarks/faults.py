@@ -18,7 +18,6 @@ workers sharing a study. For each it prints:
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -32,14 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from common import add_model_option, arg_parser, demo_model
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from autotune.model.demo import build_demo_model  # noqa: E402
-from autotune.store import open_catalog  # noqa: E402
-from autotune.testing.processes import SESSION_MARKER  # noqa: E402 - marks this run's engines
-from autotune.testing.spaces import small_space  # noqa: E402
+from autotune.store import open_catalog
+from autotune.testing.processes import SESSION_MARKER  # marks this run's engines
+from autotune.testing.spaces import small_space
 
 BUDGET = 2  # trial 1 is the one hit: it runs after the default (trial 0)
 PORT_HOLDER = '''
@@ -225,9 +221,8 @@ def controller_kill(url: str, name: str, logs: Path) -> Result:
 
 
 def postgres_cut(logs: Path) -> Result:
+    from autotune.testing.pg_server import PostgresServer
     from sqlalchemy import create_engine, text
-
-    from tests.support.pg_server import PostgresServer
 
     server = PostgresServer().start()
     try:
@@ -264,11 +259,11 @@ def postgres_cut(logs: Path) -> Result:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None)
+    parser = arg_parser(__doc__)
+    add_model_option(parser)
     parser.add_argument("--only", action="append", default=[])
     args = parser.parse_args()
-    model = args.model or build_demo_model(os.path.expanduser("~/.cache/autotune/demo-llama"))
+    model = demo_model(args.model)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="autotune-faults-") as tmp:
         base = Path(tmp)

@@ -12,17 +12,15 @@ what it measured. Exit code 1 when no GPU is found.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import arg_parser
 
-from autotune.devices.nvml import NvmlGpuPool  # noqa: E402
-from autotune.devices.sampling import UtilisationSampler  # noqa: E402
+from autotune.devices.nvml import NvmlGpuPool
+from autotune.devices.sampling import UtilisationSampler
 
 LOAD = """
 import sys, time, torch
@@ -45,7 +43,7 @@ def matmul_load(env: dict[str, str], seconds: float) -> subprocess.Popen[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     pool = NvmlGpuPool.discover(release_timeout_s=30)

@@ -33,7 +33,6 @@ import os
 import queue
 import random
 import shutil
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -41,19 +40,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from common import SPACES, arg_parser
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from autotune.bench.ladder import levels_of  # noqa: E402
-from autotune.devices import CpuSlotPool  # noqa: E402
-from autotune.engines import FailureKind, create  # noqa: E402
-from autotune.engines.process import stop_all  # noqa: E402
-from autotune.errors import SpaceError  # noqa: E402
-from autotune.space.model import Space, load_space  # noqa: E402
-from autotune.trial import TrialOutcome, TrialRunner, finite_metrics  # noqa: E402
-
-SPACE_FILE = ROOT / "search_spaces" / "quickstart-cpu.yaml"
+from autotune.bench.ladder import levels_of
+from autotune.devices import CpuSlotPool
+from autotune.engines import FailureKind, create
+from autotune.engines.process import stop_all
+from autotune.errors import SpaceError
+from autotune.space.model import Space, load_space
+from autotune.trial import TrialOutcome, TrialRunner, finite_metrics
 
 # The axes (``--axis`` replaces one). A slab is a full product; later slabs add one more value
 # of one axis, so the union of the finished slabs is always a full product too. ``draft`` is
@@ -258,8 +253,9 @@ def grid_row(params: dict[str, Any], default: bool, outcome: TrialOutcome, wall_
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--space", type=Path, default=SPACE_FILE, help="the space file")
+    parser = arg_parser(__doc__)
+    parser.add_argument("--space", type=Path, default=SPACES / "quickstart-cpu.yaml",
+                        help="the space file")
     parser.add_argument("--out", type=Path, required=True, help="the grid file (JSON Lines)")
     parser.add_argument(
         "--axis", action="append", default=[], metavar="NAME=V1,V2",

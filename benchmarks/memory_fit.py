@@ -16,30 +16,24 @@ KV-cache tokens (and KV memory) side by side with the relative error. The estima
 
 from __future__ import annotations
 
-import argparse
 import ast
 import os
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from common import arg_parser, space_data
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from autotune.devices import CpuSlotPool
+from autotune.engines.base import EngineConfig
+from autotune.engines.failures import EngineFailure
+from autotune.engines.vllm import VllmLauncher, engine_config
+from autotune.model import memory_fit
+from autotune.space.model import Space
+from autotune.trial import TrialRunner
 
-from autotune.devices import CpuSlotPool  # noqa: E402
-from autotune.engines.base import EngineConfig  # noqa: E402
-from autotune.engines.failures import EngineFailure  # noqa: E402
-from autotune.engines.vllm import VllmLauncher, engine_config  # noqa: E402
-from autotune.model import memory_fit  # noqa: E402
-from autotune.space.model import Space  # noqa: E402
-from autotune.trial import TrialRunner  # noqa: E402
-
-SPACE_FILE = ROOT / "search_spaces" / "quickstart-cpu.yaml"
 GIB = 1024**3
 
 # name → engine flags replacing the quickstart's fixed flags (dtype float16, eager, 1G KV).
@@ -57,8 +51,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def base_space() -> dict[str, Any]:
-    data = yaml.safe_load(SPACE_FILE.read_text())
-    data.pop("quality", None)
+    data = space_data("quickstart-cpu", quality=False)
     data["model"]["build_demo"] = False
     data["objectives"] = [{"metric": "output_throughput", "direction": "maximize"}]
     return data
@@ -153,7 +146,7 @@ def from_logs(directory: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--from-logs", type=Path, default=None)
     args = parser.parse_args()
     if args.from_logs:

@@ -19,7 +19,6 @@ process, and prints their wall and CPU times side by side, the current model's h
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -35,7 +34,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, arg_parser, scratch_dir
+
 # The last commit with the 6-minute recipe ("digit-tasks-1"): the "before" of issue #14.
 DEFAULT_BASELINE = "8352a25"
 EVAL_SET = ROOT / "evals" / "demo-tasks.jsonl"
@@ -89,21 +89,20 @@ def task_accuracy(target: Path) -> dict[str, float]:
 
 
 def model_phase(baseline: str, builds: int, skip_baseline: bool) -> None:
-    sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory(prefix="newcomer-model-") as tmp:
         work = Path(tmp)
         rows: list[tuple[str, float, float, str]] = []
         if not skip_baseline:
             old = work / "old_demo_model.py"
             old.write_text(subprocess.run(
-                ["git", "show", f"{baseline}:autotune/model/demo.py"], cwd=ROOT, check=True,
+                ["git", "show", f"{baseline}:autotune/demo_model.py"], cwd=ROOT, check=True,
                 capture_output=True, text=True).stdout)
             wall, cpu = build_in_child(old, work / "old")
             rows.append((f"baseline ({baseline})", wall, cpu, weights_hash(work / "old")))
         hashes = set()
         for i in range(builds):
             target = work / f"new-{i}"
-            wall, cpu = build_in_child(ROOT / "autotune" / "demo_model.py", target)
+            wall, cpu = build_in_child(ROOT / "autotune" / "model" / "demo.py", target)
             hashes.add(weights_hash(target))
             rows.append((f"current, build {i + 1}", wall, cpu, weights_hash(target)))
         print(f"\n{'recipe':<26} {'wall s':>8} {'CPU s':>8}  weights sha256")
@@ -165,7 +164,7 @@ def trial_rows(clone: Path) -> list[dict]:
 
 
 def full_phase(ref: str | None, keep: bool) -> None:
-    work = Path(tempfile.mkdtemp(prefix="newcomer-"))
+    work = scratch_dir("newcomer-")
     clone, home = work / "autotune", work / "home"
     home.mkdir()
     try:
@@ -235,7 +234,7 @@ def report(started: float, ended: float, code: int, clone: Path, home: Path,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--phase", choices=["all", "model"], default="all")
     parser.add_argument("--baseline", default=DEFAULT_BASELINE,
                         help="git ref of the recipe to compare with (--phase model)")

@@ -11,26 +11,25 @@ the kind of disturbance that made one run in three 2.2x off on this class of mac
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-import yaml
+from common import (
+    add_model_option,
+    arg_parser,
+    default_engine,
+    demo_model,
+    scratch_dir,
+    space_data,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from autotune.bench.driver import Endpoint, HttpLoadDriver  # noqa: E402
-from autotune.bench.measurement import MeasurementSpec, measure_robustly  # noqa: E402
-from autotune.devices import CpuSlotPool  # noqa: E402
-from autotune.engines.vllm import VllmLauncher, engine_config  # noqa: E402
-from autotune.model.demo import build_demo_model  # noqa: E402
-from autotune.space.model import Space  # noqa: E402
+from autotune.bench.driver import Endpoint, HttpLoadDriver
+from autotune.bench.measurement import MeasurementSpec, measure_robustly
+from autotune.devices import CpuSlotPool
+from autotune.space.model import Space
 
 BUSY = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end: pass\n"
 
@@ -55,35 +54,26 @@ def describe(values: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--disturb", type=int, action="append", default=[],
                         help="1-based run whose first measurement gets a competing load")
-    parser.add_argument("--model", type=Path, default=Path("~/.cache/autotune/demo-llama"))
+    add_model_option(parser)
     parser.add_argument("--requests", type=int, default=160)
     args = parser.parse_args()
 
-    model = args.model.expanduser()
-    if not (model / "config.json").is_file():
-        model = build_demo_model(model)
-    data = yaml.safe_load((ROOT / "search_spaces" / "cpu-fixed-load.yaml").read_text())
-    data["model"]["path"] = str(model)
-    data.pop("quality", None)
+    data = space_data("cpu-fixed-load", model=demo_model(args.model), quality=False)
     data["workload"].update({"num_requests": args.requests, "warmup_requests": 8,
                              "load": {"kind": "concurrency", "concurrency": 16}})
     space = Space.model_validate(data)
     spec = MeasurementSpec(max_repeats=2)
     single: list[float] = []
     robust: list[float] = []
-    work = Path(tempfile.mkdtemp(prefix="noise-"))
+    work = scratch_dir("noise-")
     cores = len(CpuSlotPool().cores)
     for run in range(1, args.runs + 1):
-        pool = CpuSlotPool(slots=1)
-        devices = pool.acquire(1)
-        engine = VllmLauncher().start(engine_config(space, {}, is_default=True), devices,
-                                      work / f"engine-{run}.log")
-        endpoint = Endpoint(engine.base_url, engine.served_name)
-        try:
+        with default_engine(space, work / f"engine-{run}.log") as engine:
+            endpoint = Endpoint(engine.base_url, engine.served_name)
             loop = disturb(2.0, 4.0, cores) if run in args.disturb else None
             result = measure_robustly(
                 lambda endpoint=endpoint: HttpLoadDriver().run(endpoint, space.workload,
@@ -91,8 +81,6 @@ def main() -> None:
                 engine.base_url, spec, closed_loop=True)
             if loop:
                 loop.join()
-        finally:
-            engine.stop()
         first = result.measurements[0].result.metrics["output_throughput"]
         single.append(first)
         robust.append(result.metrics["output_throughput"])

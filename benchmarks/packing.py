@@ -11,15 +11,12 @@ and makespan for one-at-a-time, strict FIFO packing, and autotune's packing, sid
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import arg_parser
 
-from autotune.devices.base import DEFAULT_MAX_BYPASS, Allocator  # noqa: E402
+from autotune.devices.base import DEFAULT_MAX_BYPASS, Allocator
 
 GPUS = 8
 
@@ -59,7 +56,7 @@ def simulate(trials: list[tuple[int, float]], slots: int, max_bypass: int) -> tu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=20)
     args = parser.parse_args()

@@ -9,24 +9,18 @@ the vLLM defaults first (the reference), then each variant. On each server it ru
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from common import arg_parser, demo_model, space_data
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from autotune.devices import CpuSlotPool  # noqa: E402
-from autotune.engines.vllm import VllmLauncher, engine_config  # noqa: E402
-from autotune.model.demo import build_demo_model  # noqa: E402
-from autotune.quality.probe import QualityProbe  # noqa: E402
-from autotune.space.model import Space  # noqa: E402
+from autotune.devices import CpuSlotPool
+from autotune.engines.vllm import VllmLauncher, engine_config
+from autotune.quality.probe import QualityProbe
+from autotune.space.model import Space
 
 VARIANTS = {
     "int8": {"quantization": "int8"},
@@ -35,7 +29,7 @@ VARIANTS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--prompts", type=int, default=48, help="eval rows per probe")
     parser.add_argument("--repeats", type=int, default=3, help="probe runs per server")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
@@ -44,7 +38,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    data = yaml.safe_load((ROOT / "search_spaces" / "cpu-fixed-load.yaml").read_text())
+    data = space_data("cpu-fixed-load")
     data["quality"]["num_prompts"] = args.prompts
     for method in args.methods:
         data["model"]["quantization_variants"][method] = {"method": method}
@@ -52,7 +46,7 @@ def main() -> None:
         VARIANTS[method] = {"quantization": method}
         args.variants.append(method)
     space = Space.model_validate(data)
-    build_demo_model(space.model.resolved_path)
+    demo_model(space.model.resolved_path)
     assert space.quality is not None
     probe = QualityProbe(space.quality)
     base = {**space.default_params(), "speculative_method": "none", "quantization": "none"}

@@ -51,19 +51,16 @@ from typing import Any
 
 import optuna
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from autotune.replay import ENGINE_S, Grid, GridError, ReplayTrialRunner  # noqa: E402
-from autotune.scoring import (  # noqa: E402
+from autotune.replay import ENGINE_S, Grid, GridError, ReplayTrialRunner
+from autotune.scoring import (
     is_feasible,
     objective_values,
     violations,
 )
-from autotune.space.ladder import LadderSpec  # noqa: E402
-from autotune.space.model import Space  # noqa: E402
-from autotune.store.attrs import STATE_ATTR  # noqa: E402
-from autotune.study import SilentReporter, StudyRunner  # noqa: E402
+from autotune.space.ladder import LadderSpec
+from autotune.space.model import Space
+from autotune.store.attrs import STATE_ATTR
+from autotune.study import SilentReporter, StudyRunner
 
 STRATEGIES = ("grid", "random-plain", "random", "tpe-plain", "tpe", "gp", "nsga2", "auto",
               "auto-noscreen")

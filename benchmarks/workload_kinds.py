@@ -10,25 +10,24 @@ the quickstart's closed-loop concurrency, or open-loop at the trace's own arriva
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
+from common import (
+    ROOT,
+    add_model_option,
+    arg_parser,
+    default_engine,
+    demo_model,
+    scratch_dir,
+    space_data,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from autotune.bench.driver import Endpoint, EngineStalled, HttpLoadDriver  # noqa: E402
-from autotune.bench.engine_metrics import engine_metrics  # noqa: E402
-from autotune.bench.workload import WorkloadError  # noqa: E402
-from autotune.devices import CpuSlotPool  # noqa: E402
-from autotune.engines.vllm import VllmLauncher, engine_config  # noqa: E402
-from autotune.model.demo import build_demo_model  # noqa: E402
-from autotune.space.model import Space  # noqa: E402
+from autotune.bench.driver import Endpoint, EngineStalled, HttpLoadDriver
+from autotune.bench.engine_metrics import engine_metrics
+from autotune.bench.workload import WorkloadError
+from autotune.space.model import Space
 
 SAMPLES = ROOT / "workloads"
 
@@ -61,30 +60,20 @@ def kinds() -> dict[str, dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("~/.cache/autotune/demo-llama"))
+    parser = arg_parser(__doc__)
+    add_model_option(parser)
     parser.add_argument("--requests", type=int, default=48, help="measured prompts per kind")
     parser.add_argument("--concurrency", type=int, default=32, help="closed-loop kinds")
     args = parser.parse_args()
 
-    model = args.model.expanduser()
-    if not (model / "config.json").is_file():
-        model = build_demo_model(model)
-    data = yaml.safe_load((ROOT / "search_spaces" / "quickstart-cpu.yaml").read_text())
-    data["model"]["path"] = str(model)
-    data["model"]["build_demo"] = False
-    data.pop("quality", None)
-    space = Space.model_validate(data)
+    space = Space.model_validate(
+        space_data("quickstart-cpu", model=demo_model(args.model), quality=False))
     base = space.workload
-    pool = CpuSlotPool(slots=1)
-    devices = pool.acquire(1)
-    work = Path(tempfile.mkdtemp(prefix="workload-kinds-"))
-    engine = VllmLauncher().start(engine_config(space, {}, is_default=True), devices,
-                                  work / "engine.log")
-    endpoint = Endpoint(engine.base_url, engine.served_name)
+    work = scratch_dir("workload-kinds-")
     rows = []
     failed: list[str] = []
-    try:
+    with default_engine(space, work / "engine.log") as engine:
+        endpoint = Endpoint(engine.base_url, engine.served_name)
         for run_index, (name, prompts) in enumerate(kinds().items(), start=1):
             traced = prompts["kind"] == "trace"
             load = ({"kind": "trace"} if traced
@@ -103,9 +92,6 @@ def main() -> None:
             rows.append((name, load["kind"] if not traced else "trace x1", m))
             print(f"{name}: done ({m['completed']:.0f} requests, {result.benchmark_s:.1f} s)",
                   file=sys.stderr, flush=True)
-    finally:
-        engine.stop()
-        pool.release(devices)
     print(f"\nvLLM defaults, quickstart engine settings, demo model; {args.requests} prompts a "
           f"kind (+{base.warmup_requests} warm-up), concurrency {args.concurrency} or the "
           "trace's arrivals\n")
