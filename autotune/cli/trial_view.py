@@ -13,16 +13,14 @@ from autotune import short_names
 from autotune.bench.ladder import levels_of
 from autotune.cli.common import console
 from autotune.cli.render import measured, result_cell, slo_cell
-from autotune.metrics import LATENCIES, STATS, short_name
+from autotune.metrics import LATENCIES, STATS, of_kind, short_name
 from autotune.scoring import CAPACITY_CONSTRAINT
 from autotune.space.ladder import LADDER_METRICS
 from autotune.space.quality import QUALITY_METRICS, format_quality
-from autotune.space.workload_mix import MIX_METRICS, split_metric
+from autotune.space.workload_mix import split_metric
 
-THROUGHPUT = ("output_throughput", "request_throughput", "total_token_throughput",
-              "request_goodput", "goodput_fraction", "error_rate", "completed", "failed",
-              "duration_s", "total_input_tokens", "total_output_tokens", *MIX_METRICS)
-LATENCY_METRICS = {f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS}
+THROUGHPUT = tuple(m.name for m in of_kind("throughput", "count", "mix"))
+LATENCY_METRICS = {m.name for m in of_kind("latency")}
 
 
 def _grid(title: str) -> Table:
