@@ -112,6 +112,19 @@ class EngineSuite:
     runs_processes: ClassVar[bool] = True
     serves_http: ClassVar[bool] = True
 
+    def test_is_an_engine_launcher(
+        self, launcher: EngineLauncher, serve_config: EngineConfig
+    ) -> None:
+        """The whole Protocol, the trial's half included: a start takes at least a device, and
+        a failure of the configuration's own is never started again as something else."""
+        assert isinstance(launcher, EngineLauncher)
+        assert launcher.devices_needed(serve_config) >= 1
+        devices = CpuSlotPool().acquire(1)
+        for kind in FailureKind:
+            if kind.caused_by_config:
+                failure = EngineFailure(kind, "the configuration's own")
+                assert launcher.fallback(serve_config, failure, devices) is None
+
     def test_argv_names_the_model(
         self, launcher: EngineLauncher, serve_config: EngineConfig
     ) -> None:
@@ -134,6 +147,8 @@ class EngineSuite:
             assert engine.startup_s > 0 and engine.version not in ("", "unknown")
             assert engine.served_name == serve_config.served_name
             assert engine.log_path == tmp_path / "engine.log"
+            # What a failed benchmark on it is told: a replayed engine serves nothing.
+            assert launcher.healthy(engine) == self.serves_http
             if self.serves_http:
                 endpoint = Endpoint(engine.base_url, engine.served_name)
                 check_completion(endpoint)
@@ -143,7 +158,7 @@ class EngineSuite:
             took = engine.stop()
             pool.release(devices)
         assert engine.pids() == []
-        assert not engine.alive()
+        assert not engine.alive() and not launcher.healthy(engine)
         assert took >= 0
         assert engine.stop() >= 0 and not engine.alive()  # stop is idempotent
         assert (tmp_path / "engine.log").read_text()
