@@ -4,6 +4,8 @@ model, the spaces they start from, a scratch folder and one engine on vLLM's def
 A script run as ``python benchmarks/NAME.py`` has this folder first on ``sys.path``, so
 ``import common`` needs no path edit; ``autotune`` is the installed package (editable in
 .venv), and the test helpers the benchmarks use come from ``autotune.testing``.
+search_efficiency.py and measure_grid.py import nothing from here: tests load them by their
+path, with this folder not on ``sys.path``.
 """
 
 from __future__ import annotations

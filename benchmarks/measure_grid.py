@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import SPACES, arg_parser
 
 from autotune.bench.ladder import levels_of
 from autotune.devices import CpuSlotPool
@@ -49,6 +48,8 @@ from autotune.engines.process import stop_all
 from autotune.errors import SpaceError
 from autotune.space.model import Space, load_space
 from autotune.trial import TrialOutcome, TrialRunner, finite_metrics
+
+SPACE_FILE = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart-cpu.yaml"
 
 # The axes (``--axis`` replaces one). A slab is a full product; later slabs add one more value
 # of one axis, so the union of the finished slabs is always a full product too. ``draft`` is
@@ -253,9 +254,8 @@ def grid_row(params: dict[str, Any], default: bool, outcome: TrialOutcome, wall_
 
 
 def main() -> None:
-    parser = arg_parser(__doc__)
-    parser.add_argument("--space", type=Path, default=SPACES / "quickstart-cpu.yaml",
-                        help="the space file")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--space", type=Path, default=SPACE_FILE, help="the space file")
     parser.add_argument("--out", type=Path, required=True, help="the grid file (JSON Lines)")
     parser.add_argument(
         "--axis", action="append", default=[], metavar="NAME=V1,V2",
