@@ -45,11 +45,17 @@ def early(space: Space, on: bool) -> Space:
 
 
 def _load_script(name: str, path: Path) -> Any:
+    """benchmarks/ is not a package: load a script as a module (once), its folder on the path
+    while it loads, as when it runs (its ``from common import ...``)."""
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        sys.path.insert(0, str(path.parent))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(path.parent))
     return sys.modules[name]
 
 
