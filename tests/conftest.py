@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import autotune.testing.processes  # noqa: F401  (marks this session's processes: see there)
+from autotune.testing.mock_openai import MockOpenAI
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +83,19 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
     if (_shared_engines and FIXTURE in getattr(item, "fixturenames", ())
             and (nextitem is None or FIXTURE not in getattr(nextitem, "fixturenames", ()))):
         _shared_engines[0].stop()
+
+
+# The mock OpenAI server of the driver's tests (tests/bench, tests/trial).
+@pytest.fixture(scope="module")
+def module_server() -> Iterator[MockOpenAI]:
+    """One mock server per test module (starting one per test would dominate the run)."""
+    with MockOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def server(module_server: MockOpenAI) -> MockOpenAI:
+    """The module's mock server, its behaviour and records reset for this test (a module may
+    define its own ``server`` instead)."""
+    module_server.reset()
+    return module_server

@@ -1,7 +1,7 @@
 """Prompt sources: every parser and its errors (file:line and the field), the shipped samples
 reproduced by their script, and the builders' run-to-run freshness and sharing (token counts
 from the mock server's /tokenize; the real engine's are in
-tests/integration/test_workload_sources_engine.py)."""
+tests/bench/test_workload_sources_engine.py)."""
 
 from __future__ import annotations
 

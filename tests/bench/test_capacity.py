@@ -1,5 +1,5 @@
 """Capacity at SLO by rate bisection (the ``capacity:`` section); the ladder's interpolation,
-the module's other strategy, is tested with the ladder (tests/unit/test_ladder.py)."""
+the module's other strategy, is tested with the ladder (tests/bench/test_ladder.py)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def study(e2e_study: dict) -> dict:
-    """The session's study "e2e" (tests/integration/conftest.py), also confirmed by
+    """The session's study "e2e" (tests/e2e/conftest.py), also confirmed by
     test_confirm_interval.py."""
     return e2e_study
 

@@ -27,7 +27,7 @@ from autotune.space.ladder import LadderSpec
 from autotune.space.model import Space, load_space
 from autotune.testing.mock_engine import MockLauncher
 from autotune.testing.mock_openai import Behaviour
-from tests.unit.test_driver_trial import SPACE, _runner
+from tests.trial.test_driver_trial import SPACE, _runner
 
 SLOS = {"e2e_p95_ms": 1000.0}
 
@@ -310,7 +310,7 @@ def test_a_study_stores_shows_and_exports_the_curve(tmp_path: Path) -> None:
     from autotune.results.report import load_report
     from autotune.store import open_catalog
     from autotune.study import SilentReporter, StudyRunner
-    from tests.unit.test_render import show
+    from tests.cli.test_render import show
 
     space = Space.model_validate({
         **SPACE, "ladder": {"levels": [1, 3], "requests_per_level": 4},

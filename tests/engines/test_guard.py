@@ -1,6 +1,6 @@
 """The guard's promise, on a plain process tree: teardown leaves nothing, and neither does a
 controller killed with SIGKILL. (The same promise with a real vLLM server is tested in
-tests/integration/test_kill_controller.py.)"""
+tests/study/test_interrupt_and_kill.py.)"""
 
 from __future__ import annotations
 

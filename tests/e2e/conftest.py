@@ -41,7 +41,7 @@ def run_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def e2e_study(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> dict:
     """Study "e2e" on the small space: the vLLM defaults, a forced failure, int8 + ngram (three
-    trials). ``report`` is `study show --format json` as the run left it; tests/integration/
+    trials). ``report`` is `study show --format json` as the run left it; tests/e2e/
     test_study_e2e.py reads it, test_confirm_interval.py confirms the defaults' trial on fresh
     servers (runs kept with the study, not trials: ``report`` stays true)."""
     tmp = tmp_path_factory.mktemp("study")

@@ -24,7 +24,7 @@ from autotune.testing.mock_engine import MockEngine, MockLauncher
 from autotune.testing.mock_openai import Behaviour
 from autotune.trial import TrialRunner
 from tests.support import standin_engine
-from tests.unit.test_driver_trial import SPACE
+from tests.trial.test_driver_trial import SPACE
 
 STANDIN_SPACE: dict[str, Any] = {
     **SPACE,

@@ -1,5 +1,5 @@
 """`confirm` against real fresh servers: one trial measured by a study (the session's study
-"e2e", tests/integration/conftest.py), then confirmed on two more servers (2 engine starts of
+"e2e", tests/e2e/conftest.py), then confirmed on two more servers (2 engine starts of
 its own). The verdict must follow the coverage it prints, the runs
 must be kept with the study, and the interval `study show --trial` reports must learn from
 them."""
@@ -28,7 +28,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def confirmed(e2e_study: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    # The session's study "e2e" (tests/integration/conftest.py): its defaults' trial, measured
+    # The session's study "e2e" (tests/e2e/conftest.py): its defaults' trial, measured
     # on the study's own server, is the one confirmed.
     tmp = tmp_path_factory.mktemp("confirm")
     url, name = e2e_study["url"], e2e_study["name"]

@@ -1,0 +1,1 @@
+"""Tests of autotune.devices: the device pools and their fair allocator."""

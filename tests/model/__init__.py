@@ -1,0 +1,1 @@
+"""Tests of autotune.model: config lookup, the memory fit, the demo model."""

@@ -1,0 +1,1 @@
+"""Tests of autotune.replay: grids, replayed studies, search efficiency on measured grids."""

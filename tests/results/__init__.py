@@ -1,0 +1,1 @@
+"""Tests of autotune.results: the noise model's intervals."""

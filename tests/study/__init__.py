@@ -1,0 +1,1 @@
+"""Tests of autotune.study: the proposer, samplers, warm start, the entry point, parallel and distributed workers, interrupts."""
