@@ -37,7 +37,7 @@ from autotune.bench.driver import Endpoint
 from autotune.devices import CpuSlotPool
 from autotune.space.model import Space
 
-# The goal of issue 13 item 9 (tests/integration/test_crosscheck.py, out of the default run:
+# The goal of issue 13 item 9 (tests/bench/test_crosscheck.py, out of the default run:
 # see docs/measurement.md, "Cross-check").
 LIMITS = {"output_throughput": 0.03, "ttft_p50_ms": 0.05, "tpot_p50_ms": 0.05}
 

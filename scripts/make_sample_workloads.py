@@ -1,5 +1,5 @@
 """Write the small sample workload files shipped in workloads/ (deterministic: the same bytes
-on every run; tests/unit/test_workload_sources.py checks the committed files against it).
+on every run; tests/bench/test_workload_sources.py checks the committed files against it).
 
 No public data set can be downloaded on the hosts autotune is tested on, so these stand in
 for them, in their published formats: ShareGPT JSON, OpenAI chat JSONL, plain JSONL, and the

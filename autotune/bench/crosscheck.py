@@ -5,7 +5,7 @@ Both measure the same kind of workload (random prompts of fixed input and output
 default: a prompt sent twice would be served from it the second time). vLLM's benchmark runs
 in this process (``vllm.benchmarks.serve``: ``add_cli_args`` and ``main``, imported only here),
 so both clients share the host alike. Used by benchmarks/crosscheck_vllm_bench.py and
-tests/integration/test_crosscheck.py.
+tests/bench/test_crosscheck.py.
 
 On a small host a client's own CPU time is taken from the server it measures: a client that
 parses each chunk twice slows the server more than one that parses it once, and the drivers

@@ -40,7 +40,7 @@ def small_space(tmp_path: Path, model: Path, **overrides) -> dict:
     )
     data["slos"] = {"ttft_p95_ms": 20000, "e2e_p95_ms": 60000}
     # Measured once: tests of other features must not depend on how busy the host is
-    # (tests/integration/test_disturbance.py covers re-measuring).
+    # (tests/bench/test_disturbance.py covers re-measuring).
     data["measurement"] = {"max_repeats": 0}
     data.pop("quality", None)  # tests/quality covers the probe; others need not pay for it
     for key, value in overrides.items():
