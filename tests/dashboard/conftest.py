@@ -68,27 +68,34 @@ def client_for() -> Iterator:
         client.close()
 
 
-@pytest.fixture(scope="module")
-def context() -> Iterator:
-    """One browser context for the module, so plotly.js is fetched and compiled once."""
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    """One headless Chromium for the whole session (a launch costs seconds)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000},
-                                      accept_downloads=True)
-        context.problems = []
-
-        def offline(route) -> None:  # noqa: ANN001
-            if urlparse(route.request.url).hostname != "127.0.0.1":
-                context.problems.append(f"request to another host: {route.request.url}")
-                route.abort()
-            else:
-                route.continue_()
-
-        context.route("**/*", offline)
-        yield context
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def context(browser) -> Iterator:
+    """One browser context for the module, so plotly.js is fetched and compiled once."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000},
+                                  accept_downloads=True)
+    context.problems = []
+
+    def offline(route) -> None:  # noqa: ANN001
+        if urlparse(route.request.url).hostname != "127.0.0.1":
+            context.problems.append(f"request to another host: {route.request.url}")
+            route.abort()
+        else:
+            route.continue_()
+
+    context.route("**/*", offline)
+    yield context
+    context.close()
 
 
 @pytest.fixture
