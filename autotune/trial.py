@@ -27,17 +27,19 @@ from autotune.bench.http_step import HttpMeasurement
 from autotune.bench.metrics import finite_metrics
 from autotune.bench.step import MeasureContext, Measured, MeasuringStep
 from autotune.devices import DevicePool, DeviceSet, ReportsDeviceMemory
-from autotune.engines.base import (
-    EngineConfig,
+from autotune.engines.base import EngineConfig, EngineLauncher, RunningEngine
+from autotune.engines.failures import (
     EngineFailure,
-    EngineLauncher,
-    RunningEngine,
     TeardownError,
+    after_benchmark,
+    classify,
+    log_excerpt,
 )
-from autotune.engines.failures import after_benchmark, classify, log_excerpt
 from autotune.model import memory_fit
 from autotune.model.config import read_model_config
-from autotune.quality.probe import QualityProbe, Reference
+from autotune.model.shape import ModelShape, model_shape
+from autotune.quality.probe import QualityProbe
+from autotune.quality.reference import Reference
 from autotune.space import rules
 from autotune.space.model import Space
 from autotune.trial_state import FailureKind
@@ -125,7 +127,7 @@ class TrialRunner:
         self.stop_event = threading.Event()  # set on Ctrl-C: start no further engine
         self.model_config = read_model_config(space.model.resolved_path)
         self.memory_calibration = memory_fit.Calibration()
-        self._shapes: dict[str, memory_fit.ModelShape | None] = {}
+        self._shapes: dict[str, ModelShape | None] = {}
 
     @property
     def quality(self) -> QualityProbe | None:
@@ -164,13 +166,13 @@ class TrialRunner:
             calibration=self.memory_calibration.offset(),
         )
 
-    def _shape(self, model: str) -> memory_fit.ModelShape | None:
+    def _shape(self, model: str) -> ModelShape | None:
         if model not in self._shapes:
             if model == self.space.model.resolved_path:
-                self._shapes[model] = memory_fit.model_shape(self.model_config)
+                self._shapes[model] = model_shape(self.model_config)
             else:  # a quantization variant's own checkpoint
                 own = read_model_config(model)
-                self._shapes[model] = memory_fit.model_shape(
+                self._shapes[model] = model_shape(
                     own or self.model_config, quantized_checkpoint=not own
                 )
         return self._shapes[model]

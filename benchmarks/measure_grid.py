@@ -42,12 +42,14 @@ from typing import Any
 import yaml
 
 from autotune.bench.ladder import levels_of
+from autotune.bench.metrics import finite_metrics
 from autotune.devices import CpuSlotPool
-from autotune.engines import FailureKind, create
+from autotune.engines import create
 from autotune.engines.process import stop_all
 from autotune.errors import SpaceError
 from autotune.space.model import Space, load_space
-from autotune.trial import TrialOutcome, TrialRunner, finite_metrics
+from autotune.trial import TrialOutcome, TrialRunner
+from autotune.trial_state import FailureKind
 
 SPACE_FILE = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart-cpu.yaml"
 

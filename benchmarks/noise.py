@@ -27,8 +27,9 @@ from common import (
 )
 
 from autotune.bench.driver import Endpoint, HttpLoadDriver
-from autotune.bench.measurement import MeasurementSpec, measure_robustly
+from autotune.bench.measurement import measure_robustly
 from autotune.devices import CpuSlotPool
+from autotune.space.measurement import MeasurementSpec
 from autotune.space.model import Space
 
 BUSY = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end: pass\n"

@@ -26,7 +26,7 @@ from common import (
 
 from autotune.bench.driver import Endpoint, EngineStalled, HttpLoadDriver
 from autotune.bench.engine_metrics import engine_metrics
-from autotune.bench.workload import WorkloadError
+from autotune.bench.prompt_set import WorkloadError
 from autotune.space.model import Space
 
 SAMPLES = ROOT / "workloads"

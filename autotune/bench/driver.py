@@ -35,7 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 import aiohttp
 
 from autotune.bench.metrics import RequestRecord, summarize
-from autotune.bench.workload import Prompt, WorkloadError, build_prompts
+from autotune.bench.prompt_set import Prompt, WorkloadError
+from autotune.bench.workload import build_prompts
 from autotune.space.workload import ConcurrencyLoad, PoissonLoad, TraceLoad, WorkloadSpec
 
 

@@ -23,19 +23,22 @@ from autotune.bench.driver import BenchResult, Endpoint, EngineStalled, HttpLoad
 from autotune.bench.ladder import ladder_into
 from autotune.bench.measurement import MetricsPoller, measure_robustly
 from autotune.bench.metrics import summarize, write_result_file
+from autotune.bench.prompt_set import WorkloadError
 from autotune.bench.step import MeasureContext, Measured
-from autotune.bench.workload import WorkloadError
 from autotune.devices.sampling import UtilisationSampler
 from autotune.engines.base import EngineConfig, RunningEngine
-from autotune.engines.failures import EngineFailure, FailureKind, stalled
-from autotune.quality.probe import QualityError, QualityProbe
-from autotune.scoring import COST_METRIC, cost_per_1m_output_tokens, slos_hold
+from autotune.engines.failures import EngineFailure, stalled
+from autotune.metrics import COST_METRIC
+from autotune.quality.probe import QualityProbe
+from autotune.quality.reference import QualityError
+from autotune.scoring import cost_per_1m_output_tokens, slos_hold
 from autotune.space.capacity import CapacitySpec
 from autotune.space.ladder import LadderSpec
 from autotune.space.model import Space
 from autotune.space.quality import QualitySpec
 from autotune.space.workload import ConcurrencyLoad, PoissonLoad, WorkloadSpec
 from autotune.space.workload_mix import NamedWorkload, aggregate
+from autotune.trial_state import FailureKind
 
 
 class HttpMeasurement:

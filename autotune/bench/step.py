@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from autotune.devices import DevicePool, DeviceSet
-    from autotune.engines.base import EngineConfig, EngineFailure, RunningEngine
-    from autotune.quality.probe import QualityProbe, Reference
+    from autotune.engines.base import EngineConfig, RunningEngine
+    from autotune.engines.failures import EngineFailure
+    from autotune.quality.probe import QualityProbe
+    from autotune.quality.reference import Reference
     from autotune.space.model import Space
 
 

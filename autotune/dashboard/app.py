@@ -33,7 +33,7 @@ from autotune.dashboard.views import compare_view, trial_view
 from autotune.errors import AutotuneError, StudyNotFoundError, TrialNotFoundError
 from autotune.results.export import export_yaml, pick_trial
 from autotune.results.noise_model import study_noise_model
-from autotune.store.base import TrialView
+from autotune.store.values import TrialView
 
 if TYPE_CHECKING:
     from autotune.store import Catalog

@@ -28,7 +28,7 @@ from autotune.errors import AutotuneError
 from autotune.metrics import natural_direction
 from autotune.results.export import pick_trial
 from autotune.results.report import StudyReport, load_report, pareto_front
-from autotune.store.base import StudyView, TrialView
+from autotune.store.values import StudyView, TrialView
 
 if TYPE_CHECKING:
     from autotune.store import Catalog

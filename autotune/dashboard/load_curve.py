@@ -16,7 +16,7 @@ from autotune.bench.ladder import levels_of
 from autotune.dashboard.data import number
 from autotune.dashboard.figures import LEGEND_ABOVE
 from autotune.dashboard.formatting import format_metric, format_value
-from autotune.store.base import TrialView
+from autotune.store.values import TrialView
 
 HELD = "level held the SLOs"
 MISSED = "level missed an SLO"

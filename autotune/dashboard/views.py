@@ -8,7 +8,6 @@ from typing import Any
 
 from autotune.dashboard.data import Snapshot, number, timestamp
 from autotune.dashboard.formatting import (
-    GROUPS,
     exact,
     format_metric,
     format_value,
@@ -18,9 +17,9 @@ from autotune.dashboard.formatting import (
 )
 from autotune.dashboard.load_curve import load_curve
 from autotune.dashboard.logs import TAIL_LINES, log_tail
-from autotune.metrics import LATENCIES, STATS
+from autotune.metrics import GROUPS, LATENCIES, STATS
 from autotune.results.noise_model import Interval
-from autotune.store.base import TrialView
+from autotune.store.values import TrialView
 
 LATENCY_TABLE = frozenset(f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS)
 

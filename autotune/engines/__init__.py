@@ -18,30 +18,28 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from autotune.engines.base import (
         EngineConfig,
-        EngineFailure,
         EngineLauncher,
-        FailureKind,
         Fallback,
         RunningEngine,
         register,
     )
+    from autotune.engines.failures import EngineFailure
 
-_FROM_BASE = (
-    "EngineConfig",
-    "EngineFailure",
-    "EngineLauncher",
-    "FailureKind",
-    "Fallback",
-    "RunningEngine",
-    "register",
-)
+# Each name's module, imported on first use.
+_HOMES = {
+    "EngineConfig": "autotune.engines.base",
+    "EngineFailure": "autotune.engines.failures",
+    "EngineLauncher": "autotune.engines.base",
+    "Fallback": "autotune.engines.base",
+    "RunningEngine": "autotune.engines.base",
+    "register": "autotune.engines.base",
+}
 _BUILT_IN = ("autotune.replay.launcher", "autotune.engines.vllm")  # each registers itself
 
 __all__ = [
     "EngineConfig",
     "EngineFailure",
     "EngineLauncher",
-    "FailureKind",
     "Fallback",
     "RunningEngine",
     "create",
@@ -68,8 +66,6 @@ def stop_all() -> int:
 
 
 def __getattr__(name: str) -> Any:
-    if name in _FROM_BASE:
-        from autotune.engines import base
-
-        return getattr(base, name)
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,10 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from autotune.devices.cpu import parse_bytes
-from autotune.model.shape import UNKNOWN_QUANT_BITS as UNKNOWN_QUANT_BITS
-from autotune.model.shape import ModelShape as ModelShape
-from autotune.model.shape import dtype_size
-from autotune.model.shape import model_shape as model_shape
+from autotune.model.shape import UNKNOWN_QUANT_BITS, ModelShape, dtype_size
 
 GIB = 1024**3
 DeviceKind = Literal["cpu", "gpu"]

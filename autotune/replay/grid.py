@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autotune.engines.base import EngineFailure
+from autotune.engines.failures import EngineFailure
 from autotune.space.configuration import Configuration, params_key
 from autotune.space.ladder import LadderSpec
-from autotune.space.model import ParameterSpec, Space
+from autotune.space.model import Space
+from autotune.space.sections import ParameterSpec
 from autotune.trial_state import FailureKind
 
 STATES = ("complete", "failed", "rejected")

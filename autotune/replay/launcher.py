@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 
 from autotune.devices import DeviceSet
-from autotune.engines.base import EngineConfig, EngineFailure, RunningEngine, register
+from autotune.engines.base import EngineConfig, RunningEngine, register
+from autotune.engines.failures import EngineFailure
 from autotune.engines.vllm import VllmConventions, render_flags
 from autotune.replay.grid import Grid, GridError, GridRow
 from autotune.trial_state import FailureKind

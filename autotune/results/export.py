@@ -21,7 +21,7 @@ from autotune.errors import AutotuneError, TrialNotFoundError
 from autotune.results.report import StudyReport
 from autotune.space.model import Space
 from autotune.space.quality import QUALITY_LABELS, QUALITY_METRICS, format_quality
-from autotune.store.base import TrialView
+from autotune.store.values import TrialView
 
 HEADLINE_METRICS = (
     "output_throughput",

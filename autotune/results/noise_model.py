@@ -30,7 +30,8 @@ from autotune.space.measurement import MeasurementSpec
 from autotune.store.base import FreshRun
 
 if TYPE_CHECKING:
-    from autotune.store.base import Catalog, TrialView
+    from autotune.store.base import Catalog
+    from autotune.store.values import TrialView
 
 
 @dataclass(frozen=True)

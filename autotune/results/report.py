@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from autotune.errors import StudyNotFoundError
 from autotune.scoring import gain, pareto_indices
 from autotune.space.quality import QUALITY_METRICS
-from autotune.store.base import TrialView
+from autotune.store.values import TrialView
 
 if TYPE_CHECKING:
     from autotune.store import Catalog

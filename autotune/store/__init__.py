@@ -20,14 +20,13 @@ from autotune.store.base import (
     StaleTrial,
     StudyFacts,
     StudyStore,
-    StudyView,
     Suggestion,
     TrialResult,
     TrialSummary,
-    TrialView,
 )
 from autotune.store.db.faults import DatabaseFault, advice, is_transient
 from autotune.store.db.session import upgrade as upgrade_schema
+from autotune.store.values import StudyView, TrialView
 
 __all__ = [
     "Catalog", "DatabaseFault", "FreshRun", "Origin", "StaleTrial", "StudyFacts", "StudyStore",

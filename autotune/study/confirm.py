@@ -18,7 +18,8 @@ from autotune.devices import detect_pool
 from autotune.engines import create
 from autotune.results.noise_model import FRESH_METRICS, Interval, NoiseModel, configuration_key
 from autotune.space.model import Space
-from autotune.store.base import FreshRun, TrialView
+from autotune.store.base import FreshRun
+from autotune.store.values import TrialView
 from autotune.trial import TrialOutcome, TrialRunner
 
 METRIC = "output_throughput"

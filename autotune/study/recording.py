@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from autotune.bench.metrics import finite_metrics
 from autotune.scoring import (
     failed_values,
     failed_violations,
@@ -12,7 +13,7 @@ from autotune.scoring import (
 )
 from autotune.space.model import Space
 from autotune.store.base import TrialResult, TrialSummary
-from autotune.trial import TrialOutcome, finite_metrics
+from autotune.trial import TrialOutcome
 from autotune.trial_state import TrialState
 
 

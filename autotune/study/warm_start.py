@@ -30,10 +30,11 @@ from autotune.errors import AutotuneError
 from autotune.model.config import find_model_config
 from autotune.scoring import is_feasible, objective_values, pareto_indices, violations
 from autotune.space.configuration import Configuration
-from autotune.space.model import ParameterSpec, Space, is_active, nearest_allowed
+from autotune.space.model import Space, is_active, nearest_allowed
 from autotune.space.parameters import KNOWN_PARAMETERS, parameter_info
-from autotune.store.base import StudyView, TrialView
+from autotune.space.sections import ParameterSpec
 from autotune.store.connection import is_sqlite, sqlite_path
+from autotune.store.values import StudyView, TrialView
 
 if TYPE_CHECKING:
     from autotune.store import Catalog

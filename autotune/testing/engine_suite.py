@@ -27,15 +27,10 @@ import pytest
 
 from autotune.bench.driver import Endpoint, HttpLoadDriver
 from autotune.devices import CpuSlotPool
-from autotune.engines import (
-    EngineConfig,
-    EngineFailure,
-    EngineLauncher,
-    FailureKind,
-    RunningEngine,
-)
+from autotune.engines import EngineConfig, EngineFailure, EngineLauncher, RunningEngine
 from autotune.space.workload import WorkloadSpec
 from autotune.testing.processes import engine_processes
+from autotune.trial_state import FailureKind
 
 LOAD_TOKENS = 4
 LOAD_REQUESTS = 4

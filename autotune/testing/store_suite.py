@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import OperationalError
 
-from autotune.engines.failures import EngineFailure, FailureKind
+from autotune.engines.failures import EngineFailure
 from autotune.quality.reference import Reference, ReferenceItem
 from autotune.scoring import failed_values
 from autotune.space.configuration import Configuration
@@ -37,7 +37,7 @@ from autotune.store.attrs import REFERENCE_ATTR
 from autotune.study import recording
 from autotune.testing.replay_grid import SPACE
 from autotune.trial import TrialOutcome
-from autotune.trial_state import TrialState
+from autotune.trial_state import FailureKind, TrialState
 
 
 def space(**changes: Any) -> Space:

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from autotune.bench.driver import HttpLoadDriver
-from autotune.bench.measurement import MeasurementSpec, measure_robustly
+from autotune.bench.measurement import measure_robustly
 from autotune.devices import CpuSlotPool
+from autotune.space.measurement import MeasurementSpec
 from autotune.space.model import Space
 from autotune.testing.spaces import small_space
 from tests.support.shared_engine import SharedEngine

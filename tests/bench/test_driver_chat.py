@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from autotune.bench.driver import BenchResult, HttpLoadDriver
-from autotune.bench.workload import Prompt
+from autotune.bench.prompt_set import Prompt
 from autotune.space.workload import WorkloadSpec
 from autotune.testing.mock_openai import Behaviour, MockOpenAI
 

@@ -10,7 +10,7 @@ import pytest
 
 from autotune.bench.driver import HttpLoadDriver
 from autotune.bench.metrics import RequestRecord
-from autotune.bench.workload import Prompt, Turn, WorkloadError
+from autotune.bench.prompt_set import Prompt, Turn, WorkloadError
 from autotune.space.workload import WorkloadSpec
 from autotune.testing.mock_openai import Behaviour, MockOpenAI, Seen
 

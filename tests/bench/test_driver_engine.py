@@ -10,7 +10,7 @@ import pytest
 
 from autotune.bench.driver import BenchResult, Endpoint, HttpLoadDriver
 from autotune.bench.engine_metrics import PREFIX_HITS, PREFIX_QUERIES, counter_delta
-from autotune.bench.workload import Prompt, Turn
+from autotune.bench.prompt_set import Prompt, Turn
 from autotune.space.workload import WorkloadSpec
 from tests.support.shared_engine import SharedEngine
 

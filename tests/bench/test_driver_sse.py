@@ -11,7 +11,7 @@ import pytest
 
 from autotune.bench.driver import BenchResult, Endpoint, EngineStalled, HttpLoadDriver
 from autotune.bench.metrics import percentile
-from autotune.bench.workload import WorkloadError
+from autotune.bench.prompt_set import WorkloadError
 from autotune.engines.process import free_port
 from autotune.space.workload import WorkloadSpec
 from autotune.testing.mock_openai import Behaviour, MockOpenAI

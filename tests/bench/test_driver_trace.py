@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from autotune.bench.driver import BenchResult, HttpLoadDriver
-from autotune.bench.workload import Prompt, Turn, WorkloadError
+from autotune.bench.prompt_set import Prompt, Turn, WorkloadError
 from autotune.space.workload import WorkloadSpec
 from autotune.testing.mock_openai import Behaviour, MockOpenAI
 

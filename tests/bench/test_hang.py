@@ -20,10 +20,11 @@ import pytest
 from autotune.bench.http_step import HttpMeasurement
 from autotune.bench.step import MeasureContext, Measured
 from autotune.devices import CpuSlotPool
-from autotune.engines import FailureKind, RunningEngine, create
+from autotune.engines import RunningEngine, create
 from autotune.engines.vllm import engine_config
 from autotune.space.model import Space
 from autotune.testing.spaces import small_space
+from autotune.trial_state import FailureKind
 
 pytestmark = pytest.mark.engine
 

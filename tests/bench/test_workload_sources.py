@@ -18,8 +18,9 @@ import pytest
 from pydantic import ValidationError
 
 from autotune.bench.datasets import parse_chat_jsonl, parse_jsonl, parse_sharegpt
+from autotune.bench.prompt_set import PromptSet, WorkloadError
 from autotune.bench.traces import parse_trace
-from autotune.bench.workload import PromptSet, WorkloadError, build_prompts
+from autotune.bench.workload import build_prompts
 from autotune.space.workload import NormalLength, TracePrompts, UniformLength, WorkloadSpec
 from autotune.testing.mock_openai import MockOpenAI
 

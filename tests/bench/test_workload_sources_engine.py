@@ -12,7 +12,8 @@ import pytest
 
 from autotune.bench.driver import Endpoint, HttpLoadDriver
 from autotune.bench.engine_metrics import engine_metrics
-from autotune.bench.workload import PromptSet, build_prompts
+from autotune.bench.prompt_set import PromptSet
+from autotune.bench.workload import build_prompts
 from autotune.space.workload import WorkloadSpec
 from tests.support.shared_engine import SharedEngine
 

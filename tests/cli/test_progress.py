@@ -18,8 +18,9 @@ from autotune.cli.progress import (
     plain_output,
     reporter_for,
 )
-from autotune.engines.failures import EngineFailure, FailureKind
+from autotune.engines.failures import EngineFailure
 from autotune.trial import TrialOutcome
+from autotune.trial_state import FailureKind
 
 DEFAULTS = {"max_num_seqs": 128, "enable_chunked_prefill": True}
 

@@ -5,6 +5,7 @@ modules, no private name imported from another module, and the storage boundary 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "autotune"
@@ -17,7 +18,9 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+@functools.cache
 def _modules() -> dict[str, ast.Module]:
+    """Every autotune module's syntax tree, parsed once per session (read only)."""
     return {_module_name(p): ast.parse(p.read_text(), str(p)) for p in PACKAGE.rglob("*.py")}
 
 
@@ -104,23 +107,27 @@ def test_only_the_store_touches_optuna_internals_and_autotune_tables() -> None:
     assert offenders == []
 
 
+def _import_targets(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, module or module.name) for every import of a tree, at any depth: inside functions
+    and under TYPE_CHECKING too."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [(node.lineno, node.module)]
+            found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+    return found
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
 def _importers(prefix: str, *, of: str) -> list[str]:
-    """Modules outside ``of`` importing ``prefix`` or a module under it, at any depth (inside
-    functions and under TYPE_CHECKING too)."""
-    offenders = []
-    for name, tree in _modules().items():
-        if name == of or name.startswith(of + "."):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            else:
-                continue
-            if any(t == prefix or t.startswith(prefix + ".") for t in targets):
-                offenders.append(f"{name}:{node.lineno}")
-    return offenders
+    """Modules outside ``of`` importing ``prefix`` or a module under it."""
+    return sorted({f"{name}:{line}" for name, tree in _modules().items() if not _under(name, of)
+                   for line, target in _import_targets(tree) if _under(target, prefix)})
 
 
 def test_only_the_store_imports_autotune_tables() -> None:
@@ -141,28 +148,14 @@ ENGINE_IMPLEMENTATIONS = ("autotune.engines.vllm", "autotune.engines.process",
 
 def _engine_implementation_imports(prefixes: tuple[str, ...]) -> list[str]:
     """Imports of an engine implementation by a module under ``prefixes`` (a module name, or
-    its prefix ending in ``*``), at any depth: inside functions and under TYPE_CHECKING too."""
+    its prefix ending in ``*``)."""
     def covered(name: str) -> bool:
-        return any(name.startswith(p[:-1]) if p.endswith("*")
-                   else name == p or name.startswith(p + ".") for p in prefixes)
+        return any(name.startswith(p[:-1]) if p.endswith("*") else _under(name, p)
+                   for p in prefixes)
 
-    def implementation(target: str) -> bool:
-        return any(target == i or target.startswith(i + ".") for i in ENGINE_IMPLEMENTATIONS)
-
-    offenders = []
-    for name, tree in _modules().items():
-        if not covered(name):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            else:
-                continue
-            offenders += [f"{name}:{node.lineno} imports {t}" for t in targets
-                          if implementation(t)]
-    return offenders
+    return [f"{name}:{line} imports {target}" for name, tree in _modules().items()
+            if covered(name) for line, target in _import_targets(tree)
+            if any(_under(target, i) for i in ENGINE_IMPLEMENTATIONS)]
 
 
 def test_the_trial_knows_no_engine() -> None:
@@ -178,3 +171,52 @@ def test_the_study_and_the_store_know_no_engine() -> None:
 def test_the_rule_sees_an_engine_import() -> None:
     """The rule is not vacuous: the replay launcher does import vLLM's."""
     assert _engine_implementation_imports(("autotune.replay",)) != []
+
+
+def _defined_and_imported(tree: ast.Module) -> tuple[set[str], set[str]]:
+    """Names a module defines at its top level, and names it imports from autotune modules."""
+    defined: set[str] = set()
+    imported: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            defined.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined.update(n.id for tg in targets for n in ast.walk(tg) if isinstance(n, ast.Name))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("autotune"):
+            imported.update(a.asname or a.name for a in node.names)
+    return defined, imported
+
+
+def test_no_module_re_exports_another_modules_names() -> None:
+    """A name is imported from the module that defines it (or from its own package's face,
+    whose ``__init__`` exports its submodules' names): never through a module that merely
+    imported it, so each name has one home."""
+    modules = _modules()
+    known = set(modules)
+    faces = {name for name in known if (PACKAGE.parent / name.replace(".", "/")).is_dir()}
+    homes = {name: _defined_and_imported(tree) for name, tree in modules.items()}
+    offenders = []
+    for name, tree in modules.items():
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.ImportFrom) and node.module in known):
+                continue
+            defined, imported = homes[node.module]
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in known or alias.name in defined:
+                    continue
+                if alias.name in imported and not (node.module in faces
+                                                   and _face_exports_its_own(node.module,
+                                                                             alias.name)):
+                    offenders.append(f"{name} imports {alias.name} through {node.module}")
+    assert offenders == []
+
+
+def _face_exports_its_own(package: str, name: str) -> bool:
+    """Whether a package's ``__init__`` takes ``name`` from one of its own submodules."""
+    tree = _modules()[package]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and any(
+                (a.asname or a.name) == name for a in node.names):
+            return _under(node.module, package)
+    return False

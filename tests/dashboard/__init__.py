@@ -1,1 +1,2 @@
-"""Tests of autotune.dashboard: its JSON API, pages and figures in headless Chromium, the live view."""
+"""Tests of autotune.dashboard: its JSON API, pages and figures in headless Chromium, the live
+view."""

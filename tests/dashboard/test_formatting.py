@@ -9,14 +9,13 @@ import pytest
 
 from autotune.bench.engine_metrics import EngineMetricsDelta
 from autotune.dashboard.formatting import (
-    GROUPS,
     format_metric,
     format_value,
     grouped,
     metric_group,
     metric_unit,
 )
-from autotune.metrics import known_metric_names, of_kind
+from autotune.metrics import GROUPS, known_metric_names, of_kind
 from tests.support.dashboard_studies import RICH_METRICS
 
 

@@ -1,1 +1,2 @@
-"""Whole studies through the CLI on real vLLM engines, and what is read from them (confirm, export)."""
+"""Whole studies through the CLI on real vLLM engines, and what is read from them (confirm,
+export)."""

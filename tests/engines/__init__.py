@@ -1,1 +1,2 @@
-"""Tests of autotune.engines: the engine conformance suite, vLLM's flags, the guard, failure classification."""
+"""Tests of autotune.engines: the engine conformance suite, vLLM's flags, the guard, failure
+classification."""

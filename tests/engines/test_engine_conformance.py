@@ -10,7 +10,7 @@ import pytest
 
 from autotune.bench.step import MeasureContext, Measured
 from autotune.devices import CpuSlotPool
-from autotune.engines import EngineConfig, EngineLauncher, FailureKind, RunningEngine, create, vllm
+from autotune.engines import EngineConfig, EngineLauncher, RunningEngine, create, vllm
 from autotune.engines.process import free_port
 from autotune.engines.vllm import engine_config
 from autotune.space.model import Space
@@ -18,6 +18,7 @@ from autotune.testing.engine_suite import EngineSuite, FailingStart
 from autotune.testing.processes import engine_processes
 from autotune.testing.spaces import small_space
 from autotune.trial import TrialRunner
+from autotune.trial_state import FailureKind
 
 pytestmark = pytest.mark.engine
 

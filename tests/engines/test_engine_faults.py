@@ -15,7 +15,7 @@ import pytest
 
 from autotune.bench.step import MeasureContext, Measured
 from autotune.devices import CpuSlotPool, DeviceSet
-from autotune.engines import EngineConfig, EngineFailure, FailureKind, RunningEngine, create
+from autotune.engines import EngineConfig, EngineFailure, RunningEngine, create
 from autotune.engines import vllm as vllm_engine
 from autotune.engines.failures import TeardownError
 from autotune.space.model import Space
@@ -23,6 +23,7 @@ from autotune.study import recording
 from autotune.testing.mock_engine import MockEngine, MockLauncher
 from autotune.testing.mock_openai import Behaviour
 from autotune.trial import TrialRunner
+from autotune.trial_state import FailureKind
 from tests.support import standin_engine
 from tests.trial.test_driver_trial import SPACE
 

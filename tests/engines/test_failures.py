@@ -9,12 +9,12 @@ import pytest
 
 from autotune.engines.failures import (
     EngineFailure,
-    FailureKind,
     after_benchmark,
     classify,
     log_excerpt,
     stalled,
 )
+from autotune.trial_state import FailureKind
 
 LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "engine_logs"
 

@@ -11,11 +11,13 @@ import pytest
 import yaml
 
 from autotune.devices import CpuSlotPool, NvmlGpuPool
-from autotune.engines.failures import EngineFailure, FailureKind
+from autotune.engines.failures import EngineFailure
 from autotune.engines.vllm import VllmConventions
 from autotune.model import memory_fit as mf
+from autotune.model.shape import UNKNOWN_QUANT_BITS, ModelShape, model_shape
 from autotune.space.model import load_space
 from autotune.trial import TrialRunner
+from autotune.trial_state import FailureKind
 from tests.support.fake_nvml import FakeNvml
 
 GIB = 1024**3
@@ -44,13 +46,13 @@ REAL_CPU_LINE = (
 )
 
 
-def llama(**config) -> mf.ModelShape:
-    shape = mf.ModelShape.from_config({**LLAMA_8B, **config})
+def llama(**config) -> ModelShape:
+    shape = ModelShape.from_config({**LLAMA_8B, **config})
     assert shape is not None
     return shape
 
 
-def gpu(shape: mf.ModelShape, memory: int = 80 * GIB, **flags) -> mf.MemoryEstimate:
+def gpu(shape: ModelShape, memory: int = 80 * GIB, **flags) -> mf.MemoryEstimate:
     estimate = mf.estimate(shape, {"max_model_len": 8192, **flags}, device="gpu",
                            device_memory=memory)
     assert estimate is not None
@@ -116,12 +118,12 @@ def test_online_fp8_quantizes_linear_layers_only() -> None:
 
 
 def test_unknown_quantized_variant_counts_as_4_bit() -> None:
-    shape = mf.model_shape(LLAMA_8B, quantized_checkpoint=True)
-    assert shape is not None and shape.weight_bits == mf.UNKNOWN_QUANT_BITS
+    shape = model_shape(LLAMA_8B, quantized_checkpoint=True)
+    assert shape is not None and shape.weight_bits == UNKNOWN_QUANT_BITS
 
 
 def test_demo_model_on_the_cpu() -> None:
-    shape = mf.ModelShape.from_config(DEMO)
+    shape = ModelShape.from_config(DEMO)
     assert shape is not None
 
     def cpu(**flags) -> mf.MemoryEstimate:
@@ -161,7 +163,7 @@ def test_rejection_reasons_carry_the_numbers() -> None:
 
 
 def test_one_sequence_check_holds_back_the_null_block() -> None:
-    shape = mf.ModelShape.from_config(DEMO)
+    shape = ModelShape.from_config(DEMO)
     assert shape is not None
     # 512 tokens = 4 blocks of 64 KiB; vLLM also holds one null block back.
     for budget, fits in ((5 * 65536, True), (5 * 65536 - 1, False)):
@@ -180,15 +182,15 @@ def test_shortfall_is_a_note_not_a_rejection() -> None:
 
 
 def test_models_without_a_plain_estimate() -> None:
-    assert mf.ModelShape.from_config({}) is None
-    assert mf.ModelShape.from_config({**LLAMA_8B, "sliding_window": 4096}) is None
-    assert mf.ModelShape.from_config(
+    assert ModelShape.from_config({}) is None
+    assert ModelShape.from_config({**LLAMA_8B, "sliding_window": 4096}) is None
+    assert ModelShape.from_config(
         {**LLAMA_8B, "sliding_window": 4096, "use_sliding_window": False}
     ) is not None
-    assert mf.ModelShape.from_config(
+    assert ModelShape.from_config(
         {**LLAMA_8B, "layer_types": ["full_attention", "linear_attention"]}
     ) is None
-    nested = mf.ModelShape.from_config({"text_config": LLAMA_8B})
+    nested = ModelShape.from_config({"text_config": LLAMA_8B})
     assert nested == llama()
 
 

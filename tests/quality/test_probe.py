@@ -12,15 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from autotune.quality.probe import (
+from autotune.quality.probe import QualityProbe, forced_scores
+from autotune.quality.reference import (
     Forced,
     Generation,
     QualityError,
-    QualityProbe,
     Reference,
     ReferenceItem,
     agreement,
-    forced_scores,
     load_rows,
 )
 from autotune.space.quality import QualitySpec

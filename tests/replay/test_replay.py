@@ -11,14 +11,7 @@ from pathlib import Path
 import pytest
 
 from autotune.devices import CpuSlotPool
-from autotune.engines import (
-    EngineConfig,
-    EngineFailure,
-    EngineLauncher,
-    FailureKind,
-    RunningEngine,
-    create,
-)
+from autotune.engines import EngineConfig, EngineFailure, EngineLauncher, RunningEngine, create
 from autotune.engines.vllm import engine_config
 from autotune.replay import (
     GRID_ENV,
@@ -32,6 +25,7 @@ from autotune.replay import (
 from autotune.space.model import Space
 from autotune.testing.engine_suite import EngineSuite, FailingStart
 from autotune.testing.replay_grid import DEFAULT_METRICS, ROWS, write_grid
+from autotune.trial_state import FailureKind
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,1 +1,2 @@
-"""Tests of autotune.space: reading and validating space files, rules, the starter space, workload mixes, trust."""
+"""Tests of autotune.space: reading and validating space files, rules, the starter space, workload
+mixes, trust."""

@@ -1,1 +1,2 @@
-"""Tests of autotune.store: the storage conformance suite on SQLite and PostgreSQL, migrations, database faults, heartbeats."""
+"""Tests of autotune.store: the storage conformance suite on SQLite and PostgreSQL, migrations,
+database faults, heartbeats."""

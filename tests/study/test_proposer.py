@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from autotune.engines.failures import FailureKind
 from autotune.space.configuration import Configuration
 from autotune.space.model import Space
 from autotune.store.base import Origin, Suggestion, TrialSummary
@@ -19,7 +18,7 @@ from autotune.study.proposer import (
     WaitForTwin,
 )
 from autotune.testing.replay_grid import SPACE
-from autotune.trial_state import TrialState
+from autotune.trial_state import FailureKind, TrialState
 
 BASE = {"max_num_seqs": 16, "max_num_batched_tokens": 2048, "enable_chunked_prefill": True}
 

@@ -16,20 +16,15 @@ from autotune.bench.driver import Endpoint
 from autotune.bench.http_step import HttpMeasurement
 from autotune.bench.step import MeasureContext, Measured, MeasuringStep
 from autotune.devices import CpuSlotPool, DeviceSet
-from autotune.engines import (
-    EngineConfig,
-    EngineFailure,
-    EngineLauncher,
-    FailureKind,
-    RunningEngine,
-)
+from autotune.engines import EngineConfig, EngineFailure, EngineLauncher, RunningEngine
 from autotune.engines.vllm import engine_config
-from autotune.scoring import COST_METRIC
+from autotune.metrics import COST_METRIC
 from autotune.space.model import Space
 from autotune.testing.engine_suite import EndpointSuite, EngineSuite, FailingStart
 from autotune.testing.mock_engine import MockEngine, MockLauncher
 from autotune.testing.mock_openai import Behaviour, MockOpenAI
 from autotune.trial import TrialRunner
+from autotune.trial_state import FailureKind
 
 SPACE: dict[str, Any] = {
     "name": "mock",
