@@ -29,7 +29,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from autotune.bench.driver import Endpoint
+from autotune.bench import Endpoint
 
 SERVED_NAME = "mock-model"
 VERSION = "0.0.mock"
@@ -100,7 +100,7 @@ class ThreadedServer:
                 return
             ready.set()
             loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup() if self._runner else asyncio.sleep(0))
+            loop.run_until_complete(self._close())
             loop.close()
 
         self._thread = threading.Thread(target=serve, name=type(self).__name__, daemon=True)
@@ -122,6 +122,18 @@ class ThreadedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    async def _close(self) -> None:
+        """Abort the requests still in flight, then close the server: a graceful shutdown
+        would wait for each of them (a stalled stream holds its connection for its whole
+        stall)."""
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     async def _listen(self) -> None:
         app = web.Application()
