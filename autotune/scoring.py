@@ -19,8 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from autotune.metrics import CAPACITY_METRIC, COST_METRIC
-from autotune.space.model import Space
-from autotune.space.workload_mix import ATTAINMENT_WORST
+from autotune.space import ATTAINMENT_WORST, Space
 
 # Objective values told to Optuna for a failed trial: no throughput, 100 s latency.
 FAILED_MAXIMIZE_VALUE = 0.0

@@ -22,10 +22,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from autotune.bench.driver import LoadDriver
-from autotune.bench.http_step import HttpMeasurement
-from autotune.bench.metrics import finite_metrics
-from autotune.bench.step import MeasureContext, Measured, MeasuringStep
+from autotune.bench import (
+    HttpMeasurement,
+    LoadDriver,
+    MeasureContext,
+    Measured,
+    MeasuringStep,
+    finite_metrics,
+)
 from autotune.devices import DevicePool, DeviceSet, ReportsDeviceMemory
 from autotune.engines.base import EngineConfig, EngineLauncher, RunningEngine
 from autotune.engines.failures import (
@@ -35,13 +39,9 @@ from autotune.engines.failures import (
     classify,
     log_excerpt,
 )
-from autotune.model import memory_fit
-from autotune.model.config import read_model_config
-from autotune.model.shape import ModelShape, model_shape
-from autotune.quality.probe import QualityProbe
-from autotune.quality.reference import Reference
-from autotune.space import rules
-from autotune.space.model import Space
+from autotune.model import ModelShape, memory_fit, model_shape, read_model_config
+from autotune.quality import QualityProbe, Reference
+from autotune.space import Space, rules
 from autotune.trial_state import FailureKind
 
 # finite_metrics lives in bench/metrics.py; the study and the benchmarks import it from here.

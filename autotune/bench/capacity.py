@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from autotune.metrics import CAPACITY_METRIC
-from autotune.space.capacity import CapacitySpec, bracket_rates
+from autotune.space import CapacitySpec, bracket_rates
 
 
 class LoadPoint(Protocol):

@@ -30,7 +30,7 @@ from autotune.bench.engine_tokenizer import token_pool
 from autotune.bench.metrics import goodput_limits
 from autotune.bench.prompt_set import Prompt
 from autotune.bench.workload import random_prompt
-from autotune.space.workload import WorkloadSpec
+from autotune.space import WorkloadSpec
 
 # (our metric, vllm bench serve's --save-result key)
 ROWS = (

@@ -27,7 +27,7 @@ from typing import Any
 from autotune.bench.data_files import jsonl_objects, read_text
 from autotune.bench.engine_tokenizer import EngineTokenizer
 from autotune.bench.prompt_set import Prompt, PromptSet, Turn, WorkloadError
-from autotune.space.workload import (
+from autotune.space import (
     ChatJsonlPrompts,
     JsonlPrompts,
     MultiTurn,

@@ -37,7 +37,7 @@ import aiohttp
 from autotune.bench.metrics import RequestRecord, summarize
 from autotune.bench.prompt_set import Prompt, WorkloadError
 from autotune.bench.workload import build_prompts
-from autotune.space.workload import ConcurrencyLoad, PoissonLoad, TraceLoad, WorkloadSpec
+from autotune.space import ConcurrencyLoad, PoissonLoad, TraceLoad, WorkloadSpec
 
 
 @dataclass(frozen=True)

@@ -29,15 +29,19 @@ from autotune.devices.sampling import UtilisationSampler
 from autotune.engines.base import EngineConfig, RunningEngine
 from autotune.engines.failures import EngineFailure, stalled
 from autotune.metrics import COST_METRIC
-from autotune.quality.probe import QualityProbe
-from autotune.quality.reference import QualityError
+from autotune.quality import QualityError, QualityProbe
 from autotune.scoring import cost_per_1m_output_tokens, slos_hold
-from autotune.space.capacity import CapacitySpec
-from autotune.space.ladder import LadderSpec
-from autotune.space.model import Space
-from autotune.space.quality import QualitySpec
-from autotune.space.workload import ConcurrencyLoad, PoissonLoad, WorkloadSpec
-from autotune.space.workload_mix import NamedWorkload, aggregate
+from autotune.space import (
+    CapacitySpec,
+    ConcurrencyLoad,
+    LadderSpec,
+    NamedWorkload,
+    PoissonLoad,
+    QualitySpec,
+    Space,
+    WorkloadSpec,
+    aggregate,
+)
 from autotune.trial_state import FailureKind
 
 

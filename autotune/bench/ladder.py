@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from autotune.bench.capacity import Capacity, capacity_of, slo_ratio
 from autotune.metrics import CAPACITY_METRIC
 from autotune.scoring import dominates
-from autotune.space.ladder import LadderSpec
+from autotune.space import LadderSpec
 
 if TYPE_CHECKING:
     from autotune.bench.step import MeasureContext, Measured

@@ -28,7 +28,7 @@ from autotune.bench.host_load import HostLoad, HostLoadSampler
 from autotune.bench.metrics import RequestRecord
 from autotune.engines.process import live_pids
 from autotune.periodic import PeriodicSampler
-from autotune.space.measurement import MeasurementSpec
+from autotune.space import MeasurementSpec
 
 if TYPE_CHECKING:
     from autotune.bench.driver import BenchResult

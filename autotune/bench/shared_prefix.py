@@ -13,7 +13,7 @@ import random
 
 from autotune.bench.engine_tokenizer import EngineTokenizer
 from autotune.bench.prompt_set import Prompt, PromptSet, WorkloadError
-from autotune.space.workload import SharedPrefixPrompts
+from autotune.space import SharedPrefixPrompts
 
 
 def shared_prefix_prompts(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autotune.bench.metrics import RequestRecord, percentile
-from autotune.space.measurement import MeasurementSpec
+from autotune.space import MeasurementSpec
 
 if TYPE_CHECKING:
     from autotune.bench.host_load import HostLoad

@@ -19,9 +19,8 @@ if TYPE_CHECKING:
     from autotune.devices import DevicePool, DeviceSet
     from autotune.engines.base import EngineConfig, RunningEngine
     from autotune.engines.failures import EngineFailure
-    from autotune.quality.probe import QualityProbe
-    from autotune.quality.reference import Reference
-    from autotune.space.model import Space
+    from autotune.quality import QualityProbe, Reference
+    from autotune.space import Space
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from typing import Any
 from autotune.bench.data_files import jsonl_objects, read_text
 from autotune.bench.engine_tokenizer import EngineTokenizer
 from autotune.bench.prompt_set import Prompt, PromptSet, WorkloadError
-from autotune.space.workload import TraceColumns, TracePrompts
+from autotune.space import TraceColumns, TracePrompts
 
 _UNIT_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 

@@ -19,7 +19,7 @@ from autotune.bench.engine_tokenizer import EngineTokenizer, token_pool
 from autotune.bench.prompt_set import Prompt, PromptSet, Turn, WorkloadError
 from autotune.bench.shared_prefix import shared_prefix_prompts
 from autotune.bench.traces import trace_prompts
-from autotune.space.workload import (
+from autotune.space import (
     RandomPrompts,
     SharedPrefixPrompts,
     TraceLoad,

@@ -40,7 +40,7 @@ def vouched_space(stored_yaml: str, study: str, local: Path | None, sha256: str 
     """The study's stored space if this machine's --space or pinned hash vouches for it;
     exit 2 otherwise (see autotune/space/trust.py)."""
     from autotune.settings import Settings
-    from autotune.space.trust import UntrustedSpace, trusted_space
+    from autotune.space import UntrustedSpace, trusted_space
 
     try:
         return trusted_space(stored_yaml, study=study, local=local,

@@ -14,7 +14,7 @@ def build_demo(
     path: Annotated[Path, typer.Argument()] = Path("~/.cache/autotune/demo-llama"),
 ) -> None:
     """Install the CPU quickstart's tiny trained demo model (offline; checked by hash)."""
-    from autotune.model.demo import DemoModelError, build_demo_model
+    from autotune.model import DemoModelError, build_demo_model
 
     try:
         console.print(f"demo model at {build_demo_model(path.expanduser())}")

@@ -35,8 +35,7 @@ PickOpt = Annotated[str | None, typer.Option("--pick", help="max:METRIC or min:M
 
 
 def _picked(name: str, storage: str | None, trial: int | None, pick: str | None) -> Any:
-    from autotune.results.export import pick_trial
-    from autotune.results.report import load_report
+    from autotune.results import load_report, pick_trial
     from autotune.store import open_catalog
 
     if trial is not None and pick is not None:
@@ -54,7 +53,7 @@ def _confirm(url: str, name: str, record: Any, times: int, log_dir: Path | None,
              space: Path | None, space_sha256: str | None) -> Any:
     """Confirm on fresh servers, then keep the runs with the study (its noise model's
     evidence)."""
-    from autotune.results.noise_model import study_noise_model
+    from autotune.results import study_noise_model
     from autotune.settings import Settings
     from autotune.store import open_catalog, open_store
     from autotune.study.confirm import confirm_trial
@@ -72,7 +71,7 @@ def _confirm(url: str, name: str, record: Any, times: int, log_dir: Path | None,
 
 
 def _interval_lines(url: str, name: str, record: Any) -> list[str]:
-    from autotune.results.noise_model import study_noise_model
+    from autotune.results import study_noise_model
     from autotune.store import open_catalog
 
     intervals = study_noise_model(open_catalog(url), name).intervals(record)
@@ -102,7 +101,7 @@ def export(
     it when the study swept environment variables, or as one command line (--format command).
     With --confirm, the stored engine command runs only if --space FILE or --space-sha256
     vouches for it."""
-    from autotune.results.export import (
+    from autotune.results import (
         command_line,
         env_script,
         export_yaml,

@@ -30,7 +30,7 @@ def init(
     file is checked as a valid space before it is written."""
     from autotune.devices import NoDevicesError, pool_from_spec
     from autotune.errors import AutotuneError, OptionError
-    from autotune.space.starter import devices_of, starter_space, write_starter_space
+    from autotune.space import devices_of, starter_space, write_starter_space
 
     target = output or Path(Path(model.rstrip("/")).name + ".yaml")
     if target.exists() and not force:  # before the devices and the model are looked at

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the study package pulls Optuna in: `autotune --help` stays 
     from rich.console import Console
 
     from autotune.devices import DevicePool
-    from autotune.space.model import Space
+    from autotune.space import Space
     from autotune.study.entrypoint import StudyResult
     from autotune.trial import TrialOutcome, TrialRunner
 

@@ -264,7 +264,7 @@ def print_study(report: Any, name: str, *, wide: bool = False,
                     console.print(f"  trial {t.number} {escape(kind)}: "
                                   f"{escape(t.failure_reason)}", highlight=False)
         if report.quality_columns:
-            from autotune.space.quality import format_quality
+            from autotune.space import format_quality
 
             alike: dict[str, list[int]] = {}  # trials with the same figures share a line
             for t in report.trials:
@@ -300,7 +300,7 @@ def print_study(report: Any, name: str, *, wide: bool = False,
 
 def wide_table(report: Any) -> Table:
     """`study show --wide`: every column, parameters in full, one per line."""
-    from autotune.space.quality import format_quality
+    from autotune.space import format_quality
 
     table = Table()
     extra = [m for m in wide_columns()

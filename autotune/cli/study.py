@@ -29,7 +29,7 @@ from autotune.errors import AutotuneError
 
 if TYPE_CHECKING:
     from autotune.devices import DevicePool
-    from autotune.space.model import Space
+    from autotune.space import Space
 
 app = typer.Typer(no_args_is_help=True, help="Create, run and inspect tuning studies.")
 
@@ -98,7 +98,7 @@ def study_start(
     ] = False,
 ) -> None:
     """Run a tuning study: each trial launches, measures and tears down a real engine."""
-    from autotune.space.reading import read_text
+    from autotune.space import read_text
     from autotune.study.entrypoint import load_study_space
 
     url = storage_url(storage)
@@ -181,7 +181,7 @@ def study_show(
 ) -> None:
     """Show a study's trials and Pareto front (table, json or csv), or one trial in full."""
     from autotune.cli.trial_view import print_trial
-    from autotune.results.report import load_report
+    from autotune.results import load_report
     from autotune.store import open_catalog
 
     url = storage_url(storage)
@@ -201,7 +201,7 @@ def study_show(
             err_console.print(f"[bold red]error:[/] study {name!r} has no trial {trial}; its "
                               f"trials are 0..{len(report.trials) - 1}")
             raise typer.Exit(2)
-        from autotune.results.noise_model import study_noise_model
+        from autotune.results import study_noise_model
 
         noise = study_noise_model(open_catalog(url), name, report.trials)
         print_trial(report, record, noise.intervals(record))

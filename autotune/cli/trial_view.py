@@ -10,14 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from autotune import short_names
-from autotune.bench.ladder import levels_of
+from autotune.bench import levels_of
 from autotune.cli.common import console
 from autotune.cli.render import measured, result_cell, slo_cell
 from autotune.metrics import LATENCIES, STATS, of_kind, short_name
 from autotune.scoring import CAPACITY_CONSTRAINT
-from autotune.space.ladder import LADDER_METRICS
-from autotune.space.quality import QUALITY_METRICS, format_quality
-from autotune.space.workload_mix import split_metric
+from autotune.space import LADDER_METRICS, QUALITY_METRICS, format_quality, split_metric
 
 THROUGHPUT = tuple(m.name for m in of_kind("throughput", "count", "mix"))
 LATENCY_METRICS = {m.name for m in of_kind("latency")}

@@ -31,8 +31,7 @@ from autotune.dashboard.load_curve import load_curve
 from autotune.dashboard.logs import log_tail
 from autotune.dashboard.views import compare_view, trial_view
 from autotune.errors import AutotuneError, StudyNotFoundError, TrialNotFoundError
-from autotune.results.export import export_yaml, pick_trial
-from autotune.results.noise_model import study_noise_model
+from autotune.results import export_yaml, pick_trial, study_noise_model
 from autotune.store.values import TrialView
 
 if TYPE_CHECKING:

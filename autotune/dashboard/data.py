@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from autotune.dashboard.formatting import metric_unit
 from autotune.errors import AutotuneError
 from autotune.metrics import natural_direction
-from autotune.results.export import pick_trial
-from autotune.results.report import StudyReport, load_report, pareto_front
+from autotune.results import StudyReport, load_report, pareto_front, pick_trial
 from autotune.store.values import StudyView, TrialView
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from autotune.bench.ladder import levels_of
+from autotune.bench import levels_of
 from autotune.dashboard.data import number
 from autotune.dashboard.figures import LEGEND_ABOVE
 from autotune.dashboard.formatting import format_metric, format_value

@@ -18,7 +18,7 @@ from autotune.dashboard.formatting import (
 from autotune.dashboard.load_curve import load_curve
 from autotune.dashboard.logs import TAIL_LINES, log_tail
 from autotune.metrics import GROUPS, LATENCIES, STATS
-from autotune.results.noise_model import Interval
+from autotune.results import Interval
 from autotune.store.values import TrialView
 
 LATENCY_TABLE = frozenset(f"{lat}_{stat}_ms" for lat in LATENCIES for stat in STATS)

@@ -13,7 +13,9 @@ use, so ``python -m autotune.engines.guard`` (started once per engine) imports n
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from autotune.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from autotune.engines.base import (
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     )
     from autotune.engines.failures import EngineFailure
 
-# Each name's module, imported on first use.
+# Each name's module, imported on first use (autotune.lazy).
 _HOMES = {
     "EngineConfig": "autotune.engines.base",
     "EngineFailure": "autotune.engines.failures",
@@ -65,7 +67,4 @@ def stop_all() -> int:
     return stop_processes()
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _HOMES)

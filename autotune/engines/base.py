@@ -24,7 +24,7 @@ from autotune.engines.failures import EngineFailure, TeardownError
 from autotune.trial_state import FailureKind
 
 if TYPE_CHECKING:
-    from autotune.space.model import Space
+    from autotune.space import Space
 
 __all__ = [
     "EngineConfig",

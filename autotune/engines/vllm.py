@@ -23,8 +23,7 @@ from autotune.devices import DeviceSet
 from autotune.engines.base import EngineConfig, Fallback, RunningEngine, register
 from autotune.engines.failures import EngineFailure, TeardownError, classify
 from autotune.engines.process import GuardedProcess, free_port
-from autotune.space.model import Space
-from autotune.space.parameters import KNOWN_PARAMETERS, NONE_CHOICE, env_value, parameter_info
+from autotune.space import KNOWN_PARAMETERS, NONE_CHOICE, Space, env_value, parameter_info
 from autotune.trial_state import FailureKind
 
 HEALTH_POLL_S = 0.5

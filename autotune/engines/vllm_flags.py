@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import AutotuneError, SpaceError
-from autotune.space.model import Space
-from autotune.space.parameters import parameter_info
-from autotune.space.reading import line_of, parse, read_text
+from autotune.space import Space, line_of, parameter_info, parse, read_text
 
 PROBE_TIMEOUT_S = 300.0
 

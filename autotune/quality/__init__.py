@@ -1,10 +1,33 @@
 """Quality of a trial's outputs: labelled accuracy and agreement with a reference.
 
-``spec`` and ``grading`` are light (the space file needs them); ``reference`` reads the eval set
-and scores outputs against the study's reference (kept by the study store); ``probe`` talks HTTP
-to a live server. See docs/quality.md.
+``grading`` is light (the space file needs it); ``reference`` reads the eval set and scores
+outputs against the study's reference (kept by the study store); ``probe`` talks HTTP to a live
+server. The `quality:` section of a space file is ``autotune.space.quality``. See docs/quality.md.
 """
 
-from autotune.space.quality import QUALITY_INFO_METRICS, QUALITY_METRICS, QualitySpec
+from __future__ import annotations
 
-__all__ = ["QUALITY_INFO_METRICS", "QUALITY_METRICS", "QualitySpec"]
+from typing import TYPE_CHECKING
+
+from autotune.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from autotune.quality.probe import QualityProbe
+    from autotune.quality.reference import QualityError, Reference, ReferenceItem
+
+# Each name's module, imported on first use (autotune.lazy).
+_HOMES = {
+    "QualityError": "autotune.quality.reference",
+    "QualityProbe": "autotune.quality.probe",
+    "Reference": "autotune.quality.reference",
+    "ReferenceItem": "autotune.quality.reference",
+}
+
+__all__ = [
+    "QualityError",
+    "QualityProbe",
+    "Reference",
+    "ReferenceItem",
+]
+
+__getattr__ = lazy_attributes(__name__, _HOMES)

@@ -41,7 +41,7 @@ from autotune.quality.reference import (
     fingerprint,
     load_rows,
 )
-from autotune.space.quality import QualitySpec
+from autotune.space import QualitySpec
 
 POLL_S = 1.0
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from autotune.errors import AutotuneError
 from autotune.quality.grading import GRADERS, grade, parse_number
-from autotune.space.quality import QualitySpec
+from autotune.space import QualitySpec
 
 REFERENCE_FORMAT = 1
 

@@ -18,10 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.engines.failures import EngineFailure
-from autotune.space.configuration import Configuration, params_key
-from autotune.space.ladder import LadderSpec
-from autotune.space.model import Space
-from autotune.space.sections import ParameterSpec
+from autotune.space import Configuration, LadderSpec, ParameterSpec, Space, params_key
 from autotune.trial_state import FailureKind
 
 STATES = ("complete", "failed", "rejected")

@@ -12,7 +12,7 @@ from autotune.devices import CpuSlotPool, DevicePool
 from autotune.replay.grid import Grid
 from autotune.replay.launcher import ReplayLauncher
 from autotune.replay.step import GridMeasurement
-from autotune.space.model import Space
+from autotune.space import Space
 from autotune.trial import PhaseCallback, TrialOutcome, TrialRunner
 from autotune.trial_state import FailureKind
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from autotune.bench.ladder import ladder_into
-from autotune.bench.step import MeasureContext, Measured
+from autotune.bench import MeasureContext, Measured, ladder_into
 from autotune.engines.base import EngineConfig, RunningEngine
 from autotune.replay.grid import Grid, GridError, GridLevel, GridRow
 
 if TYPE_CHECKING:
-    from autotune.quality.probe import QualityProbe
+    from autotune.quality import QualityProbe
 
 
 class GridMeasurement:

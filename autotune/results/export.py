@@ -15,12 +15,11 @@ from typing import Any
 
 import yaml
 
-from autotune.bench.ladder import levels_of
+from autotune.bench import levels_of
 from autotune.engines.vllm import engine_env, render_flags
 from autotune.errors import AutotuneError, TrialNotFoundError
 from autotune.results.report import StudyReport
-from autotune.space.model import Space
-from autotune.space.quality import QUALITY_LABELS, QUALITY_METRICS, format_quality
+from autotune.space import QUALITY_LABELS, QUALITY_METRICS, Space, format_quality
 from autotune.store.values import TrialView
 
 HEADLINE_METRICS = (

@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from autotune.bench import stats
-from autotune.space.configuration import Configuration
-from autotune.space.measurement import MeasurementSpec
+from autotune.space import Configuration, MeasurementSpec
 from autotune.store.base import FreshRun
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.errors import StudyNotFoundError
 from autotune.scoring import gain, pareto_indices
-from autotune.space.quality import QUALITY_METRICS
+from autotune.space import QUALITY_METRICS
 from autotune.store.values import TrialView
 
 if TYPE_CHECKING:

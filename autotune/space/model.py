@@ -20,7 +20,7 @@ from pydantic import (
 
 from autotune.errors import SpaceError
 from autotune.metrics import CAPACITY_METRIC, lookup
-from autotune.model.config import candidates, hub_cache, is_repo_id
+from autotune.model import candidates, hub_cache, is_repo_id
 from autotune.space.capacity import CapacitySpec
 from autotune.space.ladder import LadderSpec
 from autotune.space.measurement import MeasurementSpec

@@ -18,9 +18,7 @@ from typing import Any
 
 from autotune.devices.cpu import available_memory_bytes
 from autotune.errors import AutotuneError, OptionError
-from autotune.model.config import find_model_config
-from autotune.model.memory_fit import GIB, estimate, size
-from autotune.model.shape import model_shape
+from autotune.model import GIB, estimate, find_model_config, model_shape, size
 
 # Starting ranges, wide enough that the defaults sit inside them.
 GPU_UTILIZATION_HIGH = 0.95

@@ -10,7 +10,7 @@ from dataclasses import fields
 import optuna
 from optuna.trial import TrialState as OptunaState
 
-from autotune.space.configuration import Configuration
+from autotune.space import Configuration
 from autotune.store.attrs import (
     CONFIG_ATTR,
     DEFAULT_ATTR,

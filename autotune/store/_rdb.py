@@ -20,7 +20,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import fail_stale_trials
 from optuna.trial import TrialState as OptunaState
 
-from autotune.space.configuration import Configuration, params_key
+from autotune.space import Configuration, params_key
 from autotune.store._catalog import study_view, summary_of
 from autotune.store.attrs import (
     CONFIG_ATTR,
@@ -50,8 +50,8 @@ from autotune.store.values import StudyView
 from autotune.trial_state import FailureKind, TrialState
 
 if TYPE_CHECKING:
-    from autotune.quality.reference import Reference
-    from autotune.space.model import Space
+    from autotune.quality import Reference
+    from autotune.space import Space
 
 # Heartbeats, retries and grouped TPE are "experimental" in Optuna; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -144,7 +144,7 @@ class RdbStudyStore:
         self.study.enqueue_trial(configuration.as_dict(), user_attrs=attrs)
 
     def ask(self, space: Space) -> Suggestion:
-        from autotune.space.model import suggest_params
+        from autotune.space import suggest_params
 
         trial = self.study.ask()
         params = suggest_params(space, trial)
@@ -367,7 +367,7 @@ class RdbStudyStore:
     # -- the quality reference ----------------------------------------------------------------
 
     def quality_reference(self) -> tuple[Reference | None, bool]:
-        from autotune.quality.reference import Reference
+        from autotune.quality import Reference
 
         study = self.study
         attrs = self._storage.get_study_user_attrs(study._study_id)  # fresh, not a cached copy

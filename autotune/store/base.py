@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from autotune.space.configuration import Configuration
+from autotune.space import Configuration
 from autotune.store.values import StudyView, TrialView
 from autotune.trial_state import FailureKind, TrialState
 
 if TYPE_CHECKING:
     import optuna
 
-    from autotune.quality.reference import Reference
-    from autotune.space.model import Space
+    from autotune.quality import Reference
+    from autotune.space import Space
 
 __all__ = [
     "Catalog", "FreshRun", "Origin", "StaleTrial", "StudyFacts", "StudyStore", "StudyView",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection
 
-from autotune.space.model import Space
+from autotune.space import Space
 from autotune.store import Origin, StudyStore
 from autotune.study import recording
 from autotune.study.executor import Executor

@@ -13,11 +13,11 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autotune.bench.stats import binomial_cdf
+from autotune.bench import binomial_cdf
 from autotune.devices import detect_pool
 from autotune.engines import create
-from autotune.results.noise_model import FRESH_METRICS, Interval, NoiseModel, configuration_key
-from autotune.space.model import Space
+from autotune.results import FRESH_METRICS, Interval, NoiseModel, configuration_key
+from autotune.space import Space
 from autotune.store.base import FreshRun
 from autotune.store.values import TrialView
 from autotune.trial import TrialOutcome, TrialRunner

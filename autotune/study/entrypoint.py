@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.devices import DevicePool
-from autotune.space.model import Space
+from autotune.space import Space
 from autotune.study.reporter import SilentReporter, StudyReporter
 from autotune.study.runner import StudyRun, StudyRunner
 
 if TYPE_CHECKING:
-    from autotune.results.report import StudyReport
+    from autotune.results import StudyReport
     from autotune.settings import Settings
     from autotune.trial import TrialRunner
 
@@ -53,7 +53,7 @@ def load_study_space(path: str | os.PathLike[str], *, check: bool = True) -> Spa
     checked too (skip them for a study made for workers elsewhere, which may name a path only
     they hold). Raises ``SpaceError``."""
     from autotune.engines.vllm_flags import check_space_flags
-    from autotune.space.model import check_data_files, check_model_path, load_space
+    from autotune.space import check_data_files, check_model_path, load_space
 
     space = load_space(path)
     if check:
@@ -168,7 +168,7 @@ def run_study(
         run = runner.run(n_trials=trials or spec.search.trials,
                          timeout_s=timeout_s or spec.search.timeout_s, parallel=slots,
                          max_trials_here=max_trials_here)
-    from autotune.results.report import load_report
+    from autotune.results import load_report
     from autotune.store import open_catalog
 
     return StudyResult(run=run, storage=storage, hardware=pool.describe(),
@@ -181,7 +181,7 @@ def _space(space: SpaceSource, space_path: str | None, space_yaml: str | None, *
     """The space, the path it is recorded under and its YAML text (None: dumped from it)."""
     if isinstance(space, Space):
         return space, space_path or "", space_yaml
-    from autotune.space.reading import read_text
+    from autotune.space import read_text
 
     path = os.fspath(space)
     return (load_study_space(path, check=check), space_path or path,
@@ -200,7 +200,7 @@ def _runner(spec: Space, *, name: str, storage: str, pool: DevicePool, log_dir: 
 
     claim_single_writer(storage)
     if spec.model.build_demo:
-        from autotune.model.demo import build_demo_model, is_built
+        from autotune.model import build_demo_model, is_built
 
         if not is_built(spec.model.resolved_path):
             reporter.notice(f"building the demo model at {spec.model.resolved_path} ...")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune.space.model import Space
+from autotune.space import Space
 
 THRESHOLD_START = 0.5
 THRESHOLD_MAX = 0.75

@@ -15,8 +15,7 @@ from typing import Any
 import optuna
 
 from autotune.scoring import is_feasible, pareto_indices
-from autotune.space.configuration import Configuration
-from autotune.space.model import Space, suggest_params
+from autotune.space import Configuration, Space, suggest_params
 from autotune.store.base import Suggestion, TrialSummary
 from autotune.study.feasibility import FeasibilityModel, Observation
 from autotune.study.search import (

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from autotune.bench.metrics import finite_metrics
+from autotune.bench import finite_metrics
 from autotune.scoring import (
     failed_values,
     failed_violations,
@@ -11,7 +11,7 @@ from autotune.scoring import (
     objective_values,
     violations,
 )
-from autotune.space.model import Space
+from autotune.space import Space
 from autotune.store.base import TrialResult, TrialSummary
 from autotune.trial import TrialOutcome
 from autotune.trial_state import TrialState

@@ -16,12 +16,11 @@ from typing import Any
 
 import yaml
 
-from autotune.bench.ladder import pareto_values
+from autotune.bench import pareto_values
 from autotune.devices import DevicePool
 from autotune.engines.base import EngineLauncher
 from autotune.scoring import is_feasible
-from autotune.space.configuration import Configuration
-from autotune.space.model import Space
+from autotune.space import Configuration, Space
 from autotune.store import Origin, StaleTrial, StudyFacts, StudyStore, Suggestion, open_store
 from autotune.study import recording
 from autotune.study.claims import Claims

@@ -37,10 +37,14 @@ from typing import Any
 
 import optuna
 
-from autotune.space.configuration import Configuration
-from autotune.space.model import Space, default_value, is_active
-from autotune.space.parameters import parameter_info
-from autotune.space.sections import ParameterSpec
+from autotune.space import (
+    Configuration,
+    ParameterSpec,
+    Space,
+    default_value,
+    is_active,
+    parameter_info,
+)
 
 NSGA2_FROM_TRIALS = 300
 LOCAL_SEARCH_AFTER = 8  # trials before local search around the front begins

@@ -27,12 +27,17 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from autotune.errors import AutotuneError
-from autotune.model.config import find_model_config
+from autotune.model import find_model_config
 from autotune.scoring import is_feasible, objective_values, pareto_indices, violations
-from autotune.space.configuration import Configuration
-from autotune.space.model import Space, is_active, nearest_allowed
-from autotune.space.parameters import KNOWN_PARAMETERS, parameter_info
-from autotune.space.sections import ParameterSpec
+from autotune.space import (
+    KNOWN_PARAMETERS,
+    Configuration,
+    ParameterSpec,
+    Space,
+    is_active,
+    nearest_allowed,
+    parameter_info,
+)
 from autotune.store.connection import is_sqlite, sqlite_path
 from autotune.store.values import StudyView, TrialView
 

@@ -25,10 +25,10 @@ from typing import ClassVar
 import httpx
 import pytest
 
-from autotune.bench.driver import Endpoint, HttpLoadDriver
+from autotune.bench import Endpoint, HttpLoadDriver
 from autotune.devices import CpuSlotPool
 from autotune.engines import EngineConfig, EngineFailure, EngineLauncher, RunningEngine
-from autotune.space.workload import WorkloadSpec
+from autotune.space import WorkloadSpec
 from autotune.testing.processes import engine_processes
 from autotune.trial_state import FailureKind
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from autotune.engines.vllm import engine_config
-from autotune.space.model import Space
+from autotune.space import Space
 
 SPACE = {
     "name": "tiny",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from autotune.bench.driver import Endpoint
+from autotune.bench import Endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXED_LOAD = ROOT / "search_spaces" / "cpu-fixed-load.yaml"
@@ -61,7 +61,7 @@ def serving_defaults(tmp_path: Path, model: Path) -> Iterator[Endpoint]:
     from autotune.devices import CpuSlotPool
     from autotune.engines import create
     from autotune.engines.vllm import engine_config
-    from autotune.space.model import Space
+    from autotune.space import Space
 
     space = Space.model_validate(small_space(tmp_path, model))
     pool = CpuSlotPool(slots=1)

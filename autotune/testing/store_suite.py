@@ -18,10 +18,9 @@ from sqlalchemy import Engine, event
 from sqlalchemy.exc import OperationalError
 
 from autotune.engines.failures import EngineFailure
-from autotune.quality.reference import Reference, ReferenceItem
+from autotune.quality import Reference, ReferenceItem
 from autotune.scoring import failed_values
-from autotune.space.configuration import Configuration
-from autotune.space.model import Space
+from autotune.space import Configuration, Space
 from autotune.store import (
     FreshRun,
     Origin,
