@@ -24,6 +24,14 @@ def _modules() -> dict[str, ast.Module]:
     return {_module_name(p): ast.parse(p.read_text(), str(p)) for p in PACKAGE.rglob("*.py")}
 
 
+def _face_homes(package: str) -> dict[str, str]:
+    """The ``_HOMES`` of a lazy package face: each exported name's module."""
+    for node in _modules().get(package, ast.Module(body=[], type_ignores=[])).body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "_HOMES":
+            return ast.literal_eval(node.value)
+    return {}
+
+
 def _imports(name: str, tree: ast.Module, known: set[str]) -> list[tuple[str, list[str], bool]]:
     """(imported module, names, at module level and not under TYPE_CHECKING) for each import
     of an autotune module."""
@@ -43,8 +51,12 @@ def _imports(name: str, tree: ast.Module, known: set[str]) -> list[tuple[str, li
             submodules = [n for n in names if f"{node.module}.{n}" in known]
             # `from autotune.study import recording` imports the submodule, not a name.
             out += [(f"{node.module}.{n}", [], eager) for n in submodules]
-            if len(submodules) < len(names):
-                out.append((node.module, [n for n in names if n not in submodules], eager))
+            # A lazy package face (autotune.lazy) hands out each name from its home module.
+            homes = _face_homes(node.module)
+            out += [(homes[n], [n], eager) for n in names if n in homes]
+            rest = [n for n in names if n not in submodules and n not in homes]
+            if rest:
+                out.append((node.module, rest, eager))
         elif isinstance(node, ast.Import):
             out += [(a.name, [], eager) for a in node.names if a.name.startswith("autotune")]
     return out
