@@ -14,6 +14,7 @@ import typer
 from autotune.cli.common import console, err_console
 from autotune.cli.progress import reporter_for
 from autotune.cli.render import print_summary
+from autotune.study.reporter import SilentReporter
 
 if TYPE_CHECKING:  # the study package pulls Optuna in: `autotune --help` stays quick
     from rich.console import Console
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # the study package pulls Optuna in: `autotune --help` stays 
     from autotune.devices import DevicePool
     from autotune.space import Space
     from autotune.study.entrypoint import StudyResult
-    from autotune.trial import TrialOutcome, TrialRunner
+    from autotune.trial import TrialRunner
 
 
 def parse_parallel(parallel: str) -> int | None:
@@ -47,21 +48,9 @@ def device_pool(spec: Space, devices: str | None, wanted: int | None) -> DeviceP
         raise typer.Exit(2 if isinstance(exc, ValueError) else 1) from None
 
 
-class ConsoleNotices:
+class ConsoleNotices(SilentReporter):
     """A StudyReporter with nothing but its notices, on the console: for ``--no-run``, where
     no trial runs and no progress is shown."""
-
-    def study_started(self, name: str, done: int, total: int) -> None:
-        pass
-
-    def trial_started(self, index: int, total: int, number: int, params: dict[str, Any]) -> None:
-        pass
-
-    def phase(self, phase: str) -> None:
-        pass
-
-    def trial_finished(self, number: int, outcome: TrialOutcome) -> None:
-        pass
 
     def notice(self, text: str) -> None:
         console.print(text, markup=False, highlight=False)

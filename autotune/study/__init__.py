@@ -4,9 +4,26 @@ it."""
 
 from __future__ import annotations
 
-from autotune.study.entrypoint import StudyResult, create_study, run_study
-from autotune.study.reporter import SilentReporter, StudyReporter
-from autotune.study.runner import StudyRun, StudyRunner
+from typing import TYPE_CHECKING
+
+from autotune.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from autotune.study.entrypoint import StudyResult, create_study, run_study
+    from autotune.study.reporter import SilentReporter, StudyReporter
+    from autotune.study.runner import StudyRun, StudyRunner
+
+# Each name's module, imported on first use (autotune.lazy): the runner pulls Optuna in, the
+# reporter does not.
+_HOMES = {
+    "SilentReporter": "autotune.study.reporter",
+    "StudyReporter": "autotune.study.reporter",
+    "StudyResult": "autotune.study.entrypoint",
+    "StudyRun": "autotune.study.runner",
+    "StudyRunner": "autotune.study.runner",
+    "create_study": "autotune.study.entrypoint",
+    "run_study": "autotune.study.entrypoint",
+}
 
 __all__ = [
     "SilentReporter",
@@ -17,3 +34,5 @@ __all__ = [
     "create_study",
     "run_study",
 ]
+
+__getattr__ = lazy_attributes(__name__, _HOMES)
