@@ -93,17 +93,23 @@ def engine_config(space: Space, params: Mapping[str, Any], *, is_default: bool) 
     )
 
 
+def option_name(flag: str) -> str:
+    """vLLM's long option (and config-file key) for an engine flag: ``max_num_seqs`` →
+    ``max-num-seqs``."""
+    return flag.replace("_", "-")
+
+
 def render_flags(flags: Mapping[str, Any]) -> list[str]:
     """``{"enable_chunked_prefill": False, "max_num_seqs": 8}`` →
     ``["--no-enable-chunked-prefill", "--max-num-seqs", "8"]`` (vLLM's own conventions: booleans
     are --x/--no-x, dicts are JSON, lists are repeated values)."""
     argv: list[str] = []
     for name, value in flags.items():
-        flag = "--" + name.replace("_", "-")
+        flag = "--" + option_name(name)
         if value is None:
             continue
         if isinstance(value, bool):
-            argv.append(flag if value else "--no-" + name.replace("_", "-"))
+            argv.append(flag if value else "--no-" + option_name(name))
         elif isinstance(value, dict):
             argv += [flag, json.dumps(value, separators=(",", ":"))]
         elif isinstance(value, list):

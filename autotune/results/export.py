@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from autotune.bench import levels_of
-from autotune.engines.vllm import engine_env, render_flags
+from autotune.engines.vllm import engine_env, option_name, render_flags
 from autotune.errors import AutotuneError, TrialNotFoundError
 from autotune.results.report import StudyReport
 from autotune.space import QUALITY_LABELS, QUALITY_METRICS, Space, format_quality
@@ -69,12 +69,13 @@ def pick_trial(report: StudyReport, *, number: int | None, pick: str | None) -> 
 
 
 def config_mapping(record: TrialView, served_name: str | None = None) -> dict[str, Any]:
+    """The trial's engine flags as ``vllm serve --config`` keys (the flags it really ran)."""
     mapping: dict[str, Any] = {"model": record.model}
     name = served_name or _served_name(record)
     if name:
         mapping["served-model-name"] = name
     for key, value in record.engine_flags.items():
-        mapping[key.replace("_", "-")] = value
+        mapping[option_name(key)] = value
     return mapping
 
 
