@@ -1,5 +1,5 @@
-"""The search-space file: the ``Space`` model (its sections in ``space_sections``), loading
-with precise errors, and sampling.
+"""The search-space file: the ``Space`` model (its sections in ``space.sections`` and the leaf
+modules beside it), loading with precise errors, and sampling.
 
 Every key is documented in docs/search-space.md. ``load_space(path)`` either returns a valid
 :class:`Space` or raises :class:`SpaceError` naming the file and each bad field path.
