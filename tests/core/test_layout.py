@@ -232,3 +232,16 @@ def _face_exports_its_own(package: str, name: str) -> bool:
                 (a.asname or a.name) == name for a in node.names):
             return _under(node.module, package)
     return False
+
+
+RUNTIME_PACKAGES = ("autotune.bench", "autotune.engines", "autotune.replay", "autotune.study",
+                    "autotune.trial", "autotune.store", "autotune.quality", "autotune.results")
+
+
+def test_the_space_schema_imports_no_runtime_module() -> None:
+    """Reading a space file starts nothing: ``autotune.space`` imports no module that measures,
+    launches, stores or studies (at any depth)."""
+    offenders = [f"{name}:{line} imports {target}" for name, tree in _modules().items()
+                 if _under(name, "autotune.space") for line, target in _import_targets(tree)
+                 if any(_under(target, p) for p in RUNTIME_PACKAGES)]
+    assert offenders == []
