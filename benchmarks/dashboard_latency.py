@@ -29,15 +29,15 @@ from common import arg_parser
 
 from autotune.dashboard import create_app
 from autotune.store import open_catalog
+from autotune.store.synthetic import (
+    random_kinds,
+    write_study,
+    write_trial,
+)
 from autotune.testing.live_server import (
     CHROMIUM,
     CHROMIUM_ARGS,
     running_server,
-)
-from tests.support.dashboard_studies import (
-    random_kinds,
-    write_study,
-    write_trial,
 )
 
 API_GOAL_MS = 200.0

@@ -16,8 +16,8 @@ from autotune import short_names
 from autotune.results.report import StudyReport, load_report
 from autotune.store import open_catalog
 from autotune.store.db.session import upgrade
+from autotune.store.synthetic import write_study
 from tests.support.dashboard import QUICKSTART, QUICKSTART_DB, ladder_study_url
-from tests.support.dashboard_studies import write_study
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,5 +1,5 @@
 """Storages for the dashboard tests: the recorded CPU quickstart and synthetic studies written
-through autotune's repository and Optuna (tests/support/dashboard_studies.py); their names are
+through autotune's repository and Optuna (autotune/store/synthetic.py); their names are
 in tests/support/dashboard.py. The browser fixtures (``context``, ``page``) drive Debian's
 headless Chromium through Playwright; screenshots go to test-output/dashboard/."""
 
@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from autotune.dashboard import create_app
 from autotune.store import open_catalog, upgrade_schema
+from autotune.store.synthetic import write_study
 from autotune.testing.live_server import CHROMIUM, CHROMIUM_ARGS
 from tests.support.dashboard import (
     HOSTILE,
@@ -24,7 +25,6 @@ from tests.support.dashboard import (
     ONLY_FAILED,
     QUICKSTART_DB,
 )
-from tests.support.dashboard_studies import write_study
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "dashboard"
 

@@ -18,9 +18,9 @@ from autotune.metrics import natural_direction
 from autotune.results.export import export_yaml
 from autotune.results.report import load_report, pareto_front
 from autotune.store import open_catalog
+from autotune.store.synthetic import finish_trial, write_study, write_trial
 from autotune.testing.live_server import CHROMIUM, running_server
 from tests.support.dashboard import HOSTILE, HOSTILE_PARAM, MIXED, MIXED_KINDS, study_id
-from tests.support.dashboard_studies import finish_trial, write_study, write_trial
 
 pytestmark = [
     pytest.mark.browser,

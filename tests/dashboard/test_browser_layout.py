@@ -1,7 +1,7 @@
 """Every dashboard page fits the window at 1400 and 800 px, and no legend sits on its plot.
 
 Pages of the real recorded CPU quickstart and of a synthetic study with every kind of metric
-(tests/support/dashboard_studies.py), in Debian's headless Chromium. Screenshots of each page
+(autotune/store/synthetic.py), in Debian's headless Chromium. Screenshots of each page
 at each width go to test-output/dashboard/layout-WIDTH-PAGE.png.
 """
 
@@ -16,10 +16,10 @@ import pytest
 
 from autotune.dashboard import create_app
 from autotune.store import open_catalog, upgrade_schema
+from autotune.store.synthetic import enrich_trial, write_study
 from autotune.testing.live_server import CHROMIUM, running_server
 from tests.dashboard.conftest import SHOTS
 from tests.support.dashboard import MIXED, MIXED_KINDS, QUICKSTART, QUICKSTART_DB, study_id
-from tests.support.dashboard_studies import enrich_trial, write_study
 
 pytestmark = [
     pytest.mark.browser,

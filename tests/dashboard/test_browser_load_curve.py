@@ -11,10 +11,10 @@ import pytest
 
 from autotune.dashboard import create_app
 from autotune.store import open_catalog
+from autotune.store.synthetic import SLOS, add_ladder, write_study
 from autotune.testing.live_server import CHROMIUM, running_server
 from tests.dashboard.test_browser_layout import OVERFLOW, overlap
 from tests.support.dashboard import MIXED, MIXED_KINDS, study_id
-from tests.support.dashboard_studies import SLOS, add_ladder, write_study
 
 pytestmark = [
     pytest.mark.browser,

@@ -16,7 +16,7 @@ from autotune.dashboard.formatting import (
     metric_unit,
 )
 from autotune.metrics import GROUPS, known_metric_names, of_kind
-from tests.support.dashboard_studies import RICH_METRICS
+from autotune.store.synthetic import RICH_METRICS
 
 
 @pytest.mark.parametrize(("value", "unit", "text"), [

@@ -17,8 +17,8 @@ import pytest
 from autotune.dashboard.data import Refreshing, Snapshot
 from autotune.results.report import load_report
 from autotune.store import open_catalog
+from autotune.store.synthetic import finish_trial, write_study, write_trial
 from tests.support.dashboard import decode_trials, study_id
-from tests.support.dashboard_studies import finish_trial, write_study, write_trial
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER_METRICS = ("request_goodput", "ttft_p99_ms")
@@ -95,7 +95,7 @@ WRITER = textwrap.dedent("""
     import random, sys, time
     sys.path.insert(0, {root!r})
     import optuna
-    from tests.support.dashboard_studies import write_trial
+    from autotune.store.synthetic import write_trial
     study = optuna.load_study(study_name="busy", storage={url!r})
     rng = random.Random(0)
     for kind in {kinds!r}:

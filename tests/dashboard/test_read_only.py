@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from autotune.store.synthetic import write_study
 from tests.support.dashboard import MIXED
-from tests.support.dashboard_studies import write_study
 
 
 def _digest(path: Path) -> str:

@@ -12,8 +12,8 @@ import pytest
 
 from autotune.bench.ladder import levels_of
 from autotune.dashboard.logs import TAIL_BYTES, log_tail
+from autotune.store.synthetic import SLOS, add_ladder, enrich_trial, point_log, write_study
 from tests.support.dashboard import MIXED, MIXED_KINDS, ladder_study_url, study_id
-from tests.support.dashboard_studies import SLOS, add_ladder, enrich_trial, point_log, write_study
 
 RICH = 1  # measured (MIXED_KINDS[1] == "V")
 LADDER_TRIAL = 2  # measured (MIXED_KINDS[2] == "F")

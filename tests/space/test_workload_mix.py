@@ -31,10 +31,10 @@ from autotune.space.workload_mix import (
     split_metric,
 )
 from autotune.store.db import repository
+from autotune.store.synthetic import write_study
 from autotune.testing.mock_engine import MockLauncher
 from autotune.testing.mock_openai import Behaviour
 from autotune.trial import TrialRunner
-from tests.support.dashboard_studies import write_study
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_ENGINE = ["{python}", "-c", "raise SystemExit(3)"]
