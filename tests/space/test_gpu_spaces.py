@@ -146,13 +146,22 @@ def test_the_70b_runs_tp_4_or_8_on_its_checkpoints_with_an_fp8_kv_cache() -> Non
     assert "tensor_parallel_size" not in default.flags
 
 
+@pytest.fixture(scope="module")
+def flags_cache(tmp_path_factory) -> Path:
+    """The session's engine-flags cache, shared with tests/engines/test_engine_flags.py: the
+    installed vLLM is asked for its argument list (~20 s, import-bound) once per session."""
+    path = tmp_path_factory.getbasetemp() / "engine-flags-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 @pytest.mark.parametrize("path", [SPACE_8B, SPACE_70B], ids=lambda p: p.name)
 def test_every_flag_is_one_the_installed_vllm_parses(path: Path, tmp_path: Path,
-                                                     monkeypatch) -> None:
+                                                     flags_cache: Path, monkeypatch) -> None:
     """The declared flag and engine.flags through the real check (the CPU build's parser, as a
     GPU host's `vllm serve` has the same engine arguments), and every option a trial of the
     space renders is one vLLM knows, with a value its choices allow."""
-    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(flags_cache))
     data = yaml.safe_load(path.read_text())
     data["engine"]["command"] = MODULE_FORM
     copy = tmp_path / path.name
