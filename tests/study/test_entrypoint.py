@@ -66,23 +66,27 @@ def _counted(result: StudyResult) -> int:
 def test_run_study_runs_the_trials_and_returns_the_report(
     grid: Grid, space: Space, tmp_path: Path
 ) -> None:
+    # Budgets of 3 then 5 of the grid's 8 configurations: the space's sampler is a Gaussian
+    # process, whose suggestions (after its 8 random ones, repeated suggestions included) cost
+    # seconds each; 4 then 6 took ~12 suggestions, so two GP ones (10-40 s) for nothing tested.
     reporter = Recorder()
-    result = run_study(space, _url(tmp_path), trials=4, reporter=reporter,
+    result = run_study(space, _url(tmp_path), trials=3, reporter=reporter,
                        log_dir=tmp_path / "logs", trial_runner=ReplayTrialRunner(space, grid))
     assert isinstance(result, StudyResult)
     assert result.name == "tiny"  # the space's name
     assert result.storage == _url(tmp_path)
-    assert result.run.trials_run == 4 and not result.interrupted
+    assert result.run.trials_run == 3 and not result.interrupted
     assert result.stuck_devices == [] and result.hardware.startswith("CPU")
-    assert _counted(result) == 4  # besides, a repeated configuration is reused, not run
+    assert _counted(result) == 3  # besides, a repeated configuration is reused, not run
     assert result.report.trials[0].params == space.default_params()  # the default comes first
-    assert reporter.events[0] == ("study", "tiny", 0, 4)
-    assert len([e for e in reporter.events if e[0] == "finished"]) == 4
+    assert reporter.events[0] == ("study", "tiny", 0, 3)
+    assert len([e for e in reporter.events if e[0] == "finished"]) == 3
 
-    # The same name again resumes the study: two more trials make six.
-    again = run_study(space, _url(tmp_path), trials=6, log_dir=tmp_path / "logs",
+    # The same name again resumes the study: two more trials make five (here the sampler
+    # repeats measured configurations: reused, they do not count).
+    again = run_study(space, _url(tmp_path), trials=5, log_dir=tmp_path / "logs",
                       trial_runner=ReplayTrialRunner(space, grid))
-    assert again.run.trials_run == 2 and _counted(again) == 6
+    assert again.run.trials_run == 2 and _counted(again) == 5
 
 
 def test_the_budget_defaults_to_the_spaces_and_a_name_can_be_given(
