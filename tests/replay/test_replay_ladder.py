@@ -338,24 +338,34 @@ def test_measure_grid_rows_load_as_v2(grid: Grid, tmp_path: Path) -> None:
 
 
 def test_measure_grid_refuses_a_bad_setup_before_writing(tmp_path: Path) -> None:
-    out = tmp_path / "grid.jsonl"
     script = ROOT / "benchmarks" / "measure_grid.py"
     space = ROOT / "search_spaces" / "quickstart-cpu.yaml"
-    for extra, message in [
-        (["--axis", "nonsense=1,2"], "nonsense is not a parameter of the space"),
-        (["--axis", "max_num_seqs"], "expected NAME=V1,V2"),
-        (["--input-tokens", "64"], "has no input_tokens"),
-    ]:
-        result = subprocess.run([sys.executable, str(script), "--space", str(space), "--out",
-                                 str(out), *extra], capture_output=True, text=True, timeout=120)
-        assert result.returncode != 0 and message in result.stderr, result.stderr
-        assert not out.exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text(space.read_text().replace("requests_per_level: 48", "requests_per_level: 0"))
-    result = subprocess.run([sys.executable, str(script), "--space", str(bad), "--out", str(out)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "requests_per_level" in result.stderr
-    assert not out.exists()
+    cases = [
+        (space, ["--axis", "nonsense=1,2"], "nonsense is not a parameter of the space"),
+        (space, ["--axis", "max_num_seqs"], "expected NAME=V1,V2"),
+        (space, ["--input-tokens", "64"], "has no input_tokens"),
+        (bad, [], "requests_per_level"),
+    ]
+    # The script's imports take seconds: the four refusals run at once, each with its own --out.
+    runs = []
+    for i, (path, extra, message) in enumerate(cases):
+        out = tmp_path / f"grid-{i}.jsonl"
+        process = subprocess.Popen([sys.executable, str(script), "--space", str(path), "--out",
+                                    str(out), *extra], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        runs.append((process, out, message))
+    try:
+        for process, out, message in runs:
+            _, stderr = process.communicate(timeout=120)
+            assert process.returncode != 0 and message in stderr, stderr
+            assert not out.exists()
+    finally:
+        for process, _, _ in runs:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
 
 
 def test_replay_reproduces_the_live_ladders_curve_metrics() -> None:
