@@ -68,34 +68,27 @@ def client_for() -> Iterator:
         client.close()
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator:
-    """One headless Chromium for the whole session (a launch costs seconds)."""
+@pytest.fixture(scope="module")
+def context() -> Iterator:
+    """One browser context for the module, so plotly.js is fetched and compiled once."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
+        context = browser.new_context(viewport={"width": 1400, "height": 1000},
+                                      accept_downloads=True)
+        context.problems = []
+
+        def offline(route) -> None:  # noqa: ANN001
+            if urlparse(route.request.url).hostname != "127.0.0.1":
+                context.problems.append(f"request to another host: {route.request.url}")
+                route.abort()
+            else:
+                route.continue_()
+
+        context.route("**/*", offline)
+        yield context
         browser.close()
-
-
-@pytest.fixture(scope="module")
-def context(browser) -> Iterator:
-    """One browser context for the module, so plotly.js is fetched and compiled once."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000},
-                                  accept_downloads=True)
-    context.problems = []
-
-    def offline(route) -> None:  # noqa: ANN001
-        if urlparse(route.request.url).hostname != "127.0.0.1":
-            context.problems.append(f"request to another host: {route.request.url}")
-            route.abort()
-        else:
-            route.continue_()
-
-    context.route("**/*", offline)
-    yield context
-    context.close()
 
 
 @pytest.fixture
