@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -149,21 +149,33 @@ def parse_sharegpt(path: Path) -> list[Record]:
         if not isinstance(entry, dict) or not isinstance(entry.get("conversations"), list):
             raise WorkloadError(f"{where}: conversations: expected an object with a "
                                 "'conversations' list")
-        turns = []
-        for i, message in enumerate(entry["conversations"]):
-            field = f"conversations[{i}]"
-            if not isinstance(message, dict):
-                raise WorkloadError(f"{where}: {field}: expected an object with from and value")
-            role = message.get("from")
-            if role not in _SHAREGPT_ROLES:
-                raise WorkloadError(f"{where}: {field}.from: unknown role {role!r} (expected "
-                                    f"one of {', '.join(sorted(_SHAREGPT_ROLES))})")
-            value = message.get("value")
-            if not isinstance(value, str):
-                raise WorkloadError(f"{where}: {field}.value: expected a string")
-            turns.append((_SHAREGPT_ROLES[role], value))
+        turns = _turns(where, entry["conversations"], "conversations", ("from", "value"),
+                       _SHAREGPT_ROLES)
         records.append(_conversation(where, turns, "conversations"))
     return records
+
+
+def _turns(where: str, messages: list[Any], name: str, keys: tuple[str, str],
+           roles: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(role, text) of each message of a conversation, whose role is under ``keys[0]`` (one of
+    ``roles``, mapped to the chat role) and text under ``keys[1]``; a bad message names its
+    place, e.g. ``FILE:3: messages[1].role: unknown role``."""
+    role_key, text_key = keys
+    turns = []
+    for i, message in enumerate(messages):
+        field = f"{name}[{i}]"
+        if not isinstance(message, dict):
+            raise WorkloadError(f"{where}: {field}: expected an object with {role_key} and "
+                                f"{text_key}")
+        role = message.get(role_key)
+        if role not in roles:
+            raise WorkloadError(f"{where}: {field}.{role_key}: unknown role {role!r} (expected "
+                                f"one of {', '.join(sorted(roles))})")
+        text = message.get(text_key)
+        if not isinstance(text, str):
+            raise WorkloadError(f"{where}: {field}.{text_key}: expected a string")
+        turns.append((roles[role], text))
+    return turns
 
 
 def parse_chat_jsonl(path: Path) -> list[Record]:
@@ -174,19 +186,8 @@ def parse_chat_jsonl(path: Path) -> list[Record]:
         messages = entry.get("messages")
         if not isinstance(messages, list):
             raise WorkloadError(f"{where}: messages: expected a list of chat messages")
-        turns = []
-        for i, message in enumerate(messages):
-            field = f"messages[{i}]"
-            if not isinstance(message, dict):
-                raise WorkloadError(f"{where}: {field}: expected an object with role and content")
-            role = message.get("role")
-            if role not in _CHAT_ROLES:
-                raise WorkloadError(f"{where}: {field}.role: unknown role {role!r} (expected "
-                                    f"one of {', '.join(sorted(_CHAT_ROLES))})")
-            content = message.get("content")
-            if not isinstance(content, str):
-                raise WorkloadError(f"{where}: {field}.content: expected a string")
-            turns.append((role, content))
+        turns = _turns(where, messages, "messages", ("role", "content"),
+                       {role: role for role in _CHAT_ROLES})
         records.append(_conversation(where, turns, "messages"))
     return records
 
