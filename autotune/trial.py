@@ -28,7 +28,6 @@ from autotune.bench import (
     MeasureContext,
     Measured,
     MeasuringStep,
-    finite_metrics,
 )
 from autotune.devices import DevicePool, DeviceSet, ReportsDeviceMemory
 from autotune.engines.base import EngineConfig, EngineLauncher, RunningEngine
@@ -44,8 +43,7 @@ from autotune.quality import QualityProbe, Reference
 from autotune.space import Space, rules
 from autotune.trial_state import FailureKind
 
-# finite_metrics lives in bench/metrics.py; the study and the benchmarks import it from here.
-__all__ = ["PhaseCallback", "TrialOutcome", "TrialRunner", "finite_metrics"]
+__all__ = ["PhaseCallback", "TrialOutcome", "TrialRunner"]
 
 PhaseCallback = Callable[[str], None]
 # Starts of one configuration in one trial while its failures are transient (each on a fresh

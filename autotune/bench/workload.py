@@ -15,8 +15,8 @@ import random
 from collections.abc import Sequence
 
 from autotune.bench.datasets import dataset_prompts
-from autotune.bench.engine_tokenizer import EngineTokenizer, token_pool
-from autotune.bench.prompt_set import Prompt, PromptSet, Turn, WorkloadError
+from autotune.bench.engine_tokenizer import EngineTokenizer
+from autotune.bench.prompt_set import Prompt, PromptSet
 from autotune.bench.shared_prefix import shared_prefix_prompts
 from autotune.bench.traces import trace_prompts
 from autotune.space import (
@@ -27,8 +27,7 @@ from autotune.space import (
     WorkloadSpec,
 )
 
-__all__ = ["Prompt", "PromptSet", "Turn", "WorkloadError", "build_prompts", "random_prompts",
-           "run_seed", "token_pool"]
+__all__ = ["build_prompts", "random_prompts", "run_seed"]
 
 
 def run_seed(seed: int, run_index: int) -> int | str:

@@ -20,23 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from autotune.devices import DeviceSet
-from autotune.engines.failures import EngineFailure, TeardownError
-from autotune.trial_state import FailureKind
+from autotune.engines.failures import EngineFailure
 
 if TYPE_CHECKING:
     from autotune.space import Space
 
-__all__ = [
-    "EngineConfig",
-    "EngineFailure",
-    "EngineLauncher",
-    "Fallback",
-    "FailureKind",
-    "RunningEngine",
-    "TeardownError",
-    "create",
-    "register",
-]
+__all__ = ["EngineConfig", "EngineLauncher", "Fallback", "RunningEngine", "create", "register"]
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,15 @@ if TYPE_CHECKING:
     from autotune.space import Space
 
 __all__ = [
-    "Catalog", "FreshRun", "Origin", "StaleTrial", "StudyFacts", "StudyStore", "StudyView",
-    "Suggestion", "TrialResult", "TrialSummary", "TrialView",
+    "Catalog",
+    "FreshRun",
+    "Origin",
+    "StaleTrial",
+    "StudyFacts",
+    "StudyStore",
+    "Suggestion",
+    "TrialResult",
+    "TrialSummary",
 ]
 
 
