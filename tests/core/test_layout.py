@@ -245,3 +245,18 @@ def test_the_space_schema_imports_no_runtime_module() -> None:
                  if _under(name, "autotune.space") for line, target in _import_targets(tree)
                  if any(_under(target, p) for p in RUNTIME_PACKAGES)]
     assert offenders == []
+
+
+def test_a_module_lists_in_all_only_what_it_defines() -> None:
+    """A module's ``__all__`` (a package's face aside) names its own definitions only: a name
+    listed there but imported from elsewhere would be a re-export."""
+    offenders = []
+    for name, tree in _modules().items():
+        if (PACKAGE.parent / name.replace(".", "/")).is_dir():
+            continue
+        defined, _ = _defined_and_imported(tree)
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "__all__":
+                offenders += [f"{name}: {n}" for n in ast.literal_eval(node.value)
+                              if n not in defined]
+    assert offenders == []
