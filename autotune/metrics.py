@@ -9,6 +9,10 @@ nothing from autotune, so the space schema and the runtime can both use it.
 
 Names a study stored before a metric was renamed still read: ``canonical_name`` maps them
 (``ALIASES``), and every look-up here goes through it.
+
+A capacity the ladder could not bracket is a bound, and so are the figures taken at it:
+``bound_mark`` (and ``gain_mark`` for a gain over the defaults) is the one rule every display
+(terminal, export, dashboard) uses to say "≥" or "≤" beside them.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ GROUPS = ("latency", "throughput", "capacity", "engine", "resources", "quality",
 # bench.capacity (the load ladder's interpolation, or the ``capacity:`` section's bisection).
 CAPACITY_METRIC = "capacity_rps"
 COST_METRIC = "cost_per_1m_output_tokens_usd"
+# 1 when every ladder level held the SLOs: capacity is the top level's rate, a lower bound.
+LOWER_BOUND_FLAG = "capacity_is_lower_bound"
 
 # Old name → the name recorded now. Studies stored under the old name read as before.
 ALIASES = {"capacity_request_rate": CAPACITY_METRIC}
@@ -49,7 +55,9 @@ class Metric:
     $, or "" for a plain number); ``short`` the name the terminal's compact tables print;
     ``kind`` who records it; ``objective`` whether a space file may name it as an objective;
     ``wide`` whether ``study show --wide`` gives it a column when measured; ``family`` the row
-    of docs/metrics.md that stands for a pattern of names (``ttft_<stat>_ms``)."""
+    of docs/metrics.md that stands for a pattern of names (``ttft_<stat>_ms``); ``bound`` the
+    bound it is when the capacity is a lower bound (``LOWER_BOUND_FLAG``): "≥" (the true
+    figure is at least this), "≤" (at most this), or "" (exact all the same)."""
 
     name: str
     direction: Direction
@@ -61,6 +69,7 @@ class Metric:
     objective: bool = False
     wide: bool = False
     family: str = ""
+    bound: str = ""
 
     @property
     def short_name(self) -> str:
@@ -150,16 +159,18 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric(CAPACITY_METRIC, "maximize", "req/s", "capacity", "capacity",
        "capacity at SLO: the highest request rate at which every SLO holds (the load "
        "ladder's interpolation, or the `capacity:` section's bisection)",
-       short="capacity req/s", objective=True, wide=True),
-    Metric("capacity_is_lower_bound", "minimize", "", "capacity", "ladder",
+       short="capacity req/s", objective=True, wide=True, bound="≥"),
+    Metric(LOWER_BOUND_FLAG, "minimize", "", "capacity", "ladder",
        "1 when every ladder level held: capacity_rps is the top level's rate",
        objective=True),
     Metric("throughput_per_device_at_capacity", "maximize", "tok/s", "capacity", "ladder",
-       "output tokens/s per device at capacity (interpolated)", objective=True),
+       "output tokens/s per device at capacity (interpolated)", objective=True, bound="≥"),
     Metric("interactivity_at_capacity", "maximize", "tok/s", "capacity", "ladder",
-       "per-user output tokens/s at capacity: 1000 / mean TPOT (ms)", objective=True),
+       "per-user output tokens/s at capacity: 1000 / mean TPOT (ms)", objective=True,
+       bound="≤"),
     Metric("cost_per_1m_at_capacity", "minimize", "$", "capacity", "ladder",
-       "dollars per million output tokens at capacity (every device paid)", objective=True),
+       "dollars per million output tokens at capacity (every device paid)", objective=True,
+       bound="≤"),
     Metric("ladder_levels_run", "minimize", "", "capacity", "ladder",
        "load levels the ladder ran", objective=True),
     Metric("ladder_stopped_early", "minimize", "", "capacity", "ladder",
@@ -295,6 +306,38 @@ def wide_columns() -> list[str]:
             for n in (m.name, *(old for old, new in ALIASES.items() if new == m.name))]
 
 
+def bound_mark(metric: str, metrics: Mapping[str, float]) -> str:
+    """"≥" or "≤" when the trial's ``metric`` (of its ``metrics``) is a bound, not an exact
+    figure, else "". A bound is what a capacity the ladder could not bracket gives: every level
+    held (``LOWER_BOUND_FLAG`` is 1), so the capacity is at least the top level's rate and the
+    figures taken there are bounds too, each in its catalogued ``bound`` direction (throughput
+    rises with the rate, so ≥; cost per token and per-user tokens/s fall, so ≤)."""
+    found = lookup(metric)
+    flag = metrics.get(LOWER_BOUND_FLAG)
+    if found is None or not found.bound or not (isinstance(flag, int | float) and flag > 0):
+        return ""
+    return found.bound
+
+
+def gain_mark(metric: str, metrics: Mapping[str, float], default: Mapping[str, float]) -> str:
+    """The mark of a gain over the defaults (times better) on ``metric``: "≥" when the true
+    gain is at least the one shown, "≤" at most, "?" when the trial and the defaults are both
+    bounds the same way (the ratio of two lower bounds bounds nothing), else ""."""
+    found = lookup(metric)
+    if found is None or not found.bound:
+        return ""
+    # A trial's bound towards better (≥ on a metric to maximize) makes its gain a lower bound;
+    # the defaults' bound towards better makes it an upper bound.
+    better = "≥" if found.direction == "maximize" else "≤"
+    mine = bound_mark(metric, metrics)
+    mine = mine and ("≥" if mine == better else "≤")
+    theirs = bound_mark(metric, default)
+    theirs = theirs and ("≤" if theirs == better else "≥")
+    if mine and theirs and mine != theirs:
+        return "?"
+    return mine or theirs
+
+
 def markdown_table() -> str:
     """The table of docs/metrics.md: one row per metric, or per family of pattern names."""
     lines = ["| metric | better | unit | short | group | objective | meaning |",
@@ -312,7 +355,18 @@ def markdown_table() -> str:
         lines.append(f"| `{row}` | {m.direction[:3]} | {m.unit or '—'} | {short or '—'} | "
                      f"{m.group} | {'yes' if m.objective else '—'} | {meaning} |")
     old = ", ".join(f"`{a}` (now `{n}`)" for a, n in ALIASES.items())
-    return "\n".join(lines) + f"\n\nOld names read as the new ones: {old}.\n"
+    bounds = {mark: ", ".join(f"`{m.name}`" for m in CATALOGUE if m.bound == mark)
+              for mark in ("≥", "≤")}
+    return "\n".join(lines) + (
+        f"\n\nOld names read as the new ones: {old}.\n\n"
+        f"Bounds: when every load level held the SLOs (`{LOWER_BOUND_FLAG}` 1), the ladder "
+        "never found the edge: the capacity is the top level's rate, and the figures taken "
+        "there are bounds, not exact. `study show`, the trial view, the front, the export's "
+        "header and the dashboard write them with a mark (`bound_mark`): **≥** (the true "
+        f"figure is at least this) for {bounds['≥']}; **≤** (at most this: cost per token "
+        f"and per-user tokens/s fall as the rate rises) for {bounds['≤']}. A gain over the "
+        "defaults on such a metric is marked the same way (`gain_mark`): ≥ or ≤, or ? when "
+        "the trial and the defaults are both bounds and their ratio bounds nothing.\n")
 
 
 if __name__ == "__main__":
