@@ -29,6 +29,7 @@ from autotune.bench import (
     Measured,
     MeasuringStep,
 )
+from autotune.bench.vllm_bench import load_driver
 from autotune.devices import DevicePool, DeviceSet, ReportsDeviceMemory
 from autotune.engines.base import EngineConfig, EngineLauncher, RunningEngine
 from autotune.engines.failures import (
@@ -121,7 +122,7 @@ class TrialRunner:
         self.launcher = launcher
         self.pool = pool
         self.log_dir = log_dir
-        self.measuring = measuring or HttpMeasurement(space.quality, driver)
+        self.measuring = measuring or HttpMeasurement(space.quality, driver or load_driver(space))
         self.stop_event = threading.Event()  # set on Ctrl-C: start no further engine
         self.model_config = read_model_config(space.model.resolved_path)
         self.memory_calibration = memory_fit.Calibration()

@@ -1,12 +1,13 @@
 """Cross-check the built-in load driver against `vllm bench serve` on one running server.
 
 Starts one vLLM CPU server on the quickstart's demo model, then measures the same workload
-(random prompts, fixed input/output lengths, ignore_eos, fixed concurrency) alternately with
-autotune's driver and with vLLM's own benchmark (``vllm.benchmarks.serve``, in this process;
-autotune/bench/crosscheck.py), fresh prompts every run, at each concurrency, and prints both
-side by side with the differences (the goal: throughput within 3%, median TTFT/TPOT 5%).
-Each round's two runs send the same request lengths (vLLM's draws for its seed, around the
-means by ``--range-ratio``); a difference is the median over the rounds of each round's pair.
+(random prompts, input/output lengths drawn around their means by ``--range-ratio``,
+ignore_eos, fixed concurrency) alternately with autotune's driver and with vLLM's own
+benchmark, both through the LoadDriver boundary (``HttpLoadDriver`` and ``VllmBenchDriver``,
+vLLM's ``vllm.benchmarks.serve`` in this process; autotune/bench/crosscheck.py), fresh prompts
+every run, steady-state-length runs (``vllm_bench.prompt_count``), at each concurrency, and
+prints both side by side with the differences (the goal: throughput within 3%, median
+TTFT/TPOT 5%). A difference is the median over the rounds of each round's pair.
 The server runs on its own cores and both clients on the others (``--client-cores``; by
 default one core in four, at least one), so neither client's CPU time slows the server.
 
@@ -27,7 +28,6 @@ from common import (
 )
 
 from autotune.bench.crosscheck import (
-    ROWS,
     CrossCheckLoad,
     cross_check,
     isolate,
@@ -37,15 +37,16 @@ from autotune.bench.driver import Endpoint
 from autotune.devices import CpuSlotPool
 from autotune.space.model import Space
 
-# The goal of issue 13 item 9 (tests/bench/test_crosscheck.py, out of the default run:
-# see docs/measurement.md, "Cross-check").
+# The goal of issue 25 item 4 (tests/bench/test_crosscheck.py; docs/measurement.md,
+# "vllm bench serve as the load driver").
 LIMITS = {"output_throughput": 0.03, "ttft_p50_ms": 0.05, "tpot_p50_ms": 0.05}
 
 
 def main() -> None:
     parser = arg_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=160)
+    parser.add_argument("--requests", type=int, default=160,
+                        help="measured requests (each run sends vllm_bench.prompt_count)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=64)
@@ -72,10 +73,10 @@ def main() -> None:
             isolate(engine.pids(), server_cores, client_cores)
         endpoint = Endpoint(engine.base_url, engine.served_name)
         found = [
-            cross_check(endpoint, model_dir,
+            cross_check(endpoint,
                         CrossCheckLoad(args.input_len, args.output_len, args.requests, c,
                                        args.warmup, args.range_ratio),
-                        work, rounds=args.rounds, slos=space.slos)
+                        rounds=args.rounds, slos=space.slos)
             for c in args.concurrency
         ]
 
@@ -89,8 +90,7 @@ def main() -> None:
         print(f"\nconcurrency {comparison.load.concurrency}")
         print(comparison.table())
         for metric, limit in LIMITS.items():
-            their = dict(ROWS)[metric]
-            difference = comparison.difference(metric, their)
+            difference = comparison.difference(metric)
             verdict = "within" if abs(difference) <= limit else "OUTSIDE"
             print(f"{metric}: {verdict} {100 * limit:.0f}% ({100 * difference:+.1f}%)")
 

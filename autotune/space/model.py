@@ -23,7 +23,7 @@ from autotune.metrics import CAPACITY_METRIC, lookup
 from autotune.model import candidates, hub_cache, is_repo_id
 from autotune.space.capacity import CapacitySpec
 from autotune.space.ladder import LadderSpec
-from autotune.space.measurement import MeasurementSpec
+from autotune.space.measurement import MeasurementSpec, vllm_bench_refusal
 from autotune.space.parameters import (
     NONE_CHOICE,
     declaration_problems,
@@ -198,6 +198,14 @@ class Space(Strict):
                 )
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _driver_runs_the_workload(self) -> Space:
+        if self.measurement.driver == "vllm_bench":
+            why = vllm_bench_refusal(self.workload, is_mix=self.workloads is not None)
+            if why:
+                raise ValueError(f"measurement.driver: {why}")
         return self
 
     def _mix_problems(self) -> list[str]:
