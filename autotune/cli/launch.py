@@ -75,7 +75,8 @@ def run_with_progress(spec: Space, url: str, *, name: str, pool: DevicePool,
                       max_trials_here: int | None = None,
                       warm_start: Sequence[Mapping[str, Any]] = (),
                       trial_runner: TrialRunner | None = None,
-                      out: Console | None = None) -> StudyResult:
+                      out: Console | None = None,
+                      confirm_stage: bool | None = None) -> StudyResult:
     """``autotune.study.run_study`` on as many slots as wanted and free, behind the live
     progress (plain lines when ``out``, the console by default, is not a terminal). Its
     errors reach ``autotune.cli.main``: one line, their exit code."""
@@ -87,15 +88,17 @@ def run_with_progress(spec: Space, url: str, *, name: str, pool: DevicePool,
                          parallel=wanted, devices=pool, log_dir=log_dir, warm_start=warm_start,
                          reporter=reporter, join=join, max_trials_here=max_trials_here,
                          space_path=space_path, space_yaml=space_yaml,
-                         trial_runner=trial_runner)
+                         trial_runner=trial_runner, confirm_stage=confirm_stage)
 
 
 def finish(result: StudyResult, started: float, resume_hint: str) -> None:
     """Print the study's summary; exit 130 when the run was interrupted."""
     run = result.run
     print_summary(result.report)
-    console.print(f"{run.trials_run} trial(s) run here in {time.monotonic() - started:.0f}s; "
-                  f"at most {run.peak_parallel} ran at once")
+    stage = (f", and {run.confirm_starts} fresh server(s) in the confirm stage"
+             if run.confirm_starts else "")
+    console.print(f"{run.trials_run} trial(s) run here{stage} in "
+                  f"{time.monotonic() - started:.0f}s; at most {run.peak_parallel} ran at once")
     if result.stuck_devices:
         console.print(f"[yellow]devices stuck (memory never released): "
                       f"{result.stuck_devices}[/]")

@@ -1,5 +1,6 @@
 """The live progress of ``study start`` and ``worker``: trials done of the budget with an ETA,
-and per running trial its phase and elapsed time.
+and per running trial its phase and elapsed time; at the end, the confirm stage's fresh servers
+("confirm stage: 2/4 fresh servers"), which the budget counts.
 
 Two StudyReporters over one state: ``LiveReporter`` redraws a rich display a few times a second
 (so the elapsed seconds move while an engine starts); ``PlainReporter`` writes one plain line
@@ -63,6 +64,7 @@ class StudyProgress:
         self.started = clock()
         self.durations: list[float] = []
         self.running: dict[int, Running] = {}  # by the thread that runs the trial
+        self.stage_done = self.stage_total = 0  # the confirm stage's fresh servers
         self._lock = threading.Lock()
 
     def eta(self) -> str:
@@ -81,10 +83,11 @@ class StudyProgress:
                  if k not in self.defaults or self.defaults[k] != v]
         return " ".join(items) or "vLLM defaults"
 
-    def start(self, index: int, total: int, number: int, params: Mapping[str, Any]) -> Running:
+    def start(self, index: int, total: int, number: int, params: Mapping[str, Any],
+              label: str | None = None) -> Running:
         now = self.clock()
-        trial = Running(number, f"trial {index} of {total} (#{number})", self.changed(params),
-                        now, phase_since=now)
+        trial = Running(number, label or f"trial {index} of {total} (#{number})",
+                        self.changed(params), now, phase_since=now)
         with self._lock:
             self.running[threading.get_ident()] = trial
         return trial
@@ -103,6 +106,24 @@ class StudyProgress:
         """The running trials by number (read by the display's refresh thread)."""
         with self._lock:
             return sorted(self.running.values(), key=lambda t: t.number)
+
+    def confirm_start(self, done: int, total: int, number: int, params: Mapping[str, Any],
+                      why: str) -> Running:
+        self.stage_done, self.stage_total = done, total
+        return self.start(0, 0, number, params,
+                          f"confirm stage: fresh server {done + 1}/{total}, trial #{number} "
+                          f"({why})")
+
+    def confirm_finish(self, number: int) -> float:
+        self.stage_done += 1
+        return self.finish(number)
+
+    @property
+    def stage(self) -> str:
+        """``confirm stage: 2/4 fresh servers`` once the stage runs, else ""."""
+        if not self.stage_total:
+            return ""
+        return f"confirm stage: {self.stage_done}/{self.stage_total} fresh servers"
 
     def finish(self, number: int) -> float:
         """Wall seconds of trial ``number``, now counted as done."""
@@ -186,6 +207,18 @@ class PlainReporter:
         self._line(f"{s.done} of {s.total} trials done"
                    + (f", {s.eta()}" if s.done < s.total else ""))
 
+    def confirm_started(self, done: int, total: int, number: int, params: dict[str, Any],
+                        why: str) -> None:
+        trial = self.state.confirm_start(done, total, number, params, why)
+        self._line(f"{trial.label}: {trial.params}")
+
+    def confirm_finished(self, number: int, outcome: Any) -> None:
+        wall = self.state.confirm_finish(number)
+        self._line(f"fresh server for trial #{number} {outcome.state} in {duration(wall)}: "
+                   f"{outcome_text(outcome)}")
+        s = self.state
+        self._line(f"{s.stage}; {s.done} of {s.total} engine starts of the budget done")
+
     def __enter__(self) -> PlainReporter:
         return self
 
@@ -206,8 +239,9 @@ class LiveReporter(PlainReporter):
     def __rich__(self) -> Group:
         s = self.state
         now = s.clock()
+        stage = f"{s.stage} · " if s.stage else ""
         head = Text.assemble((f"study {s.name} ", "bold"), f"{s.done} of {s.total} trials · "
-                             f"{duration(now - s.started)} · {s.eta()}")
+                             f"{stage}{duration(now - s.started)} · {s.eta()}")
         lines: list[Any] = [ProgressBar(total=max(s.total, 1), completed=s.done, width=40),
                             head]
         for t in s.now_running():
@@ -234,6 +268,19 @@ class LiveReporter(PlainReporter):
                            f"{escape(outcome_text(outcome))}", highlight=False)
         for note in outcome.notes:
             self.console.print(f"  [yellow]note:[/] {escape(note)}", highlight=False)
+
+    def confirm_started(self, done: int, total: int, number: int, params: dict[str, Any],
+                        why: str) -> None:
+        trial = self.state.confirm_start(done, total, number, params, why)
+        self.console.print(f"[bold]{escape(trial.label)}[/] {escape(trial.params)}",
+                           highlight=False)
+
+    def confirm_finished(self, number: int, outcome: Any) -> None:
+        wall = self.state.confirm_finish(number)
+        colour = "green" if outcome.state == "complete" else "red"
+        self.console.print(f"  [{colour}]{outcome.state}[/] in {duration(wall)}: "
+                           f"{escape(outcome_text(outcome))} ({escape(self.state.stage)})",
+                           highlight=False)
 
     def notice(self, text: str) -> None:
         self.console.print(f"[yellow]{escape(text)}[/]")

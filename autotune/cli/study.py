@@ -96,6 +96,12 @@ def study_start(
         bool, typer.Option("--warm-start-any",
                            help="warm-start even from another model family or hardware class")
     ] = False,
+    no_confirm_stage: Annotated[
+        bool, typer.Option("--no-confirm-stage",
+                           help="skip the confirm stage (the front's picks and the defaults "
+                                "measured again on fresh servers at the end): the search gets "
+                                "the whole budget")
+    ] = False,
 ) -> None:
     """Run a tuning study: each trial launches, measures and tears down a real engine."""
     from autotune.space import read_text
@@ -132,7 +138,8 @@ def study_start(
     started = time.monotonic()
     result = run_with_progress(spec, url, name=study_name, pool=pool, wanted=wanted,
                                trials=total, timeout_s=timeout, log_dir=log_dir,
-                               space_path=str(space), space_yaml=space_yaml, warm_start=seeds)
+                               space_path=str(space), space_yaml=space_yaml, warm_start=seeds,
+                               confirm_stage=False if no_confirm_stage else None)
     finish(result, started, f"autotune study start --space {space} --name {study_name}")
 
 
@@ -203,7 +210,7 @@ def study_show(
             raise typer.Exit(2)
         from autotune.results import study_noise_model
 
-        noise = study_noise_model(open_catalog(url), name, report.trials)
+        noise = study_noise_model(open_catalog(url), name)  # report.trials are means
         print_trial(report, record, noise.intervals(record))
         return
     try:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         Interval,
         NoiseModel,
         configuration_key,
+        measured_metrics,
         study_noise_model,
     )
     from autotune.results.report import StudyReport, load_report, pareto_front
@@ -38,6 +39,7 @@ _HOMES = {
     "env_script": "autotune.results.export",
     "export_yaml": "autotune.results.export",
     "load_report": "autotune.results.report",
+    "measured_metrics": "autotune.results.noise_model",
     "pareto_front": "autotune.results.report",
     "pick_trial": "autotune.results.export",
     "stored_space": "autotune.results.export",
@@ -56,6 +58,7 @@ __all__ = [
     "env_script",
     "export_yaml",
     "load_report",
+    "measured_metrics",
     "pareto_front",
     "pick_trial",
     "stored_space",

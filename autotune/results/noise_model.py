@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from autotune.bench import stats
+from autotune.metrics import LOWER_BOUND_FLAG
 from autotune.space import Configuration, MeasurementSpec
 from autotune.store.base import FreshRun
 
@@ -57,6 +58,13 @@ PRIORS: dict[str, Prior] = {
     "interactivity_at_capacity": Prior(0.10, 4),
 }
 FRESH_METRICS = tuple(PRIORS)
+
+
+def measured_metrics(objectives: Iterable[str]) -> tuple[str, ...]:
+    """What a fresh-server run keeps: ``FRESH_METRICS``, the study's objective metrics, and
+    whether the capacity is only a lower bound (a mean with a bound in it is a bound)."""
+    extra = [m for m in objectives if m not in FRESH_METRICS]
+    return (*FRESH_METRICS, *dict.fromkeys(extra), LOWER_BOUND_FLAG)
 LADDER_HEADLINE = ("capacity_rps", "interactivity_at_capacity")
 
 
@@ -193,7 +201,10 @@ def level_of(space_yaml: str) -> float:
 
 def study_noise_model(catalog: Catalog, name: str,
                       trials: list[TrialView] | None = None) -> NoiseModel:
-    """Study ``name``'s noise model: its trials and the fresh-server runs kept with it."""
+    """Study ``name``'s noise model: its trials and the fresh-server runs kept with it (the
+    confirm stage's and ``autotune confirm``'s). ``trials``: the study's trials as the catalog
+    stores them, each its own run; not a ``StudyReport``'s, whose figures are means over fresh
+    servers already (counting a mean as one more run would shrink the spread)."""
     study = catalog.get_study(name)
     level = level_of(study.space_yaml) if study is not None else 0.95
     trials = catalog.list_trials(name) if trials is None else trials

@@ -205,6 +205,26 @@ class CostSpec(Strict):
     )
 
 
+class ConfirmStageSpec(Strict):
+    """The confirm stage at the end of a study (docs/search.md, "Confirm stage"): the front's
+    picks and the defaults measured again on fresh servers, inside the study's budget."""
+
+    enabled: bool = Field(default=True, description="run the confirm stage")
+    servers: int = Field(
+        default=2, ge=2,
+        description="fresh servers each candidate's figures rest on, its first run counted",
+    )
+    per_objective: int = Field(
+        default=1, ge=0, le=3, description="best trials of the front per objective confirmed"
+    )
+    knee: bool = Field(default=True, description="confirm the knee of the front too")
+    min_search_trials: int = Field(
+        default=4, ge=1,
+        description="the search keeps at least this many trials of the budget; the stage "
+        "gets what is left of its share",
+    )
+
+
 class SearchSpec(Strict):
     sampler: Literal["auto", "tpe", "random", "nsga2", "gp", "grid"] = "auto"
     seed: int | None = 0
@@ -228,3 +248,14 @@ class SearchSpec(Strict):
         description="every other trial, try a configuration one step from the Pareto front "
         "(not with the random or grid sampler)",
     )
+    confirm_stage: ConfirmStageSpec = Field(
+        default_factory=ConfirmStageSpec,
+        description="re-measure the front's picks on fresh servers before the study ends "
+        "(false: skip; a mapping: its settings)",
+    )
+
+    @field_validator("confirm_stage", mode="before")
+    @classmethod
+    def _stage_switch(cls, value: Any) -> Any:
+        """``confirm_stage: false`` (or true) stands for ``{enabled: false}``."""
+        return {"enabled": value} if isinstance(value, bool) else value

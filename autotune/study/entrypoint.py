@@ -129,6 +129,7 @@ def run_study(
     space_yaml: str | None = None,
     settings: Settings | None = None,
     trial_runner: TrialRunner | None = None,
+    confirm_stage: bool | None = None,
 ) -> StudyResult:
     """Run the study ``name`` (default: the space's name, else its file's stem) in the
     database at ``storage``: create it, or resume it when it exists, and run trials until it
@@ -144,6 +145,8 @@ def run_study(
     its recorded budget holds, ``trials`` is ignored and no ``timeout_s`` default applies.
     ``max_trials_here``: run at most this many trials in this process. ``trial_runner``: runs
     each trial (default: the space's engine on the pool); a replay's, for instance.
+    ``confirm_stage``: False skips the confirm stage (None: as the space's
+    ``search.confirm_stage`` says); its engine starts count in ``trials``.
 
     Ctrl-C/SIGTERM tears every engine down: the result says ``interrupted`` and the trial that
     was cut short is queued again. Raises ``AutotuneError`` (a bad space, an unusable storage,
@@ -163,11 +166,11 @@ def run_study(
     slots = slots_for(pool, parallel)
     if join:
         run = runner.run(parallel=slots, timeout_s=timeout_s, register=False,
-                         max_trials_here=max_trials_here)
+                         max_trials_here=max_trials_here, confirm_stage=confirm_stage)
     else:
         run = runner.run(n_trials=trials or spec.search.trials,
                          timeout_s=timeout_s or spec.search.timeout_s, parallel=slots,
-                         max_trials_here=max_trials_here)
+                         max_trials_here=max_trials_here, confirm_stage=confirm_stage)
     from autotune.results import load_report
     from autotune.store import open_catalog
 

@@ -19,6 +19,16 @@ class StudyReporter(Protocol):
 
     def trial_finished(self, number: int, outcome: TrialOutcome) -> None: ...
 
+    def confirm_started(
+        self, done: int, total: int, number: int, params: dict[str, Any], why: str
+    ) -> None:
+        """The confirm stage starts a fresh server for trial ``number``'s configuration
+        (``why``: "best capacity_rps", "the defaults"...); ``done`` of ``total`` started so
+        far. Each start counts in the study's budget."""
+        ...
+
+    def confirm_finished(self, number: int, outcome: TrialOutcome) -> None: ...
+
     def notice(self, text: str) -> None:
         """Something the user must know (e.g. the database is unreachable, retrying)."""
         ...
@@ -35,6 +45,13 @@ class SilentReporter:
         pass
 
     def trial_finished(self, number: int, outcome: TrialOutcome) -> None:
+        pass
+
+    def confirm_started(self, done: int, total: int, number: int, params: dict[str, Any],
+                        why: str) -> None:
+        pass
+
+    def confirm_finished(self, number: int, outcome: TrialOutcome) -> None:
         pass
 
     def notice(self, text: str) -> None:

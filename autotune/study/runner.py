@@ -4,6 +4,10 @@ The first trial of a new study is the vLLM-default configuration (queued), so ev
 be shown as a gain over the defaults. Starting a study whose name exists resumes it. Several
 worker processes (``autotune worker``) can share a study on PostgreSQL: claims are serialised by
 the store's lock, heartbeats detect a dead worker and its configuration is retried by another.
+
+The budget's last engine starts go to the confirm stage (``autotune.study.confirm``): the
+front's picks and the defaults measured again on fresh servers, so the report's figures are
+means over servers; the search gets the rest (docs/search.md, "Confirm stage").
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import yaml
 from autotune.bench import pareto_values
 from autotune.devices import DevicePool
 from autotune.engines.base import EngineLauncher
+from autotune.results import configuration_key, measured_metrics
 from autotune.scoring import is_feasible
 from autotune.space import Configuration, Space
+from autotune.space.sections import ConfirmStageSpec
 from autotune.store import Origin, StaleTrial, StudyFacts, StudyStore, Suggestion, open_store
-from autotune.study import recording
+from autotune.store.base import FreshRun
+from autotune.study import confirm, recording
 from autotune.study.claims import Claims
 from autotune.study.executor import Executor
 from autotune.study.proposer import Done, Proposer, Run, Wait, WaitForTwin
@@ -39,6 +46,7 @@ class StudyRun:
     wall_s: float
     interrupted: bool
     peak_parallel: int = 1
+    confirm_starts: int = 0  # fresh servers the confirm stage started here
 
 
 class StudyRunner:
@@ -127,17 +135,25 @@ class StudyRunner:
     def run(
         self, n_trials: int | None = None, timeout_s: float | None = None, parallel: int = 1,
         *, register: bool = True, max_trials_here: int | None = None,
+        confirm_stage: bool | None = None,
     ) -> StudyRun:
         """Run trials until the study holds ``n_trials`` finished ones (None: the budget
         recorded with the study), up to ``parallel`` at once, each on its own devices, and at
-        most ``max_trials_here`` in this process. Ctrl-C/SIGTERM tears every engine down."""
+        most ``max_trials_here`` in this process; then the confirm stage (``confirm_stage``
+        None: as the space's ``search.confirm_stage`` says; False: skip it), whose engine
+        starts the budget counts. Ctrl-C/SIGTERM tears every engine down."""
         self.prepare(budget=n_trials, register=register)
         if n_trials is None:
             record = self.store.facts()
             n_trials = (record.trial_budget if record else None) or self.space.search.trials
-        budget = n_trials
+        stage = self.space.search.confirm_stage
+        if confirm_stage is False:
+            stage = stage.model_copy(update={"enabled": False})
+        reserve = confirm.stage_reserve(stage, len(self.space.objectives), n_trials)
+        budget = n_trials - reserve  # the search's share
         started = time.monotonic()
-        self.reporter.study_started(self.name, self.finished_count(), budget)
+        spent, _, _ = confirm.stage_state(self.store.fresh_runs(), n_trials)
+        self.reporter.study_started(self.name, self.finished_count() + spent, n_trials)
         self._ran = self._peak = self.claims.claimed_here = 0
         self._running: dict[int, int] = {}  # trial number → most trials running beside it
         self._stop.clear()
@@ -158,16 +174,117 @@ class StudyRunner:
                     decision = self.claims.wait_for_twin(decision)
                     index = self.finished_count() + 1
                 if isinstance(decision, Run):
-                    self._one_trial(decision.suggestion, index, budget)
+                    self._one_trial(decision.suggestion, index, n_trials)
 
         def watch() -> None:
             with self._lock:
                 self.store.fail_stale()
 
-        interrupted = self.executor.run(
-            slot, parallel, (watch, self.heartbeat_interval_s) if self.store.shared else None)
+        watchdog = (watch, self.heartbeat_interval_s) if self.store.shared else None
+        interrupted = self.executor.run(slot, parallel, watchdog)
+        self._confirmed = 0
+        if reserve and not interrupted:
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                self._notice("the confirm stage did not run: the study's time is up (run the "
+                             "same command again to run it)")
+            elif self.finished_count() >= budget:
+                self._stop.clear()
+                interrupted = self.executor.run(
+                    lambda: self._confirm_stage(stage, n_trials, reserve), 1, watchdog)
         return StudyRun(self.name, self._ran, time.monotonic() - started, interrupted,
-                        self._peak)
+                        self._peak, self._confirmed)
+
+    # -- the confirm stage ----------------------------------------------------------------------
+
+    def _confirm_stage(self, stage: ConfirmStageSpec, budget: int, reserve: int) -> None:
+        """Measure the front's picks and the defaults again on fresh servers, at most
+        ``reserve`` starts in all (those spent before, in a run cut short, counted), once per
+        budget, in one process (the one that finds the search over and no trial running)."""
+        from autotune.results import load_report
+        from autotune.store import open_catalog
+
+        retry = self.executor.with_db_retry
+        with self._lock, self.store.claim_lock():
+            fresh = retry("reading the fresh-server runs", self.store.fresh_runs)
+            spent, finished, claimed = confirm.stage_state(fresh, budget)
+            if finished:
+                return
+            if self.store.shared:
+                if claimed or any(t.running for t in self.store.trials()):
+                    self._notice("the confirm stage runs in the worker that finishes the "
+                                 "study's last trial, not here")
+                    return
+                retry("claiming the confirm stage", lambda: self.store.add_fresh_runs(
+                    [FreshRun(confirm.STAGE_KEY, {}, confirm.claim_marker(budget))]))
+        report = retry("reading the study", lambda: load_report(open_catalog(self.store.url),
+                                                                self.name))
+        runs: dict[str, int] = {}
+        for t in report.trials:
+            if t.state == "complete":
+                key = configuration_key(t)
+                runs[key] = runs.get(key, 0) + 1
+        for run in fresh:
+            if run.metrics:
+                runs[run.key] = runs.get(run.key, 0) + 1
+        starts = confirm.plan(report, stage, runs=runs, allowed=reserve - spent)
+        objectives = [o.metric for o in self.space.objectives]
+        kept = measured_metrics(objectives)
+        base = self.runner
+        front, base.measuring.front = base.measuring.front, None  # no early stop: a fresh run
+        try:
+            for i, start in enumerate(starts):
+                if self._stop.is_set():
+                    return
+                record = start.record
+                self.reporter.confirm_started(spent + i, spent + len(starts), record.number,
+                                              dict(record.params), start.why)
+                runner = TrialRunner(self.space, base.launcher, base.pool,
+                                     base.log_dir / f"confirm-stage-{budget}-{spent + i + 1}",
+                                     measuring=base.measuring)
+                runner.stop_event = self._stop
+                outcome = runner.run(record.number, dict(record.params),
+                                     is_default=record.is_default,
+                                     on_phase=self.reporter.phase)
+                if self._stop.is_set() and outcome.state != "complete":
+                    return  # interrupted: not spent, the next run starts it again
+                if outcome.state == "complete":
+                    kept_run = confirm.stage_run(record, confirm.fresh_figures(outcome, kept))
+                else:
+                    reason = outcome.failure.reason if outcome.failure else outcome.state
+                    kept_run = confirm.stage_run(record, None, reason)
+                retry("keeping a fresh-server run", lambda r=kept_run: self.store.add_fresh_runs(
+                    [r]))
+                self._confirmed += 1
+                self.reporter.confirm_finished(record.number, outcome)
+        finally:
+            base.measuring.front = front
+        retry("recording the confirm stage", lambda: self.store.add_fresh_runs(
+            [FreshRun(confirm.STAGE_KEY, {}, confirm.finished_marker(budget))]))
+        self._stage_summary(starts)
+
+    def _stage_summary(self, starts: list[confirm.Start]) -> None:
+        """Each confirmed configuration's figures now: the mean over its fresh servers."""
+        from autotune.results import load_report
+        from autotune.store import open_catalog
+
+        if not starts:
+            self._notice("confirm stage: every pick already rests on enough fresh servers")
+            return
+        after = load_report(open_catalog(self.store.url), self.name)
+        shown: set[int] = set()
+        for start in starts:
+            number = start.record.number
+            record = after.trial(number)
+            if number in shown or record is None:
+                continue
+            shown.add(number)
+            first = after.first_runs.get(number, {})
+            figures = ", ".join(
+                f"{m} {record.metrics[m]:.4g}"
+                + (f" (first run {first[m]:.4g})" if m in first else "")
+                for m in after.metrics if m in record.metrics)
+            self._notice(f"confirm stage: trial {number} ({start.why}): {figures}; mean over "
+                         f"{after.servers_of(record)} fresh server(s)")
 
     def _one_trial(self, suggestion: Suggestion, index: int, total: int) -> None:
         number, config = suggestion.number, suggestion.configuration

@@ -11,6 +11,7 @@ import optuna
 
 from autotune.replay import Grid, ReplayTrialRunner
 from autotune.space.model import Space
+from autotune.space.sections import ConfirmStageSpec
 from autotune.store import summary_of
 from autotune.store.attrs import STATE_ATTR
 from autotune.store.db import repository
@@ -44,7 +45,9 @@ def _study(
     grid = Grid.load(write_grid(tmp_path / "grid.jsonl"))
     base = grid.search_space(grid.space())
     space: Space = base.model_copy(update={"search": base.search.model_copy(
-        update={"sampler": sampler, "seed": 0, "trials": trials, **search})})
+        update={"sampler": sampler, "seed": 0, "trials": trials,
+                # these tests count the search's engine starts: no confirm stage
+                "confirm_stage": ConfirmStageSpec(enabled=False), **search})})
     runner = (SlowReplay if slow else ReplayTrialRunner)(space, grid)
     recorder = Recorder()
     storage = f"sqlite:///{tmp_path / 'study.db'}"
