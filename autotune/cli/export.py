@@ -63,8 +63,10 @@ def _confirm(url: str, name: str, record: Any, times: int, log_dir: Path | None,
     assert study is not None
     spec = vouched_space(study.space_yaml, name, space, space_sha256)
     console.print(f"confirming trial {record.number} of {name} on {times} fresh server(s) ...")
+    # judged on the study's objectives too (a ladder's capacity), against the reported means
     result = confirm_trial(spec, record, times=times, noise=study_noise_model(catalog, name),
-                           log_dir=(log_dir or Path(Settings().log_dir)) / name)
+                           log_dir=(log_dir or Path(Settings().log_dir)) / name,
+                           objectives=[o["metric"] for o in study.objectives])
     if result.runs:
         open_store(url, name).add_fresh_runs(result.fresh_runs())
     return result

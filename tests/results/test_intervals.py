@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -280,3 +281,27 @@ def test_a_figure_stored_as_null_is_no_evidence_and_gets_no_interval() -> None:
     assert set(model.intervals(trials[2])) == {"capacity_rps"}
     assert model.intervals(trials[1]) == {}  # capacity 0: not a positive figure
     assert set(model.intervals(trials[0])) == set(held)
+
+
+def test_the_report_shows_means_over_fresh_servers_and_never_ranks_a_bound_as_exact() -> None:
+    from autotune.results.report import fresh_means, knee_of, pareto_front, rank_key
+
+    def trial(number: int, cap: float, per_user: float, bound: int = 0, **kw: Any) -> TrialView:
+        return TrialView(number, "complete", {"x": number}, feasible=True, metrics={
+            "capacity_rps": cap, "interactivity_at_capacity": per_user,
+            "capacity_is_lower_bound": float(bound)}, **kw)
+
+    exact, bound, slow = trial(1, 45.0, 100.0), trial(2, 40.0, 90.0, bound=1), trial(3, 10, 50)
+    metrics, directions = ["capacity_rps", "interactivity_at_capacity"], ["maximize"] * 2
+    # exact dominates bound at its shown figures, but bound's capacity may be higher: kept
+    assert pareto_front([exact, bound, slow], metrics, directions) == [1, 2]
+    assert sorted([bound, exact], key=lambda t: rank_key(t, "capacity_rps", "maximize"))[0] \
+        is exact
+    assert knee_of([exact, bound], metrics, directions) is exact
+    key = configuration_key(exact)
+    runs = [FreshRun(key, {"capacity_rps": 35.0, "capacity_is_lower_bound": 0.0}, "c"),
+            FreshRun(key, {}, "a failed start")]
+    trials, servers, first = fresh_means([exact, bound], runs)
+    assert trials[0].metrics["capacity_rps"] == pytest.approx(40.0) and servers == {1: 2}
+    assert first == {1: {"capacity_rps": 45.0, "capacity_is_lower_bound": 0.0}}
+    assert trials[1] is bound
