@@ -13,7 +13,7 @@ from rich.text import Text
 
 from autotune import short_names
 from autotune.cli.common import console, err_console
-from autotune.metrics import short_name, wide_columns
+from autotune.metrics import bound_mark, gain_mark, short_name, wide_columns
 
 
 def short_params(params: dict[str, Any]) -> str:
@@ -42,13 +42,40 @@ def changed_cell(report: Any, t: Any) -> str:
     return " ".join(escape(short_names.assignment(k, v)) for k, v in changed.items()) or "—"
 
 
-def objective_cell(report: Any, t: Any, metric: str, two_lines: bool = False) -> str:
-    """The value, then its gain over the defaults (``×1.20``) beside it or under it."""
+def figure(t: Any, metric: str, spec: str = ".4g") -> str:
+    """The trial's ``metric`` as ``spec`` formats it, after "≥" or "≤" when it is a bound
+    (``autotune.metrics.bound_mark``); "—" when not measured."""
     if metric not in t.metrics:
         return "—"
-    text = f"{t.metrics[metric]:.4g}"
+    return f"{bound_mark(metric, t.metrics)}{t.metrics[metric]:{spec}}"
+
+
+def gain_text(report: Any, t: Any, metric: str, gain: float) -> str:
+    """``×1.20``, after "≥", "≤" or "?" when the trial or the defaults are a bound there."""
+    default = report.trial(report.default_number) if report.default_number is not None else None
+    mark = gain_mark(metric, t.metrics, default.metrics if default is not None else {})
+    return f"{mark}×{gain:.2f}"
+
+
+def any_bound(report: Any, rows: list[Any], metrics: list[str]) -> bool:
+    return any(bound_mark(m, t.metrics) for t in rows for m in metrics)
+
+
+# Printed under a table that shows a bound.
+BOUND_NOTE = ("≥/≤: a bound, not an exact figure (every load level held the SLOs, so the ladder "
+              "never found the edge: capacity is at least the top level's rate)")
+
+
+def objective_cell(report: Any, t: Any, metric: str, two_lines: bool = False) -> str:
+    """The value, then its gain over the defaults (``×1.20``) beside it or under it; "≥" or
+    "≤" before a bound."""
+    if metric not in t.metrics:
+        return "—"
+    text = figure(t, metric)
     g = None if t.is_default else report.gains(t).get(metric)
-    return text if g is None else f"{text}{chr(10) if two_lines else ' '}×{g:.2f}"
+    if g is None:
+        return text
+    return f"{text}{chr(10) if two_lines else ' '}{gain_text(report, t, metric, g)}"
 
 
 def result_cell(report: Any, t: Any) -> str:
@@ -166,8 +193,7 @@ def _compact_columns(report: Any, columns: tuple[str, ...] | list[str], two_line
             out.append((_HEADERS[col], lambda t, cell=_CELLS[col]: cell(report, t),
                         col in ("trial", "startup", "bench")))
         else:
-            out.append((escape(short_name(col)),
-                        lambda t, m=col: f"{t.metrics[m]:.4g}" if m in t.metrics else "—", True))
+            out.append((escape(short_name(col)), lambda t, m=col: figure(t, m), True))
     return out
 
 
@@ -205,6 +231,9 @@ def print_summary(report: Any) -> None:
     console.print(pareto_table(report))
     console.print(f"×N: times better than the vLLM defaults; one trial in full: autotune study "
                   f"show {escape(report.name)} --trial N", highlight=False)
+    front = [report.trial(n) for n in report.pareto_front]
+    if any_bound(report, front, report.metrics):
+        console.print(BOUND_NOTE, highlight=False)
 
 
 def pareto_table(report: Any) -> CompactTable:
@@ -248,6 +277,8 @@ def print_study(report: Any, name: str, *, wide: bool = False,
         console.print("* = on the feasible Pareto front; measured: clean, clean after repeats "
                       "(a disturbed run was measured again on the same server), or DISTURBED "
                       "(no clean run: treat its figures with care)")
+        if any_bound(report, report.trials, [*report.metrics, *wide_columns()]):
+            console.print(BOUND_NOTE, highlight=False)
     else:
         shown = columns or list(COMPACT)
         console.print(CompactTable(report, title, shown))
@@ -255,6 +286,9 @@ def print_study(report: Any, name: str, *, wide: bool = False,
             "* on the feasible Pareto front · ✗ a missed SLO · ×N: times better than the vLLM "
             f"defaults (trial {report.default_number}) · more: --wide or --columns (see "
             "--help) · one trial in full: --trial N", highlight=False)
+        named = [*(report.metrics if "objectives" in shown else ()), *shown]
+        if any_bound(report, report.trials, named):
+            console.print(BOUND_NOTE, highlight=False)
         if "failure" not in shown:
             for t in report.trials:
                 if t.failure_reason and t.state != "reused":
@@ -329,9 +363,9 @@ def wide_table(report: Any) -> Table:
             "yes" if t.feasible else "no",
             "vLLM defaults" if t.is_default
             else "\n".join(escape(f"{k}={v}") for k, v in t.params.items()),
-            *(f"{t.metrics[m]:.4g}" if m in t.metrics else "—" for m in report.metrics),
+            *(figure(t, m) for m in report.metrics),
             *(format_quality(m, t.metrics.get(m)) for m in quality),
-            *(f"{t.metrics[m]:.3g}" if m in t.metrics else "—" for m in extra),
+            *(figure(t, m, ".3g") for m in extra),
             _seconds(t.startup_s),
             _seconds(t.benchmark_s),
             measured(t),

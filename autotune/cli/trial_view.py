@@ -12,8 +12,8 @@ from rich.table import Table
 from autotune import short_names
 from autotune.bench import levels_of
 from autotune.cli.common import console
-from autotune.cli.render import measured, result_cell, slo_cell
-from autotune.metrics import LATENCIES, STATS, of_kind, short_name
+from autotune.cli.render import BOUND_NOTE, gain_text, measured, result_cell, slo_cell
+from autotune.metrics import LATENCIES, STATS, bound_mark, of_kind, short_name
 from autotune.scoring import CAPACITY_CONSTRAINT
 from autotune.space import LADDER_METRICS, QUALITY_METRICS, format_quality, split_metric
 
@@ -58,15 +58,16 @@ def print_trial(report: Any, t: Any, intervals: dict[str, Any] | None = None) ->
     if report.metrics and m:
         goals = _grid("objectives")
         for metric, gain in report.gains(t).items():
-            shown = _number(m[metric]) if metric in m else "—"
-            goals.add_row(escape(metric), shown + ("" if gain is None else f" ×{gain:.2f} "
+            shown = _marked(m, metric) if metric in m else "—"
+            goals.add_row(escape(metric), shown + ("" if gain is None else
+                                                   f" {gain_text(report, t, metric, gain)} "
                                                    "vs the defaults"))
         console.print(goals)
     if t.violations and t.state == "complete":
         constraints = _grid(f"constraints: {slo_cell(report, t)}")
         for key, v in t.violations.items():
             limit = report.slos.get(key)
-            value = _number(m[key]) if key in m else "—"
+            value = _marked(m, key) if key in m else "—"
             bound = f" (limit {_number(limit)})" if limit is not None else ""
             if key == CAPACITY_CONSTRAINT and limit is None:
                 bound = " (some ladder level held every SLO)"
@@ -88,20 +89,22 @@ def print_trial(report: Any, t: Any, intervals: dict[str, Any] | None = None) ->
         level = next(iter(intervals.values())).level
         fresh = _grid(f"what a fresh server will measure ({level:.0%} interval)")
         for metric, interval in intervals.items():
-            fresh.add_row(escape(metric), f"{_number(m[metric])} recorded, "
+            fresh.add_row(escape(metric), f"{_marked(m, metric)} recorded, "
                           f"{interval.text()} ({escape(interval.spread.describe())})")
         console.print(fresh)
     _per_workload(m)
     levels = levels_of(t.measurements)
     if levels:
-        _section("load curve", [(k, m[k]) for k in LADDER_METRICS if k in m])
+        _section("load curve", [(k, _marked(m, k)) for k in LADDER_METRICS if k in m])
         console.print(ladder_table(levels))
+        if any(bound_mark(k, m) for k in m):
+            console.print(BOUND_NOTE, highlight=False)
     _section("quality", [(short_name(k), format_quality(k, m[k]))
                          for k in QUALITY_METRICS if k in m])
     elsewhere = {*THROUGHPUT, *LATENCY_METRICS, *QUALITY_METRICS,
                  *(LADDER_METRICS if levels else ())}
     _section("engine and measurement metrics",
-             [(f"{short_name(k)} ({k})" if short_name(k) != k else k, m[k])
+             [(f"{short_name(k)} ({k})" if short_name(k) != k else k, _marked(m, k))
               for k in sorted(m) if k not in elsewhere and split_metric(k)[0] is None])
     _section("timings, s", [(k, f"{v:.1f}") for k, v in (
         ("startup", t.startup_s), ("warmup", t.warmup_s), ("benchmark", t.benchmark_s),
@@ -113,6 +116,11 @@ def print_trial(report: Any, t: Any, intervals: dict[str, Any] | None = None) ->
         ("command", shlex.join(t.engine_command) if t.engine_command else None),
         ("version", t.engine_version), ("host", t.host), ("devices", t.devices),
         ("log", t.log_path)) if v])
+
+
+def _marked(m: dict[str, Any], metric: str) -> str:
+    """The figure, after "≥" or "≤" when it is a bound (``autotune.metrics.bound_mark``)."""
+    return bound_mark(metric, m) + _number(m[metric])
 
 
 def _per_workload(m: dict[str, Any]) -> None:

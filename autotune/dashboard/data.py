@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from autotune.dashboard.formatting import metric_unit
 from autotune.errors import AutotuneError
-from autotune.metrics import natural_direction
+from autotune.metrics import bound_mark, gain_mark, natural_direction
 from autotune.results import StudyReport, load_report, pareto_front, pick_trial
 from autotune.store.values import StudyView, TrialView
 
@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATES = ("complete", "failed", "rejected", "interrupted", "running", "reused", "skipped")
+# bounds: {metric: "≥" or "≤"} for the figures that are bounds (``autotune.metrics.bound_mark``)
 TRIAL_COLUMNS = ["number", "state", "is_default", "feasible", "failure_kind", "failure_reason",
-                 "params", "metrics", "started_at", "finished_at"]
+                 "params", "metrics", "started_at", "finished_at", "bounds"]
 T = TypeVar("T")
 
 
@@ -145,20 +146,26 @@ class Snapshot:
 
     def best(self) -> dict[str, dict[str, Any]]:
         """Per objective: the trial ``autotune export --pick max:/min:METRIC`` would take, its
-        value and its gain over the default trial."""
+        value and its gain over the default trial, each with its mark when it is a bound
+        ("≥", "≤", "?" or "")."""
         out: dict[str, dict[str, Any]] = {}
         report = self.report
         for metric, direction in zip(report.metrics, report.directions, strict=True):
             best: dict[str, Any] = {"direction": direction, "trial": None, "value": None,
-                                    "gain": None}
+                                    "gain": None, "bound": "", "gain_bound": ""}
             how = "max" if direction == "maximize" else "min"
             try:
                 record = pick_trial(report, number=None, pick=f"{how}:{metric}")
             except AutotuneError:  # no feasible trial measured it yet
                 record = None
             if record is not None:
+                default = (report.trial(report.default_number)
+                           if report.default_number is not None else None)
                 best.update(trial=record.number, value=number(record.metrics[metric]),
-                            gain=number(report.gains(record).get(metric)))
+                            gain=number(report.gains(record).get(metric)),
+                            bound=bound_mark(metric, record.metrics),
+                            gain_bound=gain_mark(metric, record.metrics,
+                                                 default.metrics if default else {}))
             out[metric] = best
         return out
 
@@ -192,6 +199,7 @@ class Snapshot:
                 [t.params.get(p) for p in self.param_names],
                 [number(t.metrics.get(m)) for m in self.metric_names],
                 timestamp(t.started_at), timestamp(t.finished_at),
+                {m: mark for m in self.metric_names if (mark := bound_mark(m, t.metrics))},
             ])
             self.rows[t.number] = row
         return row

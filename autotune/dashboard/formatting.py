@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from autotune.metrics import GROUPS, LATENCY_METRIC, lookup, rank
+from autotune.metrics import GROUPS, LATENCY_METRIC, bound_mark, lookup, rank
 
 # An uncatalogued name's unit, by the end of its name, longest first.
 _SUFFIX_UNITS = (("_ms_ci_low", "ms"), ("_ms_ci_high", "ms"), ("_usd", "$"), ("_pct", "%"),
@@ -113,6 +113,14 @@ def format_metric(name: str, value: Any) -> str:
     return format_value(value, metric_unit(name))
 
 
+def format_figure(name: str, metrics: Mapping[str, Any]) -> str:
+    """A trial's ``metrics[name]`` as ``format_metric`` shows it, after "≥ " or "≤ " when the
+    figure is a bound (``autotune.metrics.bound_mark``: every load level held the SLOs)."""
+    mark = bound_mark(name, metrics)
+    text = format_metric(name, metrics.get(name))
+    return f"{mark} {text}" if mark and text != "—" else text
+
+
 def exact(value: Any) -> str:
     """Six significant digits, for a tooltip beside the readable figure."""
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
@@ -128,7 +136,7 @@ def metric_order(name: str) -> tuple[int, int, str]:
 def grouped(metrics: Mapping[str, Any], skip: frozenset[str] = frozenset()
             ) -> list[tuple[str, list[tuple[str, str, str]]]]:
     """``(group, [(name, readable, exact), ...])`` in ``GROUPS`` order, empty groups left out;
-    known names in their group's order, then the others sorted."""
+    known names in their group's order, then the others sorted; a bound after its mark."""
     by_group: dict[str, list[str]] = {g: [] for g in GROUPS}
     for name in metrics:
         if name not in skip:
@@ -137,6 +145,6 @@ def grouped(metrics: Mapping[str, Any], skip: frozenset[str] = frozenset()
     for group in GROUPS:
         names = sorted(by_group[group], key=metric_order)
         if names:
-            out.append((group, [(n, format_metric(n, metrics[n]), exact(metrics[n]))
+            out.append((group, [(n, format_figure(n, metrics), exact(metrics[n]))
                                 for n in names]))
     return out

@@ -15,7 +15,7 @@ from typing import Any
 from autotune.bench import levels_of
 from autotune.dashboard.data import number
 from autotune.dashboard.figures import LEGEND_ABOVE
-from autotune.dashboard.formatting import format_metric, format_value
+from autotune.dashboard.formatting import format_figure, format_metric, format_value
 from autotune.store.values import TrialView
 
 HELD = "level held the SLOs"
@@ -103,8 +103,8 @@ def load_curve(record: TrialView, slos: dict[str, float]) -> dict[str, Any] | No
             "type": "scatter", "mode": "markers", "name": CAPACITY,
             "x": [capacity["capacity_rps"]], "y": [capacity["interactivity_at_capacity"]],
             "text": [f"capacity at SLO{bound}<br>"
-                     f"{format_metric('capacity_rps', capacity['capacity_rps'])}, "
-                     f"{format_value(capacity['interactivity_at_capacity'], 'tok/s')} per user"],
+                     f"{format_figure('capacity_rps', metrics)}, "
+                     f"{format_figure('interactivity_at_capacity', metrics)} per user"],
             "hoverinfo": "text",
             "marker": {"symbol": "star", "size": 16, "color": COLORS["capacity"],
                        "line": {"width": 1, "color": "#fff"}},
@@ -149,19 +149,18 @@ def load_curve(record: TrialView, slos: dict[str, float]) -> dict[str, Any] | No
         "levels": [{k: v for k, v in r.items() if k != "hover"} for r in rows],
         "capacity": capacity,
         "stop_reason": stops[-1] if stops else None,
-        "summary": _summary(capacity, len(rows)),
+        "summary": _summary(capacity, metrics, len(rows)),
     }
 
 
-def _summary(capacity: dict[str, float | None], n_levels: int) -> str:
+def _summary(capacity: dict[str, float | None], metrics: dict[str, float], n_levels: int) -> str:
     levels = f"{n_levels} level{'s' if n_levels != 1 else ''} measured"
     if not capacity["capacity_rps"]:
         return f"{levels}; no level held the SLOs: capacity at SLO 0"
-    text = (f"{levels}; capacity at SLO {format_metric('capacity_rps', capacity['capacity_rps'])}"
-            f" at {format_value(capacity['interactivity_at_capacity'], 'tok/s')} per user")
+    text = (f"{levels}; capacity at SLO {format_figure('capacity_rps', metrics)}"
+            f" at {format_figure('interactivity_at_capacity', metrics)} per user")
     if capacity["throughput_per_device_at_capacity"] is not None:
-        text += (f", {format_value(capacity['throughput_per_device_at_capacity'], 'tok/s')}"
-                 " per device")
+        text += f", {format_figure('throughput_per_device_at_capacity', metrics)} per device"
     if capacity["capacity_is_lower_bound"]:
         text += " (a lower bound: every level held, the ladder never reached the SLOs' edge)"
     return text

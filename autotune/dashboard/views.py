@@ -9,6 +9,7 @@ from typing import Any
 from autotune.dashboard.data import Snapshot, number, timestamp
 from autotune.dashboard.formatting import (
     exact,
+    format_figure,
     format_metric,
     format_value,
     grouped,
@@ -17,7 +18,7 @@ from autotune.dashboard.formatting import (
 )
 from autotune.dashboard.load_curve import load_curve
 from autotune.dashboard.logs import TAIL_LINES, log_tail
-from autotune.metrics import GROUPS, LATENCIES, STATS
+from autotune.metrics import GROUPS, LATENCIES, STATS, bound_mark, gain_mark
 from autotune.results import Interval
 from autotune.store.values import TrialView
 
@@ -73,6 +74,13 @@ def trial_view(snapshot: Snapshot, record: TrialView,
     if latency and (not groups or groups[0][0] != "latency"):
         groups.insert(0, ("latency", []))
     gains = report.gains(record)
+    default = report.trial(report.default_number) if report.default_number is not None else None
+    base = default.metrics if default is not None else {}
+
+    def gain(metric: str) -> str:
+        value = gains.get(metric)
+        return "—" if value is None else f"{gain_mark(metric, metrics, base)}{value:.2f}x"
+
     def held(metric: str, limit: float) -> bool:
         # With a load ladder an SLO is judged at every level (capacity_rps), not told as a
         # constraint of its own: show whether the main load held it.
@@ -96,11 +104,12 @@ def trial_view(snapshot: Snapshot, record: TrialView,
         "params": [(k, param_text(v)) for k, v in record.params.items()],
         "flags": [(k, param_text(v)) for k, v in record.engine_flags.items()],
         "objectives": [
-            (o["metric"], o["direction"], format_metric(o["metric"], metrics.get(o["metric"])),
-             exact(metrics.get(o["metric"])),
-             "—" if gains.get(o["metric"]) is None else f"{gains[o['metric']]:.2f}x")
+            (o["metric"], o["direction"], format_figure(o["metric"], metrics),
+             exact(metrics.get(o["metric"])), gain(o["metric"]))
             for o in report.objectives
         ],
+        # Some figure is a bound (every load level held): the page says what ≥ and ≤ mean.
+        "bounds": any(bound_mark(name, metrics) for name in metrics),
         "latency_stats": list(STATS),
         "latency": latency,
         "groups": groups,
@@ -112,7 +121,7 @@ def trial_view(snapshot: Snapshot, record: TrialView,
         "log": engine_log(record),
         "curve": load_curve(record, report.slos),
         "intervals": [
-            (metric, format_metric(metric, metrics.get(metric)),
+            (metric, format_figure(metric, metrics),
              f"{format_metric(metric, i.low)} – {format_metric(metric, i.high)}",
              f"±{i.spread.sigma:.0%}")
             for metric, i in intervals.items()
@@ -144,9 +153,10 @@ def compare_view(snapshot: Snapshot, records: list[TrialView]) -> dict[str, Any]
             best = (max if snapshot.direction(name) == "maximize" else min)(present)
         metric_rows[metric_group(name)].append({
             "name": name, "direction": snapshot.direction(name),
-            "cells": [(format_metric(name, shown), exact(shown), v is not None and v == best)
-                      for shown, v in zip(raw, values, strict=True)],
+            "cells": [(format_figure(name, r.metrics), exact(shown), v is not None and v == best)
+                      for r, shown, v in zip(records, raw, values, strict=True)],
         })
     return {"trials": records, "status": [status_of(r) for r in records],
             "params": param_rows,
+            "bounds": any(bound_mark(m, r.metrics) for r in records for m in r.metrics),
             "metric_groups": [(g, rows) for g, rows in metric_rows.items() if rows]}

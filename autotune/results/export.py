@@ -18,6 +18,7 @@ import yaml
 from autotune.bench import levels_of
 from autotune.engines.vllm import engine_env, option_name, render_flags
 from autotune.errors import AutotuneError, TrialNotFoundError
+from autotune.metrics import bound_mark, gain_mark
 from autotune.results.report import StudyReport
 from autotune.space import QUALITY_LABELS, QUALITY_METRICS, Space, format_quality
 from autotune.store.values import TrialView
@@ -94,10 +95,14 @@ def ladder_lines(record: TrialView) -> list[str]:
     if not levels:
         return []
     m = record.metrics
-    head = [f"{name}={m[name]:.4g}" for name in (
+    # name=value, or name≥value / name≤value where it is a bound (every level held)
+    head = [f"{name}{bound_mark(name, m) or '='}{m[name]:.4g}" for name in (
         "capacity_rps", "throughput_per_device_at_capacity", "interactivity_at_capacity",
         "cost_per_1m_at_capacity") if isinstance(m.get(name), int | float)]
     lines = ["# load curve: " + ", ".join(head)]
+    if any(bound_mark(name, m) for name in m):
+        lines.append("#   ≥/≤: bounds, not exact figures: every load level held the SLOs, so "
+                     "the ladder never found the edge")
     for level in levels:
         f = level.get("metrics", {})
         shown = ", ".join(f"{key} {f[key]:.4g}" for key in (
@@ -185,7 +190,11 @@ def export_yaml(report: StudyReport, record: TrialView,
         lines.append(f"# quality{reference}: " + ", ".join(quality))
     gains = {m: g for m, g in report.gains(record).items() if g is not None}
     if gains:
-        lines.append("# vs vLLM defaults: " + ", ".join(f"{m} {g:.2f}x" for m, g in gains.items()))
+        number = report.default_number
+        default = report.trial(number) if number is not None else None
+        base = default.metrics if default is not None else {}
+        lines.append("# vs vLLM defaults: " + ", ".join(
+            f"{m} {gain_mark(m, record.metrics, base)}{g:.2f}x" for m, g in gains.items()))
     if env:
         lines.append("# environment (env.sh beside this file): "
                      + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()))

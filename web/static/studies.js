@@ -15,10 +15,12 @@
       if (best.trial === null || best.trial === undefined) {
         line.append(el("span", { cls: "note", text: "no feasible trial yet" }));
       } else {
+        // "≥"/"≤": a bound (every load level held the SLOs), as the server marks it.
         line.append(
-          el("b", { text: fmt(best.value) }), " (",
+          el("b", { text: `${best.bound ? `${best.bound} ` : ""}${fmt(best.value)}` }), " (",
           el("a", { href: `/studies/${study.id}/trials/${best.trial}`, text: `#${best.trial}` }),
-          best.gain === null ? ")" : `, ${best.gain.toFixed(2)}x vs defaults)`,
+          best.gain === null ? ")"
+            : `, ${best.gain_bound || ""}${best.gain.toFixed(2)}x vs defaults)`,
         );
       }
       cell.append(line);

@@ -29,6 +29,15 @@
   };
 
   const direction = (metric) => state.directions[metric];
+  // "≥" or "≤" when the trial's figure is a bound (every load level held the SLOs), else "":
+  // the server decides which (autotune.metrics.bound_mark).
+  const bound = (trial, metric) => trial.bounds[metric] || "";
+  const marked = (trial, metric) => {
+    const mark = bound(trial, metric);
+    return `${mark ? `${mark} ` : ""}${fmt(trial.metrics[metric])}`;
+  };
+  const BOUND_LEGEND = "≥ / ≤: a bound (every load level held the SLOs)";
+  const BOUND_COLOR = "#3b5bdb";
 
   // plotly.js (4.6 MB) loads asynchronously: the table is usable before the plots are drawn.
   const plotlyReady = new Promise((resolve, reject) => {
@@ -61,6 +70,7 @@
         feasible: row[at.feasible], failure_kind: row[at.failure_kind],
         failure_reason: row[at.failure_reason], params, metrics,
         started_at: row[at.started_at], finished_at: row[at.finished_at],
+        bounds: row[at.bounds] || {},
       });
     }
     for (const name of payload.metrics) if (!state.metrics.includes(name)) state.metrics.push(name);
@@ -145,7 +155,10 @@
     if (trial.failure_reason) lines.push(esc(trial.failure_reason.slice(0, 160)));
     const shown = [...new Set([...metrics, ...objectiveNames])];
     for (const metric of shown) {
-      if (metric in trial.metrics) lines.push(`${esc(metric)}: ${esc(fmt(trial.metrics[metric]))}`);
+      if (metric in trial.metrics) lines.push(`${esc(metric)}: ${esc(marked(trial, metric))}`);
+    }
+    if (shown.some((metric) => bound(trial, metric))) {
+      lines.push("<i>≥ / ≤: a bound: every load level held the SLOs</i>");
     }
     const params = Object.entries(trial.params);
     if (params.length) lines.push("<i>parameters</i>");
@@ -167,6 +180,11 @@
     });
   }
 
+  // A point whose plotted figures include a bound: its marks on these axes ("≥", "≥ ≤").
+  function boundLabel(trial, metrics) {
+    return [...new Set(metrics.map((m) => bound(trial, m)).filter(Boolean))].join(" ");
+  }
+
   function trace(name, status, members, metrics, opacity, extra = {}) {
     const three = metrics.length === 3;
     const symbols = { feasible: "circle", violating: three ? "diamond" : "diamond-open",
@@ -186,6 +204,22 @@
       ...extra,
     };
     if (three) t.z = members.map((m) => m.xyz[2]);
+    return t;
+  }
+
+  // The points whose plotted figures include a bound, ringed again on top of their own
+  // marker (an open triangle; 3-D has none: an open square) with their marks beside them
+  // ("≥", "≥ ≤"), under a legend entry of their own.
+  function boundTrace(members, metrics) {
+    const three = metrics.length === 3;
+    const t = trace(BOUND_LEGEND, "bound", members, metrics, 1, {
+      mode: "markers+text",
+      texttemplate: members.map((m) => boundLabel(m.trial, metrics)),
+      textposition: "top center",
+      textfont: { color: BOUND_COLOR, size: 13 },
+    });
+    t.marker = { color: BOUND_COLOR, symbol: three ? "square-open" : "triangle-up-open",
+      size: three ? 8 : 17, line: { width: 2, color: BOUND_COLOR } };
     return t;
   }
 
@@ -237,6 +271,8 @@
       trace("failed (no metrics: drawn past the worst corner)", "failed", groups.failed,
         metrics, 0.8),
     ];
+    const bounds = measured.filter((m) => boundLabel(m.trial, metrics));
+    if (bounds.length) traces.push(boundTrace(bounds, metrics));
     const layout = {
       margin: { l: 70, r: 20, t: 10, b: 60 },
       legend: { orientation: "h", y: -0.15 },
@@ -259,6 +295,8 @@
       `${groups.front.length} on the feasible Pareto front of these metrics, ` +
       `${groups.dominated.length} dominated, ${groups.violating.length} violating an SLO, ` +
       `${groups.failed.length} failed` + (missing ? `, ${missing} without these metrics` : "") +
+      (bounds.length ? `; ${bounds.length} marked ≥ / ≤: a bound, not an exact figure ` +
+        "(every load level held the SLOs, so the ladder never found the edge)" : "") +
       ". Click a point to open its trial.";
     if (!div.dataset.bound) {
       div.on("plotly_click", (event) => {
@@ -381,7 +419,7 @@
       { key: "status", title: "result", value: (t) => autotune.status(t) },
       ...[...new Set(keyMetrics)].map((m) => ({
         key: `m:${m}`, title: `${m} ${arrow(direction(m))}`, unit: UNITS[study.units[m]],
-        num: true, value: (t) => t.metrics[m] ?? null })),
+        num: true, metric: m, value: (t) => t.metrics[m] ?? null })),
       { key: "params", title: "parameters", value: (t) => paramText(t) },
       { key: "failure_kind", title: "failure", value: (t) => t.failure_kind ?? null },
       { key: "failure_reason", title: "reason", value: (t) => t.failure_reason ?? null },
@@ -485,7 +523,9 @@
         const value = col.value(trial);
         const cls = [`col-${col.key}`, col.num ? "num" : col.key === "failure_reason" ? "reason"
           : col.key === "finished_at" ? "when" : ""].join(" ");
-        return el("td", { cls, text: col.num ? fmt(value) : value ?? "—" });
+        const text = col.metric && value !== null ? marked(trial, col.metric)
+          : col.num ? fmt(value) : value ?? "—";
+        return el("td", { cls, text });
       });
       return el("tr", { "data-number": trial.number, "data-state": trial.state,
         cls: state.front.has(trial.number) ? "pareto" : "" }, ...cells);
