@@ -84,3 +84,51 @@ def test_the_load_curve_is_drawn_and_fits(page, tmp_path):
         page.goto(f"{base}/studies/{sid}/trials/{PLAIN_TRIAL}")
         assert page.locator("#load-curve").count() == 0
         assert page.locator("#load-curve-panel").count() == 0
+
+
+# The trade-off plot's traces: name → (points, symbol, labels); the labels Plotly drew.
+BOUND_STATE = """() => {
+  const gd = document.getElementById("pareto");
+  const traces = {};
+  for (const t of gd.data) {
+    traces[t.name] = { points: t.x.length, symbol: t.marker.symbol,
+      labels: t.texttemplate || [] };
+  }
+  const drawn = [...gd.querySelectorAll(".scatterlayer .textpoint text")]
+    .map((n) => n.textContent);
+  const legend = [...gd.querySelectorAll(".legend .legendtext")].map((n) => n.textContent);
+  return { traces, drawn, legend };
+}"""
+
+
+def test_a_bound_is_marked_on_the_trade_off_plot(page, tmp_path):
+    """A trial whose capacity is a lower bound (every level held) is ringed with its own
+    symbol, labelled "≥ ≤" (capacity ≥, per-user tok/s ≤), has a legend entry and says so in
+    its hover and the trials table; an exact one has none of it."""
+    from tests.support.bounds import NAME, bound_study_url
+
+    url = bound_study_url(tmp_path)
+    with running_server(create_app(open_catalog(url))) as base:
+        page.goto(f"{base}/studies/{study_id(url, NAME)}")
+        page.wait_for_selector("body[data-plotted]", timeout=TIMEOUT_MS)
+        state = page.evaluate(BOUND_STATE)
+        ring = state["traces"]["≥ / ≤: a bound (every load level held the SLOs)"]
+        assert ring == {"points": 1, "symbol": "triangle-up-open", "labels": ["≥ ≤"]}
+        assert state["drawn"] == ["≥ ≤"]  # drawn beside the point, the only label
+        assert state["traces"]["Pareto front (feasible)"]["symbol"] == "circle"
+        assert "≥ / ≤: a bound (every load level held the SLOs)" in state["legend"]
+        assert "1 marked ≥ / ≤" in page.locator("#pareto-note").text_content()
+        # The table: the defaults' figures marked, the bracketed trials' not.
+        assert page.locator('#trials tr[data-number="0"] td.col-m\\:capacity_rps') \
+            .text_content() == "≥ 36"
+        assert page.locator('#trials tr[data-number="1"] td.col-m\\:capacity_rps') \
+            .text_content() == "9"
+        page.shot("bound-on-the-front")
+        ringed = page.locator("#pareto .scatterlayer .trace").last.locator("path.point").first
+        box = ringed.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_selector("#pareto .hoverlayer .hovertext")
+        hover = page.locator("#pareto .hoverlayer .hovertext").text_content()
+        assert "trial 0" in hover and "capacity_rps: ≥ 36" in hover
+        assert "interactivity_at_capacity: ≤ 72" in hover and "a bound" in hover
+        page.shot("bound-hover")
