@@ -4,7 +4,7 @@ vllm_bench`` (``load_driver``).
 
 What it runs (the space refuses the rest at load, ``space.measurement.vllm_bench_refusal``):
 random prompts (``--dataset-name random``, lengths and ``--random-range-ratio``), shared
-prefixes (``prefix_repetition``, completions), ShareGPT and plain JSONL prompts (``custom``);
+prefixes (``prefix_repetition``, completions), ShareGPT and plain JSONL prompts (``sharegpt``);
 a closed loop (``--max-concurrency N --request-rate inf``) or Poisson arrivals
 (``--request-rate R``, optionally ``--max-concurrency``). Always greedy (``--temperature 0``)
 and ``--ignore-eos``, as the built-in driver sends.
@@ -13,9 +13,12 @@ Prompts never repeat across the runs on one server (vLLM's prefix cache would se
 random and shared-prefix runs draw with a ``--seed`` derived from the workload's seed and the
 run index. Dataset runs send the very prompts the built-in driver would send in that run
 (``bench.datasets.dataset_prompts``: the run's own slice, tagged where it could repeat,
-filtered or cut to the engine's max_model_len), written to a JSONL file that vLLM's ``custom``
-dataset reads in order; ShareGPT goes to the chat endpoint (``--backend openai-chat``) as the
-one user message vLLM's client sends.
+filtered or cut to the engine's max_model_len), written as a ShareGPT file that vLLM's
+``sharegpt`` reader takes in order (``--disable-shuffle --no-oversample``), every prompt with
+the workload's one output length (``--sharegpt-output-len``); ShareGPT goes to the chat
+endpoint (``--backend openai-chat``) as the one user message vLLM's client sends, plain JSONL
+to completions as text. vLLM's reader also leaves out prompts under 4 or over 1,024 tokens:
+such a run sends fewer requests.
 
 A run sends ``prompt_count`` prompts: the workload's ``num_requests`` plus a ramp and a drain
 of one concurrency each, at least 8x the concurrency, so that the closed loop reaches its
@@ -75,6 +78,7 @@ _COUNTS = {"completed": "completed", "failed": "failed", "duration": "duration_s
            "total_token_throughput": "total_token_throughput"}
 _LATENCIES = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2el": "e2e"}
 _GENERATED = "vllm:generation_tokens"
+_WATCHED = (_GENERATED, RUNNING, WAITING)
 # A closed loop's run: the measured requests and a ramp and drain around them, and never
 # fewer than this many times the concurrency.
 MIN_PER_CONCURRENCY = 8
@@ -162,17 +166,18 @@ def _tokenizer_of(endpoint: Endpoint) -> str:
 
 def _dataset_file(workload: WorkloadSpec, endpoint: Endpoint, count: int, run_index: int,
                   folder: Path) -> Path:
-    """This run's dataset prompts (the built-in driver's for this run) as a ``custom`` JSONL:
-    the warm-up's first, then the measured ones."""
+    """This run's dataset prompts (the built-in driver's for this run), the warm-up's first,
+    in the ShareGPT file format vLLM's ``sharegpt`` reader takes (a JSON list of first turns;
+    its ``custom`` JSONL reader needs pandas, which autotune does not install)."""
     spec = workload.prompts
     assert isinstance(spec, JsonlPrompts | SharegptPrompts)
     with EngineTokenizer(endpoint.base_url, endpoint.served_name) as tokenizer:
         prompts = dataset_prompts(spec, count, workload.seed, run_index, tokenizer)
-    path = folder / f"prompts-{run_index}.jsonl"
-    with path.open("w") as out:
-        for number, prompt in enumerate(prompts):
-            out.write(json.dumps({"prompt": _text(prompt, number),
-                                  "output_tokens": prompt.max_tokens}) + "\n")
+    path = folder / f"prompts-{run_index}.json"
+    path.write_text(json.dumps([
+        {"conversations": [{"from": "human", "value": _text(prompt, number)},
+                           {"from": "gpt", "value": ""}]}
+        for number, prompt in enumerate(prompts)]))
     return path
 
 
@@ -221,10 +226,11 @@ def bench_argv(
     else:
         if dataset is None:
             raise WorkloadError(f"prompts of kind {spec.kind} need the run's prompts file")
-        # In file order, each line's own output length, its text as it is (no chat template:
-        # the built-in driver sends plain JSONL text as it is, and chats under the server's).
-        argv += ["--dataset-name", "custom", "--dataset-path", str(dataset),
-                 "--disable-shuffle", "--skip-chat-template", "--custom-output-len", "-1"]
+        assert isinstance(spec.output_tokens, int)  # the space refuses the rest
+        # In file order, never a prompt twice (the prefix cache), one output length.
+        argv += ["--dataset-name", "sharegpt", "--dataset-path", str(dataset),
+                 "--disable-shuffle", "--no-oversample",
+                 "--sharegpt-output-len", str(spec.output_tokens)]
     if isinstance(load, ConcurrencyLoad):
         argv += ["--max-concurrency", str(load.concurrency), "--request-rate", "inf"]
     else:
@@ -265,7 +271,10 @@ async def _watched(run: Any, endpoint: Endpoint | None, stall_s: float) -> Any:
     task = asyncio.ensure_future(run)
     if endpoint is None or not math.isfinite(stall_s):
         return await task
-    tick = min(1.0, stall_s / 4)
+    # Seldom, and only the lines it needs parsed: the watchdog shares the event loop with
+    # vLLM's client (a full parse of /metrics blocks its timing of every stream), and each
+    # scrape costs the server's API process CPU time.
+    tick = min(5.0, stall_s / 4)
     last_change, generated = time.perf_counter(), None
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=tick * 2)) as session:
         while not task.done():
@@ -275,7 +284,9 @@ async def _watched(run: Any, endpoint: Endpoint | None, stall_s: float) -> Any:
             busy = True
             try:
                 async with session.get(f"{endpoint.base_url}/metrics") as response:
-                    scrape = Scrape.parse(await response.text())
+                    text = await response.text()
+                scrape = Scrape.parse("\n".join(
+                    line for line in text.splitlines() if line.startswith(_WATCHED)))
                 name = scrape.counter_name(_GENERATED)
                 now_generated = scrape.gauge_sum(name) if name else None
                 busy = bool((scrape.gauge_sum(RUNNING) or 0) + (scrape.gauge_sum(WAITING) or 0))

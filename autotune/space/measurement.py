@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autotune.space.workload import (
     ChatJsonlPrompts,
+    JsonlPrompts,
     SharedPrefixPrompts,
     SharegptPrompts,
     TraceLoad,
@@ -61,4 +62,9 @@ def vllm_bench_refusal(workload: WorkloadSpec | None, is_mix: bool = False) -> s
     if isinstance(prompts, SharedPrefixPrompts) and prompts.api == "chat":
         return ("vllm_bench's prefix_repetition dataset sends completions: shared_prefix with "
                 "api chat needs the built-in driver")
+    if isinstance(prompts, JsonlPrompts | SharegptPrompts) and not isinstance(
+            prompts.output_tokens, int):
+        return (f"vllm_bench sends {prompts.kind} prompts through vLLM's ShareGPT reader, with "
+                "one output length for every prompt: give output_tokens a number (vLLM's "
+                "reader of per-prompt lengths needs pandas, which autotune does not install)")
     return None

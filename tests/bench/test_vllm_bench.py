@@ -84,13 +84,18 @@ def test_poisson_shared_prefix_and_datasets() -> None:
     assert (args.dataset_name, args.prefix_repetition_prefix_len,
             args.prefix_repetition_suffix_len, args.prefix_repetition_num_prefixes,
             args.prefix_repetition_output_len) == ("prefix_repetition", 256, 32, 3, 16)
-    sharegpt = {"kind": "sharegpt", "path": "s.json"}
+    sharegpt = {"kind": "sharegpt", "path": "s.json", "output_tokens": 12}
     args = _parsed(bench_argv(ENDPOINT, "tok", _workload(prompts=sharegpt), {}, 1,
-                              Path("/tmp/run.jsonl")))
+                              Path("/tmp/run.json")))
     assert (args.dataset_name, args.dataset_path, args.backend, args.endpoint) == \
-        ("custom", "/tmp/run.jsonl", "openai-chat", "/v1/chat/completions")
-    assert (args.disable_shuffle, args.skip_chat_template, args.custom_output_len) == \
-        (True, True, -1)
+        ("sharegpt", "/tmp/run.json", "openai-chat", "/v1/chat/completions")
+    assert (args.disable_shuffle, args.no_oversample, args.sharegpt_output_len) == \
+        (True, True, 12)
+    jsonl = {"kind": "jsonl", "path": "p.jsonl", "output_tokens": 5}
+    args = _parsed(bench_argv(ENDPOINT, "tok", _workload(prompts=jsonl), {}, 1,
+                              Path("/tmp/run.json")))
+    assert (args.dataset_name, args.backend, args.endpoint, args.sharegpt_output_len) == \
+        ("sharegpt", "vllm", "/v1/completions", 5)
     with pytest.raises(WorkloadError, match="prompts file"):
         bench_argv(ENDPOINT, "tok", _workload(prompts=sharegpt), {}, 1)
 

@@ -30,9 +30,9 @@ def test_the_builtin_driver_is_the_default(tmp_path: Path) -> None:
     {"prompts": {"kind": "shared_prefix", "num_prefixes": 2, "prefix_tokens": 32,
                  "suffix_tokens": 8, "output_tokens": 8}},
     {"prompts": {"kind": "sharegpt", "path": "data.json", "output_tokens": 16}},
-    {"prompts": {"kind": "jsonl", "path": "data.jsonl", "field": "text",
-                 "output_tokens": {"kind": "uniform", "low": 4, "high": 8}}},
-    {"prompts": {"kind": "sharegpt", "path": "data.json", "too_long": "truncate"}},
+    {"prompts": {"kind": "jsonl", "path": "data.jsonl", "field": "text", "output_tokens": 8}},
+    {"prompts": {"kind": "sharegpt", "path": "data.json", "too_long": "truncate",
+                 "output_tokens": 8}},
 ])
 def test_vllm_bench_takes_what_it_can_run(tmp_path: Path, workload: dict) -> None:
     assert load_space(_space(tmp_path, "vllm_bench", **workload)).measurement.driver \
@@ -44,6 +44,10 @@ def test_vllm_bench_takes_what_it_can_run(tmp_path: Path, workload: dict) -> Non
       "load": {"kind": "trace"}}, "cannot replay a trace"),
     ({"prompts": {"kind": "chat", "path": "c.jsonl"}}, "no chat JSONL dataset"),
     ({"prompts": {"kind": "sharegpt", "path": "s.json", "multi_turn": {}}}, "first turn only"),
+    ({"prompts": {"kind": "sharegpt", "path": "s.json"}}, "give output_tokens a number"),
+    ({"prompts": {"kind": "jsonl", "path": "d.jsonl",
+                  "output_tokens": {"kind": "uniform", "low": 4, "high": 8}}},
+     "one output length for every prompt"),
     ({"prompts": {"kind": "shared_prefix", "num_prefixes": 2, "prefix_tokens": 32,
                   "suffix_tokens": 8, "output_tokens": 8, "api": "chat"}}, "api chat"),
 ])
