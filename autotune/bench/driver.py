@@ -25,17 +25,25 @@ its ``arrival_s``; a ``max_concurrency`` gate holds conversations too.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 
 from autotune.bench.metrics import RequestRecord, summarize
-from autotune.bench.prompt_set import Prompt, WorkloadError
+from autotune.bench.prompt_set import Prompt, PromptSet, WorkloadError
+from autotune.bench.steady import (
+    MEASURED,
+    SteadyPlan,
+    SteadyWindow,
+    completed_within,
+    window_metrics,
+)
 from autotune.bench.workload import build_prompts
 from autotune.space import ConcurrencyLoad, PoissonLoad, TraceLoad, WorkloadSpec
 
@@ -48,11 +56,37 @@ class Endpoint:
 
 @dataclass
 class BenchResult:
+    """One run's figures and its measured requests. A steady run (``window`` set) measured
+    only the requests of its window, and its throughputs count ``completed`` (the requests of
+    any phase that finished inside the window) over the window's length."""
+
     metrics: dict[str, float]
     records: list[RequestRecord] = field(default_factory=list)
     warmup_s: float = 0.0
     benchmark_s: float = 0.0
     started_at: float = 0.0  # time.perf_counter() at the first measured send
+    window: SteadyWindow | None = None
+    completed: list[RequestRecord] = field(default_factory=list)
+
+    def figures(self, slos: Mapping[str, float], *, from_arrival: bool = False
+                ) -> dict[str, float]:
+        """The run's metrics against ``slos``; ``from_arrival``: latencies counted from each
+        request's arrival, its wait at the client's concurrency gate included (what a user
+        arriving at that rate sees)."""
+        if not self.records:
+            return dict(self.metrics)
+        if not from_arrival:
+            return dict(self.metrics)
+        records = [r.including_client_queue() for r in self.records]
+        if self.window is None:
+            return summarize(records, self.benchmark_s, slos)
+        return window_metrics(records, self.completed, self.window.length_s, slos) | (
+            self.window.facts())
+
+
+# More prompts for a steady run that needs them: ``more(part)`` builds part ``part`` (1, 2, ...)
+# of the run's prompts, none of them repeating an earlier part's.
+MorePrompts = Callable[[int], Sequence[Prompt]]
 
 
 class EngineStalled(Exception):
@@ -334,7 +368,12 @@ async def _run_load(
     workload: WorkloadSpec,
     seed: int,
     ignore_eos: bool,
+    window: SteadyWindow | None = None,
+    more: MorePrompts | None = None,
 ) -> tuple[list[RequestRecord], float]:
+    """Send ``prompts`` under ``workload``'s load: all of them, or with a steady ``window``,
+    until it is finished (then the records are the measured ones and ``window.completed``
+    holds what finished inside it)."""
     load = workload.load
     progress = _Progress()
     connector = aiohttp.TCPConnector(limit=0, force_close=False, keepalive_timeout=60)
@@ -343,13 +382,134 @@ async def _run_load(
         client = _Client(session, endpoint, ignore_eos, progress,
                          conversations=any(p.next_turns for p in prompts))
         started = time.perf_counter()
-        if isinstance(load, ConcurrencyLoad):
+        run: Coroutine[Any, Any, list[RequestRecord]]
+        if window is not None and not isinstance(load, TraceLoad):
+            run = _steady(client, prompts, load, seed, window, more)
+        elif isinstance(load, ConcurrencyLoad):
             run = _closed_loop(client, prompts, load.concurrency)
         else:
             offsets = _arrival_offsets(load, prompts, seed)
             run = _open_loop(client, prompts, offsets, started, load.max_concurrency)
         done = await _watched(run, progress, workload.stall_timeout_s)
         return done, time.perf_counter() - started
+
+
+class _Supply:
+    """The prompts of a steady run: those built, and more from ``more(part)`` (in a thread,
+    started when ``low`` or fewer are left) when the window needs more than were built."""
+
+    def __init__(self, prompts: Sequence[Prompt], more: MorePrompts | None, low: int) -> None:
+        self.items = list(prompts)
+        self.more = more
+        self.low = low
+        self.part = 0
+        self.pending: asyncio.Task[Sequence[Prompt]] | None = None
+
+    def left(self) -> int:
+        """Prompts still to come (a supply that can grow never runs short)."""
+        return len(self.items) if self.more is None else 1 << 30
+
+    async def take(self) -> Prompt | None:
+        if self.more is not None and self.pending is None and len(self.items) <= self.low:
+            self.part += 1
+            self.pending = asyncio.create_task(asyncio.to_thread(self.more, self.part))
+        pending = self.pending
+        if pending is not None and (pending.done() or not self.items):
+            fresh = await pending
+            if self.pending is pending:  # another user may have taken it in meanwhile
+                self.items.extend(fresh)
+                self.pending = None
+                if not fresh:
+                    self.more = None
+        return self.items.pop(0) if self.items else None
+
+    async def close(self) -> None:
+        if self.pending is not None:
+            await asyncio.gather(self.pending, return_exceptions=True)
+
+
+async def _steady(
+    client: _Client, prompts: Sequence[Prompt], load: ConcurrencyLoad | PoissonLoad, seed: int,
+    window: SteadyWindow, more: MorePrompts | None,
+) -> list[RequestRecord]:
+    """A held load (``concurrency`` users, or Poisson arrivals behind an optional gate) until
+    ``window`` is finished: the measured requests' records; every finished request's records
+    go to ``window.records`` (the window's completions are counted from them). Drain
+    requests still in flight at the end are cancelled (vLLM aborts a request whose client
+    went away)."""
+    edge = load.concurrency if isinstance(load, ConcurrencyLoad) else 8
+    supply = _Supply(prompts, more, low=2 * edge)
+    measured: list[RequestRecord] = []
+    finished = asyncio.Event()
+    counter = itertools.count()
+
+    async def one(prompt: Prompt, phase: str, arrived: float | None = None,
+                  gate: asyncio.Semaphore | None = None) -> None:
+        index = next(counter)
+        if gate is None:
+            records = await _converse(client, prompt, index, arrived)
+        else:
+            async with gate:
+                records = await _converse(client, prompt, index, arrived)
+        window.on_done(time.perf_counter(), phase)
+        window.records.extend(records)
+        if phase == MEASURED:
+            measured.extend(records)
+        if window.finished:
+            finished.set()
+
+    tasks: list[asyncio.Task[None]] = []
+    if isinstance(load, ConcurrencyLoad):
+        async def user() -> None:
+            while not window.finished and (prompt := await supply.take()) is not None:
+                phase = window.on_send(time.perf_counter(), supply.left())
+                if window.finished:  # this send closed a window with nothing in flight
+                    break
+                await one(prompt, phase)
+            window.ran_out(time.perf_counter())
+            if window.finished:
+                finished.set()
+
+        tasks = [asyncio.create_task(user()) for _ in range(load.concurrency)]
+    else:
+        async def arrivals() -> None:
+            gate = asyncio.Semaphore(load.max_concurrency) if load.max_concurrency else None
+            rng, started, at = random.Random(seed), time.perf_counter(), 0.0
+            while not window.finished:
+                wait = started + at - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                prompt = None if window.finished else await supply.take()
+                if prompt is None:
+                    break
+                now = time.perf_counter()
+                phase = window.on_send(now, supply.left())
+                if window.finished:
+                    break
+                tasks.append(asyncio.create_task(one(prompt, phase, now if gate else None,
+                                                     gate)))
+                at += rng.expovariate(load.rate)
+            window.ran_out(time.perf_counter())
+            if window.finished:
+                finished.set()
+
+        tasks = [asyncio.create_task(arrivals())]
+    everyone = asyncio.ensure_future(_until_all(tasks))
+    waiting = asyncio.ensure_future(finished.wait())
+    try:
+        await asyncio.wait({everyone, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in [*tasks, everyone, waiting]:
+            task.cancel()
+        await asyncio.gather(*tasks, everyone, waiting, return_exceptions=True)
+        await supply.close()
+    return measured
+
+
+async def _until_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Until every task of ``tasks`` (which may grow while waiting) is done."""
+    while not all(t.done() for t in tasks):
+        await asyncio.gather(*[t for t in tasks if not t.done()], return_exceptions=True)
 
 
 async def _watched(
@@ -399,17 +559,37 @@ class HttpLoadDriver:
         self, endpoint: Endpoint, workload: WorkloadSpec, slos: Mapping[str, float],
         run_index: int = 0,
     ) -> BenchResult:
-        prompts = build_prompts(workload, endpoint.base_url, endpoint.served_name, run_index)
-        result = self.measure(endpoint, prompts, workload, slos)
-        result.metrics.update(prompts.counts())
+        steady = workload.steady
+        if steady is None:
+            prompts = build_prompts(workload, endpoint.base_url, endpoint.served_name, run_index)
+            result = self.measure(endpoint, prompts, workload, slos)
+            result.metrics.update(prompts.counts())
+            return result
+        plan = SteadyPlan.of(workload, steady)
+        built = workload.model_copy(update={"num_requests": plan.prompts_needed()})
+        prompts = build_prompts(built, endpoint.base_url, endpoint.served_name, run_index)
+        parts = [prompts]
+
+        def more(part: int) -> PromptSet:
+            extra = build_prompts(
+                built.model_copy(update={"num_requests": plan.requests, "warmup_requests": 0}),
+                endpoint.base_url, endpoint.served_name, run_index, part=part)
+            parts.append(extra)
+            return extra
+
+        result = self.measure(endpoint, prompts, workload, slos, more=more)
+        result.metrics.update({key: sum(p.counts()[key] for p in parts)
+                               for key in prompts.counts()})
         return result
 
     def measure(
         self, endpoint: Endpoint, prompts: Sequence[Prompt], workload: WorkloadSpec,
-        slos: Mapping[str, float],
+        slos: Mapping[str, float], more: MorePrompts | None = None,
     ) -> BenchResult:
         """Send ``prompts`` (the first ``workload.warmup_requests`` as the unmeasured warm-up)
-        under ``workload``'s load, timeouts and stall limit, and measure them."""
+        under ``workload``'s load, timeouts and stall limit, and measure them: all of them, or
+        under a steady-state rule (``workload.steady``) the window of a held load, the rest of
+        the prompts (and ``more``) its supply (``bench.steady``)."""
         _check_prompts(prompts, workload.load)
         warmup, measured = prompts[: workload.warmup_requests], prompts[workload.warmup_requests :]
         warmup_s = 0.0
@@ -417,9 +597,17 @@ class HttpLoadDriver:
             _, warmup_s = asyncio.run(
                 _run_load(endpoint, warmup, workload, workload.seed, self.ignore_eos)
             )
+        steady = workload.steady
+        window = None if steady is None else SteadyWindow(SteadyPlan.of(workload, steady))
         records, duration = asyncio.run(
-            _run_load(endpoint, measured, workload, workload.seed + 1, self.ignore_eos)
+            _run_load(endpoint, measured, workload, workload.seed + 1, self.ignore_eos, window,
+                      more)
         )
         started_at = min((r.sent_at for r in records), default=0.0)
-        return BenchResult(summarize(records, duration, slos), records, warmup_s, duration,
-                           started_at)
+        if window is None:
+            return BenchResult(summarize(records, duration, slos), records, warmup_s, duration,
+                               started_at)
+        completed = (completed_within(window.records, window.opened, window.closed)
+                     if window.opened is not None and window.closed is not None else [])
+        metrics = window_metrics(records, completed, window.length_s, slos) | window.facts()
+        return BenchResult(metrics, records, warmup_s, duration, started_at, window, completed)

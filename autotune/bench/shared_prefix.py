@@ -17,8 +17,11 @@ from autotune.space import SharedPrefixPrompts
 
 
 def shared_prefix_prompts(
-    spec: SharedPrefixPrompts, count: int, seed: int, run_index: int, tokenizer: EngineTokenizer
+    spec: SharedPrefixPrompts, count: int, seed: int, run_index: int, tokenizer: EngineTokenizer,
+    part: int = 0,
 ) -> PromptSet:
+    """``count`` requests of run ``run_index``; a ``part`` > 0 (more requests of the same run)
+    keeps the run's prefixes and draws suffixes of its own."""
     pool = tokenizer.pool()
     limit = tokenizer.limit()
     length = spec.prefix_tokens + spec.suffix_tokens
@@ -29,6 +32,8 @@ def shared_prefix_prompts(
     rng = random.Random(f"{seed}:{run_index}:shared_prefix")
     prefixes = [[rng.choice(pool) for _ in range(spec.prefix_tokens)]
                 for _ in range(spec.num_prefixes)]
+    if part:
+        rng = random.Random(f"{seed}:{run_index}:shared_prefix:part{part}")
     owners = [j % spec.num_prefixes for j in range(count)]
     rng.shuffle(owners)
     prompts = []

@@ -29,6 +29,8 @@ from autotune.space import (
 
 __all__ = ["build_prompts", "random_prompts", "run_seed"]
 
+PART_RUNS = 100_000  # run indices of one server stay below this
+
 
 def run_seed(seed: int, run_index: int) -> int | str:
     """The seed of run ``run_index``: the workload's own for the first run, a derived one
@@ -58,24 +60,29 @@ def random_prompt(rng: random.Random, pool: Sequence[int], input_tokens: int,
 
 
 def build_prompts(
-    workload: WorkloadSpec, base_url: str, model: str, run_index: int = 0
+    workload: WorkloadSpec, base_url: str, model: str, run_index: int = 0, part: int = 0
 ) -> PromptSet:
     """Warm-up prompts first, then the measured ones (deterministic for a given seed and
     ``run_index``). Runs with different ``run_index`` on one server get prompts of their own
     (unless the workload shares prefixes on purpose, within a run), so none is served from
     the prefix cache because an earlier run sent it. The result says how many prompts were
-    left out or cut to fit the engine's max_model_len (``PromptSet.counts()``)."""
+    left out or cut to fit the engine's max_model_len (``PromptSet.counts()``). ``part`` k > 0:
+    more prompts of the same run (a steady level that needs more than were built), none
+    repeating part 0's or another part's; a shared-prefix run keeps its prefixes."""
     count = workload.warmup_requests + workload.num_requests
     spec = workload.prompts
     with EngineTokenizer(base_url, model) as tokenizer:
         if isinstance(spec, RandomPrompts):
             pool = tokenizer.pool()
-            return PromptSet(random_prompts(spec, count, pool, run_seed(workload.seed,
-                                                                          run_index)))
+            seed = run_seed(workload.seed, run_index)
+            return PromptSet(random_prompts(spec, count, pool,
+                                            f"{seed}:part{part}" if part else seed))
         if isinstance(spec, SharedPrefixPrompts):
-            return shared_prefix_prompts(spec, count, workload.seed, run_index, tokenizer)
+            return shared_prefix_prompts(spec, count, workload.seed, run_index, tokenizer, part)
         if isinstance(spec, TracePrompts):
             scale = workload.load.time_scale if isinstance(workload.load, TraceLoad) else 1.0
             return trace_prompts(spec, count, workload.warmup_requests, workload.seed,
                                  run_index, tokenizer, scale)
-        return dataset_prompts(spec, count, workload.seed, run_index, tokenizer)
+        # a part reads records of a run index of its own: tagged apart from every other run's
+        return dataset_prompts(spec, count, workload.seed, run_index + PART_RUNS * part,
+                               tokenizer)

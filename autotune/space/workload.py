@@ -6,6 +6,7 @@ space file can all use these models without importing one another.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Annotated, Literal
 
@@ -14,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 __all__ = [
     "ChatJsonlPrompts", "ConcurrencyLoad", "FixedLength", "JsonlPrompts", "LengthSpec",
     "MultiTurn", "NormalLength", "PoissonLoad", "PromptsSpec", "RandomPrompts", "SharegptPrompts",
-    "SharedPrefixPrompts", "TraceColumns", "TraceLoad", "TracePrompts", "UniformLength",
-    "WorkloadSpec",
+    "SharedPrefixPrompts", "SteadyState", "TraceColumns", "TraceLoad", "TracePrompts",
+    "UniformLength", "WorkloadSpec",
 ]
 
 
@@ -200,9 +201,28 @@ class TraceLoad(_Strict):
     max_concurrency: int | None = Field(default=None, gt=0)
 
 
+class SteadyState(_Strict):
+    """How long a concurrency or Poisson load runs, and which of its requests are measured
+    (docs/measurement.md, "Steady state"). Ramp-up (the requests sent before the load first
+    turned over: ``concurrency`` completions, or the first completion of an open loop) and
+    drain (requests sent only to keep the load up while the measured ones finish) are not
+    measured. The measured window closes once it holds at least ``num_requests`` requests,
+    ``per_concurrency`` times the concurrency (closed loop) and ``min_duration_s`` seconds, or
+    when ``max_requests`` measured requests were sent."""
+
+    per_concurrency: float = Field(default=4.0, ge=1, description="window requests per slot")
+    min_duration_s: float = Field(default=5.0, ge=0, description="window length, at least")
+    max_requests: int = Field(default=4000, gt=0, description="window requests, at most")
+
+    def window_requests(self, num_requests: int, concurrency: int | None) -> int:
+        """The fewest measured requests of a window (before the time floor)."""
+        per_slot = math.ceil(self.per_concurrency * concurrency) if concurrency else 0
+        return min(self.max_requests, max(num_requests, per_slot))
+
+
 class WorkloadSpec(_Strict):
     prompts: PromptsSpec
-    num_requests: int = Field(gt=0)
+    num_requests: int = Field(gt=0, description="measured requests (a steady window's least)")
     warmup_requests: int = Field(default=0, ge=0)
     load: Annotated[ConcurrencyLoad | PoissonLoad | TraceLoad, Field(discriminator="kind")]
     seed: int = 0
@@ -210,6 +230,15 @@ class WorkloadSpec(_Strict):
     # No token (nor any answer) from any request in flight for this long, or no /health answer
     # within it: the engine stalled (e.g. SIGSTOPped, or hung), and the trial fails.
     stall_timeout_s: float = Field(default=30.0, gt=0)
+    # None (``steady_state: null``): one wave of ``num_requests``, measured whole, as before
+    # steady windows existed (benchmarks/steady_state.py compares the two). A trace load is
+    # always replayed whole.
+    steady_state: SteadyState | None = Field(default_factory=SteadyState)
+
+    @property
+    def steady(self) -> SteadyState | None:
+        """The steady-state rule this workload's load runs under (None: one wave)."""
+        return None if isinstance(self.load, TraceLoad) else self.steady_state
 
     @model_validator(mode="after")
     def _trace_load_needs_a_trace(self) -> WorkloadSpec:

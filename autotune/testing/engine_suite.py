@@ -73,6 +73,7 @@ def check_streamed_load(endpoint: Endpoint) -> None:
         "num_requests": LOAD_REQUESTS,
         "load": {"kind": "concurrency", "concurrency": 2},
         "request_timeout_s": 120,
+        "steady_state": None,  # one wave of LOAD_REQUESTS: every one is counted
     })
     result = HttpLoadDriver().run(endpoint, workload, {})
     m = result.metrics

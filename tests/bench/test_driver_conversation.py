@@ -23,6 +23,7 @@ def workload(**update: Any) -> WorkloadSpec:
     data: dict[str, Any] = {
         "prompts": {"kind": "random", "input_tokens": 8, "output_tokens": TOKENS},
         "num_requests": 1,
+        "steady_state": None,  # one wave: these count each turn (steady: test_steady_state)
         "load": {"kind": "concurrency", "concurrency": 2},
         "request_timeout_s": 10,
     }

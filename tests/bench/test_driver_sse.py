@@ -24,6 +24,7 @@ def _workload(**update: Any) -> WorkloadSpec:
     data: dict[str, Any] = {
         "prompts": {"kind": "random", "input_tokens": 8, "output_tokens": TOKENS},
         "num_requests": REQUESTS,
+        "steady_state": None,  # one wave: these count each request (steady: test_steady_state)
         "load": {"kind": "concurrency", "concurrency": 2},
         "request_timeout_s": 10,
     }

@@ -336,7 +336,9 @@ def test_a_study_stores_shows_and_exports_the_curve(tmp_path: Path) -> None:
     rate = levels[1]["metrics"]["request_throughput"]
     assert f"{rate:.4g}" in text or f"{rate:.1f}" in text
     exported = export_yaml(report, first)
-    assert "# load curve: capacity_rps=" in exported
+    # both levels held: capacity is a lower bound, and the header says so
+    assert first.metrics["capacity_is_lower_bound"] == 1
+    assert "# load curve: capacity_rps≥" in exported
     assert "#   concurrency 3: request_throughput" in exported
 
 

@@ -314,7 +314,10 @@ def test_a_mix_is_scored_by_its_named_slos_and_worst_attainment() -> None:
 
 
 def test_a_trial_measures_each_workload_on_one_server(tmp_path: Path) -> None:
-    space = Space.model_validate(_mix(engine={"command": ["vllm", "serve"]}))
+    data = _mix(engine={"command": ["vllm", "serve"]})
+    for entry in data["workloads"].values():  # one wave each: the totals count every request
+        entry["workload"]["steady_state"] = None
+    space = Space.model_validate(data)
     launcher = MockLauncher(Behaviour(token_delay_s=0.002))
     runner = TrialRunner(space, launcher, CpuSlotPool(slots=1), tmp_path / "logs")
     assert isinstance(runner.measuring, HttpMeasurement)

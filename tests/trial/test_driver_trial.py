@@ -36,6 +36,7 @@ SPACE: dict[str, Any] = {
         "warmup_requests": 2,
         "load": {"kind": "concurrency", "concurrency": 2},
         "request_timeout_s": 10,
+        "steady_state": None,  # one wave: these count each request
     },
     "slos": {"e2e_p95_ms": 5000},
     "objectives": [{"metric": "output_throughput", "direction": "maximize"}],
