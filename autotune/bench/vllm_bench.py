@@ -54,6 +54,13 @@ from autotune.bench.engine_metrics import RUNNING, WAITING, Scrape
 from autotune.bench.engine_tokenizer import EngineTokenizer
 from autotune.bench.metrics import RequestRecord, goodput_limits, summarize
 from autotune.bench.prompt_set import Prompt, WorkloadError
+from autotune.bench.steady import (
+    MEASURED,
+    SteadyPlan,
+    SteadyWindow,
+    completed_within,
+    window_metrics,
+)
 from autotune.metrics import PERCENTILES
 from autotune.space import (
     ConcurrencyLoad,
@@ -100,9 +107,13 @@ def concurrency_of(workload: WorkloadSpec) -> int | None:
 
 
 def prompt_count(workload: WorkloadSpec) -> int:
-    """The measured prompts one run sends: ``num_requests`` with a ramp and a drain of one
-    concurrency each, at least ``MIN_PER_CONCURRENCY`` times the concurrency."""
+    """The measured prompts one run sends: under a steady-state rule as many as the built-in
+    driver builds (``SteadyPlan.prompts_needed``), else ``num_requests`` with a ramp and a
+    drain of one concurrency each; at least ``MIN_PER_CONCURRENCY`` times the concurrency."""
     concurrency = concurrency_of(workload)
+    if workload.steady is not None:
+        needed = SteadyPlan.of(workload, workload.steady).prompts_needed()
+        return max(needed, MIN_PER_CONCURRENCY * (concurrency or 0))
     if concurrency is None:
         return workload.num_requests
     return max(workload.num_requests + 2 * concurrency, MIN_PER_CONCURRENCY * concurrency)
@@ -324,19 +335,51 @@ class VllmBenchDriver:
             began = time.perf_counter()
             result = run_vllm_bench(argv, endpoint, workload.stall_timeout_s)
             wall = time.perf_counter() - began
-        return bench_result(result, slos, wall)
+        return bench_result(result, slos, wall, workload)
 
 
-def bench_result(result: Mapping[str, Any], slos: Mapping[str, float],
-                 wall_s: float = 0.0) -> BenchResult:
+def bench_result(result: Mapping[str, Any], slos: Mapping[str, float], wall_s: float = 0.0,
+                 workload: WorkloadSpec | None = None) -> BenchResult:
     """A ``BenchResult`` from vllm bench serve's detailed result: its own figures under our
     names, completed by ours from its per-request records (the percentiles, error and goodput
-    fractions it does not report)."""
+    fractions it does not report); under ``workload``'s steady-state rule, the figures of its
+    steady window instead (``steady_window``)."""
     records = records_of(result)
     duration = float(result.get("duration") or 0.0)
+    started_at = min((r.sent_at for r in records), default=0.0)
+    warmup_s = max(0.0, wall_s - duration)
+    if workload is not None and workload.steady is not None and records:
+        window, measured, completed = steady_window(records, workload)
+        metrics = window_metrics(measured, completed, window.length_s, slos) | window.facts()
+        return BenchResult(metrics, measured, warmup_s, duration, started_at, window, completed)
     metrics = summarize(records, duration, slos) if records else {}
     metrics |= from_vllm_bench_keys(result)
     if "request_goodput" not in metrics:  # no SLOs: every completed request is good
         metrics["request_goodput"] = metrics.get("request_throughput", 0.0)
-    started_at = min((r.sent_at for r in records), default=0.0)
-    return BenchResult(metrics, records, max(0.0, wall_s - duration), duration, started_at)
+    return BenchResult(metrics, records, warmup_s, duration, started_at)
+
+
+def steady_window(records: Sequence[RequestRecord], workload: WorkloadSpec
+                  ) -> tuple[SteadyWindow, list[RequestRecord], list[RequestRecord]]:
+    """The steady window of a whole run, after the fact: its sends and completions replayed in
+    time order through the built-in driver's books (``bench.steady.SteadyWindow``), so both
+    drivers trim ramp-up and drain alike. The window, its measured requests, and the requests
+    that completed inside it."""
+    assert workload.steady is not None
+    window = SteadyWindow(SteadyPlan.of(workload, workload.steady))
+    ordered = sorted(records, key=lambda r: r.sent_at)
+    events = sorted([(r.sent_at, 1, i) for i, r in enumerate(ordered)]
+                    + [(r.done_at, 0, i) for i, r in enumerate(ordered)])
+    phases: dict[int, str] = {}
+    for at, is_send, i in events:
+        if is_send:
+            phases[i] = window.on_send(at, len(ordered) - i - 1)
+        else:
+            window.on_done(at, phases[i])
+            window.records.append(ordered[i])
+    if window.closed is None:
+        window.ran_out(ordered[-1].sent_at)
+    measured = [r for i, r in enumerate(ordered) if phases[i] == MEASURED]
+    completed = (completed_within(ordered, window.opened, window.closed)
+                 if window.opened is not None and window.closed is not None else [])
+    return window, measured, completed

@@ -66,7 +66,9 @@ def test_a_closed_loop_of_random_prompts() -> None:
 def test_a_run_is_a_steady_state_length() -> None:
     assert prompt_count(_workload(num_requests=100)) == 108  # ramp + 100 + drain
     poisson = {"kind": "poisson", "rate": 3.0}
-    assert prompt_count(_workload(load=poisson)) == 24
+    # an open loop: 24 window requests (3 req/s x 5 s is fewer), ramp and drain 8 each
+    assert prompt_count(_workload(load=poisson)) == 8 + 24 + 8
+    assert prompt_count(_workload(load=poisson, steady_state=None)) == 24
     assert prompt_count(_workload(load=poisson | {"max_concurrency": 16})) == 128
 
 
