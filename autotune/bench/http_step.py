@@ -22,7 +22,7 @@ from autotune.bench.capacity import CapacityResult, find_capacity
 from autotune.bench.driver import BenchResult, Endpoint, EngineStalled, HttpLoadDriver, LoadDriver
 from autotune.bench.ladder import ladder_into
 from autotune.bench.measurement import MetricsPoller, measure_robustly
-from autotune.bench.metrics import summarize, write_result_file
+from autotune.bench.metrics import write_result_file
 from autotune.bench.prompt_set import WorkloadError
 from autotune.bench.step import MeasureContext, Measured
 from autotune.devices.sampling import UtilisationSampler
@@ -158,14 +158,15 @@ class HttpMeasurement:
             run_index = next(runs)
             with MetricsPoller(engine.base_url) as poller:
                 result = self.run_load(engine, workload, primary.slos, run_index)
-            figures = (summarize([r.including_client_queue() for r in result.records],
-                                 result.benchmark_s, primary.slos)
-                       if result.records else dict(result.metrics))
+            figures = result.figures(primary.slos, from_arrival=True)
             return figures | poller.delta() | {"run_index": float(run_index)}
 
-        ladder_into(found, trial, measure, self.front,
-                    on_level=lambda i, load: trial.on_phase(
-                        f"load ladder: level {i + 1}/{len(planned)} ({spec.kind} {load:g})"))
+        def on_level(index: int, load: float) -> None:
+            where = (f"{index + 1}/{len(planned)}" if index < len(planned)
+                     else f"{index + 1}, above the listed ones")
+            trial.on_phase(f"load ladder: level {where} ({spec.kind} {load:g})")
+
+        ladder_into(found, trial, measure, self.front, on_level=on_level)
         found.timings["ladder_s"] = time.monotonic() - started
 
     def run_load(
@@ -228,10 +229,7 @@ class HttpMeasurement:
             "warmup_requests": 0,
         })
         result = self.run_load(engine, workload, primary.slos, run_index)
-        if not result.records:
-            return result.metrics
-        waited = [r.including_client_queue() for r in result.records]
-        return summarize(waited, result.benchmark_s, primary.slos)
+        return result.figures(primary.slos, from_arrival=True)
 
 
 def trial_figures(trial: MeasureContext, by_workload: Mapping[str, dict[str, float]]

@@ -43,6 +43,7 @@ class Level:
     metrics: dict[str, float]
     slo_ratio: float  # worst measured / limit over the SLOs (≤ 1: every SLO held)
     holds: bool  # every SLO and the error-rate limit held
+    extended: bool = False  # above the listed levels (every listed one held)
 
     @property
     def rate(self) -> float:
@@ -57,6 +58,7 @@ class Level:
 
     def to_dict(self, kind: str) -> dict[str, Any]:
         return {LEVEL_KEY: self.index, "kind": kind, "load": self.load, "holds": self.holds,
+                **({"extended": True} if self.extended else {}),
                 "slo_ratio": self.slo_ratio if math.isfinite(self.slo_ratio) else None,
                 "metrics": {k: v for k, v in self.metrics.items() if math.isfinite(v)}}
 
@@ -76,6 +78,7 @@ class LadderResult:
         """The trial's curve metrics (``autotune.space.ladder.LADDER_METRICS``)."""
         return derived_metrics(self.capacity, n_devices, device_hour_usd) | {
             "ladder_levels_run": float(len(self.levels)),
+            "ladder_levels_extended": float(sum(1 for lv in self.levels if lv.extended)),
             "ladder_stopped_early": float(self.stop_reason is not None),
         }
 
@@ -161,7 +164,7 @@ def front_check(
     passing level, the reason to stop when a front point dominates the optimistic bound."""
     if not front:
         return None
-    top = spec.resolved_levels()[-1]
+    top = ([*spec.resolved_levels(), *spec.extension()])[-1]
 
     def check(levels: Sequence[Level]) -> str | None:
         bound = optimistic_metrics(levels, spec.kind, top, spec.front_margin, n_devices,
@@ -182,20 +185,32 @@ def run_ladder(
     max_error_rate: float,
     front_check: FrontCheck | None = None,
     on_level: Callable[[int, float], None] = lambda _i, _load: None,
+    extend: bool = True,
 ) -> LadderResult:
     """Measure ``spec``'s levels in order: ``measure(load)`` returns one level's figures.
     With ``spec.early_stop``, stop at the first level missing an SLO, or when
-    ``front_check(levels so far)`` names a reason (the bound is off the study's front)."""
+    ``front_check(levels so far)`` names a reason (the bound is off the study's front).
+    When every listed level held (and ``extend``: a replayed grid has no other levels), go
+    on rising (``spec.extension()``) until a level misses, so capacity is bracketed; only a
+    ladder that reached ``extend_to`` holding keeps it a lower bound."""
     planned = spec.resolved_levels()
     result = LadderResult(spec.kind, planned)
-    for index, load in enumerate(planned):
+    above = spec.extension() if extend else []
+    for index, load in enumerate([*planned, *above]):
+        extended = index >= len(planned)
+        if extended and not all(level.holds for level in result.levels):
+            break  # the listed levels found the edge: nothing to extend
         on_level(index, load)
         metrics = {k: float(v) for k, v in measure(load).items()}
         ratio = slo_ratio(metrics, slos)
         holds = ratio <= 1.0 and metrics.get("error_rate", 1.0) <= max_error_rate
-        level = Level(index, load, metrics, ratio, holds)
+        level = Level(index, load, metrics, ratio, holds, extended)
         result.levels.append(level)
-        last = index == len(planned) - 1
+        if extended and not holds:
+            break  # the edge, bracketed
+        # the last level run: the ladder's last, or the last listed one missing (no extension)
+        last = index == len(planned) + len(above) - 1 or (index == len(planned) - 1
+                                                            and not holds)
         if not spec.early_stop or last:
             continue
         if not holds:
@@ -240,6 +255,7 @@ def ladder_into(
     measure: Callable[[float], Mapping[str, float]],
     front: Callable[[], Sequence[Sequence[float]]] | None,
     on_level: Callable[[int, float], None] = lambda _i, _load: None,
+    extend: bool = True,
 ) -> None:
     """Run the space's ladder (``trial.space.ladder``, set) through ``measure`` on the
     primary workload's SLOs, with the early stop against the study's ``front`` when the
@@ -253,7 +269,8 @@ def ladder_into(
     points = list(front()) if front is not None and spec.early_stop else []
     objectives = [(o.metric, o.resolved_direction) for o in space.objectives]
     ladder = run_ladder(measure, spec, space.mix[0].slos, space.max_error_rate,
-                        front_check(spec, objectives, points, n_devices, price), on_level)
+                        front_check(spec, objectives, points, n_devices, price), on_level,
+                        extend)
     found.metrics.update(ladder.as_metrics(n_devices, price))
     found.measurements.extend(ladder.records())
     if ladder.stop_reason:

@@ -60,5 +60,6 @@ class GridMeasurement:
             ran.append(level)
             return dict(level.metrics)
 
-        ladder_into(found, trial, measure, self.front)
+        # a grid holds the levels it measured: no extension above them
+        ladder_into(found, trial, measure, self.front, extend=False)
         found.timings["ladder_s"] = sum(level.benchmark_s for level in ran)

@@ -6,6 +6,7 @@ so the space file and the ladder runner (bench/ladder.py) can both use it.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -14,6 +15,8 @@ from autotune.metrics import directions, of_kind
 from autotune.space.capacity import bracket_rates
 
 MAX_LEVELS = 16
+# How far a ladder whose every level held goes on by default: far past any one GPU server.
+EXTEND_TO = {"concurrency": 4096.0, "rate": 10000.0}
 
 # Trial metrics derived from the load curve (bench/ladder.py), with their better direction:
 # capacity at SLO (which the ``capacity:`` section's bisection also gives) and the curve's own.
@@ -46,6 +49,14 @@ class LadderSpec(BaseModel):
     min_capacity_rps: float | None = Field(
         default=None, gt=0, description="a constraint: capacity at SLO at least this"
     )
+    extend: bool = Field(
+        default=True, description="when every level holds, keep rising by factor until an "
+        "SLO misses (or extend_to)"
+    )
+    extend_to: float | None = Field(
+        default=None, gt=0, description="the highest load an extended ladder tries (default "
+        f"concurrency {EXTEND_TO['concurrency']:g}, rate {EXTEND_TO['rate']:g} req/s)"
+    )
 
     @model_validator(mode="after")
     def _levels(self) -> LadderSpec:
@@ -67,6 +78,20 @@ class LadderSpec(BaseModel):
         if self.kind == "concurrency" and self.max_concurrency is not None:
             raise ValueError("max_concurrency is for a rate ladder (a concurrency level is one)")
         return self
+
+    def extension(self) -> list[float]:
+        """The levels above the listed ones, in order: each the last times ``factor``
+        (rounded up to a whole concurrency) up to ``extend_to``; [] without ``extend``."""
+        if not self.extend:
+            return []
+        bound = self.extend_to if self.extend_to is not None else EXTEND_TO[self.kind]
+        out, load = [], self.resolved_levels()[-1]
+        while True:
+            load = float(math.ceil(load * self.factor)) if self.kind == "concurrency" else (
+                load * self.factor)
+            if load > bound:
+                return out
+            out.append(load)
 
     def resolved_levels(self) -> list[float]:
         """The levels in order; ``start * factor**k`` up to ``max`` (``max`` itself last)."""

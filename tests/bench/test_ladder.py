@@ -200,7 +200,7 @@ OBJECTIVES = [("capacity_rps", "maximize"), ("interactivity_at_capacity", "maxim
 def test_the_optimistic_bound_is_never_below_the_outcome() -> None:
     for e2e0, mu in ((0.5, 10.0), (0.2, 3.0), (1.0, 40.0)):
         measure, _ = _closed_loop(e2e0_s=e2e0, mu=mu)
-        spec = LadderSpec(levels=[1, 2, 4, 8, 16, 32], early_stop=False)
+        spec = LadderSpec(levels=[1, 2, 4, 8, 16, 32], early_stop=False, extend=False)
         slos = {"e2e_p95_ms": 3000.0}
         final = run_ladder(measure, spec, slos, 0.0).as_metrics(1, None)
         levels: list[Level] = []
@@ -231,6 +231,43 @@ def test_a_trial_the_front_dominates_stops_after_its_first_level() -> None:
     assert found.capacity.rate == pytest.approx(6.0)
 
 
+def test_a_ladder_whose_levels_all_hold_rises_until_one_misses() -> None:
+    # saturates at 6 req/s: E2E 0.5 s up to concurrency 3, then c / 6 s (SLO 1 s: c 6)
+    measure, calls = _closed_loop()
+    found = run_ladder(measure, LadderSpec(levels=[1, 2]), SLOS, 0.0)
+    assert calls == [1, 2, 4, 8] and found.stop_reason is None
+    assert [lv.extended for lv in found.levels] == [False, False, True, True]
+    assert not found.levels[-1].holds and not found.capacity.lower_bound
+    metrics = found.as_metrics(1, None)
+    assert metrics["ladder_levels_extended"] == 2 and metrics["capacity_is_lower_bound"] == 0
+    assert 5.9 <= found.capacity.rate <= 6.0 + 1e-9
+    assert found.records()[2]["extended"] and "extended" not in found.records()[1]
+    # A listed level that misses ends it there: nothing is extended.
+    measure, calls = _closed_loop()
+    assert run_ladder(measure, LadderSpec(levels=[1, 16, 32]), SLOS, 0.0).levels[-1].load == 16
+    assert calls == [1, 16]
+
+
+def test_an_extended_ladder_stops_at_its_bound_as_a_lower_bound() -> None:
+    measure, calls = _closed_loop(mu=1000.0)  # never saturates within the bound
+    spec = LadderSpec(levels=[1, 2], extend_to=10)
+    assert spec.extension() == [4.0, 8.0]
+    found = run_ladder(measure, spec, SLOS, 0.0)
+    assert calls == [1, 2, 4, 8] and found.capacity.lower_bound
+    assert found.as_metrics(1, None)["capacity_is_lower_bound"] == 1
+    # extend: false is the listed levels only; a replay (extend=False) too
+    measure, calls = _closed_loop(mu=1000.0)
+    run_ladder(measure, LadderSpec(levels=[1, 2], extend=False), SLOS, 0.0)
+    measure2, calls2 = _closed_loop(mu=1000.0)
+    run_ladder(measure2, spec, SLOS, 0.0, extend=False)
+    assert calls == calls2 == [1, 2]
+    # a rate ladder extends by its factor, without rounding
+    assert LadderSpec(kind="rate", levels=[1.5], factor=1.5, extend_to=4).extension() == [
+        2.25, 3.375]
+    # the default bound is generous for GPUs
+    assert LadderSpec(levels=[4, 16]).extension()[-1] == 4096
+
+
 def test_off_front_needs_every_objective_bounded() -> None:
     bound = {"capacity_rps": 1.0, "interactivity_at_capacity": 1.0}
     assert off_front(bound, OBJECTIVES, [[2.0, 2.0]]) == 0
@@ -252,7 +289,8 @@ def _ladder_space(**ladder: Any) -> Space:
 
 def test_the_http_step_measures_each_level_with_prompts_of_its_own(tmp_path: Path) -> None:
     launcher = MockLauncher(Behaviour(token_delay_s=0.002))
-    space = _ladder_space(levels=[1, 2, 4], requests_per_level=6, early_stop=False)
+    space = _ladder_space(levels=[1, 2, 4], requests_per_level=6, early_stop=False,
+                          extend=False)
     runner = _runner(tmp_path, launcher, space)
     phases: list[str] = []
     outcome = runner.run(1, {"max_num_seqs": 8}, is_default=False, on_phase=phases.append)
@@ -313,7 +351,7 @@ def test_a_study_stores_shows_and_exports_the_curve(tmp_path: Path) -> None:
     from tests.cli.test_render import show
 
     space = Space.model_validate({
-        **SPACE, "ladder": {"levels": [1, 3], "requests_per_level": 4},
+        **SPACE, "ladder": {"levels": [1, 3], "requests_per_level": 4, "extend": False},
         "objectives": [{"metric": "capacity_rps"}, {"metric": "interactivity_at_capacity"}],
     })
     launcher = MockLauncher(Behaviour(token_delay_s=0.002))
