@@ -211,7 +211,7 @@ class SteadyState(_Strict):
     when ``max_requests`` measured requests were sent."""
 
     per_concurrency: float = Field(default=4.0, ge=1, description="window requests per slot")
-    min_duration_s: float = Field(default=5.0, ge=0, description="window length, at least")
+    min_duration_s: float = Field(default=3.0, ge=0, description="window length, at least")
     max_requests: int = Field(default=4000, gt=0, description="window requests, at most")
 
     def window_requests(self, num_requests: int, concurrency: int | None) -> int:
