@@ -231,6 +231,9 @@ class StudyRunner:
         kept = measured_metrics(objectives)
         base = self.runner
         front, base.measuring.front = base.measuring.front, None  # no early stop: a fresh run
+        # nor the quality probe: accuracy is a property of the configuration, measured with
+        # its first run; the stage re-measures what varies between servers
+        quality, base.measuring.quality = base.measuring.quality, None
         try:
             for i, start in enumerate(starts):
                 if self._stop.is_set():
@@ -257,7 +260,7 @@ class StudyRunner:
                 self._confirmed += 1
                 self.reporter.confirm_finished(record.number, outcome)
         finally:
-            base.measuring.front = front
+            base.measuring.front, base.measuring.quality = front, quality
         retry("recording the confirm stage", lambda: self.store.add_fresh_runs(
             [FreshRun(confirm.STAGE_KEY, {}, confirm.finished_marker(budget))]))
         self._stage_summary(starts)
