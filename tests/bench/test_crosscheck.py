@@ -36,7 +36,7 @@ from autotune.engines.vllm import engine_config
 from autotune.space.model import Space
 from autotune.testing.spaces import small_space
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.crosscheck]
 
 LIMITS = {"output_throughput": 0.03, "ttft_p50_ms": 0.05, "tpot_p50_ms": 0.05}
 INPUT_LEN, OUTPUT_LEN, RANGE_RATIO, ROUNDS = 128, 64, 0.25, 3
