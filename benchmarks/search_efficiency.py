@@ -185,7 +185,10 @@ class _Tracker(SilentReporter):
 
 
 def strategy_space(kind: str, search_space: Space, seed: int) -> Space:
-    update: dict[str, Any] = {"sampler": kind, "seed": seed}
+    # The search alone: no confirm stage (a replayed grid has one figure per configuration,
+    # and every trial of the budget goes to the search being compared).
+    stage = search_space.search.confirm_stage.model_copy(update={"enabled": False})
+    update: dict[str, Any] = {"sampler": kind, "seed": seed, "confirm_stage": stage}
     update.update(STRATEGY_SEARCH.get(kind, {}))
     search = search_space.search.model_copy(update=update)
     return search_space.model_copy(update={"search": search})

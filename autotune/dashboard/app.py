@@ -203,7 +203,8 @@ def create_app(catalog: Catalog, token: str | None = None) -> FastAPI:
             yaml_text, export_error = exported(snapshot, trial_number), None
         except AutotuneError as exc:
             yaml_text, export_error = None, str(exc)
-        noise = study_noise_model(catalog, snapshot.report.name, snapshot.report.trials)
+        # the catalog's trials (each its own run), not the report's means over fresh servers
+        noise = study_noise_model(catalog, snapshot.report.name)
         return page(
             request, "trial.html", study=snapshot.summary, trial=record,
             view=trial_view(snapshot, record, noise.intervals(record)), yaml_text=yaml_text,
