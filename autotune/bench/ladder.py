@@ -159,12 +159,15 @@ def front_check(
     front: Sequence[Sequence[float]],
     n_devices: int,
     device_hour_usd: float | None,
+    extend: bool = True,
 ) -> FrontCheck | None:
     """The front stop of one ladder against the study's ``front`` (None with no front): after a
-    passing level, the reason to stop when a front point dominates the optimistic bound."""
+    passing level, the reason to stop when a front point dominates the optimistic bound. The
+    bound runs to the highest load the ladder may reach: its extension's top when it may
+    extend (so the stop is rarely possible then), its last listed level when not."""
     if not front:
         return None
-    top = ([*spec.resolved_levels(), *spec.extension()])[-1]
+    top = ([*spec.resolved_levels(), *(spec.extension() if extend else [])])[-1]
 
     def check(levels: Sequence[Level]) -> str | None:
         bound = optimistic_metrics(levels, spec.kind, top, spec.front_margin, n_devices,
@@ -269,8 +272,8 @@ def ladder_into(
     points = list(front()) if front is not None and spec.early_stop else []
     objectives = [(o.metric, o.resolved_direction) for o in space.objectives]
     ladder = run_ladder(measure, spec, space.mix[0].slos, space.max_error_rate,
-                        front_check(spec, objectives, points, n_devices, price), on_level,
-                        extend)
+                        front_check(spec, objectives, points, n_devices, price, extend),
+                        on_level, extend)
     found.metrics.update(ladder.as_metrics(n_devices, price))
     found.measurements.extend(ladder.records())
     if ladder.stop_reason:
