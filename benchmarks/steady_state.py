@@ -37,10 +37,9 @@ def levels(concurrency: int, model: Path) -> None:
     space = Space.model_validate(data)
     primary = space.primary_workload
     slos = space.mix[0].slos
-    waves = primary.model_copy(update={
-        "load": {"kind": "concurrency", "concurrency": concurrency},
+    waves = type(primary).model_validate({
+        **primary.model_dump(), "load": {"kind": "concurrency", "concurrency": concurrency},
         "num_requests": concurrency, "warmup_requests": 0, "steady_state": None})
-    waves = type(primary).model_validate(waves.model_dump())
     steady = type(primary).model_validate({**waves.model_dump(), "steady_state": {}})
     found: dict[str, list[dict[str, float]]] = {"one wave": [], "steady": []}
     with common.default_engine(space, common.scratch_dir("steady-") / "engine.log") as engine:
