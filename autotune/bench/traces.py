@@ -19,12 +19,17 @@ count`` on (wrapping around, later in time, once the trace is exhausted); its ar
 ``(t - t0) * time_scale``, warm-up and measured requests each from their own first row. Bodies
 are token ids of the served model's own vocabulary, drawn afresh for every run (blocks and
 group prefixes too): shared within a run as the trace says, never across runs.
+
+Token counts and timestamps must be finite numbers. A run whose arrivals would span more than
+``MAX_REPLAY_S`` (a trace read in the wrong time unit replays for days) is refused before
+anything is sent, saying how long it would take and what to set.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +43,9 @@ from autotune.bench.prompt_set import Prompt, PromptSet, WorkloadError
 from autotune.space import TraceColumns, TracePrompts
 
 _UNIT_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+# The longest a run's arrivals may span (after ``time_scale``): longer is almost always a trace
+# read in the wrong time unit, and would hold an engine for hours of one trial.
+MAX_REPLAY_S = 6 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,8 @@ def _count(where: str, entry: dict[str, Any], column: str) -> int:
         number = float(value)
     except (TypeError, ValueError):
         number = float("nan")
-    if isinstance(value, bool) or number != number or number < 0 or number != int(number):
+    if (isinstance(value, bool) or not math.isfinite(number) or number < 0
+            or number != int(number)):
         raise WorkloadError(f"{where}: {column}: expected a whole number of tokens, "
                             f"got {value!r}")
     return int(number)
@@ -112,9 +121,14 @@ def _time(where: str, entry: dict[str, Any], column: str, unit_s: float) -> floa
     value = _field(where, entry, column)
     if not isinstance(value, bool):
         try:
-            return float(value) * unit_s
+            seconds = float(value) * unit_s
         except (TypeError, ValueError):
             pass
+        else:
+            if math.isfinite(seconds):
+                return seconds
+            raise WorkloadError(f"{where}: {column}: expected a finite number or a date-time, "
+                                f"got {value!r}")
     if isinstance(value, str):
         stamp = value.strip()
         fraction = 0.0
@@ -162,6 +176,10 @@ def parse_trace(spec: TracePrompts) -> list[TraceRow]:
     if not rows:
         raise WorkloadError(f"{path}: no requests (rows with input and output tokens)")
     rows.sort(key=lambda r: r.time_s)
+    if not math.isfinite(rows[-1].time_s - rows[0].time_s):
+        raise WorkloadError(f"{path}: the timestamps span more than any replay can (from "
+                            f"{rows[0].where}, {rows[0].time_s:g} s, to {rows[-1].where}, "
+                            f"{rows[-1].time_s:g} s)")
     return rows
 
 
@@ -235,6 +253,7 @@ def trace_prompts(
         prompt = Prompt(bodies.body(row, position, length), row.output_tokens, length,
                         group=group)
         chosen.append((row.time_s + cycle * period, prompt))
+    _check_length(spec, chosen, warmup, time_scale)
     out: list[Prompt] = []
     for part in (chosen[:warmup], chosen[warmup:]):
         if part:
@@ -242,3 +261,20 @@ def trace_prompts(
             out.extend(Prompt(p.body, p.max_tokens, p.input_tokens, arrival_s=(t - t0) *
                               time_scale, group=p.group) for t, p in part)
     return PromptSet(out, filtered=filtered, truncated=truncated)
+
+
+def _check_length(spec: TracePrompts, chosen: list[tuple[float, Prompt]], warmup: int,
+                  time_scale: float) -> None:
+    """Refuse a run whose warm-up or measured arrivals span more than ``MAX_REPLAY_S``."""
+    for part in (chosen[:warmup], chosen[warmup:]):
+        if len(part) < 2:
+            continue
+        span = (part[-1][0] - part[0][0]) * time_scale
+        if span <= MAX_REPLAY_S:
+            continue
+        unit = "ms" if spec.format == "mooncake" else (spec.time_unit or "s")
+        raise WorkloadError(
+            f"{spec.path}: {len(part)} requests would take {span / 3600:.1f} h to replay "
+            f"(timestamps read in {unit}, time_scale {time_scale:g}); a run replays at most "
+            f"{MAX_REPLAY_S / 3600:g} h: check the trace's time unit (time_unit, for format "
+            "generic), or replay it faster (load.time_scale) or with fewer requests")

@@ -1,0 +1,89 @@
+"""Trace input that used to crash a study or stall it (issue 24, item 10): token counts and
+timestamps that are not finite numbers are refused naming file:line and column, and a run whose
+replay would last longer than a run may take is refused before anything is sent, saying how
+long it would take and what to set (token counts from the mock server's /tokenize)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autotune.bench.prompt_set import WorkloadError
+from autotune.bench.traces import MAX_REPLAY_S, parse_trace
+from autotune.bench.workload import build_prompts
+from autotune.space.workload import TracePrompts, WorkloadSpec
+from autotune.testing.mock_openai import MockOpenAI
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[MockOpenAI]:
+    with MockOpenAI() as mock:
+        yield mock
+
+
+def _trace(path: Path, fmt: str, **more: Any) -> TracePrompts:
+    return TracePrompts.model_validate({"path": str(path), "format": fmt, **more})
+
+
+@pytest.mark.parametrize("name,text,line,message", [
+    # json.loads reads Infinity and NaN as floats: int(inf) raised OverflowError on every resume
+    ("t.jsonl", '{"timestamp": 0, "input_tokens": 3, "output_tokens": 2}\n'
+                '{"timestamp": 1, "input_tokens": Infinity, "output_tokens": 2}\n', 2,
+     "input_tokens: expected a whole number of tokens, got inf"),
+    ("t.jsonl", '{"timestamp": 0, "input_tokens": 3, "output_tokens": NaN}\n', 1,
+     "output_tokens: expected a whole number of tokens, got nan"),
+    ("t.jsonl", '{"timestamp": 0, "input_tokens": 1e400, "output_tokens": 2}\n', 1,
+     "input_tokens: expected a whole number of tokens"),
+    ("t.csv", "timestamp,input_tokens,output_tokens\n0,3,2\n1,3,inf\n", 3,
+     "output_tokens: expected a whole number of tokens, got 'inf'"),
+    ("t.csv", "timestamp,input_tokens,output_tokens\n0,3,2\n1,-Infinity,2\n", 3,
+     "input_tokens: expected a whole number of tokens"),
+    # a timestamp that is not a finite number sorts nowhere and replays never
+    ("t.jsonl", '{"timestamp": NaN, "input_tokens": 3, "output_tokens": 2}\n', 1,
+     "timestamp: expected a finite number or a date-time, got nan"),
+    ("t.csv", "timestamp,input_tokens,output_tokens\ninf,3,2\n", 2,
+     "timestamp: expected a finite number or a date-time, got 'inf'"),
+    ("t.jsonl", '{"timestamp": 1e308, "input_tokens": 3, "output_tokens": 2}\n'
+                '{"timestamp": -1e308, "input_tokens": 3, "output_tokens": 2}\n', None,
+     "timestamps span more than"),
+])
+def test_non_finite_trace_numbers_are_refused_naming_line_and_column(
+    tmp_path: Path, name: str, text: str, line: int | None, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(WorkloadError) as raised:
+        parse_trace(_trace(path, "generic"))
+    where = f"{path}:{line}: " if line else f"{path}: "
+    assert str(raised.value).startswith(where), str(raised.value)
+    assert message in str(raised.value)
+
+
+def _workload(path: Path, requests: int, **trace: Any) -> WorkloadSpec:
+    return WorkloadSpec.model_validate({
+        "prompts": {"kind": "trace", "format": "generic", "path": str(path), **trace},
+        "num_requests": requests, "load": {"kind": "trace"}})
+
+
+def test_a_replay_longer_than_a_run_may_take_is_refused_and_says_why(
+    tmp_path: Path, server: MockOpenAI
+) -> None:
+    # Millisecond timestamps read as seconds (time_unit left out): 2 requests a second become
+    # one every 8 minutes, and 200 requests a day of replay.
+    path = tmp_path / "ms.csv"
+    path.write_text("timestamp,input_tokens,output_tokens\n"
+                    + "".join(f"{500 * i},8,2\n" for i in range(200)))
+    with pytest.raises(WorkloadError) as raised:
+        build_prompts(_workload(path, 200), server.base_url, server.served_name)
+    text = str(raised.value)
+    assert text.startswith(f"{path}: ")
+    assert "200 requests would take 27.6 h to replay" in text
+    assert f"a run replays at most {MAX_REPLAY_S / 3600:g} h" in text
+    assert "time_unit" in text and "time_scale" in text
+    # read in the unit it was written in, the same trace replays in 100 s
+    prompts = build_prompts(_workload(path, 200, time_unit="ms"), server.base_url,
+                            server.served_name)
+    assert prompts[-1].arrival_s == pytest.approx(99.5)
