@@ -116,14 +116,18 @@ def export(
     url, report, record = _picked(name, storage, trial, pick)
     study = open_catalog(url).get_study(name)
     stored = stored_space(study.space_yaml) if study is not None else None
+    if stored is None and study is not None and study.space_yaml.strip():
+        err_console.print("[yellow]warning:[/] the study's stored space does not validate "
+                          "with this autotune: the export carries no engine environment",
+                          highlight=False)
     env = trial_env(stored, record)
-    if output_format is ExportFormat.command:
-        try:
+    try:
+        if output_format is ExportFormat.command:
             text = command_line(record, env) + "\n"
-        except AutotuneError as exc:
-            raise fail(exc) from None
-    else:
-        text = export_yaml(report, record, env if swept_env(stored) else None)
+        else:
+            text = export_yaml(report, record, env if swept_env(stored) else None)
+    except AutotuneError as exc:
+        raise fail(exc) from None
     if confirm:
         confirmation = _confirm(url, name, record, confirm, log_dir, space, space_sha256)
         text = "\n".join(confirmation.comment_lines()) + "\n" + text
@@ -139,7 +143,11 @@ def export(
     _write(output, text)
     if output_format is ExportFormat.yaml and swept_env(stored):
         written.append(output.with_name("env.sh"))
-        _write(written[-1], env_script(report, record, env))
+        try:
+            script = env_script(report, record, env)
+        except AutotuneError as exc:
+            raise fail(exc) from None
+        _write(written[-1], script)
     err_console.print(f"wrote trial {record.number} of {name} to "
                       + " and ".join(str(p) for p in written))
 

@@ -21,6 +21,7 @@ from autotune.errors import AutotuneError, TrialNotFoundError
 from autotune.metrics import bound_mark, gain_mark
 from autotune.results.report import StudyReport
 from autotune.space import QUALITY_LABELS, QUALITY_METRICS, Space, format_quality
+from autotune.space.sections import ENV_NAME
 from autotune.store.values import TrialView
 
 HEADLINE_METRICS = (
@@ -32,6 +33,9 @@ HEADLINE_METRICS = (
     "e2e_p95_ms",
     "error_rate",
 )
+# What YAML (and str.splitlines) takes for the end of a line: inside a header comment, each
+# would end the comment and start YAML of its own.
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 def pick_trial(report: StudyReport, *, number: int | None, pick: str | None) -> TrialView:
@@ -138,8 +142,23 @@ def env_script(report: StudyReport, record: TrialView, env: dict[str, str]) -> s
     lines = [f"# autotune export: study {report.name!r}, trial {record.number}: the engine's "
              "environment",
              "# source it before starting vLLM: . ./env.sh"]
-    lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    lines += [f"export {assignment}" for assignment in shell_assignments(env)]
     return "\n".join(lines) + "\n"
+
+
+def shell_assignments(env: dict[str, str]) -> list[str]:
+    """``NAME=value`` words for a shell, each value quoted; AutotuneError for a name a shell
+    would not take as one (the space refuses those; a stored one may predate the check)."""
+    for name in env:
+        if not ENV_NAME.fullmatch(name):
+            raise AutotuneError(f"{name!r} is not an environment variable name: the stored "
+                                "space's engine.env cannot be exported for a shell")
+    return [f"{name}={shlex.quote(value)}" for name, value in env.items()]
+
+
+def comment_line(text: str) -> str:
+    """``text`` kept on one line (a line break shown as ``\\n``), for a ``#`` comment."""
+    return text.translate(_LINE_BREAKS)
 
 
 def engine_argv(record: TrialView) -> list[str]:
@@ -159,8 +178,7 @@ def command_line(record: TrialView, env: dict[str, str]) -> str:
     argv = engine_argv(record)
     if not argv:
         raise AutotuneError(f"trial {record.number} has no recorded engine command")
-    assignments = [f"{name}={shlex.quote(value)}" for name, value in env.items()]
-    return " ".join([*assignments, shlex.join(argv)])
+    return " ".join([*shell_assignments(env), shlex.join(argv)])
 
 
 def export_yaml(report: StudyReport, record: TrialView,
@@ -169,6 +187,7 @@ def export_yaml(report: StudyReport, record: TrialView,
     command = ["vllm", "serve", str(mapping["model"])]
     command += render_flags({k: v for k, v in mapping.items() if k != "model"})
     env = env or {}
+    assignments = shell_assignments(env)
     lines = [
         f"# autotune export: study {report.name!r}, trial {record.number}"
         + (" (vLLM defaults)" if record.is_default else ""),
@@ -196,11 +215,9 @@ def export_yaml(report: StudyReport, record: TrialView,
         lines.append("# vs vLLM defaults: " + ", ".join(
             f"{m} {gain_mark(m, record.metrics, base)}{g:.2f}x" for m, g in gains.items()))
     if env:
-        lines.append("# environment (env.sh beside this file): "
-                     + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()))
+        lines.append("# environment (env.sh beside this file): " + " ".join(assignments))
     lines.append("# equivalent command line:")
-    assignments = [f"{k}={shlex.quote(v)}" for k, v in env.items()]
     lines.append("#   " + " ".join([*assignments, shlex.join(command)]))
     lines.append("# start it with: vllm serve --config THIS_FILE")
     body = yaml.safe_dump(mapping, sort_keys=False, default_flow_style=False)
-    return "\n".join(lines) + "\n" + body
+    return "\n".join(comment_line(line) for line in lines) + "\n" + body

@@ -77,6 +77,16 @@ class EngineSpec(Strict):
     )
     devices: Literal["auto", "cpu", "gpu"] = "auto"
 
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        # the export writes them for a shell (env.sh, the command line): a name is only a name
+        for key in env:
+            if not ENV_NAME.fullmatch(key):
+                raise ValueError(f"{key!r} is not an environment variable name "
+                                 "([A-Za-z_][A-Za-z0-9_]*)")
+        return env
+
     @field_validator("flags")
     @classmethod
     def _flag_names(cls, flags: dict[str, Any]) -> dict[str, Any]:
