@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import (
+    BaseModel,
     Field,
     ValidationError,
     field_validator,
@@ -409,8 +411,9 @@ def load_space(path: str | os.PathLike[str]) -> Space:
     data, node = parse(p, read_text(p))
     if not isinstance(data, dict):
         raise SpaceError(p, [("", "the file must be a YAML mapping (key: value)")])
+    check_finite(data, p, node)  # before any validator compares or converts a NaN
     try:
-        return Space.model_validate(data)
+        space = Space.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -418,6 +421,9 @@ def load_space(path: str | os.PathLike[str]) -> Space:
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
             loc = _format_loc(tuple(err["loc"]))
+            if err["type"] == "finite_number":
+                problems.append((_lined(node, loc, always=True), msg))
+                continue
             if not loc:  # cross-field checks carry their own field paths: "path: message; ..."
                 for part in msg.split("; "):
                     field_path, _, text = part.partition(": ")
@@ -426,13 +432,53 @@ def load_space(path: str | os.PathLike[str]) -> Space:
                 continue
             problems.append((_lined(node, loc), msg))
         raise SpaceError(p, problems) from exc
+    check_finite(space, p, node)  # strings such as "inf" or "nan" read into float fields
+    return space
 
 
-def _lined(node: Any, loc: str, *, mix_check: bool = False) -> str:
+def _non_finite(value: Any, keys: tuple[str | int, ...] = ()
+                ) -> Iterator[tuple[tuple[str | int, ...], float]]:
+    """The field paths (keys from the top, list indices as ints) of every float in ``value``
+    (the file's data or a validated model) that is NaN or infinite."""
+    if isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _non_finite(getattr(value, name), (*keys, name))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, (*keys, str(key)))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, (*keys, index))
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield keys, value
+
+
+def check_finite(value: Any, path: str | os.PathLike[str], node: Any = None) -> None:
+    """Refuse NaN and infinity anywhere in a space (an SLO, a limit, a rate, a timeout, a flag):
+    none has a meaning, and each would let a trial pass every check or wait forever. Names
+    each field with its line (``node``: the file's tree from ``parse``; read when None)."""
+    found = list(_non_finite(value))
+    if not found:
+        return
+    if node is None:
+        node = parse(str(path), read_text(str(path)))[1]
+    problems = []
+    for keys, number in found:
+        loc = "".join(f"[{k}]" if isinstance(k, int) else ("." if i else "") + k
+                      for i, k in enumerate(keys))
+        line = line_of(node, keys)
+        problems.append((loc + (f" (line {line})" if line else ""),
+                         f"must be a finite number, got {number}"))
+    raise SpaceError(str(path), problems)
+
+
+def _lined(node: Any, loc: str, *, mix_check: bool = False, always: bool = False) -> str:
     """``loc (line N)`` for a field of the mix sections (and, from the mix's checks, the
-    objective it names), where the file has it; other fields keep their bare path."""
+    objective it names; with ``always``, of any section), where the file has it; other
+    fields keep their bare path."""
     top = loc.split(".")[0].split("[")[0]
-    if top not in _LINED_SECTIONS and not (mix_check and loc.startswith("objectives[")):
+    if not always and top not in _LINED_SECTIONS and not (
+            mix_check and loc.startswith("objectives[")):
         return loc
     keys: list[str | int] = []
     for part in loc.split("."):

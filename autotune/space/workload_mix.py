@@ -70,14 +70,15 @@ def metric_direction(name: str) -> str:
 
 
 def check_slos(slos: dict[str, float]) -> dict[str, float]:
-    """SLO keys are latency metrics, each limit > 0 (a single workload's and a mix's alike)."""
+    """SLO keys are latency metrics, each limit a finite number > 0 (a single workload's and a
+    mix's alike: ``nan <= 0`` is false, and a NaN limit would be met by every trial)."""
     for key, value in slos.items():
         if not LATENCY_METRIC.match(key):
             raise ValueError(
                 f"unknown SLO {key!r}: use <ttft|tpot|itl|e2e>_<mean|p50|p90|p95|p99>_ms"
             )
-        if value <= 0:
-            raise ValueError(f"SLO {key} must be > 0")
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"SLO {key} must be a finite number > 0, got {value}")
     return slos
 
 

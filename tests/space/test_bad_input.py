@@ -136,3 +136,15 @@ def test_dataset_file_that_does_not_exist(work: Path) -> None:
     assert f"workload.prompts.path (line {line})" in err
     assert f"'workloads/chat-sampel.jsonl' does not exist (relative paths are read from {work})" \
         in err
+
+
+def test_an_slo_that_is_not_a_number(work: Path) -> None:
+    # `.nan` passed (nan <= 0 is false) and every trial then "met" the SLO.
+    lines = _quickstart_lines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  ttft_p95_ms:"))
+    lines[at] = "  ttft_p95_ms: .nan\n"
+    space = work / "nan-slo.yaml"
+    space.write_text("".join(lines), encoding="utf-8")
+    err = _start(work, space).stderr
+    assert str(space) in err
+    assert f"slos.ttft_p95_ms (line {at + 1}): must be a finite number, got nan" in err
