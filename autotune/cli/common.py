@@ -56,6 +56,13 @@ def fail(exc: AutotuneError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
+def shown_url(url: str) -> str:
+    """A storage URL as every command prints it: its password masked (``***``)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def storage_url(value: str | None) -> str:
     """The database URL of ``--storage`` (or its default); exit 2 when it is not a URL."""
     from pydantic import ValidationError

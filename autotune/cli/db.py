@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from autotune.cli.common import StorageOpt, console, storage_url
+from autotune.cli.common import StorageOpt, console, shown_url, storage_url
 
 app = typer.Typer(no_args_is_help=True, help="Manage autotune's database tables.")
 
@@ -16,4 +16,4 @@ def db_upgrade(storage: StorageOpt = None) -> None:
 
     url = storage_url(storage)
     revision = upgrade_schema(url)
-    console.print(f"autotune tables in {url} at revision {revision}")
+    console.print(f"autotune tables in {shown_url(url)} at revision {revision}")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from autotune.cli.common import StorageOpt, console, err_console, fail, storage_url
+from autotune.cli.common import StorageOpt, console, err_console, fail, shown_url, storage_url
 from autotune.cli.launch import (
     create_here,
     device_pool,
@@ -44,7 +44,7 @@ def _warm_start(spec: Space, *, name: str, url: str, source: str, source_storage
                 pool: DevicePool, force: bool, budget: int) -> list[dict[str, Any]]:
     """The configurations an earlier study seeds this one with, printed; [] on a resume."""
     from autotune.store import open_catalog
-    from autotune.study.warm_start import find_study, plan, shown_url
+    from autotune.study.warm_start import find_study, plan
 
     if find_study(open_catalog(url), name) is not None:
         warm_start_ignored(name, source)
@@ -130,11 +130,12 @@ def study_start(
     if no_run:
         create_here(spec, url, name=study_name, trials=total, pool=pool, log_dir=log_dir,
                     space_path=str(space), space_yaml=space_yaml, warm_start=seeds)
-        console.print(f"study [bold]{study_name}[/] ready in {url} (budget {total} trials); "
+        console.print(f"study [bold]{study_name}[/] ready in {shown_url(url)} "
+                      f"(budget {total} trials); "
                       f"run it with `autotune worker --study {study_name} --storage URL "
                       f"--space {space}`")
         return
-    console.print(f"study [bold]{study_name}[/] on {pool.describe()}, storage {url}")
+    console.print(f"study [bold]{study_name}[/] on {pool.describe()}, storage {shown_url(url)}")
     started = time.monotonic()
     result = run_with_progress(spec, url, name=study_name, pool=pool, wanted=wanted,
                                trials=total, timeout_s=timeout, log_dir=log_dir,
@@ -151,7 +152,7 @@ def study_list(storage: StorageOpt = None) -> None:
     url = storage_url(storage)
     catalog = open_catalog(url)
     if not catalog.has_schema():
-        console.print(f"no autotune studies in {url}")
+        console.print(f"no autotune studies in {shown_url(url)}")
         return
     rows: list[tuple[str, ...]] = []
     for study in catalog.list_studies():
@@ -165,7 +166,7 @@ def study_list(storage: StorageOpt = None) -> None:
             str(sum(t.state in ("failed", "rejected") for t in trials)),
             study.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
         ))
-    console.print(studies_table(url, rows))
+    console.print(studies_table(shown_url(url), rows))
 
 
 @app.command("show")

@@ -14,6 +14,7 @@ from autotune.cli.common import (
     StorageOpt,
     console,
     fail,
+    shown_url,
     storage_url,
     vouched_space,
 )
@@ -49,14 +50,15 @@ def worker(
     catalog = open_catalog(url)
     record = catalog.get_study(study) if catalog.has_schema() else None
     if record is None:
-        raise fail(StudyNotFoundError(study, url))
+        raise fail(StudyNotFoundError(study, shown_url(url)))
     spec = vouched_space(record.space_yaml, study, space, space_sha256)
     wanted = parse_parallel(parallel)
     pool = device_pool(spec, devices, wanted)
-    console.print(f"worker on {pool.describe()} joining study [bold]{study}[/] in {url}")
+    console.print(f"worker on {pool.describe()} joining study [bold]{study}[/] "
+                  f"in {shown_url(url)}")
     started = time.monotonic()
     result = run_with_progress(spec, url, name=study, pool=pool, wanted=wanted, join=True,
                                max_trials_here=trials, log_dir=log_dir,
                                space_path=record.space_path, space_yaml=record.space_yaml)
     pin = f"--space {space}" if space is not None else "--space-sha256 HEX"
-    finish(result, started, f"autotune worker --study {study} --storage {url} {pin}")
+    finish(result, started, f"autotune worker --study {study} --storage {shown_url(url)} {pin}")
