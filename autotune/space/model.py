@@ -513,7 +513,8 @@ def check_model_path(space: Space, path: str | os.PathLike[str]) -> None:
 
 def check_data_files(space: Space, path: str | os.PathLike[str]) -> None:
     """Refuse a workload whose dataset or trace file is not there (paths are read from the
-    current directory, ``~`` expanded), before any engine starts: every trial would fail."""
+    current directory, ``~`` expanded), or whose stated lengths cannot fit the model's
+    context, before any engine starts: every trial would fail."""
     missing = []
     for entry in space.mix:
         data = getattr(entry.workload.prompts, "path", None)
@@ -523,8 +524,38 @@ def check_data_files(space: Space, path: str | os.PathLike[str]) -> None:
         what = "is a folder, not a file" if os.path.isdir(found) \
             else f"does not exist (relative paths are read from {os.getcwd()})"
         missing.append(((*where, "prompts", "path"), f"{data!r} {what}"))
+    missing += _length_problems(space)
     if missing:
         raise _refused(path, missing)
+
+
+def _length_problems(space: Space) -> list[tuple[tuple[str, ...], str]]:
+    """Synthetic prompts, or a stated output length, that cannot fit ``model.max_model_len``:
+    the engine would refuse every request (a shared-prefix run refuses itself once started)."""
+    limit = space.model.max_model_len
+    context = f"exceed model.max_model_len {limit}"
+    problems: list[tuple[tuple[str, ...], str]] = []
+    for entry in space.mix:
+        where = (("workloads", entry.name, "workload") if space.is_mix else ("workload",))
+        prompts = entry.workload.prompts
+        kind = prompts.kind
+        if kind == "random" and prompts.input_tokens + prompts.output_tokens > limit:
+            problems.append(((*where, "prompts", "output_tokens"),
+                             f"input_tokens + output_tokens ({prompts.input_tokens} + "
+                             f"{prompts.output_tokens}) {context}"))
+        elif kind == "shared_prefix" and (
+                prompts.prefix_tokens + prompts.suffix_tokens + prompts.output_tokens > limit):
+            problems.append(((*where, "prompts", "prefix_tokens"),
+                             "prefix_tokens + suffix_tokens + output_tokens "
+                             f"({prompts.prefix_tokens} + {prompts.suffix_tokens} + "
+                             f"{prompts.output_tokens}) {context}"))
+        elif kind in ("jsonl", "chat", "sharegpt"):
+            output = prompts.output_tokens
+            if isinstance(output, int) and output >= limit:
+                problems.append(((*where, "prompts", "output_tokens"),
+                                 f"output_tokens {output} leaves no room for a prompt in "
+                                 f"model.max_model_len {limit}"))
+    return problems
 
 
 def _refused(path: str | os.PathLike[str], problems: list[tuple[tuple[str, ...], str]]

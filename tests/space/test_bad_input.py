@@ -148,3 +148,31 @@ def test_an_slo_that_is_not_a_number(work: Path) -> None:
     err = _start(work, space).stderr
     assert str(space) in err
     assert f"slos.ttft_p95_ms (line {at + 1}): must be a finite number, got nan" in err
+
+
+@pytest.mark.parametrize("prompts,field,message", [
+    ({"kind": "random", "input_tokens": 64, "output_tokens": 100000}, "output_tokens",
+     "input_tokens + output_tokens (64 + 100000) exceed model.max_model_len 512"),
+    ({"kind": "shared_prefix", "num_prefixes": 2, "prefix_tokens": 600, "suffix_tokens": 16,
+      "output_tokens": 8}, "prefix_tokens",
+     "prefix_tokens + suffix_tokens + output_tokens (600 + 16 + 8) exceed model.max_model_len "
+     "512"),
+    ({"kind": "chat", "path": "../chat.jsonl", "output_tokens": 512}, "output_tokens",
+     "output_tokens 512 leaves no room for a prompt in model.max_model_len 512"),
+])
+def test_synthetic_prompts_longer_than_the_context(
+    work: Path, prompts: dict[str, object], field: str, message: str
+) -> None:
+    # Every request would be refused by the engine: found by running it, each started an engine.
+    data = yaml.safe_load(QUICKSTART.read_text(encoding="utf-8"))
+    data["workload"]["prompts"] = prompts
+    data["engine"]["command"] = NO_ENGINE
+    space = work / "too-long.yaml"
+    space.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    (work.parent / "chat.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    text = space.read_text().splitlines()
+    prompts_line = next(i for i, line in enumerate(text, 1) if line.strip() == "prompts:")
+    line = next(i for i, line in enumerate(text, 1)
+                if i > prompts_line and line.strip().startswith(f"{field}:"))
+    err = " ".join(_start(work, space).stderr.split())
+    assert f"workload.prompts.{field} (line {line}): {message}" in err, err
