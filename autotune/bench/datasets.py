@@ -27,11 +27,13 @@ from typing import Any
 from autotune.bench.data_files import jsonl_objects, read_text
 from autotune.bench.engine_tokenizer import EngineTokenizer
 from autotune.bench.prompt_set import Prompt, PromptSet, Turn, WorkloadError
+from autotune.bench.traces import parse_trace
 from autotune.space import (
     ChatJsonlPrompts,
     JsonlPrompts,
     MultiTurn,
     SharegptPrompts,
+    TracePrompts,
 )
 
 DatasetSpec = JsonlPrompts | SharegptPrompts | ChatJsonlPrompts
@@ -232,6 +234,21 @@ def load_records(spec: DatasetSpec) -> tuple[Record, ...]:
         raise WorkloadError(f"cannot read prompts file {path}: {exc.strerror or exc}") from exc
     field = spec.field if isinstance(spec, JsonlPrompts) else ""
     return _parsed(str(path), spec.kind, field, (stat.st_mtime_ns, stat.st_size))
+
+
+def data_problem(spec: object) -> str | None:
+    """Why the dataset or trace file of the prompts ``spec`` cannot be read as a run reads it
+    (the file, line and field), or None (also for prompts that read no file). Reads the whole
+    file, no engine needed: ``space.check_data_files(..., read=data_problem)`` refuses a
+    study's bad data before any engine starts."""
+    try:
+        if isinstance(spec, TracePrompts):
+            parse_trace(spec)
+        elif isinstance(spec, JsonlPrompts | SharegptPrompts | ChatJsonlPrompts):
+            load_records(spec)
+    except WorkloadError as exc:
+        return str(exc)
+    return None
 
 
 class _Fitter:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydantic import (
@@ -511,16 +511,24 @@ def check_model_path(space: Space, path: str | os.PathLike[str]) -> None:
     raise _refused(path, [(("model", "path"), why)])
 
 
-def check_data_files(space: Space, path: str | os.PathLike[str]) -> None:
+def check_data_files(space: Space, path: str | os.PathLike[str],
+                     read: Callable[[Any], str | None] | None = None) -> None:
     """Refuse a workload whose dataset or trace file is not there (paths are read from the
     current directory, ``~`` expanded), or whose stated lengths cannot fit the model's
-    context, before any engine starts: every trial would fail."""
+    context, before any engine starts: every trial would fail. ``read`` (the measuring side's
+    ``bench.datasets.data_problem``: this package imports no runtime module) reads each file
+    there as a run would and says why it cannot be used (file, line and field), or None."""
     missing = []
     for entry in space.mix:
         data = getattr(entry.workload.prompts, "path", None)
-        if data is None or os.path.isfile(found := os.path.expanduser(data)):
-            continue
         where = (("workloads", entry.name, "workload") if space.is_mix else ("workload",))
+        if data is None:
+            continue
+        if os.path.isfile(found := os.path.expanduser(data)):
+            problem = read(entry.workload.prompts) if read is not None else None
+            if problem:
+                missing.append(((*where, "prompts", "path"), problem))
+            continue
         what = "is a folder, not a file" if os.path.isdir(found) \
             else f"does not exist (relative paths are read from {os.getcwd()})"
         missing.append(((*where, "prompts", "path"), f"{data!r} {what}"))

@@ -176,3 +176,34 @@ def test_synthetic_prompts_longer_than_the_context(
                 if i > prompts_line and line.strip().startswith(f"{field}:"))
     err = " ".join(_start(work, space).stderr.split())
     assert f"workload.prompts.{field} (line {line}): {message}" in err, err
+
+
+@pytest.mark.parametrize("prompts,name,text,problem", [
+    ({"kind": "chat"}, "chat.jsonl",
+     '{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": [\n', ":2: not JSON"),
+    ({"kind": "trace", "format": "azure"}, "azure.csv",
+     "TIMESTAMP,ContextTokens\n2023-11-16 18:15:46,3\n", ":2: GeneratedTokens: missing"),
+])
+def test_data_files_are_read_whole_before_any_engine(
+    tmp_path: Path, prompts: dict[str, object], name: str, text: str, problem: str
+) -> None:
+    # A dataset line that is not JSON, a trace without its columns: found by running it, each
+    # started an engine and failed a trial. Read as a run reads them (no engine needed).
+    from autotune.bench.datasets import data_problem
+    from autotune.space.model import check_data_files
+
+    data = tmp_path / name
+    data.write_text(text)
+    path = _space(tmp_path)[1]
+    raw = yaml.safe_load(path.read_text())
+    raw["workload"]["prompts"] = {**prompts, "path": str(data)}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    space = load_space(path)
+    check_data_files(space, path)  # the files are there
+    with pytest.raises(SpaceError) as raised:
+        check_data_files(space, path, read=data_problem)
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1)
+                if str(data) in text)
+    ((loc, message),) = raised.value.problems
+    assert loc == f"workload.prompts.path (line {line})"
+    assert message.startswith(f"{data}{problem}"), message
