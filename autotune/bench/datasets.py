@@ -27,13 +27,15 @@ from typing import Any
 from autotune.bench.data_files import jsonl_objects, read_text
 from autotune.bench.engine_tokenizer import EngineTokenizer
 from autotune.bench.prompt_set import Prompt, PromptSet, Turn, WorkloadError
-from autotune.bench.traces import parse_trace
+from autotune.bench.traces import parse_trace, replay_problem
 from autotune.space import (
     ChatJsonlPrompts,
     JsonlPrompts,
     MultiTurn,
     SharegptPrompts,
+    TraceLoad,
     TracePrompts,
+    WorkloadSpec,
 )
 
 DatasetSpec = JsonlPrompts | SharegptPrompts | ChatJsonlPrompts
@@ -236,14 +238,19 @@ def load_records(spec: DatasetSpec) -> tuple[Record, ...]:
     return _parsed(str(path), spec.kind, field, (stat.st_mtime_ns, stat.st_size))
 
 
-def data_problem(spec: object) -> str | None:
-    """Why the dataset or trace file of the prompts ``spec`` cannot be read as a run reads it
-    (the file, line and field), or None (also for prompts that read no file). Reads the whole
-    file, no engine needed: ``space.check_data_files(..., read=data_problem)`` refuses a
-    study's bad data before any engine starts."""
+def data_problem(workload: WorkloadSpec) -> str | None:
+    """Why the dataset or trace file of ``workload`` cannot be used as a run uses it (the file,
+    line and field; for a trace replayed by a trace load, a first run longer than a run may
+    take), or None (also for prompts that read no file). Reads the whole file, no engine
+    needed: ``space.check_data_files(..., read=data_problem)`` refuses a study's bad data
+    before any engine starts."""
+    spec = workload.prompts
     try:
         if isinstance(spec, TracePrompts):
             parse_trace(spec)
+            if isinstance(workload.load, TraceLoad):
+                return replay_problem(spec, workload.warmup_requests + workload.num_requests,
+                                      workload.warmup_requests, workload.load.time_scale)
         elif isinstance(spec, JsonlPrompts | SharegptPrompts | ChatJsonlPrompts):
             load_records(spec)
     except WorkloadError as exc:

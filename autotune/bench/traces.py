@@ -20,9 +20,10 @@ count`` on (wrapping around, later in time, once the trace is exhausted); its ar
 are token ids of the served model's own vocabulary, drawn afresh for every run (blocks and
 group prefixes too): shared within a run as the trace says, never across runs.
 
-Token counts and timestamps must be finite numbers. A run whose arrivals would span more than
-``MAX_REPLAY_S`` (a trace read in the wrong time unit replays for days) is refused before
-anything is sent, saying how long it would take and what to set.
+Token counts and timestamps must be finite numbers. ``replay_problem`` refuses a replay whose
+first run's arrivals would span more than ``MAX_REPLAY_S`` (a trace read in the wrong time unit
+replays for days), saying how long it would take and what to set; ``bench.datasets``'s
+``data_problem`` asks it for a workload under a trace load, before any engine starts.
 """
 
 from __future__ import annotations
@@ -226,8 +227,7 @@ def trace_prompts(
     pool = tokenizer.pool()
     limit = tokenizer.limit()
     bodies = _Bodies(spec, pool, seed, run_index)
-    span = rows[-1].time_s - rows[0].time_s
-    period = span + (span / (len(rows) - 1) if len(rows) > 1 and span > 0 else 1.0)
+    period = _period(rows)
     chosen: list[tuple[float, Prompt]] = []
     filtered = truncated = misses = 0
     position = run_index * count
@@ -253,7 +253,6 @@ def trace_prompts(
         prompt = Prompt(bodies.body(row, position, length), row.output_tokens, length,
                         group=group)
         chosen.append((row.time_s + cycle * period, prompt))
-    _check_length(spec, chosen, warmup, time_scale)
     out: list[Prompt] = []
     for part in (chosen[:warmup], chosen[warmup:]):
         if part:
@@ -263,13 +262,34 @@ def trace_prompts(
     return PromptSet(out, filtered=filtered, truncated=truncated)
 
 
-def _check_length(spec: TracePrompts, chosen: list[tuple[float, Prompt]], warmup: int,
+def _period(rows: list[TraceRow]) -> float:
+    """How much later in time the trace's rows come again once it wraps around."""
+    span = rows[-1].time_s - rows[0].time_s
+    return span + (span / (len(rows) - 1) if len(rows) > 1 and span > 0 else 1.0)
+
+
+def replay_problem(spec: TracePrompts, count: int, warmup: int, time_scale: float = 1.0
+                   ) -> str | None:
+    """Why the first run of ``count`` requests of this trace cannot be replayed (read from the
+    file alone: rows left out for the engine's max_model_len would only make it longer), or
+    None; ``WorkloadError`` when the file cannot be read."""
+    rows = parse_trace(spec)
+    period = _period(rows)
+    times = [rows[i % len(rows)].time_s + i // len(rows) * period for i in range(count)]
+    try:
+        _check_length(spec, times, warmup, time_scale)
+    except WorkloadError as exc:
+        return str(exc)
+    return None
+
+
+def _check_length(spec: TracePrompts, times: list[float], warmup: int,
                   time_scale: float) -> None:
     """Refuse a run whose warm-up or measured arrivals span more than ``MAX_REPLAY_S``."""
-    for part in (chosen[:warmup], chosen[warmup:]):
+    for part in (times[:warmup], times[warmup:]):
         if len(part) < 2:
             continue
-        span = (part[-1][0] - part[0][0]) * time_scale
+        span = (part[-1] - part[0]) * time_scale
         if span <= MAX_REPLAY_S:
             continue
         unit = "ms" if spec.format == "mooncake" else (spec.time_unit or "s")

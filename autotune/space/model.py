@@ -525,7 +525,7 @@ def check_data_files(space: Space, path: str | os.PathLike[str],
         if data is None:
             continue
         if os.path.isfile(found := os.path.expanduser(data)):
-            problem = read(entry.workload.prompts) if read is not None else None
+            problem = read(entry.workload) if read is not None else None
             if problem:
                 missing.append(((*where, "prompts", "path"), problem))
             continue

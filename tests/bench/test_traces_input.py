@@ -1,7 +1,7 @@
 """Trace input that used to crash a study or stall it (issue 24, item 10): token counts and
-timestamps that are not finite numbers are refused naming file:line and column, and a run whose
-replay would last longer than a run may take is refused before anything is sent, saying how
-long it would take and what to set (token counts from the mock server's /tokenize)."""
+timestamps that are not finite numbers are refused naming file:line and column, and a replay
+whose first run would last longer than a run may take is refused from the file alone, saying
+how long it would take and what to set (token counts from the mock server's /tokenize)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from autotune.bench.datasets import data_problem
 from autotune.bench.prompt_set import WorkloadError
 from autotune.bench.traces import MAX_REPLAY_S, parse_trace
 from autotune.bench.workload import build_prompts
@@ -62,10 +63,11 @@ def test_non_finite_trace_numbers_are_refused_naming_line_and_column(
     assert message in str(raised.value)
 
 
-def _workload(path: Path, requests: int, **trace: Any) -> WorkloadSpec:
+def _workload(path: Path, requests: int, unit: str | None = None,
+              time_scale: float = 1.0) -> WorkloadSpec:
     return WorkloadSpec.model_validate({
-        "prompts": {"kind": "trace", "format": "generic", "path": str(path), **trace},
-        "num_requests": requests, "load": {"kind": "trace"}})
+        "prompts": {"kind": "trace", "format": "generic", "path": str(path), "time_unit": unit},
+        "num_requests": requests, "load": {"kind": "trace", "time_scale": time_scale}})
 
 
 def test_a_replay_longer_than_a_run_may_take_is_refused_and_says_why(
@@ -76,14 +78,19 @@ def test_a_replay_longer_than_a_run_may_take_is_refused_and_says_why(
     path = tmp_path / "ms.csv"
     path.write_text("timestamp,input_tokens,output_tokens\n"
                     + "".join(f"{500 * i},8,2\n" for i in range(200)))
-    with pytest.raises(WorkloadError) as raised:
-        build_prompts(_workload(path, 200), server.base_url, server.served_name)
-    text = str(raised.value)
-    assert text.startswith(f"{path}: ")
+    text = data_problem(_workload(path, 200))
+    assert text is not None and text.startswith(f"{path}: ")
     assert "200 requests would take 27.6 h to replay" in text
     assert f"a run replays at most {MAX_REPLAY_S / 3600:g} h" in text
     assert "time_unit" in text and "time_scale" in text
-    # read in the unit it was written in, the same trace replays in 100 s
-    prompts = build_prompts(_workload(path, 200, time_unit="ms"), server.base_url,
-                            server.served_name)
+    # replayed faster, or read in the unit it was written in, it fits (100 s)
+    assert data_problem(_workload(path, 200, time_scale=0.1)) is None
+    fixed = _workload(path, 200, unit="ms")
+    assert data_problem(fixed) is None
+    prompts = build_prompts(fixed, server.base_url, server.served_name)
     assert prompts[-1].arrival_s == pytest.approx(99.5)
+    # under a closed loop the arrival times are not used: nothing to refuse
+    closed = WorkloadSpec.model_validate({**fixed.model_dump(), "prompts": {
+        **fixed.prompts.model_dump(), "time_unit": None},
+        "load": {"kind": "concurrency", "concurrency": 4}})
+    assert data_problem(closed) is None
