@@ -27,6 +27,10 @@ def dashboard(
         "--token-file", metavar="PATH", show_default=False,
         help="read the token from this file (chmod 600); overrides AUTOTUNE_DASHBOARD_TOKEN",
     )] = None,
+    log_dir: Annotated[Path | None, typer.Option(
+        "--log-dir", metavar="DIR", show_default=False,
+        help="engine logs are shown only from inside DIR (default: $AUTOTUNE_LOG_DIR or "
+             "autotune_logs, where studies write them)")] = None,
 ) -> None:
     """Open a live, read-only dashboard of the studies in a storage, in the browser."""
     from autotune.dashboard.server import read_token_file, serve
@@ -46,6 +50,6 @@ def dashboard(
         url = storage_url(storage)
         for line in warnings:
             err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
-        serve(url, host=host, port=port, token=token or None)
+        serve(url, host=host, port=port, token=token or None, log_dir=log_dir)
     except AutotuneError as exc:
         raise fail(exc) from None

@@ -25,10 +25,17 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.exc import DatabaseError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from autotune.dashboard.data import NotFoundError, Snapshot, StudyData, dumps, timestamp
+from autotune.dashboard.data import (
+    NotFoundError,
+    ReadOnlyCatalog,
+    Snapshot,
+    StudyData,
+    dumps,
+    timestamp,
+)
 from autotune.dashboard.figures import OptunaFigures
 from autotune.dashboard.load_curve import load_curve
-from autotune.dashboard.logs import log_tail
+from autotune.dashboard.logs import log_tail, refusal, safe_log_file
 from autotune.dashboard.views import compare_view, trial_view
 from autotune.errors import AutotuneError, StudyNotFoundError, TrialNotFoundError
 from autotune.results import export_yaml, pick_trial, study_noise_model
@@ -82,10 +89,16 @@ def _is_api(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
 
-def create_app(catalog: Catalog, token: str | None = None) -> FastAPI:
+def create_app(catalog: Catalog, token: str | None = None, *,
+               log_dir: Path | None = None) -> FastAPI:
     """The dashboard over ``catalog`` (``autotune.store.open_catalog(url)``). With ``token``,
     every request must carry it (header ``Authorization: Bearer T``, cookie, or ``?token=T``
-    once, which sets the cookie)."""
+    once, which sets the cookie). Engine logs are served only from inside ``log_dir`` (default:
+    the settings' ``log_dir``, where studies write them; ``autotune.dashboard.logs``)."""
+    from autotune.settings import Settings
+
+    log_root = log_dir if log_dir is not None else Path(Settings().log_dir)
+    catalog = ReadOnlyCatalog(catalog)  # type: ignore[assignment]
     web = web_root()
     plotly_path = plotly_js()
     env = Environment(loader=FileSystemLoader(web / "templates"),
@@ -207,7 +220,8 @@ def create_app(catalog: Catalog, token: str | None = None) -> FastAPI:
         noise = study_noise_model(catalog, snapshot.report.name)
         return page(
             request, "trial.html", study=snapshot.summary, trial=record,
-            view=trial_view(snapshot, record, noise.intervals(record)), yaml_text=yaml_text,
+            view=trial_view(snapshot, record, noise.intervals(record), log_root=log_root),
+            yaml_text=yaml_text,
             export_error=export_error,
         )
 
@@ -251,12 +265,25 @@ def create_app(catalog: Catalog, token: str | None = None) -> FastAPI:
     def api_trial(snapshot: StudyDep, trial_number: int) -> Response:
         record = trial_of(snapshot, trial_number)
         payload = snapshot.report.trial_dict(record)
-        payload.update(log_excerpt=record.log_excerpt, log_tail=log_tail(record.log_path),
+        payload.update(log_excerpt=record.log_excerpt,
+                       log_tail=log_tail(record.log_path, log_root),
                        engine_flags=record.engine_flags,
                        model=record.model, started_at=timestamp(record.started_at),
                        finished_at=timestamp(record.finished_at),
                        load_curve=load_curve(record, snapshot.report.slos))
         return json_bytes(dumps(payload))
+
+    @app.get("/api/studies/{study_id}/trials/{trial_number}/log")
+    def api_log(snapshot: StudyDep, trial_number: int) -> Response:
+        record = trial_of(snapshot, trial_number)
+        refused = refusal(record.log_path, log_root)
+        if refused is not None:
+            raise NotFoundError(refused)
+        tail = log_tail(record.log_path, log_root)
+        if tail is None or safe_log_file(record.log_path, log_root) is None:
+            raise NotFoundError(f"{record.log_path} cannot be read here")
+        return Response(tail, media_type="text/plain; charset=utf-8",
+                        headers={"Cache-Control": "no-store"})
 
     @app.get("/api/studies/{study_id}/front")
     def api_front(snapshot: StudyDep, metrics: Annotated[str, Query()] = "") -> Response:

@@ -27,6 +27,8 @@ from autotune.dashboard.formatting import metric_unit
 from autotune.errors import AutotuneError
 from autotune.metrics import bound_mark, gain_mark, natural_direction
 from autotune.results import StudyReport, load_report, pareto_front, pick_trial
+from autotune.store import FreshRun
+from autotune.store.attrs import FRESH_RUNS_ATTR
 from autotune.store.values import StudyView, TrialView
 
 if TYPE_CHECKING:
@@ -39,6 +41,9 @@ STATES = ("complete", "failed", "rejected", "interrupted", "running", "reused", 
 TRIAL_COLUMNS = ["number", "state", "is_default", "feasible", "failure_kind", "failure_reason",
                  "params", "metrics", "started_at", "finished_at", "bounds"]
 T = TypeVar("T")
+# Fronts over picked metrics kept per study, least recently used first out: any ?metrics=
+# combination may be asked for, and each kept front costs memory until the study moves.
+FRONTS_KEPT = 64
 
 
 class NotFoundError(AutotuneError):
@@ -224,11 +229,15 @@ class Snapshot:
     def front(self, metrics: tuple[str, ...]) -> list[int]:
         """Feasible Pareto set over any metrics, each in its objective or natural direction."""
         with self._lock:
-            if metrics not in self.fronts:
+            front = self.fronts.pop(metrics, None)
+            if front is None:
                 directions = [self.direction(m) for m in metrics]
-                self.fronts[metrics] = pareto_front(self.report.trials, list(metrics),
-                                                    directions)
-            return self.fronts[metrics]
+                front = pareto_front(self.report.trials, list(metrics), directions)
+            self.fronts[metrics] = front  # the newest last (dicts keep insertion order)
+            objectives = tuple(self.report.metrics)
+            for key in [k for k in self.fronts if k != objectives][:-FRONTS_KEPT]:
+                del self.fronts[key]
+            return front
 
 
 class Refreshing(Generic[T]):
@@ -287,6 +296,37 @@ class Refreshing(Generic[T]):
         job = self._jobs.get(key)
         if job is not None and job[0] == version:
             del self._jobs[key]
+
+
+class ReadOnlyCatalog:
+    """The app's catalog, with Optuna's view read through one storage opened once, without
+    creating tables or stamping versions: ``Catalog.optuna_study`` opens an ``RDBStorage`` per
+    call, whose start-up may write (``create_all``, the version rows), and the dashboard never
+    writes. Everything else is the catalog's own."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._optuna: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._catalog, name)
+
+    def optuna_study(self, name: str) -> Any:
+        import optuna
+
+        with self._lock:
+            if self._optuna is None:
+                self._optuna = optuna.storages.RDBStorage(
+                    self._catalog.url, skip_table_creation=True, skip_compatibility_check=True)
+        return optuna.load_study(study_name=name, storage=self._optuna)
+
+    def fresh_runs(self, name: str) -> list[FreshRun]:
+        try:
+            attrs = self.optuna_study(name).user_attrs
+        except KeyError:
+            return []
+        return [FreshRun.from_dict(r) for r in attrs.get(FRESH_RUNS_ATTR, [])]
 
 
 class StudyData:

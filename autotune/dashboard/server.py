@@ -85,6 +85,7 @@ def bind_warnings(host: str, token: str | None) -> list[str]:
 
 def serve(
     storage_url: str, *, host: str = "127.0.0.1", port: int = 8080, token: str | None = None,
+    log_dir: Path | None = None,
 ) -> None:
     """Serve the dashboard over ``storage_url`` until interrupted."""
     import uvicorn
@@ -93,9 +94,14 @@ def serve(
     from autotune.dashboard.app import create_app
     from autotune.store import open_catalog
 
+    if token is None and not is_loopback(host):
+        raise OptionError(
+            f"refusing to listen on {host} without a token: whoever reaches the port could read "
+            "every study in the storage; pass --token-file PATH (or set "
+            "AUTOTUNE_DASHBOARD_TOKEN), or listen on 127.0.0.1")
     for line in bind_warnings(host, token):
         print(f"warning: {line}", file=sys.stderr)
-    app = create_app(open_catalog(storage_url), token)
+    app = create_app(open_catalog(storage_url), token, log_dir=log_dir)
     names = allowed_host_names(host)
     if names is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=names)

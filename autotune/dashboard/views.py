@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from autotune.dashboard.data import Snapshot, number, timestamp
@@ -17,7 +18,7 @@ from autotune.dashboard.formatting import (
     metric_order,
 )
 from autotune.dashboard.load_curve import load_curve
-from autotune.dashboard.logs import TAIL_LINES, log_tail
+from autotune.dashboard.logs import TAIL_LINES, log_tail, refusal
 from autotune.metrics import GROUPS, LATENCIES, STATS, bound_mark, gain_mark
 from autotune.results import Interval
 from autotune.store.values import TrialView
@@ -45,21 +46,24 @@ def status_of(record: TrialView) -> str:
     return "running" if record.state == "running" else "failed"
 
 
-def engine_log(record: TrialView) -> dict[str, str] | None:
+def engine_log(record: TrialView, log_root: Path) -> dict[str, str] | None:
     """The log's last lines when its file can be read here, else the excerpt recorded with the
     trial; None when there is neither."""
-    tail = log_tail(record.log_path)
+    tail = log_tail(record.log_path, log_root)
     if tail is not None:
         return {"text": tail, "source": f"the last {TAIL_LINES} lines of {record.log_path}"}
     if not record.log_excerpt:
         return None
-    where = f" ({record.log_path} cannot be read here)" if record.log_path else ""
+    refused = refusal(record.log_path, log_root) if record.log_path else None
+    where = (f" ({refused})" if refused else
+             f" ({record.log_path} cannot be read here)" if record.log_path else "")
     return {"text": record.log_excerpt,
             "source": f"the excerpt recorded with the trial, around its deciding line{where}"}
 
 
 def trial_view(snapshot: Snapshot, record: TrialView,
-               intervals: Mapping[str, Interval] | None = None) -> dict[str, Any]:
+               intervals: Mapping[str, Interval] | None = None, *,
+               log_root: Path) -> dict[str, Any]:
     """The trial page's content; ``intervals``: what a fresh server will measure, by headline
     metric (``autotune.results.noise_model``)."""
     intervals = intervals or {}
@@ -118,7 +122,7 @@ def trial_view(snapshot: Snapshot, record: TrialView,
         "started": timestamp(record.started_at) or "—",
         "finished": timestamp(record.finished_at) or "—",
         "command": shlex.join(record.engine_command) if record.engine_command else "",
-        "log": engine_log(record),
+        "log": engine_log(record, log_root),
         "curve": load_curve(record, report.slos),
         "intervals": [
             (metric, format_figure(metric, metrics),

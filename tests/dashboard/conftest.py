@@ -58,8 +58,9 @@ def client_for() -> Iterator:
     """``client_for(url, token=None)``: a TestClient over a fresh app (closed afterwards)."""
     clients: list[TestClient] = []
 
-    def make(url: str, token: str | None = None, **kwargs: object) -> TestClient:
-        client = TestClient(create_app(open_catalog(url), token), **kwargs)
+    def make(url: str, token: str | None = None, log_dir: Path | None = None,
+             **kwargs: object) -> TestClient:
+        client = TestClient(create_app(open_catalog(url), token, log_dir=log_dir), **kwargs)
         clients.append(client)
         return client
 

@@ -79,8 +79,10 @@ def test_loopback_refuses_other_host_names(studies_url, served, capsys):
 
 
 def test_storage_password_is_not_printed(served, capsys, monkeypatch):
-    monkeypatch.setattr("autotune.dashboard.app.create_app", lambda url, token: object())
-    serve("postgresql+psycopg://user:hunter2@db.example/autotune", host="10.0.0.1", port=8081)
+    monkeypatch.setattr("autotune.dashboard.app.create_app",
+                        lambda url, token, **_: object())
+    serve("postgresql+psycopg://user:hunter2@db.example/autotune", host="10.0.0.1", port=8081,
+          token="t0k")
     err = capsys.readouterr().err
     assert "hunter2" not in err
     assert "user:***@db.example" in err

@@ -64,7 +64,7 @@ def test_the_log_tail_is_shown_escaped(study, client_for):
     log = logs / f"trial-{RICH:04d}.log"
     log.write_text(log_lines(100))
     enrich_trial(url, MIXED, RICH, str(log))
-    page = client_for(url).get(f"/studies/{sid}/trials/{RICH}").text
+    page = client_for(url, log_dir=logs.parent).get(f"/studies/{sid}/trials/{RICH}").text
     block = re.search(r'<pre id="log" class="log">(.*?)</pre>', page, re.S).group(1)
     lines = html.unescape(block).splitlines()
     assert len(lines) == 40
@@ -96,19 +96,20 @@ def test_nothing_outside_the_log_directory_is_read(study, client_for, tmp_path, 
     else:
         path = str(tmp_path / "secret.txt")
     point_log(url, MIXED, FAILED, path)
-    page = client_for(url).get(f"/studies/{sid}/trials/{FAILED}").text
+    page = client_for(url, log_dir=logs.parent).get(f"/studies/{sid}/trials/{FAILED}").text
     assert "SECRET" not in page
     assert '<pre id="log" class="log">INFO starting engine' in page
-    assert log_tail(path) is None
+    assert log_tail(path, logs.parent) is None and log_tail(path, tmp_path) is None
 
 
 def test_a_large_log_is_read_from_its_end(tmp_path):
     log = tmp_path / "big.log"
     log.write_text(log_lines(20_000))
     assert os.path.getsize(log) > 10 * TAIL_BYTES
-    tail = log_tail(str(log)).splitlines()
+    tail = log_tail(str(log), tmp_path).splitlines()
     assert len(tail) == 40 and tail[-1] == "INFO line 19999: <b>engine</b> & green"
-    assert log_tail(str(tmp_path / "none.log")) is None and log_tail(None) is None
+    assert log_tail(str(tmp_path / "none.log"), tmp_path) is None
+    assert log_tail(None, tmp_path) is None
 
 
 def test_compare_groups_metrics_with_units(study, client_for):
