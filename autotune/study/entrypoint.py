@@ -52,13 +52,14 @@ def load_study_space(path: str | os.PathLike[str], *, check: bool = True) -> Spa
     """The space at ``path``; with ``check``, its model path, data files and engine flags are
     checked too (skip them for a study made for workers elsewhere, which may name a path only
     they hold). Raises ``SpaceError``."""
+    from autotune.bench.datasets import data_problem
     from autotune.engines.vllm_flags import check_space_flags
     from autotune.space import check_data_files, check_model_path, load_space
 
     space = load_space(path)
     if check:
         check_model_path(space, path)
-        check_data_files(space, path)
+        check_data_files(space, path, read=data_problem)  # every line read, as a run reads it
         check_space_flags(space, path)  # asks the engine for its options (cached)
     return space
 

@@ -29,7 +29,9 @@ def endpoint(shared_engine: SharedEngine) -> Endpoint:
 def _workload(prompts: dict[str, Any], requests: int, **more: Any) -> WorkloadSpec:
     return WorkloadSpec.model_validate({
         "prompts": prompts, "num_requests": requests, "request_timeout_s": 120,
-        "load": {"kind": "concurrency", "concurrency": 3}, **more})
+        "load": {"kind": "concurrency", "concurrency": 3},
+        "steady_state": None,  # one wave: these count what each kind sends
+        **more})
 
 
 def _run(endpoint: Endpoint, workload: WorkloadSpec, run_index: int = 0) -> BenchResult:

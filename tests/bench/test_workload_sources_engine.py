@@ -32,7 +32,9 @@ def endpoint(shared_engine: SharedEngine) -> Endpoint:
 def _workload(prompts: dict[str, Any], requests: int = 12, **more: Any) -> WorkloadSpec:
     return WorkloadSpec.model_validate({
         "prompts": prompts, "num_requests": requests,
-        "load": {"kind": "concurrency", "concurrency": 4}, **more})
+        "load": {"kind": "concurrency", "concurrency": 4},
+        "steady_state": None,  # one wave: these count what each source sends
+        **more})
 
 
 def _build(endpoint: Endpoint, workload: WorkloadSpec, run_index: int = 0) -> PromptSet:

@@ -207,3 +207,25 @@ def test_data_files_are_read_whole_before_any_engine(
     ((loc, message),) = raised.value.problems
     assert loc == f"workload.prompts.path (line {line})"
     assert message.startswith(f"{data}{problem}"), message
+
+
+@pytest.mark.parametrize("prompts,name,text,problem", [
+    ({"kind": "chat"}, "chat.jsonl",
+     '{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": [\n', ":2: not JSON"),
+    ({"kind": "trace", "format": "azure"}, "azure.csv",
+     "TIMESTAMP,ContextTokens\n2023-11-16 18:15:46,3\n", ":2: GeneratedTokens: missing"),
+])
+def test_study_start_reads_the_data_files_whole_and_exits_2(
+    work: Path, prompts: dict[str, object], name: str, text: str, problem: str
+) -> None:
+    # The same two files through `autotune study start`: refused before any engine, exit 2,
+    # file and line named, nothing written.
+    data = work.parent / name
+    data.write_text(text)
+    raw = yaml.safe_load(QUICKSTART.read_text(encoding="utf-8"))
+    raw["workload"]["prompts"] = {**prompts, "path": str(data)}
+    raw["engine"]["command"] = NO_ENGINE
+    space = work / "bad-data.yaml"
+    space.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    err = " ".join(_start(work, space).stderr.split())
+    assert f"{data}{problem}" in err, err

@@ -40,7 +40,7 @@ def test_two_trials_side_by_side(tmp_path: Path, demo_model: Path) -> None:
     assert {t["devices"] for t in trials} == {"cpu:0", "cpu:1"}
     for t in trials:
         assert t["metrics"]["parallel_trials"] == 2
-        assert t["metrics"]["completed"] == 24
+        assert t["metrics"]["completed"] == t["metrics"]["steady_window_requests"] >= 32
         assert 0 < t["metrics"]["cpu_util_mean_pct"] <= 100
         assert t["metrics"]["engine_rss_peak_mib"] > 100
     binds = sorted(

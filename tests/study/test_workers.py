@@ -50,7 +50,8 @@ def _check_complete_records(url: str, budget: int) -> list:
     done = [t for t in trials if t.state == "complete"]
     assert len(done) == budget
     for t in done:
-        assert t.metrics["completed"] == 24 and t.metrics["output_throughput"] > 0
+        assert t.metrics["completed"] == t.metrics["steady_window_requests"] >= 32
+        assert t.metrics["output_throughput"] > 0
         assert t.engine_command and t.finished_at and t.host and t.startup_s
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))

@@ -40,7 +40,8 @@ def _workload(input_tokens: int, output_tokens: int, requests: int, concurrency:
     return {"prompts": {"kind": "random", "input_tokens": input_tokens,
                         "output_tokens": output_tokens},
             "num_requests": requests, "warmup_requests": 2,
-            "load": {"kind": "concurrency", "concurrency": concurrency}}
+            "load": {"kind": "concurrency", "concurrency": concurrency},
+            "steady_state": None}  # one wave each: the counts below are per workload
 
 
 def test_a_mix_is_measured_workload_by_workload_on_one_server(
