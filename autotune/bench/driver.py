@@ -73,9 +73,7 @@ class BenchResult:
         """The run's metrics against ``slos``; ``from_arrival``: latencies counted from each
         request's arrival, its wait at the client's concurrency gate included (what a user
         arriving at that rate sees)."""
-        if not self.records:
-            return dict(self.metrics)
-        if not from_arrival:
+        if not (self.records and from_arrival):
             return dict(self.metrics)
         records = [r.including_client_queue() for r in self.records]
         if self.window is None:

@@ -262,10 +262,7 @@ class LiveReporter(PlainReporter):
                            highlight=False)
 
     def trial_finished(self, number: int, outcome: Any) -> None:
-        wall = self.state.finish(number)
-        colour = "green" if outcome.state == "complete" else "red"
-        self.console.print(f"  [{colour}]{outcome.state}[/] in {duration(wall)}: "
-                           f"{escape(outcome_text(outcome))}", highlight=False)
+        self._finished(outcome, self.state.finish(number))
         for note in outcome.notes:
             self.console.print(f"  [yellow]note:[/] {escape(note)}", highlight=False)
 
@@ -276,11 +273,13 @@ class LiveReporter(PlainReporter):
                            highlight=False)
 
     def confirm_finished(self, number: int, outcome: Any) -> None:
-        wall = self.state.confirm_finish(number)
+        self._finished(outcome, self.state.confirm_finish(number), f" ({self.state.stage})")
+
+    def _finished(self, outcome: Any, wall: float, after: str = "") -> None:
+        """The line that says how a trial (or a fresh-server run) ended."""
         colour = "green" if outcome.state == "complete" else "red"
         self.console.print(f"  [{colour}]{outcome.state}[/] in {duration(wall)}: "
-                           f"{escape(outcome_text(outcome))} ({escape(self.state.stage)})",
-                           highlight=False)
+                           f"{escape(outcome_text(outcome) + after)}", highlight=False)
 
     def notice(self, text: str) -> None:
         self.console.print(f"[yellow]{escape(text)}[/]")

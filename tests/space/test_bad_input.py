@@ -178,12 +178,16 @@ def test_synthetic_prompts_longer_than_the_context(
     assert f"workload.prompts.{field} (line {line}): {message}" in err, err
 
 
-@pytest.mark.parametrize("prompts,name,text,problem", [
+# A dataset line that is not JSON, a trace without its columns: (prompts, file, text, problem).
+BAD_DATA_FILES = [
     ({"kind": "chat"}, "chat.jsonl",
      '{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": [\n', ":2: not JSON"),
     ({"kind": "trace", "format": "azure"}, "azure.csv",
      "TIMESTAMP,ContextTokens\n2023-11-16 18:15:46,3\n", ":2: GeneratedTokens: missing"),
-])
+]
+
+
+@pytest.mark.parametrize("prompts,name,text,problem", BAD_DATA_FILES)
 def test_data_files_are_read_whole_before_any_engine(
     tmp_path: Path, prompts: dict[str, object], name: str, text: str, problem: str
 ) -> None:
@@ -209,12 +213,7 @@ def test_data_files_are_read_whole_before_any_engine(
     assert message.startswith(f"{data}{problem}"), message
 
 
-@pytest.mark.parametrize("prompts,name,text,problem", [
-    ({"kind": "chat"}, "chat.jsonl",
-     '{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": [\n', ":2: not JSON"),
-    ({"kind": "trace", "format": "azure"}, "azure.csv",
-     "TIMESTAMP,ContextTokens\n2023-11-16 18:15:46,3\n", ":2: GeneratedTokens: missing"),
-])
+@pytest.mark.parametrize("prompts,name,text,problem", BAD_DATA_FILES)
 def test_study_start_reads_the_data_files_whole_and_exits_2(
     work: Path, prompts: dict[str, object], name: str, text: str, problem: str
 ) -> None:
