@@ -26,6 +26,7 @@ with any one parameter.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import itertools
 import json
@@ -35,6 +36,8 @@ import random
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -282,6 +285,11 @@ def main() -> None:
     parser.add_argument(
         "--deadline", default=None, help="UTC HH:MM after which no further engine is started"
     )
+    parser.add_argument(
+        "--lock", type=Path, default=None,
+        help="a file locked (flock) around each configuration, so other engine runs on this "
+             "host (tests, other benchmarks) interleave instead of sharing the cores",
+    )
     args = parser.parse_args()
     try:
         plan = prepare(args)
@@ -347,6 +355,20 @@ def prepare(args: argparse.Namespace) -> Plan:
     return Plan(space, data, source, _digest(source), axes, extra, todo)
 
 
+@contextmanager
+def host_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive flock on ``path`` (None: no lock)."""
+    if path is None:
+        yield
+        return
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _digest(model_dir: str) -> str:
     return hashlib.sha256((Path(model_dir) / "model.safetensors").read_bytes()).hexdigest()[:16]
 
@@ -402,7 +424,8 @@ def measure(args: argparse.Namespace, plan: Plan) -> None:
             except queue.Empty:
                 return
             t0 = time.monotonic()
-            outcome = runner.run(number, params, is_default=default)
+            with host_lock(args.lock):
+                outcome = runner.run(number, params, is_default=default)
             if outcome.failure is not None and outcome.failure.kind == FailureKind.INTERRUPTED:
                 return  # not a measurement: a resumed run measures it
             row = grid_row(params, default, outcome, time.monotonic() - t0)

@@ -27,7 +27,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from autotune.dashboard.data import (
     NotFoundError,
-    ReadOnlyCatalog,
     Snapshot,
     StudyData,
     dumps,
@@ -98,7 +97,6 @@ def create_app(catalog: Catalog, token: str | None = None, *,
     from autotune.settings import Settings
 
     log_root = log_dir if log_dir is not None else Path(Settings().log_dir)
-    catalog = ReadOnlyCatalog(catalog)  # type: ignore[assignment]
     web = web_root()
     plotly_path = plotly_js()
     env = Environment(loader=FileSystemLoader(web / "templates"),

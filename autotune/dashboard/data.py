@@ -27,8 +27,6 @@ from autotune.dashboard.formatting import metric_unit
 from autotune.errors import AutotuneError
 from autotune.metrics import bound_mark, gain_mark, natural_direction
 from autotune.results import StudyReport, load_report, pareto_front, pick_trial
-from autotune.store import FreshRun
-from autotune.store.attrs import FRESH_RUNS_ATTR
 from autotune.store.values import StudyView, TrialView
 
 if TYPE_CHECKING:
@@ -296,37 +294,6 @@ class Refreshing(Generic[T]):
         job = self._jobs.get(key)
         if job is not None and job[0] == version:
             del self._jobs[key]
-
-
-class ReadOnlyCatalog:
-    """The app's catalog, with Optuna's view read through one storage opened once, without
-    creating tables or stamping versions: ``Catalog.optuna_study`` opens an ``RDBStorage`` per
-    call, whose start-up may write (``create_all``, the version rows), and the dashboard never
-    writes. Everything else is the catalog's own."""
-
-    def __init__(self, catalog: Catalog) -> None:
-        self._catalog = catalog
-        self._optuna: Any = None
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._catalog, name)
-
-    def optuna_study(self, name: str) -> Any:
-        import optuna
-
-        with self._lock:
-            if self._optuna is None:
-                self._optuna = optuna.storages.RDBStorage(
-                    self._catalog.url, skip_table_creation=True, skip_compatibility_check=True)
-        return optuna.load_study(study_name=name, storage=self._optuna)
-
-    def fresh_runs(self, name: str) -> list[FreshRun]:
-        try:
-            attrs = self.optuna_study(name).user_attrs
-        except KeyError:
-            return []
-        return [FreshRun.from_dict(r) for r in attrs.get(FRESH_RUNS_ATTR, [])]
 
 
 class StudyData:

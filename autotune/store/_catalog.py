@@ -5,6 +5,7 @@ store)."""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import fields
 
 import optuna
@@ -29,6 +30,8 @@ from autotune.trial_state import FailureKind, TrialState
 class RdbCatalog:
     def __init__(self, url: str) -> None:
         self.url = url
+        self._optuna: optuna.storages.RDBStorage | None = None
+        self._lock = threading.Lock()
 
     def has_schema(self) -> bool:
         return has_schema(self.url)
@@ -45,7 +48,13 @@ class RdbCatalog:
                 for r in repository.list_trials(url=self.url, study_name=name, after=after)]
 
     def optuna_study(self, name: str) -> optuna.Study:
-        return optuna.load_study(study_name=name, storage=self.url)
+        """Optuna's view, through one storage opened once without creating tables or stamping
+        versions (a catalog only reads: the dashboard runs on it)."""
+        with self._lock:
+            if self._optuna is None:
+                self._optuna = optuna.storages.RDBStorage(
+                    self.url, skip_table_creation=True, skip_compatibility_check=True)
+        return optuna.load_study(study_name=name, storage=self._optuna)
 
     def fresh_runs(self, name: str) -> list[FreshRun]:
         try:
