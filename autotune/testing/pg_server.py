@@ -45,11 +45,20 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust",
                   "-U", self.user, "--no-sync")
+        self.resume()
+        return self
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data: every connection fails until ``resume``."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
+                  "stop")
+
+    def resume(self) -> None:
+        """Start the paused server again, on the same port, with the same data."""
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", "-l",
                   str(self.root / "server.log"), "-o",
                   f"-p {self.port} -h 127.0.0.1 -k {self.root} -c fsync=off "
                   "-c max_connections=200", "start")
-        return self
 
     def stop(self) -> None:
         try:
