@@ -7,7 +7,14 @@ died, even by ``kill -9`` — the guard terminates the group (TERM, then KILL af
 period), reaps every descendant (it is a child subreaper, so orphans come back to it) and exits.
 If the guard itself dies (``kill -9``), its sentinel — a forked child that only waits for the
 guard's end of a pipe to close — SIGKILLs every process left in the session, so the engine is
-never re-parented to init and left running.
+never re-parented to init and left running. On its own way out the guard closes that pipe and
+reaps the sentinel, so no process of the tree is left for the controller to reap (a controller
+that is PID 1 in a container, or a subreaper, inherits every orphan and would collect zombies).
+The guard waits for its own children by pid, never ``waitpid(-1)``: that would take the
+engine's exit status from ``Popen`` (which then reads 0). A SIGTERM the guard itself receives
+never comes from autotune (it stops an engine by closing the guard's stdin): the guard then
+reports the engine as killed by SIGTERM, even when the engine ends cleanly on it (as vLLM's
+API server does), so that an operator's stop is not mistaken for a crash.
 Standard library only: it must start fast and import nothing heavy.
 """
 
@@ -34,6 +41,7 @@ def _become_subreaper() -> None:
 
 
 _SENTINEL: list[int] = []  # the sentinel's pid: not part of the engine tree
+_SENTINEL_PIPE: list[int] = []  # the guard's end of the sentinel's pipe
 
 
 def _processes() -> dict[int, tuple[int, int, str]]:
@@ -70,11 +78,13 @@ def _start_sentinel() -> None:
     """Fork the sentinel: when the guard's end of the pipe closes (the guard exited or was
     killed), it SIGKILLs what remains of the session and exits. Before any thread starts."""
     read_end, write_end = os.pipe()
+    guard = os.getpid()
     pid = os.fork()
     if pid:
         os.close(read_end)
         _SENTINEL.append(pid)
-        return  # the guard keeps write_end open (not inherited by the engine) until it dies
+        _SENTINEL_PIPE.append(write_end)
+        return  # the guard keeps write_end open (not inherited by the engine) until it ends
     try:
         os.close(write_end)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the guard's own TERM to the group
@@ -82,8 +92,9 @@ def _start_sentinel() -> None:
             pass
         session, me = os.getsid(0), os.getpid()
         for _ in range(50):
+            # The guard, when alive, closed the pipe itself and waits to reap this sentinel.
             left = [p for p, (_, sid, state) in _processes().items()
-                    if sid == session and p != me and state != "Z"]
+                    if sid == session and p not in (me, guard) and state != "Z"]
             if not left:
                 break
             for victim in left:
@@ -110,14 +121,29 @@ def _signal_all(sig: int) -> None:
             pass
 
 
-def _reap() -> None:
-    while True:
+def _reap(engine: subprocess.Popen[bytes]) -> None:
+    """Reap the guard's dead children one by one: the engine through ``Popen`` (which keeps
+    its status), every other zombie child (orphans of the tree) by its pid."""
+    engine.poll()
+    me = os.getpid()
+    for pid, (ppid, _, state) in _processes().items():
+        if ppid == me and state == "Z" and pid != engine.pid and pid not in _SENTINEL:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def _end_sentinel() -> None:
+    """Close the sentinel's pipe and reap it (it finds the tree gone and exits)."""
+    for fd in _SENTINEL_PIPE:
+        os.close(fd)
+    _SENTINEL_PIPE.clear()
+    for pid in _SENTINEL:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            os.waitpid(pid, 0)
         except ChildProcessError:
-            return
-        if pid == 0:
-            return
+            pass
 
 
 def shutdown(engine: subprocess.Popen[bytes], grace_s: float) -> None:
@@ -125,14 +151,14 @@ def shutdown(engine: subprocess.Popen[bytes], grace_s: float) -> None:
     _signal_all(signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        _reap()
+        _reap(engine)
         if engine.poll() is not None and not _descendants():
             return
         time.sleep(0.1)
     print(f"[autotune-guard] engine still alive after {grace_s:.0f}s: SIGKILL", flush=True)
     _signal_all(signal.SIGKILL)
     for _ in range(50):
-        _reap()
+        _reap(engine)
         if not _descendants():
             return
         time.sleep(0.1)
@@ -155,8 +181,14 @@ def main(argv: list[str]) -> int:
             pass
         stop.set()
 
-    # SIGTERM to the group reaches the guard too: treat it as a stop request.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGTERM to the group reaches the guard too: a stop request, and not autotune's.
+    outside_term = threading.Event()
+
+    def on_term(*_: object) -> None:
+        outside_term.set()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
     engine = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
     print(f"[autotune-guard] engine pid {engine.pid} in process group {os.getpgid(0)}", flush=True)
     threading.Thread(target=watch_stdin, daemon=True).start()
@@ -173,6 +205,11 @@ def main(argv: list[str]) -> int:
         # its children (which may outlive it) make the teardown do.
         print(f"[autotune-guard] {describe_exit(code)}", flush=True)
         shutdown(engine, min(grace_s, 5.0))
+    _end_sentinel()
+    if outside_term.is_set() and code >= 0:
+        print(f"[autotune-guard] SIGTERM from outside autotune; {describe_exit(code)}; "
+              "reported as killed by SIGTERM", flush=True)
+        code = -signal.SIGTERM
     return 128 - code if code < 0 else code
 
 

@@ -1,8 +1,8 @@
 """A guarded engine process tree: started under autotune.engines.guard, torn down completely.
 
 The guard is a session leader, so every process of the engine shares its session id; teardown
-closes the guard's stdin (the guard then TERMs and KILLs the tree) and confirms from /proc that
-no process of that session remains.
+closes the guard's stdin (the guard then TERMs and KILLs the tree), confirms from /proc that
+no process of that session remains, and reaps what of it came back to the controller (PID 1).
 """
 
 from __future__ import annotations
@@ -36,6 +36,23 @@ def session_members(sid: int) -> list[int]:
         if stat is not None and stat.session == sid and stat.state != "Z":
             members.append(pid)
     return members
+
+
+def reap_orphans(sid: int) -> list[int]:
+    """Reap the dead processes of session ``sid`` that became this process's children: when
+    the controller is PID 1 (a container) or a subreaper, the orphans of an engine tree whose
+    guard was killed come back to it, and nobody else would ever wait for them."""
+    me, reaped = os.getpid(), []
+    for pid in procfs.pids():
+        stat = procfs.process_stat(pid)
+        if stat is None or stat.session != sid or stat.ppid != me or stat.state != "Z":
+            continue
+        try:
+            os.waitpid(pid, os.WNOHANG)
+            reaped.append(pid)
+        except ChildProcessError:
+            pass
+    return reaped
 
 
 _LIVE: set[GuardedProcess] = set()
@@ -133,6 +150,7 @@ class GuardedProcess:
         survivors = self.pids()
         if survivors:
             raise TeardownError(survivors)
+        reap_orphans(self.pid)
         self._stopped_after = time.monotonic() - started
         with _LIVE_LOCK:
             _LIVE.discard(self)
