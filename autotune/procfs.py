@@ -1,4 +1,5 @@
-"""The one reader of Linux's /proc: CPU time (host, per core, per process), uptime and RSS.
+"""The one reader of Linux's /proc: CPU time (host, per core, per process), uptime, RSS, and
+who listens on a TCP port.
 
 Every function takes the ``proc`` root (a fake one in tests) and parses one file; none keeps
 state. Host-wide files that cannot be read raise ``OSError``; a process that is gone reads as
@@ -112,3 +113,52 @@ def rss_bytes(pid: int, proc: str | os.PathLike[str] = PROC) -> int | None:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return None  # a zombie or kernel thread has no VmRSS line
+
+
+_TCP_LISTEN = "0A"  # st column of /proc/net/tcp for a listening socket
+
+
+def listening_sockets(port: int, proc: str | os.PathLike[str] = PROC) -> set[int]:
+    """Inodes of the TCP sockets (IPv4 and IPv6) listening on local ``port`` in this network
+    namespace, from /proc/net/tcp and /proc/net/tcp6."""
+    inodes: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (Path(proc) / "net" / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def socket_inodes(pid: int, proc: str | os.PathLike[str] = PROC) -> set[int]:
+    """Inodes of the sockets ``pid`` holds open (its /proc/PID/fd links ``socket:[N]``); empty
+    when it is gone or its descriptors cannot be read (another user's process)."""
+    found: set[int] = set()
+    try:
+        entries = list(os.scandir(Path(proc) / str(pid) / "fd"))
+    except OSError:
+        return found
+    for entry in entries:
+        try:
+            target = os.readlink(entry.path)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(int(target[8:-1]))
+    return found
+
+
+def command_line(pid: int, proc: str | os.PathLike[str] = PROC) -> str:
+    """``pid``'s command line, arguments separated by spaces ("" when it is gone)."""
+    try:
+        raw = (Path(proc) / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()

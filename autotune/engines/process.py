@@ -38,6 +38,21 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
+def foreign_listeners(port: int, tree: list[int]) -> list[int]:
+    """Processes outside ``tree`` (an engine's pids) that listen on TCP ``port`` here: those
+    that answer a request to it instead of, or beside, the engine. The port is picked free and
+    released before the engine binds it, so another process may take it in between. Empty when
+    every listener belongs to the tree, and when a listener's holder cannot be seen (another
+    user's process, an engine in a container behind a proxy): that cannot be told apart."""
+    listening = procfs.listening_sockets(port)
+    for pid in tree:
+        listening -= procfs.socket_inodes(pid)
+    if not listening:
+        return []
+    others = set(procfs.pids()) - set(tree)
+    return sorted(pid for pid in others if procfs.socket_inodes(pid) & listening)
+
+
 def reap_orphans(sid: int) -> list[int]:
     """Reap the dead processes of session ``sid`` that became this process's children: when
     the controller is PID 1 (a container) or a subreaper, the orphans of an engine tree whose

@@ -22,7 +22,8 @@ import httpx
 from autotune.devices import DeviceSet
 from autotune.engines.base import EngineConfig, Fallback, RunningEngine, register
 from autotune.engines.failures import EngineFailure, TeardownError, classify
-from autotune.engines.process import GuardedProcess, free_port
+from autotune.engines.process import GuardedProcess, foreign_listeners, free_port
+from autotune.procfs import command_line
 from autotune.space import KNOWN_PARAMETERS, NONE_CHOICE, Space, env_value, parameter_info
 from autotune.trial_state import FailureKind
 
@@ -206,6 +207,7 @@ class VllmServer:
                     raise self.failure()
                 try:
                     if client.get(f"{self.base_url}/health").status_code == 200:
+                        self._check_port_is_ours()
                         break
                 except httpx.HTTPError:
                     pass
@@ -221,6 +223,25 @@ class VllmServer:
                 self.version = str(client.get(f"{self.base_url}/version").json()["version"])
             except (httpx.HTTPError, ValueError, KeyError, TypeError):
                 self.version = "unknown"
+
+
+    def _check_port_is_ours(self) -> None:
+        """The server that answered must be the one started: the port is picked free, then
+        released before vLLM binds it, so another process (another trial's engine, a worker's
+        on the same host) may have taken it. A listener outside the engine's process tree is a
+        transient fault of this start (it is started again on a fresh port)."""
+        port = httpx.URL(self.base_url).port
+        if port is None:
+            return
+        others = foreign_listeners(port, self._process.pids())
+        if others:
+            holders = ", ".join(f"{pid} ({command_line(pid)[:120]})" for pid in others)
+            raise EngineFailure(
+                FailureKind.TRANSIENT,
+                f"port {port} answered /health, but process {holders} outside the engine "
+                "started listens on it: another server took the port",
+                f"port {port} held by another process",
+            )
 
 
 class VllmConventions:
