@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from autotune.errors import AutotuneError, SpaceError
+from autotune.errors import AutotuneError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -37,16 +37,22 @@ SpaceShaOpt = Annotated[
 
 
 def vouched_space(stored_yaml: str, study: str, local: Path | None, sha256: str | None) -> Any:
-    """The study's stored space if this machine's --space or pinned hash vouches for it;
-    exit 2 otherwise (see autotune/space/trust.py)."""
+    """The study's stored space if this machine's --space or pinned hash vouches for it and
+    this machine can run it (what ``study start`` checks: the model path, the data files read
+    whole, the engine flags); exit 2 otherwise, naming file, field and line, before anything
+    is written (see autotune/space/trust.py)."""
     from autotune.settings import Settings
-    from autotune.space import UntrustedSpace, trusted_space
+    from autotune.space import trusted_space
+    from autotune.study.entrypoint import check_here
 
     try:
-        return trusted_space(stored_yaml, study=study, local=local,
+        spec = trusted_space(stored_yaml, study=study, local=local,
                              sha256=sha256 or Settings().space_sha256)
-    except (UntrustedSpace, SpaceError) as exc:
+        check_here(spec, local, text=stored_yaml,
+                   label=f"the space stored with study {study!r}")
+    except AutotuneError as exc:  # UntrustedSpace, SpaceError, the engine's flags unreadable
         raise fail(exc) from None
+    return spec
 
 
 def fail(exc: AutotuneError) -> typer.Exit:

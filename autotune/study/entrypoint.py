@@ -52,16 +52,64 @@ def load_study_space(path: str | os.PathLike[str], *, check: bool = True) -> Spa
     """The space at ``path``; with ``check``, its model path, data files and engine flags are
     checked too (skip them for a study made for workers elsewhere, which may name a path only
     they hold). Raises ``SpaceError``."""
-    from autotune.bench.datasets import data_problem
-    from autotune.engines.vllm_flags import check_space_flags
-    from autotune.space import check_data_files, check_model_path, load_space
+    from autotune.space import load_space
 
     space = load_space(path)
     if check:
-        check_model_path(space, path)
-        check_data_files(space, path, read=data_problem)  # every line read, as a run reads it
-        check_space_flags(space, path)  # asks the engine for its options (cached)
+        check_here(space, path)
     return space
+
+
+def check_here(space: Space, path: str | os.PathLike[str] | None = None, *,
+               text: str | None = None, label: str = "", flags: bool = True) -> None:
+    """Check that this machine can run the space's trials, as ``study start`` does before
+    anything is written: its model path, its data files (every line read, as a run reads
+    them; lengths against the context) and, with ``flags``, its engine flags (the engine is
+    asked for its options, cached). Raises ``SpaceError`` naming file, field and line.
+
+    ``path``: the space file (its lines are named). Without one (a worker that pinned the
+    stored space's hash), ``text`` (the space as stored with the study; default: ``space``
+    dumped) is read from a temporary file and the refusal names ``label`` instead."""
+    from autotune.bench.datasets import data_problem
+    from autotune.engines.vllm_flags import check_space_flags
+    from autotune.errors import SpaceError
+    from autotune.space import check_data_files, check_model_path
+
+    def check(file: str | os.PathLike[str]) -> None:
+        check_model_path(space, file)
+        check_data_files(space, file, read=data_problem)
+        if flags:
+            check_space_flags(space, file)
+
+    if path is not None:
+        check(path)
+        return
+    import tempfile
+
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="autotune-space-") as folder:
+        file = Path(folder) / "space.yaml"
+        file.write_text(text if text is not None
+                        else yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False),
+                        encoding="utf-8")
+        try:
+            check(file)
+        except SpaceError as exc:
+            raise SpaceError(label or "the study's stored space", exc.problems) from None
+
+
+def host_problem(space: Space, text: str | None, label: str) -> str | None:
+    """Why this machine can no longer run the space's trials (its model path or a data file
+    gone or changed), or None: asked after a trial failed, whose failure is then this host's,
+    not its configuration's. ``text``: the space as stored with the study."""
+    from autotune.errors import SpaceError
+
+    try:
+        check_here(space, text=text, label=label, flags=False)
+    except SpaceError as exc:
+        return "; ".join(f"{where}: {why}" for where, why in exc.problems)
+    return None
 
 
 def device_pool(space: Space, devices: str | None = None, *,
