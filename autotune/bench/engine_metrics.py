@@ -1,7 +1,8 @@
 """vLLM's own view of a measurement, from its Prometheus ``/metrics`` endpoint.
 
-Scrape ``/metrics`` before and after a measurement (and, for peaks, now and then during it);
-``engine_metrics`` turns the scrapes into per-measurement figures that explain a result:
+Scrape ``/metrics`` before and after a measurement (and, for peaks, now and then during it:
+``Peaks`` folds those in as they come, keeping no text); ``engine_metrics`` turns the scrapes
+into per-measurement figures that explain a result:
 preemptions, peak KV-cache usage, prefix-cache hit rate, speculative-decoding acceptance, queue
 time. Names are those of vLLM's ``v1/metrics/loggers.py`` and ``v1/spec_decode/metrics.py``
 (v0.32); prometheus_client exports a counter ``x`` as ``x_total`` (plus ``x_created``).
@@ -183,19 +184,36 @@ def histogram_mean_delta(before: str | Scrape, after: str | Scrape, name: str) -
     return total / count
 
 
-def _peak(scrapes: Iterable[Scrape], name: str, how: str) -> float | None:
-    values = [
-        v
-        for s in scrapes
-        if (v := (s.gauge_max(name) if how == "max" else s.gauge_sum(name))) is not None
-    ]
-    return max(values) if values else None
-
-
 def _ratio(num: float | None, den: float | None) -> float | None:
     if num is None or not den:
         return None
     return num / den
+
+
+class Peaks:
+    """Running peaks of the scrapes made during a measurement: the gauges whose highest value
+    ``EngineMetricsDelta`` reports, folded in scrape by scrape, so that a long run keeps three
+    numbers instead of every /metrics text (a busy vLLM's is hundreds of KB)."""
+
+    def __init__(self) -> None:
+        self.kv_cache_usage: float | None = None
+        self.waiting: float | None = None
+        self.running: float | None = None
+        self.scrapes = 0
+
+    def add(self, scrape: str | Scrape) -> None:
+        """Fold in one scrape. Raises ValueError when its text does not parse."""
+        parsed = _as_scrape(scrape)
+        self.kv_cache_usage = _higher(self.kv_cache_usage, parsed.gauge_max(KV_CACHE_USAGE))
+        self.waiting = _higher(self.waiting, parsed.gauge_sum(WAITING))
+        self.running = _higher(self.running, parsed.gauge_sum(RUNNING))
+        self.scrapes += 1
+
+
+def _higher(peak: float | None, value: float | None) -> float | None:
+    if value is None:
+        return peak
+    return value if peak is None else max(peak, value)
 
 
 @dataclass(frozen=True)
@@ -226,15 +244,23 @@ class EngineMetricsDelta:
         before: str | Scrape,
         after: str | Scrape,
         samples_during: Iterable[str | Scrape] = (),
+        peaks: Peaks | None = None,
     ) -> EngineMetricsDelta:
-        """Deltas between ``before`` and ``after``; peaks over all three arguments' scrapes.
+        """Deltas between ``before`` and ``after``; peaks over all three arguments' scrapes
+        (and over ``peaks``, the scrapes between already folded in).
 
         Raises:
             ValueError: a scrape text does not parse (see ``parse_prometheus``).
         """
         b, a = _as_scrape(before), _as_scrape(after)
-        every = [b, *(_as_scrape(s) for s in samples_during), a]
-        kv_peak = _peak(every, KV_CACHE_USAGE, "max")
+        every = Peaks()
+        for scrape in (b, *samples_during, a):
+            every.add(scrape)
+        if peaks is not None:
+            every.kv_cache_usage = _higher(every.kv_cache_usage, peaks.kv_cache_usage)
+            every.waiting = _higher(every.waiting, peaks.waiting)
+            every.running = _higher(every.running, peaks.running)
+        kv_peak = every.kv_cache_usage
         drafts = counter_delta(b, a, SPEC_DRAFTS)
         accepted = counter_delta(b, a, SPEC_ACCEPTED_TOKENS)
         queue_s = histogram_mean_delta(b, a, QUEUE_TIME)
@@ -248,8 +274,8 @@ class EngineMetricsDelta:
             spec_decode_acceptance_rate=_ratio(accepted, counter_delta(b, a, SPEC_DRAFT_TOKENS)),
             spec_decode_mean_acceptance_length=None if per_draft is None else 1.0 + per_draft,
             queue_time_mean_ms=None if queue_s is None else queue_s * 1000.0,
-            requests_waiting_peak=_peak(every, WAITING, "sum"),
-            requests_running_peak=_peak(every, RUNNING, "sum"),
+            requests_waiting_peak=every.waiting,
+            requests_running_peak=every.running,
         )
 
     def to_dict(self) -> dict[str, float]:
@@ -263,7 +289,8 @@ class EngineMetricsDelta:
 
 
 def engine_metrics(
-    before: str | Scrape, after: str | Scrape, samples_during: Iterable[str | Scrape] = ()
+    before: str | Scrape, after: str | Scrape, samples_during: Iterable[str | Scrape] = (),
+    peaks: Peaks | None = None,
 ) -> dict[str, float]:
     """``EngineMetricsDelta.from_scrapes(...).to_dict()``: the per-measurement figures."""
-    return EngineMetricsDelta.from_scrapes(before, after, samples_during).to_dict()
+    return EngineMetricsDelta.from_scrapes(before, after, samples_during, peaks).to_dict()

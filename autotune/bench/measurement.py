@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from autotune.bench import stats
-from autotune.bench.engine_metrics import engine_metrics
+from autotune.bench.engine_metrics import Peaks, engine_metrics
 from autotune.bench.host_load import HostLoad, HostLoadSampler
 from autotune.bench.metrics import RequestRecord
 from autotune.engines.process import live_pids
@@ -40,14 +40,17 @@ HEADLINE = "output_throughput"
 
 
 class MetricsPoller(PeriodicSampler):
-    """Scrapes the engine's /metrics before, during (every ``interval_s``) and after a run."""
+    """Scrapes the engine's /metrics before, during (every ``interval_s``) and after a run.
+    The scrapes during the run are folded into their peaks as they come (``during``), not kept:
+    a busy engine's /metrics is hundreds of KB, scraped every second of a long run."""
 
     def __init__(self, base_url: str, interval_s: float = 1.0) -> None:
         super().__init__(interval_s, name="metrics-poller", join_timeout_s=10)
         self.url = f"{base_url}/metrics"
         self.before = ""
         self.after = ""
-        self.during: list[str] = []
+        self.during = Peaks()
+        self.unparsed = 0  # scrapes during the run that did not parse (cut off mid-line)
 
     def _get(self) -> str:
         try:
@@ -61,16 +64,19 @@ class MetricsPoller(PeriodicSampler):
     def sample(self) -> None:
         text = self._get()
         if text:
-            self.during.append(text)
+            try:
+                self.during.add(text)
+            except ValueError:
+                self.unparsed += 1
 
     def on_stop(self) -> None:
         self.after = self._get()
 
     def delta(self) -> dict[str, float]:
-        if not (self.before and self.after):
+        if not (self.before and self.after) or self.unparsed:
             return {}
         try:
-            return engine_metrics(self.before, self.after, [d for d in self.during if d])
+            return engine_metrics(self.before, self.after, peaks=self.during)
         except ValueError:  # a scrape cut off mid-line
             return {}
 
