@@ -24,6 +24,9 @@ Token counts and timestamps must be finite numbers. ``replay_problem`` refuses a
 first run's arrivals would span more than ``MAX_REPLAY_S`` (a trace read in the wrong time unit
 replays for days), saying how long it would take and what to set; ``bench.datasets``'s
 ``data_problem`` asks it for a workload under a trace load, before any engine starts.
+
+A trace is parsed once per version of its file (path, size, modification time) and layout;
+every later run of the process takes the rows from memory (the last few traces are kept).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import csv
 import io
 import math
 import random
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -155,10 +160,37 @@ def _hash_ids(where: str, entry: dict[str, Any], column: str) -> tuple[int, ...]
         raise WorkloadError(f"{where}: {column}: expected a list of integers") from None
 
 
+# Parsed traces by file version (path, size, modification time) and layout: every run of a
+# study reads the same trace, which may have millions of rows. The few most recent are kept.
+_PARSED: OrderedDict[tuple[str, int, int, _Layout], tuple[TraceRow, ...]] = OrderedDict()
+_PARSED_KEEP = 4
+_PARSED_LOCK = threading.Lock()
+
+
 def parse_trace(spec: TracePrompts) -> list[TraceRow]:
-    """The trace's rows in time order (rows with 0 input or output tokens left out)."""
+    """The trace's rows in time order (rows with 0 input or output tokens left out); parsed
+    once per version of the file (its size and modification time), then taken from memory."""
     path = Path(spec.path).expanduser()
     layout = _layout(spec)
+    try:
+        stat = path.stat()
+    except OSError:
+        return list(_parse(path, layout))  # read_text says what is wrong
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, layout)
+    with _PARSED_LOCK:
+        cached = _PARSED.get(key)
+        if cached is not None:
+            _PARSED.move_to_end(key)
+            return list(cached)
+    rows = _parse(path, layout)
+    with _PARSED_LOCK:
+        _PARSED[key] = rows
+        while len(_PARSED) > _PARSED_KEEP:
+            _PARSED.popitem(last=False)
+    return list(rows)
+
+
+def _parse(path: Path, layout: _Layout) -> tuple[TraceRow, ...]:
     rows: list[TraceRow] = []
     for number, entry in _entries(path, layout.table):
         where = f"{path}:{number}"
@@ -181,7 +213,7 @@ def parse_trace(spec: TracePrompts) -> list[TraceRow]:
         raise WorkloadError(f"{path}: the timestamps span more than any replay can (from "
                             f"{rows[0].where}, {rows[0].time_s:g} s, to {rows[-1].where}, "
                             f"{rows[-1].time_s:g} s)")
-    return rows
+    return tuple(rows)
 
 
 class _Bodies:

@@ -94,3 +94,22 @@ def test_a_replay_longer_than_a_run_may_take_is_refused_and_says_why(
         **fixed.prompts.model_dump(), "time_unit": None},
         "load": {"kind": "concurrency", "concurrency": 4}})
     assert data_problem(closed) is None
+
+
+def test_a_trace_is_parsed_once_until_its_file_changes(tmp_path: Path) -> None:
+    """Issue 24 item 13: every run re-read and re-parsed the whole trace (a production trace
+    has millions of rows). Parsed once per file version: path, size and modification time."""
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(f'{{"timestamp": {i}, "input_tokens": 3, "output_tokens": 2}}\n'
+                            for i in range(1000)))
+    spec = _trace(path, "generic")
+    first = parse_trace(spec)
+    again = parse_trace(spec)
+    assert again == first
+    assert all(a is b for a, b in zip(again, first, strict=True))  # not parsed again
+    assert parse_trace(_trace(path, "generic", time_unit="ms"))[1].time_s == 1e-3  # own layout
+    path.write_text('{"timestamp": 0, "input_tokens": 5, "output_tokens": 2}\n')
+    changed = parse_trace(spec)
+    assert [r.input_tokens for r in changed] == [5]
+    again.clear()  # a caller's list is its own
+    assert len(parse_trace(spec)) == 1
