@@ -285,6 +285,7 @@ def _check_ladder(rows: list[GridRow], meta: Mapping[str, Any], path: str) -> No
         planned = LadderSpec.model_validate(section).resolved_levels()
     except ValueError as exc:
         raise GridError(f"{path}: meta.space.ladder is not a valid ladder: {exc}") from None
+    needed = [*LEVEL_METRICS, *(m for m in _slo_metrics(meta) if m not in LEVEL_METRICS)]
     for row in rows:
         loads = [level.load for level in row.levels]
         if row.state == "complete" and not set(planned) <= set(loads):
@@ -293,3 +294,35 @@ def _check_ladder(rows: list[GridRow], meta: Mapping[str, Any], path: str) -> No
                 f"levels at loads {[f'{v:g}' for v in planned]}, has "
                 f"{[f'{v:g}' for v in loads] or 'none'} (measure with early stop off)"
             )
+        if row.state != "complete":
+            continue
+        for i, level in enumerate(row.levels):
+            missing = [m for m in needed if m not in level.metrics]
+            if missing:
+                raise GridError(
+                    f"{path}:{row.line}: row {row.index}: levels[{i}] (load {level.load:g}) "
+                    f"has no {', '.join(missing)}: the ladder reads "
+                    f"{', '.join(needed)} at every level (a level without them would "
+                    "replay as missing its SLOs)"
+                )
+
+
+# What the ladder reads at every level (autotune.bench.ladder): the error rate against
+# max_error_rate, the achieved rate and throughput (capacity), the mean TPOT (interactivity);
+# and the SLO metrics of the space's primary workload.
+LEVEL_METRICS = ("error_rate", "request_throughput", "output_throughput", "tpot_mean_ms")
+
+
+def _slo_metrics(meta: Mapping[str, Any]) -> list[str]:
+    """The metrics the ladder judges against the SLOs: the primary workload's, as the space
+    in the meta line says (its raw ``slos`` keys when the space does not validate here)."""
+    section = meta.get("space")
+    if not isinstance(section, dict):
+        return []
+    try:
+        data = json.loads(json.dumps(section))
+        data.setdefault("model", {})["build_demo"] = False
+        return list(Space.model_validate(data).mix[0].slos)
+    except (ValueError, TypeError, KeyError):
+        slos = section.get("slos")
+        return list(slos) if isinstance(slos, dict) else []

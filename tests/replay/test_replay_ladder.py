@@ -97,6 +97,15 @@ def _write(tmp_path: Path, lines: list[dict[str, Any]]) -> Path:
         (lambda r: r["timings"].update(startup_s="fast"), r"timings\.startup_s must be a number"),
         (lambda r: r["metrics"].update(completed=True), r"metrics\.completed must be a number"),
         (lambda r: r["levels"].pop(), "needs levels at loads"),
+        # every level carries what the ladder reads: named by line, level and metric
+        (lambda r: r["levels"][1]["metrics"].pop("error_rate"),
+         r"levels\[1\] \(load 8\) has no error_rate: the ladder reads error_rate, "),
+        (lambda r: r["levels"][2]["metrics"].pop("tpot_mean_ms"),
+         r"levels\[2\] \(load 32\) has no tpot_mean_ms"),
+        (lambda r: r["levels"][0]["metrics"].pop("ttft_p95_ms"),
+         r"levels\[0\] \(load 2\) has no ttft_p95_ms: .*ttft_p95_ms, e2e_p95_ms"),
+        (lambda r: [lv["metrics"].pop("request_throughput") for lv in r["levels"]],
+         r"levels\[0\] \(load 2\) has no request_throughput"),
     ],
 )
 def test_bad_v2_lines_are_refused_with_file_and_line(tmp_path: Path, change, message) -> None:
