@@ -1,4 +1,6 @@
-"""Device pools: which devices a trial's engine runs on (see base.DevicePool)."""
+"""Device pools: which devices a trial's engine runs on (see base.DevicePool). The pools that
+``detect_pool`` and ``pool_from_spec`` make (those of ``study start``, ``worker`` and
+``confirm``) share the host with every other autotune process there (``host_lock``)."""
 
 from __future__ import annotations
 
@@ -38,12 +40,12 @@ def detect_pool(
     if kind in ("auto", "gpu"):
         gpus = NvmlGpuPool.discover()
         if gpus is not None:
-            return gpus
+            return gpus.share_host()
         if kind == "gpu":
             raise NoDevicesError("engine.devices is 'gpu' but NVML found no NVIDIA GPU here")
     if parallel == 1:
-        return CpuSlotPool(slots=1, kv_cache_bytes=kv_cache_bytes)
-    return CpuSlotPool.for_parallel(parallel, kv_cache_bytes=kv_cache_bytes)
+        return CpuSlotPool(slots=1, kv_cache_bytes=kv_cache_bytes).share_host()
+    return CpuSlotPool.for_parallel(parallel, kv_cache_bytes=kv_cache_bytes).share_host()
 
 
 def parse_core_list(text: str) -> list[int]:
@@ -74,12 +76,12 @@ def pool_from_spec(
         gpus = NvmlGpuPool.discover(only=selected)
         if gpus is None:
             raise NoDevicesError(f"--devices {spec}: NVML found none of these GPUs")
-        return gpus
+        return gpus.share_host()
     if kind == "cpu" and selected is not None:
         host = set(os.sched_getaffinity(0))
         if not set(selected) <= host:
             raise ValueError(f"--devices {spec}: cores {sorted(set(selected) - host)} are "
                              f"not available to this process (it may use {sorted(host)})")
         slots = 1 if parallel == 1 else min(parallel or len(selected), len(selected))
-        return CpuSlotPool(selected, slots=slots, kv_cache_bytes=kv_cache_bytes)
+        return CpuSlotPool(selected, slots=slots, kv_cache_bytes=kv_cache_bytes).share_host()
     return detect_pool(kind, parallel=parallel, kv_cache_bytes=kv_cache_bytes)  # type: ignore[arg-type]

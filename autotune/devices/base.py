@@ -12,7 +12,9 @@ import itertools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, Self, runtime_checkable
+
+from autotune.devices.host_lock import HostLocks
 
 DeviceKind = Literal["cpu", "gpu"]
 DEFAULT_MAX_BYPASS = 4
@@ -162,7 +164,12 @@ class Allocator:
 
 
 class PooledDevices:
-    """Thread-safe shell around an Allocator; subclasses say what a device is."""
+    """Thread-safe shell around an Allocator; subclasses say what a device is.
+
+    With ``share_host`` the pool also respects the other autotune processes of the host
+    (``host_lock``): a free device another process holds is not handed out until it is given
+    back there; ``host_names`` says which lock names a device takes.
+    """
 
     kind: DeviceKind
 
@@ -170,6 +177,49 @@ class PooledDevices:
         self._allocator = Allocator(ids, chooser=chooser)
         self._cond = threading.Condition()
         self._suspects: dict[int, str] = {}
+        self._host: HostLocks | None = None
+
+    def share_host(self, locks: HostLocks | None = None) -> Self:
+        """Hand out only devices no other autotune process on this host holds (``locks``: the
+        host's lock directory, ``host_lock.lock_dir()`` by default). Returns the pool."""
+        self._host = locks or HostLocks()
+        return self
+
+    def host_names(self, device: int) -> list[str]:
+        """The host-wide lock names of one device (what another pool calls the same thing)."""
+        return [f"{self.kind}-{device}"]
+
+    def held_elsewhere(self) -> dict[int, str]:
+        """Free devices that another process of the host holds now, with its lock's note."""
+        if self._host is None:
+            return {}
+        with self._cond:
+            free = sorted(self._allocator.free)
+        held: dict[int, str] = {}
+        for device in free:
+            names = self.host_names(device)
+            if self._host.take(names):
+                self._host.give_back(names)
+            else:
+                held[device] = "; ".join(filter(None, map(self._host.holder, names)))
+        return held
+
+    def _grant(self) -> None:
+        """The allocator's grant, among the free devices this process can lock host-wide;
+        the granted ones stay locked until released. Called with ``_cond`` held."""
+        if self._host is None or not self._allocator.waiting:
+            self._allocator.grant()
+            return
+        free = set(self._allocator.free)
+        locked = {d for d in sorted(free) if self._host.take(self.host_names(d))}
+        elsewhere = free - locked
+        self._allocator.free -= elsewhere
+        try:
+            self._allocator.grant()
+        finally:
+            self._allocator.free |= elsewhere
+            for device in locked & self._allocator.free:
+                self._host.give_back(self.host_names(device))
 
     @property
     def capacity(self) -> int:
@@ -188,7 +238,7 @@ class PooledDevices:
             request = self._allocator.submit(n)
             try:
                 while request.granted is None:
-                    self._allocator.grant()
+                    self._grant()
                     if request.granted is None:
                         if n > self._allocator.usable:
                             raise NoDevicesError(
@@ -200,6 +250,7 @@ class PooledDevices:
                 self._allocator.cancel(request)
                 if request.granted is not None:
                     self._allocator.release(request.granted)
+                    self._give_back_host(request.granted)
                 self._cond.notify_all()
                 raise
         return DeviceSet(self.kind, request.granted, self.environment(request.granted),
@@ -211,8 +262,15 @@ class PooledDevices:
             if stuck:
                 self._allocator.mark_unavailable(stuck)
             self._allocator.release(ready)
-            self._allocator.grant()
+            self._give_back_host(devices.ids)
+            self._grant()
             self._cond.notify_all()
+
+    def _give_back_host(self, ids: Sequence[int]) -> None:
+        if self._host is not None:
+            for device in ids:
+                if device in self._allocator.devices:
+                    self._host.give_back(self.host_names(device))
 
     def stuck(self) -> list[int]:
         return sorted(self._allocator.unavailable)

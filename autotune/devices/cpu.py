@@ -125,6 +125,10 @@ class CpuSlotPool(PooledDevices):
     def label(self, ids: tuple[int, ...]) -> str:
         return _ranges(self.cores_of(ids)) if self.pinned else "all cores"
 
+    def host_names(self, device: int) -> list[str]:
+        """A slot's cores: pools that cut the host into other slots still see the overlap."""
+        return [f"cpu-core-{core}" for core in self.cores_of((device,))]
+
     def device_memory(self) -> dict[int, int]:
         memory = {i: node_memory_bytes(self.cores_of((i,))[0]) for i in range(self.slots)}
         return {i: m for i, m in memory.items() if m}

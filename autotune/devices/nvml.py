@@ -118,6 +118,10 @@ class NvmlGpuPool(PooledDevices):
     def device_memory(self) -> dict[int, int]:
         return {g.index: g.memory_total for g in self.gpus.values()}
 
+    def host_names(self, device: int) -> list[str]:
+        """A GPU by its UUID: the same for every process, whatever CUDA_VISIBLE_DEVICES."""
+        return [self.gpus[device].uuid]
+
     def memory_used(self, index: int) -> int:
         handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
         return int(self.nvml.nvmlDeviceGetMemoryInfo(handle).used)
