@@ -15,6 +15,9 @@ engine's exit status from ``Popen`` (which then reads 0). A SIGTERM the guard it
 never comes from autotune (it stops an engine by closing the guard's stdin): the guard then
 reports the engine as killed by SIGTERM, even when the engine ends cleanly on it (as vLLM's
 API server does), so that an operator's stop is not mistaken for a crash.
+The engine's output reaches its log through the guard, which bounds it: past
+``AUTOTUNE_ENGINE_LOG_MAX_BYTES`` (default 64 MiB) the log keeps its head (how the engine
+started) and its latest half, and says how many bytes in between were left out.
 Standard library only: it must start fast and import nothing heavy.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -30,6 +34,86 @@ import time
 
 PR_SET_CHILD_SUBREAPER = 36
 GRACE_ENV = "AUTOTUNE_GUARD_GRACE_S"
+LOG_MAX_BYTES_ENV = "AUTOTUNE_ENGINE_LOG_MAX_BYTES"
+DEFAULT_LOG_MAX_BYTES = 64 * 1024 * 1024
+
+
+class _Log:
+    """The guard's stdout, the engine's log file, written by the guard alone (the engine's
+    output comes through a pipe). Past ``cap`` bytes it keeps the head (up to cap/8, whole
+    lines), a line saying how much was left out, and the latest cap/2 bytes (whole lines)."""
+
+    def __init__(self, fd: int, cap: int) -> None:
+        self.fd = fd
+        self.cap = cap
+        self.lock = threading.Lock()
+        try:
+            info = os.fstat(fd)
+            self.size = os.lseek(fd, 0, os.SEEK_END)
+            self.bounded = cap > 0 and stat.S_ISREG(info.st_mode)
+        except OSError:
+            self.size, self.bounded = 0, False
+        self.head_end: int | None = None
+        self.marker_len = 0
+        self.left_out = 0
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            view = memoryview(data)
+            while view:
+                try:
+                    written = os.write(self.fd, view)
+                except OSError:
+                    return  # the log is gone (disk full, closed): the engine runs on
+                view = view[written:]
+                self.size += written
+            if self.bounded and self.size > self.cap:
+                try:
+                    self._roll()
+                except OSError:  # not readable (opened write-only): left unbounded
+                    self.bounded = False
+
+    def _roll(self) -> None:
+        if self.head_end is None:
+            head = os.pread(self.fd, self.cap // 8, 0)
+            self.head_end = head.rfind(b"\n") + 1
+        tail_from = max(self.size - self.cap // 2, self.head_end + self.marker_len)
+        tail = os.pread(self.fd, self.size - tail_from, tail_from)
+        cut = tail.find(b"\n") + 1 if tail_from > 0 else 0
+        tail = tail[cut:]
+        self.left_out += self.size - self.head_end - self.marker_len - len(tail)
+        marker = (f"[autotune-guard] ... {self.left_out} bytes of the engine's output left "
+                  f"out (the log keeps at most {self.cap} bytes: {LOG_MAX_BYTES_ENV}) ...\n"
+                  ).encode()
+        os.ftruncate(self.fd, self.head_end)
+        os.pwrite(self.fd, marker + tail, self.head_end)
+        self.marker_len = len(marker)
+        self.size = self.head_end + len(marker) + len(tail)
+        os.lseek(self.fd, self.size, os.SEEK_SET)
+
+
+_LOG: list[_Log] = []
+
+
+def _say(message: str) -> None:
+    """A line of the guard's own in the engine's log."""
+    line = f"[autotune-guard] {message}\n"
+    if _LOG:
+        _LOG[0].write(line.encode())
+    else:
+        print(line, end="", flush=True)
+
+
+def _pump(source: int, log: _Log) -> None:
+    """Copy the engine's output into its log until every writer has closed the pipe."""
+    while True:
+        try:
+            data = os.read(source, 65536)
+        except OSError:
+            return
+        if not data:
+            return
+        log.write(data)
 
 
 def _become_subreaper() -> None:
@@ -155,7 +239,7 @@ def shutdown(engine: subprocess.Popen[bytes], grace_s: float) -> None:
         if engine.poll() is not None and not _descendants():
             return
         time.sleep(0.1)
-    print(f"[autotune-guard] engine still alive after {grace_s:.0f}s: SIGKILL", flush=True)
+    _say(f"engine still alive after {grace_s:.0f}s: SIGKILL")
     _signal_all(signal.SIGKILL)
     for _ in range(50):
         _reap(engine)
@@ -189,8 +273,16 @@ def main(argv: list[str]) -> int:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_term)
-    engine = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-    print(f"[autotune-guard] engine pid {engine.pid} in process group {os.getpgid(0)}", flush=True)
+    sys.stdout.flush()
+    log = _Log(sys.stdout.fileno(), int(os.environ.get(LOG_MAX_BYTES_ENV, "0") or 0))
+    _LOG.append(log)
+    read_end, write_end = os.pipe()
+    engine = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=write_end,
+                              stderr=subprocess.STDOUT)
+    os.close(write_end)
+    pump = threading.Thread(target=_pump, args=(read_end, log), daemon=True)
+    pump.start()
+    _say(f"engine pid {engine.pid} in process group {os.getpgid(0)}")
     threading.Thread(target=watch_stdin, daemon=True).start()
     while not stop.is_set():
         if engine.poll() is not None:
@@ -202,13 +294,15 @@ def main(argv: list[str]) -> int:
         code = engine.returncode if engine.returncode is not None else -signal.SIGKILL
     else:
         # Reported before the tree is torn down: the engine's exit is the news, whatever
-        # its children (which may outlive it) make the teardown do.
-        print(f"[autotune-guard] {describe_exit(code)}", flush=True)
+        # its children (which may outlive it) make the teardown do. Its last words first.
+        pump.join(1.0)
+        _say(describe_exit(code))
         shutdown(engine, min(grace_s, 5.0))
+    pump.join(5.0)  # the tree is gone: the pipe has no writer left
     _end_sentinel()
     if outside_term.is_set() and code >= 0:
-        print(f"[autotune-guard] SIGTERM from outside autotune; {describe_exit(code)}; "
-              "reported as killed by SIGTERM", flush=True)
+        _say(f"SIGTERM from outside autotune; {describe_exit(code)}; "
+             "reported as killed by SIGTERM")
         code = -signal.SIGTERM
     return 128 - code if code < 0 else code
 

@@ -3,6 +3,9 @@
 The guard is a session leader, so every process of the engine shares its session id; teardown
 closes the guard's stdin (the guard then TERMs and KILLs the tree), confirms from /proc that
 no process of that session remains, and reaps what of it came back to the controller (PID 1).
+Logs are bounded: each one by the guard (``AUTOTUNE_ENGINE_LOG_MAX_BYTES``, default 64 MiB),
+and a log directory (one per study) keeps its newest ``AUTOTUNE_ENGINE_LOGS_KEEP`` (default
+500) as a new engine starts.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from autotune import procfs
 from autotune.engines.failures import TeardownError
-from autotune.engines.guard import GRACE_ENV
+from autotune.engines.guard import DEFAULT_LOG_MAX_BYTES, GRACE_ENV, LOG_MAX_BYTES_ENV
 
 
 def free_port() -> int:
@@ -51,6 +54,39 @@ def foreign_listeners(port: int, tree: list[int]) -> list[int]:
         return []
     others = set(procfs.pids()) - set(tree)
     return sorted(pid for pid in others if procfs.socket_inodes(pid) & listening)
+
+
+LOGS_KEEP_ENV = "AUTOTUNE_ENGINE_LOGS_KEEP"
+DEFAULT_LOGS_KEEP = 500
+
+
+def logs_kept() -> int:
+    """How many engine logs a log directory (one per study) keeps: the newest."""
+    try:
+        return max(1, int(os.environ.get(LOGS_KEEP_ENV) or DEFAULT_LOGS_KEEP))
+    except ValueError:
+        return DEFAULT_LOGS_KEEP
+
+
+def prune_logs(directory: Path, keep: int, keep_also: Path | None = None) -> list[Path]:
+    """Delete the oldest ``*.log`` files of ``directory`` (by modification time) beyond the
+    newest ``keep - 1``, leaving room for ``keep_also`` (the log about to be written); logs of
+    engines still running are never deleted. Returns what was deleted."""
+    with _LIVE_LOCK:
+        busy = {process.log_path for process in _LIVE if process.log_path.parent == directory}
+    try:
+        logs = [p for p in directory.glob("*.log") if p != keep_also and p not in busy]
+        dated = sorted(((p.stat().st_mtime, p) for p in logs), reverse=True)
+    except OSError:
+        return []
+    removed = []
+    for _, path in dated[max(keep - 1 - len(busy), 0):]:
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
 
 
 def reap_orphans(sid: int) -> list[int]:
@@ -104,8 +140,12 @@ class GuardedProcess:
         self.log_path = log_path
         self.grace_s = grace_s
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        full_env = {**os.environ, **env, GRACE_ENV: str(grace_s)}
-        with open(log_path, "wb") as log:
+        prune_logs(log_path.parent, keep=logs_kept(), keep_also=log_path)
+        full_env = {
+            **os.environ, **env, GRACE_ENV: str(grace_s),
+            LOG_MAX_BYTES_ENV: os.environ.get(LOG_MAX_BYTES_ENV) or str(DEFAULT_LOG_MAX_BYTES),
+        }
+        with open(log_path, "w+b") as log:  # read and write: the guard bounds it in place
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "autotune.engines.guard", *argv],
                 stdin=subprocess.PIPE,
