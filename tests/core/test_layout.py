@@ -153,6 +153,13 @@ def test_no_module_outside_the_store_imports_sqlalchemy_orm() -> None:
     assert _importers("sqlalchemy.orm", of="autotune.store") == []
 
 
+def test_only_the_cluster_imports_ray() -> None:
+    """Ray is an optional extra (``autotune[ray]``): only ``autotune.cluster`` imports it, so
+    everything else installs and runs without it."""
+    assert _importers("ray", of="autotune.cluster") == []
+    assert _importers("ray", of="autotune.store") != []  # not vacuous: the cluster does
+
+
 # Engine implementations: what only a launcher may know (how vLLM is run and guarded, a replay).
 ENGINE_IMPLEMENTATIONS = ("autotune.engines.vllm", "autotune.engines.process",
                           "autotune.engines.guard", "autotune.replay")
