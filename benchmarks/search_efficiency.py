@@ -324,7 +324,10 @@ MODES = {"off": False, "on": True}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grid", type=Path, required=True)
+    parser.add_argument("--grid", type=Path, action="append", default=[],
+                        help="a measured grid (repeat for several, each replayed in turn)")
+    parser.add_argument("--ladder-grids", type=Path, default=None, metavar="DIR",
+                        help="every ladder grid (format v2) in DIR, e.g. benchmarks/grids")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument(
@@ -363,7 +366,36 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    paths = list(args.grid)
+    if args.ladder_grids is not None:
+        paths += [p for p in sorted(args.ladder_grids.glob("*.jsonl")) if _is_ladder_grid(p)]
+    if not paths:
+        parser.error("give --grid FILE (one or more) or --ladder-grids DIR")
+    verdicts = []
+    for number, path in enumerate(paths):
+        if number:
+            print("\n" + "=" * 100 + "\n")
+        verdicts.append((path, replay_grid(args, path)))
+    kinds = args.strategies.split(",")
+    if "auto" in kinds and "random" in kinds:
+        print("\n" + verdict_table(verdicts))
 
+
+def _is_ladder_grid(path: Path) -> bool:
+    try:
+        grid = Grid.load(path)
+    except GridError:
+        return False
+    return isinstance(grid.meta.get("space"), dict) and grid.meta["space"].get("ladder") \
+        is not None
+
+
+def replay_grid(
+    args: argparse.Namespace, grid_path: Path
+) -> tuple[dict[tuple[str, str], tuple[list[Run], int]], list[str], float]:
+    """Replay every strategy on one grid and print its tables; the runs, modes and the full
+    hypervolume for the verdict."""
+    args = argparse.Namespace(**{**vars(args), "grid": grid_path})
     try:
         grid = Grid.load(args.grid)
         space = grid.space()
@@ -554,6 +586,39 @@ def main() -> None:
         )
     print()
     print(cost_table(results, modes, args.strategies.split(","), full_hv))
+    return results, modes, full_hv
+
+
+def verdict_table(
+    verdicts: Sequence[tuple[Path, tuple[Mapping[tuple[str, str], tuple[list[Run], int]],
+                                         Sequence[str], float]]],
+) -> str:
+    """Issue 22's bar, per grid and early-stop mode: ``auto`` within half of ``random``'s
+    median trials and engine-seconds to 95% and 99% of the hypervolume, and its worst seed
+    no worse than random's worst (trials and engine-seconds)."""
+    lines = ["auto against random: median trials and engine-seconds to 95% / 99% (auto/random, "
+             "the bar: at most 0.5), worst seed (auto/random, the bar: at most 1)"]
+    for path, (results, modes, full_hv) in verdicts:
+        for mode in modes:
+            auto, random_ = results[("auto", mode)][0], results[("random", mode)][0]
+            checks: list[tuple[str, float, float, float]] = []
+            for level in LEVELS:
+                for what, measure in (("trials", trials_to), ("engine-s", engine_seconds_to)):
+                    a = [measure(r, level, full_hv) for r in auto]
+                    b = [measure(r, level, full_hv) for r in random_]
+                    checks.append((f"{what} {level:.0%} median", statistics.median(a),
+                                   statistics.median(b), 0.5))
+                    checks.append((f"{what} {level:.0%} worst", max(a), max(b), 1.0))
+            def ok(a: float, b: float, bar: float) -> bool:
+                return math.isfinite(a) and a <= bar * b  # never reaching it is no pass
+
+            passed = all(ok(a, b, bar) for _, a, b, bar in checks)
+            lines.append(f"{path.name} (early stop {mode}): {'MET' if passed else 'NOT MET'}")
+            for name, a, b, bar in checks:
+                ratio = a / b if b and math.isfinite(a) and math.isfinite(b) else math.inf
+                lines.append(f"  {name:22s} {a:8.1f} / {b:8.1f} = {ratio:5.2f} "
+                             f"{'ok' if ok(a, b, bar) else 'over'} (bar {bar:g})")
+    return "\n".join(lines)
 
 
 def cost_table(

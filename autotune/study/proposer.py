@@ -21,10 +21,17 @@ from autotune.study.feasibility import FeasibilityModel, Observation
 from autotune.study.search import (
     LOCAL_SEARCH_AFTER,
     LOCAL_SEARCH_CYCLE,
+    SAMPLED_CANDIDATES,
+    Point,
+    Surrogate,
+    all_configurations,
+    front_moves,
     front_neighbours,
+    random_configurations,
     screen_size,
     screen_step,
     uses_local_search,
+    uses_model,
 )
 from autotune.trial_state import TrialState
 
@@ -137,6 +144,7 @@ class Proposer:
     def __init__(self, space: Space) -> None:
         self.space = space
         self._model: tuple[History, FeasibilityModel] | None = None
+        self._all: tuple[list[dict[str, Any]] | None] | None = None  # the space, enumerated
 
     def before_asking(
         self, history: History, *, budget: int, running_here: Iterable[int], shared: bool,
@@ -151,11 +159,67 @@ class Proposer:
             step = screen_step(self.space, history.known, self.space.search.seed)
             if step is not None:
                 return Configuration(step)
+        if uses_model(self.space) and taken >= 1:
+            return self.proposal(history, taken)
         if uses_local_search(self.space) and taken >= LOCAL_SEARCH_AFTER and (
             taken % LOCAL_SEARCH_CYCLE
         ):
             return self.neighbour(history.front(self.space), history, f"front:{taken}")
         return None
+
+    def proposal(self, history: History, taken: int) -> Configuration | Done | None:
+        """The model's next configuration, never one measured or running: every other trial a
+        front-local move (one or two parameters from a front configuration), the others from
+        the whole space; each the candidate with the largest expected hypervolume improvement
+        (:class:`Surrogate`), among those the crash model would not skip. Done when the space
+        is enumerable and every configuration is measured or predicted to fail; None (the
+        sampler's turn) when a sampled set of candidates holds nothing startable."""
+        known = history.known
+        seed = self.space.search.seed
+        rng = random.Random(f"{seed}:model:{taken}")
+        universe = self._universe()
+        if universe is not None:
+            everywhere = [c for c in universe if Configuration(c).key() not in known]
+            if not everywhere:
+                return Done(ALL_MEASURED)
+        else:
+            everywhere = [c for c in random_configurations(self.space, SAMPLED_CANDIDATES, rng)
+                          if Configuration(c).key() not in known]
+        front = history.front(self.space)
+        local = front_moves(self.space, front, known) if front else []
+        if universe is None:
+            everywhere += local
+        turn_local = uses_local_search(self.space) and taken % 2 == 1
+        candidates = self._startable(local, history) if turn_local else []
+        candidates = candidates or self._startable(everywhere, history)
+        if not candidates:  # every configuration left is predicted to fail
+            return Done(ALL_MEASURED) if universe is not None else None
+        rng.shuffle(candidates)  # ties go to a seeded pick, not to the enumeration order
+        points = [Point(t.configuration.params, t.values if t.state is TrialState.COMPLETE
+                        else None, t.state is TrialState.COMPLETE and is_feasible(t.constraints),
+                        t.configuration.is_default)
+                  for t in history.measured.values() if t.configuration is not None]
+        surrogate = Surrogate(self.space, points, seed)
+        if not surrogate.ready:
+            return Configuration(candidates[0])
+        scores = surrogate.scores(candidates)
+        return Configuration(candidates[int(scores.argmax())])
+
+    def _startable(
+        self, candidates: list[dict[str, Any]], history: History
+    ) -> list[dict[str, Any]]:
+        """``candidates`` less those the crash model would skip."""
+        if not self.space.search.crash_learning:
+            return candidates
+        model = self._crash_model(history)
+        if not model.active:
+            return candidates
+        return [c for c in candidates if not (v := model.judge(c)) or not v.skip]
+
+    def _universe(self) -> list[dict[str, Any]] | None:
+        if self._all is None:
+            self._all = (all_configurations(self.space),)
+        return self._all[0]
 
     def judge(self, suggestion: Suggestion, history: History) -> Run | Reuse | Skip | WaitForTwin:
         config = suggestion.configuration

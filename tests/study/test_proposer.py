@@ -81,7 +81,11 @@ def test_budget_reached_is_done_alone_and_a_wait_when_others_still_run() -> None
     # One process owns a SQLite study: nobody else's trial can come back.
     assert isinstance(proposer.before_asking(history, budget=2, running_here=[], shared=False),
                       Done)
-    assert proposer.before_asking(history, budget=3, running_here=[1], shared=True) is None
+    # Budget left: a pick to queue (auto's model) or the sampler's turn, never a wait.
+    assert not isinstance(
+        proposer.before_asking(history, budget=3, running_here=[1], shared=True), Wait | Done)
+    assert Proposer(space(sampler="tpe")).before_asking(
+        history, budget=3, running_here=[1], shared=True) is None
 
 
 def test_a_measured_suggestion_is_reused_and_a_neighbour_explored() -> None:
@@ -149,22 +153,29 @@ def test_an_unmeasured_pick_is_neither_measured_nor_running() -> None:
     assert pick is not None and pick.key() not in history.known
 
 
-def test_a_small_budget_first_moves_each_parameter_one_step_from_the_defaults() -> None:
-    """Under 16 trials: the trials after the default each move one parameter (in the space
-    file's order) one step from the defaults, up to half the budget; then the sampler."""
+def test_the_screen_measures_its_centre_then_moves_each_parameter_one_step() -> None:
+    """At any budget: after the default trial, the defaults' nominal values as explicit flags
+    (the screen's centre), then each parameter (in the space file's order) moved one step
+    from the defaults, up to half the budget; then the sampler."""
     from autotune.study.search import screen_size
 
     study = space(sampler="tpe")
     proposer = Proposer(study)
     defaults = Configuration(study.default_params(), True)
     names = list(study.default_params())
-    assert screen_size(study, 7) == 3 and screen_size(study, 16) == 0
+    assert screen_size(study, 9) == 4  # the centre and 3 parameters
+    assert screen_size(study, 7) == 3 and screen_size(study, 100) == 4  # not off at >= 16
     assert screen_size(space(sampler="random"), 7) == 0
     assert screen_size(space(sampler="tpe", screen=False), 7) == 0
     trials = [done(0, defaults)]
+    centre = proposer.before_asking(History.of(trials), budget=9, running_here=[],
+                                    shared=False)
+    assert isinstance(centre, Configuration) and not centre.is_default
+    assert centre.params == defaults.params and centre.key() != defaults.key()
+    trials.append(running(1, centre))
     moved = []
-    for number in range(1, 4):
-        pick = proposer.before_asking(History.of(trials), budget=7, running_here=[],
+    for number in range(2, 5):
+        pick = proposer.before_asking(History.of(trials), budget=9, running_here=[],
                                       shared=False)
         assert isinstance(pick, Configuration) and not pick.is_default
         changed = [k for k in names if pick.params.get(k) != defaults.params[k]]
@@ -174,5 +185,5 @@ def test_a_small_budget_first_moves_each_parameter_one_step_from_the_defaults() 
     assert moved == [n for n in names if n in moved][:3] and len(set(moved)) == 3
     assert moved[0] == names[0]
     # Half the budget screened: the sampler's turn.
-    assert proposer.before_asking(History.of(trials), budget=7, running_here=[],
+    assert proposer.before_asking(History.of(trials), budget=9, running_here=[],
                                   shared=False) is None
