@@ -1,26 +1,32 @@
-"""Which Optuna sampler searches a space, and why (``search.sampler`` in the space file).
+"""How a study searches: the screen, auto's model-based proposer, local search, and which
+Optuna sampler backs them (``search.sampler`` in the space file).
 
-``auto`` decides from the space and the budget:
+Trial 1 is the engine-default trial. Then, at any budget (``search.screen``), the *screen*
+(:func:`screen_step`): each parameter moved one step from the defaults (:func:`neighbours`), in
+the space file's order, then its centre, the defaults' nominal values as explicit flags (the
+engine's own defaults need not be the nominal ones), up to half the budget.
+
+After the screen, ``auto`` (:func:`uses_model`) proposes every trial itself: a Gaussian process
+per objective over the encoded configurations (:class:`Surrogate`: ordered scales as positions
+on their (log) scale, labels one-hot, conditional parameters with an inactive column) ranks the
+unmeasured candidates (the whole space when it is enumerable, :func:`all_configurations`; else
+sampled ones and the front's neighbours) by expected hypervolume improvement over the measured
+front times the chance of meeting the SLOs, among those the crash model would not skip. Every
+other trial the candidates are the front-local moves (:func:`front_moves`: one or two
+parameters from a front configuration). A measured or running configuration is never proposed.
+
+``auto``'s Optuna sampler (asked only when the model has nothing to propose, e.g. a sampled
+space whose candidates are all predicted to fail) and a named ``search.sampler``:
 
 - a budget past :data:`NSGA2_FROM_TRIALS` trials: NSGA-II (a population-based method whose cost
-  per suggestion stays flat however many trials there are);
-- otherwise, when no parameter is conditional and at least two thirds are numeric (ranges, or
-  ordered numeric choices): a Gaussian process (the most sample-efficient on smooth numeric
-  spaces of a few hundred trials, but it cannot model conditional parameters);
-- otherwise (categorical or conditional parameters, e.g. quantization, speculative method and
-  its draft length): multivariate TPE with grouped conditional parameters.
+  per suggestion stays flat however many trials there are; ``auto`` then uses no model);
+- otherwise, when no parameter is conditional and at least two thirds are numeric: Optuna's
+  Gaussian process (``GPSampler``);
+- otherwise: multivariate TPE with grouped conditional parameters.
 
-Whatever the sampler (but ``random`` and ``grid``), once :data:`LOCAL_SEARCH_AFTER` trials
-are in, three trials in every four are *Pareto local search*: an unmeasured configuration one
-step (:func:`neighbours`) from a configuration on the current feasible Pareto front; the fourth
-is the sampler's. On a measured grid of the quickstart model this halves the trials TPE alone
-needs to reach 99% of the grid's hypervolume (benchmarks/search_efficiency.py).
-
-With a small budget (under :data:`SCREEN_BELOW_TRIALS` trials) there is no room for the
-sampler to learn (TPE's first :data:`TPE_STARTUP_TRIALS` suggestions are random), so the
-trials right after the default first *screen* the space: each moves one parameter one step from
-the vLLM defaults (:func:`neighbours`), in the order the space file lists the parameters, up to
-half the budget; the rest are the sampler's. List first the parameters you expect to matter.
+With a named sampler (but ``random`` and ``grid``), once :data:`LOCAL_SEARCH_AFTER` trials are
+in, three trials in every four are *Pareto local search*: an unmeasured configuration one step
+from a configuration on the current feasible Pareto front; the fourth is the sampler's.
 
 TPE runs with ``constant_liar`` so that parallel slots do not pile onto one point (running
 trials count as bad ones until they finish); whatever sampler runs, the study also refuses to
@@ -211,20 +217,20 @@ def screen_size(space: Space, budget: int) -> int:
 def screen_step(
     space: Space, known: Container[str], seed: int | None
 ) -> dict[str, Any] | None:
-    """The next screening configuration. First its centre: the defaults' nominal values as
-    explicit flags (the engine-default trial passes none, and the engine's own defaults need
-    not be the nominal ones, so the steps are compared with a measured centre). Then the
-    defaults with the first parameter (in the space file's order) that no ``known``
-    configuration has moved yet moved one step (which step, when there are two, by
-    ``seed``); None when every parameter has been moved."""
+    """The next screening configuration: the defaults with the first parameter (in the space
+    file's order) that no ``known`` configuration has moved yet moved one step (which step,
+    when there are two, by ``seed``). Then the screen's centre: the defaults' nominal values
+    as explicit flags (the engine-default trial passes none, and the engine's own defaults
+    need not be the nominal ones, so the steps deserve a measured centre; last, so that a
+    small budget screens parameters first). None when all of them are known."""
     defaults = space.default_params()
-    if Configuration(defaults).key() not in known:
-        return defaults
     for name in defaults:
         steps = _moves(space, defaults, name)
         if not steps or any(Configuration(p).key() in known for p in steps):
             continue
         return random.Random(f"{seed}:screen:{name}").choice(steps)
+    if Configuration(defaults).key() not in known:
+        return defaults
     return None
 
 

@@ -153,28 +153,23 @@ def test_an_unmeasured_pick_is_neither_measured_nor_running() -> None:
     assert pick is not None and pick.key() not in history.known
 
 
-def test_the_screen_measures_its_centre_then_moves_each_parameter_one_step() -> None:
-    """At any budget: after the default trial, the defaults' nominal values as explicit flags
-    (the screen's centre), then each parameter (in the space file's order) moved one step
-    from the defaults, up to half the budget; then the sampler."""
+def test_the_screen_moves_each_parameter_one_step_then_measures_its_centre() -> None:
+    """At any budget: after the default trial, each parameter (in the space file's order)
+    moved one step from the defaults, then the defaults' nominal values as explicit flags (the
+    screen's centre), up to half the budget; then the sampler."""
     from autotune.study.search import screen_size
 
     study = space(sampler="tpe")
     proposer = Proposer(study)
     defaults = Configuration(study.default_params(), True)
     names = list(study.default_params())
-    assert screen_size(study, 9) == 4  # the centre and 3 parameters
+    assert screen_size(study, 9) == 4  # 3 parameters and the centre
     assert screen_size(study, 7) == 3 and screen_size(study, 100) == 4  # not off at >= 16
     assert screen_size(space(sampler="random"), 7) == 0
     assert screen_size(space(sampler="tpe", screen=False), 7) == 0
     trials = [done(0, defaults)]
-    centre = proposer.before_asking(History.of(trials), budget=9, running_here=[],
-                                    shared=False)
-    assert isinstance(centre, Configuration) and not centre.is_default
-    assert centre.params == defaults.params and centre.key() != defaults.key()
-    trials.append(running(1, centre))
     moved = []
-    for number in range(2, 5):
+    for number in range(1, 4):
         pick = proposer.before_asking(History.of(trials), budget=9, running_here=[],
                                       shared=False)
         assert isinstance(pick, Configuration) and not pick.is_default
@@ -184,6 +179,11 @@ def test_the_screen_measures_its_centre_then_moves_each_parameter_one_step() -> 
         trials.append(running(number, pick))  # a running screen step counts as known
     assert moved == [n for n in names if n in moved][:3] and len(set(moved)) == 3
     assert moved[0] == names[0]
+    centre = proposer.before_asking(History.of(trials), budget=9, running_here=[],
+                                    shared=False)
+    assert isinstance(centre, Configuration) and not centre.is_default
+    assert centre.params == defaults.params and centre.key() != defaults.key()
+    trials.append(running(4, centre))
     # Half the budget screened: the sampler's turn.
     assert proposer.before_asking(History.of(trials), budget=9, running_here=[],
                                   shared=False) is None
