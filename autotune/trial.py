@@ -282,7 +282,9 @@ class TrialRunner:
                 outcome.state = "failed"
                 outcome.failure = EngineFailure(FailureKind.INTERRUPTED, "study stopped")
                 return
-            outcome.failure = None
+            # What a start found dies with it: a failed start's reference outputs (the default
+            # trial's) are recorded again by the start that follows.
+            outcome.failure, outcome.quality_reference = None, None
             notes_before = len(outcome.notes)
             self._launch_and_measure(number, config, devices, outcome, on_phase, is_default)
             failure = outcome.failure
@@ -333,7 +335,9 @@ class TrialRunner:
             outcome.record(self.measuring.measure(engine, config, trial), log_path)
             found = outcome.failure
             if found is not None and found.kind == FailureKind.BENCHMARK_FAILED:
-                outcome.failure = after_benchmark(found, self.launcher.healthy(engine))
+                outcome.failure = after_benchmark(
+                    found, self.launcher.healthy(engine),
+                    None if engine.alive() else engine.failure())
         finally:
             on_phase("tearing down")
             self._teardown(engine, outcome, devices)

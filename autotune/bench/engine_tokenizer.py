@@ -22,14 +22,25 @@ SEED_TEXT = (
 )
 
 
+# How long one /tokenize or /detokenize may take (a request the engine never answers in that
+# time is lost: ``EngineUnreachable``).
+TIMEOUT_S = 30.0
+
+
+class EngineUnreachable(WorkloadError):
+    """A /tokenize or /detokenize request the engine never answered (refused, reset, timed
+    out): a fault of the engine of the moment (dead, hung), not of the workload; the measuring
+    step asks the engine why (``bench.http_step.lost``)."""
+
+
 class EngineTokenizer:
     """Tokenizes with the engine at ``base_url``; ``max_model_len`` comes with every answer."""
 
-    def __init__(self, base_url: str, model: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, base_url: str, model: str, timeout_s: float | None = None) -> None:
         self.base_url = base_url
         self.model = model
         self.max_model_len: int | None = None
-        self._client = httpx.Client(timeout=timeout_s)
+        self._client = httpx.Client(timeout=TIMEOUT_S if timeout_s is None else timeout_s)
 
     def __enter__(self) -> EngineTokenizer:
         return self
@@ -41,6 +52,12 @@ class EngineTokenizer:
         try:
             response = self._client.post(f"{self.base_url}{path}",
                                          json={"model": self.model, **body})
+        except httpx.TransportError as exc:
+            verb = path.strip("/")
+            raise EngineUnreachable(
+                f"cannot {verb} with the engine's {path}: {type(exc).__name__}: {exc}"
+            ) from exc
+        try:
             response.raise_for_status()
             answer = response.json()
             if not isinstance(answer, dict):
@@ -94,7 +111,7 @@ class EngineTokenizer:
         return pool
 
 
-def token_pool(base_url: str, model: str, timeout_s: float = 30.0) -> list[int]:
+def token_pool(base_url: str, model: str, timeout_s: float | None = None) -> list[int]:
     """Ordinary token ids of the served model, from its /tokenize endpoint."""
     with EngineTokenizer(base_url, model, timeout_s) as tokenizer:
         return tokenizer.pool()

@@ -1,12 +1,15 @@
 """The default measuring step: load, load ladder, quality and SLO capacity over the engine's
 HTTP API.
 
-Before every load run (each repeat, each capacity point) and before the quality probe, the
-engine must be alive and answer ``/health`` within the workload's ``stall_timeout_s``; the
-driver ends a run in which nothing arrives for that long. A stall of an engine that still runs
-is ``transient`` ("engine stalled: ...": the trial starts it again); an engine that exited
-fails it with its exit (signal or status, from the guard's log line) and the log's last error,
-instead of whatever request the death broke first.
+Before every load run (each repeat, each capacity point), before the quality probe and once
+all is measured, the engine must be alive and answer ``/health`` within the workload's
+``stall_timeout_s``; the driver ends a run in which nothing arrives for that long. A stall of an
+engine that still runs is ``transient`` ("engine stalled: ...": the trial starts it again); an
+engine that exited fails it with its exit (signal or status, from the guard's log line) and the
+log's last error, instead of whatever request the death broke first (killed by a signal
+autotune did not send: transient). A request the engine never answered, in whatever phase
+(/tokenize, the quality probe), is never a verdict on the configuration: the engine is asked why
+(``lost``), and one that still serves lost it on the way (transient).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import httpx
 
 from autotune.bench.capacity import CapacityResult, find_capacity
 from autotune.bench.driver import BenchResult, Endpoint, EngineStalled, HttpLoadDriver, LoadDriver
+from autotune.bench.engine_tokenizer import EngineUnreachable
 from autotune.bench.ladder import ladder_into
 from autotune.bench.measurement import MetricsPoller, measure_robustly
 from autotune.bench.metrics import write_result_file
@@ -27,9 +31,9 @@ from autotune.bench.prompt_set import WorkloadError
 from autotune.bench.step import MeasureContext, Measured
 from autotune.devices.sampling import UtilisationSampler
 from autotune.engines.base import EngineConfig, RunningEngine
-from autotune.engines.failures import EngineFailure, stalled
+from autotune.engines.failures import EngineFailure, classify, reported_exit, stalled
 from autotune.metrics import COST_METRIC
-from autotune.quality import QualityError, QualityProbe
+from autotune.quality import QualityError, QualityProbe, QualityRequestLost
 from autotune.scoring import cost_per_1m_output_tokens, slos_hold
 from autotune.space import (
     CapacitySpec,
@@ -63,6 +67,7 @@ class HttpMeasurement:
         found = Measured()
         runs = itertools.count()  # every run on this server gets prompts of its own
         space = trial.space
+        timeout_s = space.primary_workload.stall_timeout_s
         try:
             by_workload: dict[str, dict[str, float]] = {}
             for entry in space.mix:  # one workload, or each of a mix in turn, on this server
@@ -71,7 +76,7 @@ class HttpMeasurement:
                     break
             if found.failure is None:
                 self._ladder(engine, trial, found, runs)
-                check_serving(engine, space.primary_workload.stall_timeout_s)
+                check_serving(engine, timeout_s)
                 self._probe_quality(engine, trial, found)
                 capacity = trial.space.capacity
                 if capacity is not None:
@@ -80,15 +85,21 @@ class HttpMeasurement:
                     found.metrics.update(
                         self.capacity(engine, trial.space, capacity, runs).as_metrics())
                     found.timings["capacity_s"] = time.monotonic() - started
+                # An engine that died or hung at any point since its last check (during the
+                # last run's closing /metrics scrape, the capacity search) measured nothing
+                # to keep.
+                check_serving(engine, timeout_s)
                 write_result_file(trial.log_path.with_suffix(".result.json"), found.metrics)
         except EngineFailure as exc:
             found.failure = exc
         except EngineStalled as exc:
             found.failure = exited(engine) if stopped(engine) else stalled(str(exc))
+        except (EngineUnreachable, QualityRequestLost) as exc:
+            found.failure = lost(engine, str(exc), timeout_s)
         except WorkloadError as exc:
-            # e.g. /tokenize refused: an engine that died says why better than the request
-            found.failure = (exited(engine) if stopped(engine)
-                             else EngineFailure(FailureKind.BENCHMARK_FAILED, str(exc)))
+            # e.g. /tokenize answered an error: an engine that died or stopped answering says
+            # why better than the request
+            found.failure = lost(engine, str(exc), timeout_s, answered=True)
         return found
 
     def _load(
@@ -193,7 +204,12 @@ class HttpMeasurement:
                 engine.base_url, engine.served_name, may_record=trial.is_default,
                 trial=trial.number,
             )
+        except QualityRequestLost:
+            raise  # never answered: the engine's fault of the moment (``lost``)
         except QualityError as exc:
+            # An engine that died or stopped answering fails the start; one that serves and
+            # refused the probe is measured without its quality.
+            check_serving(engine, trial.space.primary_workload.stall_timeout_s)
             found.notes.append(str(exc))
         else:
             found.metrics.update(result.metrics)
@@ -254,29 +270,66 @@ def ladder_load(spec: LadderSpec, load: float) -> ConcurrencyLoad | PoissonLoad:
     return PoissonLoad(rate=load, max_concurrency=spec.max_concurrency)
 
 
+# How long a death takes to show: the guard notices the engine's exit within a poll (0.2 s)
+# and reports it in the log at once, then tears the rest of the tree down before exiting.
+DEATH_WAIT_S = 10.0
+
+
 def check_serving(engine: RunningEngine, timeout_s: float) -> None:
     """Raise EngineFailure unless ``engine`` is alive and its /health answers 200 within
-    ``timeout_s`` (a stopped or hung engine accepts the connection and never answers)."""
-    if not engine.alive():
+    ``timeout_s`` (a stopped or hung engine accepts the connection and never answers). An
+    engine that exited fails with its exit; one that runs but never answers is transient."""
+    if stopped(engine):
         raise exited(engine)
+    answered = True
     try:
         status = httpx.get(f"{engine.base_url}/health", timeout=timeout_s).status_code
         problem = "" if status == 200 else f"/health answered HTTP {status}"
     except httpx.TimeoutException:
+        if stopped(engine):
+            raise exited(engine) from None
         raise stalled(f"engine stalled: /health did not answer within {timeout_s:g} s") from None
     except httpx.HTTPError as exc:
+        answered = False
         problem = f"/health failed: {type(exc).__name__}: {exc}"
     if problem:
-        if stopped(engine, wait_s=10):
+        if stopped(engine, wait_s=DEATH_WAIT_S):
             raise exited(engine)
+        if not answered:
+            raise stalled(f"engine stopped answering: {problem}; its process still runs")
         raise EngineFailure(FailureKind.BENCHMARK_FAILED, f"engine stopped serving: {problem}")
 
 
+def lost(
+    engine: RunningEngine, reason: str, timeout_s: float, *, answered: bool = False
+) -> EngineFailure:
+    """The failure of a request to ``engine`` that failed with ``reason``: the engine's exit
+    when it died (named by its signal or status), a stall when it no longer answers /health
+    (transient); else, for a request it never ``answered`` (refused, reset, timed out), a
+    transient fault of this start, and for one it answered with an error, that answer
+    (``benchmark_failed``)."""
+    try:
+        check_serving(engine, timeout_s)
+    except EngineFailure as failure:
+        return failure
+    if answered:
+        return EngineFailure(FailureKind.BENCHMARK_FAILED, reason)
+    return EngineFailure(FailureKind.TRANSIENT, f"{reason} (the engine still serves)")
+
+
+def _log(engine: RunningEngine) -> str:
+    try:
+        return engine.log_path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def stopped(engine: RunningEngine, wait_s: float = 0.0) -> bool:
-    """Whether the engine has exited, waiting up to ``wait_s`` for it to do so (its guard
-    reaps the engine's children before it exits itself, a few seconds after a death)."""
+    """Whether the engine has exited (its process, or its guard's report in the log: the guard
+    reaps the engine's children before it exits itself, seconds after a death), waiting up to
+    ``wait_s`` for it to do so."""
     deadline = time.monotonic() + wait_s
-    while engine.alive():
+    while engine.alive() and reported_exit(_log(engine)) is None:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.2)
@@ -287,13 +340,12 @@ _EXIT_LINE = re.compile(r"\[autotune-guard\] (engine (?:killed by signal|exited 
 
 
 def exited(engine: RunningEngine) -> EngineFailure:
-    """The engine's death as a failure: its kind from the log, and a reason that names the
-    exit (signal or status) and the log's deciding error."""
-    failure = engine.failure()
-    try:
-        log = engine.log_path.read_text(errors="replace")
-    except OSError:
-        log = ""
+    """The engine's death as a failure: its kind from its exit (as the guard reported it, else
+    the engine's own account) and its log, and a reason that names the exit (signal or status)
+    and the log's deciding error."""
+    log = _log(engine)
+    code = reported_exit(log)
+    failure = classify(log, code) if code is not None else engine.failure()
     exits = _EXIT_LINE.findall(log)
     how = exits[-1].strip() if exits else "engine exited"
     return EngineFailure(

@@ -165,7 +165,18 @@ def measure_once(
         [w.output_throughput for w in series] if closed_loop and judged else [],
         result.metrics.get("error_rate", 0.0), host, spec,
     )
+    release_itls(result)
     return Measurement(result, series, host, poller.delta(), reasons)
+
+
+def release_itls(result: BenchResult) -> None:
+    """Drop the per-token inter-token latencies of ``result``'s requests once its figures
+    (metrics, windows) are computed from them: they are the only part of a run that grows with
+    every token, and a trial re-measured ``max_repeats`` times would otherwise hold every
+    repeat's. What is kept of a request (TTFT, E2E, counts, times) is enough for all that is
+    computed from a measurement later (the latency intervals, the error shown)."""
+    for record in (*result.records, *result.completed):
+        record.itls = []
 
 
 def measure_robustly(

@@ -136,6 +136,23 @@ def exit_words(returncode: int | None) -> str:
     return f"exit status {returncode}"
 
 
+# The guard's line on the engine's own exit (autotune/engines/guard.py, ``describe_exit``).
+_GUARD_EXIT = re.compile(
+    r"\[autotune-guard\] engine (?:killed by signal (\d+)|exited with status (-?\d+))")
+
+
+def reported_exit(log_text: str) -> int | None:
+    """The engine's exit as its guard reported it in the log, in Popen's form (``-N``: killed by
+    signal N), or None. The guard writes it as soon as the engine exits, before it tears down
+    what is left of the tree and exits itself (seconds later, when the engine left children):
+    until then the guarded process still runs."""
+    found = _GUARD_EXIT.findall(log_text)
+    if not found:
+        return None
+    signum, status = found[-1]
+    return -int(signum) if signum else int(status)
+
+
 # Requests lost on the way (refused or dropped connections, timeouts, streams with no token),
 # as the load driver and the workload builder word them: no answer from the server about them.
 _LOST_REQUESTS = re.compile(
@@ -144,14 +161,21 @@ _LOST_REQUESTS = re.compile(
 )
 
 
-def after_benchmark(failure: EngineFailure, healthy: bool) -> EngineFailure:
+def after_benchmark(
+    failure: EngineFailure, healthy: bool, death: EngineFailure | None = None
+) -> EngineFailure:
     """A failed benchmark whose requests were lost on the way (not answered with an error)
-    while the server stayed healthy is transient; any other benchmark failure stands."""
-    if (
-        healthy
-        and failure.kind == FailureKind.BENCHMARK_FAILED
-        and _LOST_REQUESTS.search(failure.reason)
-    ):
+    while the server stayed healthy is transient; one whose engine has since exited (``death``:
+    its exit and log classified) fails as that death, named, whatever request it broke (killed
+    by a signal autotune did not send: transient); any other benchmark failure stands."""
+    if failure.kind != FailureKind.BENCHMARK_FAILED:
+        return failure
+    if death is not None:
+        return EngineFailure(
+            death.kind, f"{death.reason} (the engine exited; the benchmark had failed: "
+            f"{_short(failure.reason, 200)})", death.line or failure.line,
+        )
+    if healthy and _LOST_REQUESTS.search(failure.reason):
         return EngineFailure(
             FailureKind.TRANSIENT, f"{failure.reason} (the server stayed healthy)", failure.line
         )

@@ -13,12 +13,18 @@ from autotune.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from autotune.quality.probe import QualityProbe
-    from autotune.quality.reference import QualityError, Reference, ReferenceItem
+    from autotune.quality.reference import (
+        QualityError,
+        QualityRequestLost,
+        Reference,
+        ReferenceItem,
+    )
 
 # Each name's module, imported on first use (autotune.lazy).
 _HOMES = {
     "QualityError": "autotune.quality.reference",
     "QualityProbe": "autotune.quality.probe",
+    "QualityRequestLost": "autotune.quality.reference",
     "Reference": "autotune.quality.reference",
     "ReferenceItem": "autotune.quality.reference",
 }
@@ -26,6 +32,7 @@ _HOMES = {
 __all__ = [
     "QualityError",
     "QualityProbe",
+    "QualityRequestLost",
     "Reference",
     "ReferenceItem",
 ]

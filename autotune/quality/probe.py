@@ -33,6 +33,7 @@ from autotune.quality.reference import (
     Forced,
     Generation,
     QualityError,
+    QualityRequestLost,
     Reference,
     ReferenceItem,
     ReferenceSource,
@@ -75,6 +76,9 @@ class QualityProbe:
         self.reference = reference
         self.source = source
         self.transport = transport  # tests hand in a fake server
+        # The reference this probe recorded itself, until the study has it: a default trial
+        # whose start failed after recording it records it again on its next start.
+        self._recorded: Reference | None = None
         self._rows: list[EvalRow] | None = None
         self._lock = threading.Lock()
 
@@ -148,7 +152,7 @@ class QualityProbe:
                     trial=trial,
                 )
                 with self._lock:
-                    self.reference = reference
+                    self.reference = self._recorded = reference
                 result.recorded = reference
             else:
                 forced = self._force(
@@ -168,7 +172,11 @@ class QualityProbe:
         deadline = time.monotonic() + self.spec.reference_wait_s
         while True:
             with self._lock:
-                if self.reference is not None:
+                # The default trial (``may_record``) does not compare with what it recorded
+                # itself on an earlier start: it records again, and its outcome carries it.
+                if self.reference is not None and not (
+                    may_record and self.reference is self._recorded
+                ):
                     return self.reference
             if may_record or self.source is None:
                 return None
@@ -189,6 +197,8 @@ class QualityProbe:
     def _post(self, client: httpx.Client, base_url: str, payload: dict[str, Any]) -> list[dict]:
         try:
             response = client.post(f"{base_url}/v1/completions", json=payload)
+        except httpx.TransportError as exc:
+            raise QualityRequestLost(f"quality probe request failed: {exc!r}") from exc
         except httpx.HTTPError as exc:
             raise QualityError(f"quality probe request failed: {exc!r}") from exc
         if response.status_code != 200:

@@ -24,6 +24,12 @@ class QualityError(AutotuneError):
     """The probe could not run: an unreadable eval file or a server that refused a request."""
 
 
+class QualityRequestLost(QualityError):
+    """A probe request the server never answered (refused, reset, timed out): a fault of the
+    engine of the moment (dead, hung), which fails the start transiently, never a trial
+    measured without its quality."""
+
+
 @dataclass(frozen=True)
 class EvalRow:
     prompt: str

@@ -7,9 +7,9 @@ It serves what autotune reads of a vLLM server: ``/v1/completions`` and
 ``/tokenize``, ``/health``, ``/version``,
 ``/v1/models`` and a small Prometheus ``/metrics``. Token ``i`` of an answer is the text
 ``"t{i} "``. ``Behaviour`` sets delays and the edge cases (empty chunks, an error chunk
-mid-stream, a malformed chunk, an early close, a non-200 status, a stall) for every following
-request (or ``script``: request k of the completions endpoints answers as
-``script[k % len(script)]``)::
+mid-stream, a malformed chunk, an early close, a non-200 status, a stall, a slow /health or
+/tokenize) for every following request (or ``script``: request k of the completions endpoints
+answers as ``script[k % len(script)]``)::
 
     with MockOpenAI() as server:
         server.behaviour = Behaviour(tokens=4, token_delay_s=0.01, error_after=2)
@@ -53,6 +53,10 @@ class Behaviour:
     stall_s: float = 30.0  # how long a stall lasts (the client gives up long before)
     usage_delay_s: float = 0.0  # between the last token and the usage chunk
     health_delay_s: float = 0.0  # /health answers after this long (a stalled engine: long)
+    tokenize_delay_s: float = 0.0  # /tokenize answers after this long (a hung one: long)
+    # A /tokenize request freezes /health and /tokenize for this long (an engine stopped, say
+    # by SIGSTOP, just as a workload is built)
+    freeze_at_tokenize_s: float = 0.0
     role_chunk: bool = True  # chat: open with the role-only chunk (content ""), as vLLM does
     finish_chunk: bool = False  # the finish reason in a last chunk of its own (empty text)
 
@@ -156,6 +160,7 @@ class MockOpenAI(ThreadedServer):
         self.script: list[Behaviour] = []
         self.requests: list[Seen] = []
         self.answered = 0  # completion requests seen (the index into ``script``)
+        self.frozen_until = 0.0  # event-loop time until which /health and /tokenize hang
         self.running = 0
         self.prompt_tokens = 0
         self.generation_tokens = 0
@@ -181,7 +186,11 @@ class MockOpenAI(ThreadedServer):
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/metrics", self._metrics)
 
+    async def _frozen(self) -> None:
+        await asyncio.sleep(max(0.0, self.frozen_until - asyncio.get_running_loop().time()))
+
     async def _health(self, request: web.Request) -> web.Response:
+        await self._frozen()
         await asyncio.sleep(self.behaviour.health_delay_s)
         return web.Response(status=200)
 
@@ -196,6 +205,11 @@ class MockOpenAI(ThreadedServer):
     async def _tokenize(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append(Seen("/tokenize", body))
+        if self.behaviour.freeze_at_tokenize_s:
+            self.frozen_until = (asyncio.get_running_loop().time()
+                                 + self.behaviour.freeze_at_tokenize_s)
+        await self._frozen()
+        await asyncio.sleep(self.behaviour.tokenize_delay_s)
         words = str(body.get("prompt", "")).split()
         tokens = [1000 + sum(map(ord, word)) % 5000 for word in words]
         return web.json_response({"tokens": tokens, "count": len(tokens), "max_model_len": 4096})
