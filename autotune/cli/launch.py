@@ -58,14 +58,15 @@ class ConsoleNotices(SilentReporter):
 
 def create_here(spec: Space, url: str, *, name: str, trials: int, pool: DevicePool,
                 log_dir: Path | None, space_path: str, space_yaml: str,
-                warm_start: Sequence[Mapping[str, Any]]) -> None:
+                warm_start: Sequence[Mapping[str, Any]],
+                accept_space_change: bool = False) -> None:
     """``autotune.study.create_study``, its notices on the console. Its errors (an unusable
     storage, the demo model not built) reach ``autotune.cli.main``: one line, their exit code."""
     from autotune.study.entrypoint import create_study
 
     create_study(spec, url, name=name, trials=trials, devices=pool, log_dir=log_dir,
                  warm_start=warm_start, reporter=ConsoleNotices(), space_path=space_path,
-                 space_yaml=space_yaml)
+                 space_yaml=space_yaml, accept_space_change=accept_space_change)
 
 
 def run_with_progress(spec: Space, url: str, *, name: str, pool: DevicePool,
@@ -76,7 +77,8 @@ def run_with_progress(spec: Space, url: str, *, name: str, pool: DevicePool,
                       warm_start: Sequence[Mapping[str, Any]] = (),
                       trial_runner: TrialRunner | None = None,
                       out: Console | None = None,
-                      confirm_stage: bool | None = None) -> StudyResult:
+                      confirm_stage: bool | None = None,
+                      accept_space_change: bool = False) -> StudyResult:
     """``autotune.study.run_study`` on as many slots as wanted and free, behind the live
     progress (plain lines when ``out``, the console by default, is not a terminal). Its
     errors reach ``autotune.cli.main``: one line, their exit code."""
@@ -88,7 +90,8 @@ def run_with_progress(spec: Space, url: str, *, name: str, pool: DevicePool,
                          parallel=wanted, devices=pool, log_dir=log_dir, warm_start=warm_start,
                          reporter=reporter, join=join, max_trials_here=max_trials_here,
                          space_path=space_path, space_yaml=space_yaml,
-                         trial_runner=trial_runner, confirm_stage=confirm_stage)
+                         trial_runner=trial_runner, confirm_stage=confirm_stage,
+                         accept_space_change=accept_space_change)
 
 
 def finish(result: StudyResult, started: float, resume_hint: str) -> None:
@@ -102,6 +105,15 @@ def finish(result: StudyResult, started: float, resume_hint: str) -> None:
     if result.stuck_devices:
         console.print(f"[yellow]devices stuck (memory never released): "
                       f"{result.stuck_devices}[/]")
+    if run.host_problem is not None:
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] this machine stopped claiming trials of study "
+                          f"{escape(result.name)}: {escape(run.host_problem)}. Its failed "
+                          "trial was queued again for another worker; resume here with "
+                          f"`{escape(resume_hint)}` once this machine holds what the study "
+                          "needs", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     if run.interrupted:
         console.print(f"[yellow]interrupted[/]: the engine was torn down and its trial queued "
                       f"again; resume with `{resume_hint}`")

@@ -114,6 +114,12 @@ def study_start(
                                  help="the Ray cluster of --executor ray (default: RAY_ADDRESS, "
                                       "else the one started on this machine)")
     ] = None,
+    accept_space_change: Annotated[
+        bool, typer.Option("--accept-space-change",
+                           help="resume the study although --space differs from its stored "
+                                "space in what can alter a measurement (its trials are kept "
+                                "and reused): only for a change you know is harmless")
+    ] = False,
 ) -> None:
     """Run a tuning study: each trial launches, measures and tears down a real engine."""
     from autotune.space import read_text
@@ -157,7 +163,8 @@ def study_start(
     space_yaml = read_text(str(space))
     if no_run:
         create_here(spec, url, name=study_name, trials=total, pool=pool, log_dir=log_dir,
-                    space_path=str(space), space_yaml=space_yaml, warm_start=seeds)
+                    space_path=str(space), space_yaml=space_yaml, warm_start=seeds,
+                    accept_space_change=accept_space_change)
         console.print(f"study [bold]{study_name}[/] ready in {shown_url(url)} "
                       f"(budget {total} trials); "
                       f"run it with `autotune worker --study {study_name} --storage URL "
@@ -169,7 +176,8 @@ def study_start(
                                trials=total, timeout_s=timeout, log_dir=log_dir,
                                space_path=str(space), space_yaml=space_yaml, warm_start=seeds,
                                confirm_stage=False if no_confirm_stage else None,
-                               trial_runner=trial_runner)
+                               trial_runner=trial_runner,
+                               accept_space_change=accept_space_change)
     finish(result, started, f"autotune study start --space {space} --name {study_name}")
 
 

@@ -108,7 +108,7 @@ def host_problem(space: Space, text: str | None, label: str) -> str | None:
     try:
         check_here(space, text=text, label=label, flags=False)
     except SpaceError as exc:
-        return "; ".join(f"{where}: {why}" for where, why in exc.problems)
+        return f"{exc.path}: " + "; ".join(f"{where}: {why}" for where, why in exc.problems)
     return None
 
 
@@ -146,16 +146,20 @@ def create_study(
     space_path: str | None = None,
     space_yaml: str | None = None,
     settings: Settings | None = None,
+    accept_space_change: bool = False,
 ) -> str:
     """Create (or resume) the study ``name`` in ``storage`` with a budget of ``trials``
     (default: the space's ``search.trials``) and record it, running nothing: workers run it
-    (``autotune worker``). Returns the study's name."""
+    (``autotune worker``). Returns the study's name. A study that exists is resumed only if
+    its stored space differs from ``space`` in nothing that can alter a measurement, or with
+    ``accept_space_change`` (else ``SpaceChanged``, exit 2, naming the differences)."""
     spec, space_path, space_yaml = _space(space, space_path, space_yaml, check=False)
     study_name = name or spec.name or Path(space_path or "study").stem
     pool = device_pool(spec, devices) if devices is None or isinstance(devices, str) else devices
     runner = _runner(spec, name=study_name, storage=storage, pool=pool, log_dir=log_dir,
                      space_path=space_path, space_yaml=space_yaml, warm_start=warm_start,
-                     reporter=reporter or SilentReporter(), settings=settings)
+                     reporter=reporter or SilentReporter(), settings=settings,
+                     accept_space_change=accept_space_change)
     runner.prepare(budget=trials or spec.search.trials)
     return study_name
 
@@ -179,6 +183,7 @@ def run_study(
     settings: Settings | None = None,
     trial_runner: TrialRunner | None = None,
     confirm_stage: bool | None = None,
+    accept_space_change: bool = False,
 ) -> StudyResult:
     """Run the study ``name`` (default: the space's name, else its file's stem) in the
     database at ``storage``: create it, or resume it when it exists, and run trials until it
@@ -196,6 +201,13 @@ def run_study(
     each trial (default: the space's engine on the pool); a replay's, for instance.
     ``confirm_stage``: False skips the confirm stage (None: as the space's
     ``search.confirm_stage`` says); its engine starts count in ``trials``.
+    ``accept_space_change``: resume the study even though its stored space differs from
+    ``space`` in what can alter a measurement (else ``SpaceChanged``, exit 2, naming the
+    differences; changes of ``search`` and the name are always accepted).
+
+    A failed trial whose failure this machine explains (its model path or a data file gone:
+    ``host_problem``) is queued again for another worker and this process stops claiming:
+    the result's ``run.host_problem`` says why.
 
     Ctrl-C/SIGTERM tears every engine down: the result says ``interrupted`` and the trial that
     was cut short is queued again. Raises ``AutotuneError`` (a bad space, an unusable storage,
@@ -211,7 +223,11 @@ def run_study(
     reporter = reporter or SilentReporter()
     runner = _runner(spec, name=study_name, storage=storage, pool=pool, log_dir=log_dir,
                      space_path=space_path, space_yaml=space_yaml, warm_start=warm_start,
-                     reporter=reporter, settings=settings, trial_runner=trial_runner)
+                     reporter=reporter, settings=settings, trial_runner=trial_runner,
+                     accept_space_change=accept_space_change)
+    if trial_runner is None:  # this machine's engine: a failed trial may be this host's fault
+        label = f"the space of study {study_name!r}"
+        runner.host_check = lambda: host_problem(spec, space_yaml, label)
     slots = slots_for(pool, parallel)
     if join:
         run = runner.run(parallel=slots, timeout_s=timeout_s, register=False,
@@ -243,7 +259,8 @@ def _space(space: SpaceSource, space_path: str | None, space_yaml: str | None, *
 def _runner(spec: Space, *, name: str, storage: str, pool: DevicePool, log_dir: Path | None,
             space_path: str, space_yaml: str | None, warm_start: Sequence[Mapping[str, Any]],
             reporter: StudyReporter, settings: Settings | None,
-            trial_runner: TrialRunner | None = None) -> StudyRunner:
+            trial_runner: TrialRunner | None = None,
+            accept_space_change: bool = False) -> StudyRunner:
     """A StudyRunner for this process (the storage's single writer when it must be one),
     building the demo model first if the space asks for it."""
     from autotune.engines import create
@@ -265,5 +282,5 @@ def _runner(spec: Space, *, name: str, storage: str, pool: DevicePool, log_dir: 
         space_path=space_path, space_yaml=space_yaml, reporter=reporter,
         heartbeat_interval_s=settings.heartbeat_interval_s,
         grace_period_s=settings.grace_period_s, max_retries=settings.max_retries,
-        warm_start=warm_start,
+        warm_start=warm_start, accept_space_change=accept_space_change,
     )

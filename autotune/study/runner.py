@@ -12,17 +12,20 @@ means over servers; the search gets the rest (docs/search.md, "Confirm stage").
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from autotune.bench import pareto_values
 from autotune.devices import DevicePool
 from autotune.engines.base import EngineLauncher
+from autotune.errors import AutotuneError
 from autotune.results import configuration_key, measured_metrics
 from autotune.scoring import is_feasible
 from autotune.space import Configuration, Space
@@ -38,6 +41,50 @@ from autotune.study.search import make_sampler
 from autotune.trial import TrialOutcome, TrialRunner
 from autotune.trial_state import TrialState
 
+# Sections of a space that choose which configurations run and how many, not how one is
+# measured: changing them between runs of a study keeps its trials comparable
+# (docs/search-space.md, "Resuming a study").
+HARMLESS_SECTIONS = ("name", "search")
+
+
+class SpaceChanged(AutotuneError):
+    """A study resumed with a space whose measurements would not compare with its trials'."""
+
+    exit_code = 2
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def space_changes(stored_yaml: str, space: Space) -> tuple[list[str], list[str]]:
+    """How ``space`` differs from the space stored with a study, as ``field: old → new``
+    lines (defaults filled in on both sides, so writing a default out changes nothing):
+    (changes that can alter a measurement, changes of the ``HARMLESS_SECTIONS``)."""
+    try:
+        stored = Space.model_validate(yaml.safe_load(stored_yaml))
+    except (yaml.YAMLError, ValidationError, TypeError) as exc:
+        first = str(exc).splitlines()[0]
+        return [f"the stored space does not validate with this autotune ({first})"], []
+    old = _flat(stored.model_dump(mode="json"))
+    new = _flat(space.model_dump(mode="json"))
+    missing = "(absent)"
+    lines = {k: f"{k}: {_shown(old[k]) if k in old else missing} → "
+                f"{_shown(new[k]) if k in new else missing}"
+             for k in sorted(set(old) | set(new)) if old.get(k, missing) != new.get(k, missing)}
+    harmless = [line for k, line in lines.items() if k.split(".")[0] in HARMLESS_SECTIONS]
+    return [line for k, line in lines.items() if k.split(".")[0] not in HARMLESS_SECTIONS], \
+        harmless
+
 
 @dataclass
 class StudyRun:
@@ -47,21 +94,30 @@ class StudyRun:
     interrupted: bool
     peak_parallel: int = 1
     confirm_starts: int = 0  # fresh servers the confirm stage started here
+    host_problem: str | None = None  # why this machine stopped claiming (see StudyRunner)
 
 
 class StudyRunner:
     """Runs trials of one study in this process, up to ``parallel`` at once.
 
     ``prepare`` creates or resumes the study (``register=False`` for a worker joining a study
-    someone else created); ``run`` claims trials until the study's budget is reached."""
+    someone else created); ``run`` claims trials until the study's budget is reached.
+
+    ``host_check`` (None: none) says why this machine can no longer run the study's trials (its
+    model path or a data file gone), or None; it is asked after each failed trial. A failure it
+    explains is this host's, not the configuration's: the trial is queued again for another
+    worker (not counted, not learned by the crash model) and this process stops claiming
+    (``StudyRun.host_problem``)."""
 
     def __init__(
         self, space: Space, *, store: StudyStore, trials: TrialRunner, hardware: str,
         reporter: StudyReporter | None = None, space_path: str = "",
         space_yaml: str | None = None, warm_start: Sequence[Mapping[str, Any]] = (),
         heartbeat_interval_s: int = 10, db_retry_s: float = 600.0,
+        accept_space_change: bool = False,
     ) -> None:
         self.space = space
+        self.accept_space_change = accept_space_change
         self.store = store
         self.runner = trials
         self.hardware = hardware
@@ -78,6 +134,8 @@ class StudyRunner:
                              self._notice)
         self._lock = self.claims.lock
         store.notice = self._notice
+        self.host_check: Callable[[], str | None] | None = None
+        self.host_problem: str | None = None
 
     @classmethod
     def create(
@@ -108,6 +166,8 @@ class StudyRunner:
             for config in self.warm_start:  # an earlier study's Pareto set, right after
                 store.enqueue(config, Origin.WARM_START)
         else:
+            if register:  # a worker runs the stored space (autotune.space.trust)
+                self._check_space_change()
             store.reconcile()
         if register or store.facts() is None:
             store.save_facts(StudyFacts(
@@ -122,6 +182,29 @@ class StudyRunner:
             # The reference outputs come from the default trial, maybe in another worker.
             self.runner.quality.source = store.quality_reference
         self.runner.measuring.front = self.front  # the load ladder's early stop
+
+    def _check_space_change(self) -> None:
+        """Resuming: refuse a space whose changes could alter a measurement (its trials and
+        the earlier ones would not compare, yet results are reused by configuration), unless
+        ``accept_space_change``; name the harmless ones."""
+        facts = self.store.facts()
+        if facts is None:
+            return
+        changed, harmless = space_changes(facts.space_yaml, self.space)
+        if changed and not self.accept_space_change:
+            shown = "\n".join(f"  {line}" for line in changed)
+            raise SpaceChanged(
+                f"study {self.name!r} exists with another space ({facts.space_path or 'stored'}"
+                f"); its trials were measured under the stored one, and results are reused by "
+                f"configuration, so they would not compare:\n{shown}\nRestore the file, give "
+                "the study another --name, or pass --accept-space-change if these changes "
+                "cannot alter a measurement (docs/search-space.md, \"Resuming a study\")")
+        if changed:
+            self._notice(f"study {self.name!r}: space changes accepted (--accept-space-change); "
+                         "earlier trials are kept and reused: " + "; ".join(changed))
+        if harmless:
+            self._notice(f"study {self.name!r}: space changes that alter no measurement: "
+                         + "; ".join(harmless))
 
     def front(self) -> list[list[float]]:
         """Objective values of the study's non-dominated feasible complete trials."""
@@ -156,11 +239,13 @@ class StudyRunner:
         self.reporter.study_started(self.name, self.finished_count() + spent, n_trials)
         self._ran = self._peak = self.claims.claimed_here = 0
         self._running: dict[int, int] = {}  # trial number → most trials running beside it
+        self.host_problem = None
         self._stop.clear()
         retry = self.executor.with_db_retry
 
         def slot() -> None:
-            while timeout_s is None or time.monotonic() - started <= timeout_s:
+            while self.host_problem is None and (
+                    timeout_s is None or time.monotonic() - started <= timeout_s):
                 decision, index = retry("claiming a trial", lambda: self.claims.next(
                     budget, self._running, max_trials_here))
                 if isinstance(decision, Done):
@@ -183,7 +268,7 @@ class StudyRunner:
         watchdog = (watch, self.heartbeat_interval_s) if self.store.shared else None
         interrupted = self.executor.run(slot, parallel, watchdog)
         self._confirmed = 0
-        if reserve and not interrupted:
+        if reserve and not interrupted and self.host_problem is None:
             if timeout_s is not None and time.monotonic() - started > timeout_s:
                 self._notice("the confirm stage did not run: the study's time is up (run the "
                              "same command again to run it)")
@@ -192,7 +277,7 @@ class StudyRunner:
                 interrupted = self.executor.run(
                     lambda: self._confirm_stage(stage, n_trials, reserve), 1, watchdog)
         return StudyRun(self.name, self._ran, time.monotonic() - started, interrupted,
-                        self._peak, self._confirmed)
+                        self._peak, self._confirmed, self.host_problem)
 
     # -- the confirm stage ----------------------------------------------------------------------
 
@@ -305,11 +390,34 @@ class StudyRunner:
                                       on_phase=self.reporter.phase)
             with self._lock:
                 outcome.metrics["parallel_trials"] = float(self._running.pop(number))
-            recorded = self._record(number, outcome)
+            problem = self._host_fault(outcome)
+            recorded = self._requeue(number, problem) if problem else self._record(number,
+                                                                                  outcome)
         if recorded:
             with self._lock:
                 self._ran += 1
                 self.reporter.trial_finished(number, outcome)
+
+    def _host_fault(self, outcome: TrialOutcome) -> str | None:
+        """Why this machine, not the configuration, failed the trial (``host_check``), or
+        None."""
+        if self.host_check is None or self._stop.is_set() \
+                or outcome.state not in (TrialState.FAILED, TrialState.REJECTED):
+            return None
+        return self.host_check()
+
+    def _requeue(self, number: int, problem: str) -> bool:
+        """Queue a trial this machine failed again for another worker, and stop claiming."""
+        self.executor.with_db_retry("queueing the trial again", lambda: self.store.interrupt(
+            number, f"not measured: this machine cannot run the study ({problem}); its "
+            "configuration was queued again for another worker"))
+        with self._lock:
+            if self.host_problem is None:
+                self.host_problem = problem
+                self._notice(f"trial {number} failed because of this machine, not its "
+                             f"configuration: queued again; this process stopped claiming "
+                             f"trials ({problem})")
+        return False
 
     def _record(self, number: int, outcome: TrialOutcome) -> bool:
         """Record a run trial's outcome; False when it was not recorded as run here."""
