@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,6 +213,29 @@ def test_hypervolume_by_hand() -> None:
     # Three dimensions: two unit-offset boxes overlapping in a 1×1×1 cube.
     boxes = [[0.0, 0.0, 1.0], [1.0, 1.0, 0.0]]
     assert hv(boxes, ["minimize"] * 3, [2.0, 2.0, 2.0]) == pytest.approx(4.0 + 2.0 - 1.0)
+
+
+def test_the_verdict_holds_auto_to_half_of_randoms_medians_and_its_worst() -> None:
+    se = _search_efficiency()
+
+    def run(hv: list[float], seconds: float = 100.0) -> Any:
+        return se.Run(hv=hv, engine_s=[seconds * (i + 1) for i in range(len(hv))])
+
+    slow = [run([0.0] * (n - 1) + [1.0]) for n in (10, 12, 14)]  # random: 95% at 10-14
+    fast = [run([0.0] * (n - 1) + [1.0]) for n in (4, 5, 6)]
+    table = se.verdict_table([(Path("g.jsonl"), ({("auto", "off"): (fast, 20),
+                                                  ("random", "off"): (slow, 20)}, ["off"], 1.0))])
+    assert "g.jsonl (early stop off): MET" in table
+    # auto's median 5 of random's 12 passes; a worst seed past random's worst does not
+    late = [*fast[:2], run([0.0] * 14 + [1.0])]
+    table = se.verdict_table([(Path("g.jsonl"), ({("auto", "off"): (late, 20),
+                                                  ("random", "off"): (slow, 20)}, ["off"], 1.0))])
+    assert "NOT MET" in table and "trials 95% worst" in table
+    # never reaching the front is no pass, even against a random that never did either
+    never = [run([0.0] * 20)] * 3
+    table = se.verdict_table([(Path("g.jsonl"), ({("auto", "off"): (never, 20),
+                                                  ("random", "off"): (never, 20)}, ["off"], 1.0))])
+    assert "NOT MET" in table
 
 
 def _study_kwargs(grid: Grid, tmp_path: Path, space: Space) -> dict:
