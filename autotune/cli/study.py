@@ -178,7 +178,8 @@ def study_start(
                                confirm_stage=False if no_confirm_stage else None,
                                trial_runner=trial_runner,
                                accept_space_change=accept_space_change)
-    finish(result, started, f"autotune study start --space {space} --name {study_name}")
+    finish(result, started, f"autotune study start --space {space} --name {study_name}"
+           + (" --executor ray" if executor == "ray" else ""))
 
 
 @app.command("list")
