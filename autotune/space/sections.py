@@ -249,9 +249,9 @@ class SearchSpec(Strict):
     )
     screen: bool = Field(
         default=True,
-        description="with a budget under 16 trials, first move each parameter one step from "
-        "the defaults, in the file's order, for up to half the budget (not with the random or "
-        "grid sampler)",
+        description="first move each parameter one step from the defaults, in the file's order, "
+        "then measure the defaults' nominal values as flags, for up to half the budget (not "
+        "with the random or grid sampler)",
     )
     local_search: bool = Field(
         default=True,
