@@ -39,12 +39,16 @@ from autotune.study.proposer import Done, Proposer, Run, Wait, WaitForTwin
 from autotune.study.reporter import SilentReporter, StudyReporter
 from autotune.study.search import make_sampler
 from autotune.trial import TrialOutcome, TrialRunner
-from autotune.trial_state import TrialState
+from autotune.trial_state import FailureKind, TrialState
 
 # Sections of a space that choose which configurations run and how many, not how one is
 # measured: changing them between runs of a study keeps its trials comparable
 # (docs/search-space.md, "Resuming a study").
 HARMLESS_SECTIONS = ("name", "search")
+# Trials in a row failed by a fault of this machine (FailureKind.HOST_FAULT) after which this
+# process stops claiming: each says nothing of its configuration, and the study's other
+# workers may run them.
+HOST_FAULTS_TO_STOP = 2
 
 
 class SpaceChanged(AutotuneError):
@@ -136,6 +140,7 @@ class StudyRunner:
         store.notice = self._notice
         self.host_check: Callable[[], str | None] | None = None
         self.host_problem: str | None = None
+        self._host_faults = 0
 
     @classmethod
     def create(
@@ -240,6 +245,7 @@ class StudyRunner:
         self._ran = self._peak = self.claims.claimed_here = 0
         self._running: dict[int, int] = {}  # trial number → most trials running beside it
         self.host_problem = None
+        self._host_faults = 0  # trials in a row that failed with host_fault here
         self._stop.clear()
         retry = self.executor.with_db_retry
 
@@ -400,8 +406,22 @@ class StudyRunner:
 
     def _host_fault(self, outcome: TrialOutcome) -> str | None:
         """Why this machine, not the configuration, failed the trial (``host_check``), or
-        None."""
-        if self.host_check is None or self._stop.is_set() \
+        None. Counts the trials in a row failed with ``host_fault`` (recorded as they are: not
+        learned by the crash model); at ``HOST_FAULTS_TO_STOP`` this process stops claiming."""
+        if self._stop.is_set():
+            return None
+        failure = outcome.failure
+        with self._lock:
+            if failure is not None and failure.kind is FailureKind.HOST_FAULT:
+                self._host_faults += 1
+                if self._host_faults >= HOST_FAULTS_TO_STOP and self.host_problem is None:
+                    self.host_problem = (
+                        f"{self._host_faults} trials in a row failed with host_fault, a fault "
+                        f"of this machine, not of their configurations (last: {failure.reason})")
+                    self._notice(f"this process stopped claiming trials: {self.host_problem}")
+            elif outcome.state in (TrialState.COMPLETE, TrialState.FAILED):
+                self._host_faults = 0
+        if self.host_check is None \
                 or outcome.state not in (TrialState.FAILED, TrialState.REJECTED):
             return None
         return self.host_check()

@@ -131,6 +131,31 @@ def test_create_study_then_workers_join_it(grid: Grid, space: Space, tmp_path: P
     assert rest.run.trials_run == 2 and _counted(rest) == 3
 
 
+def test_a_process_whose_trials_fail_with_host_faults_stops_claiming(
+    space: Space, tmp_path: Path
+) -> None:
+    # Issue 24, item 6: every configuration but the defaults dies of a fault of this machine
+    # (host_fault: SIGILL from a kernel the CPU lacks). After 2 in a row this process stops
+    # claiming, instead of burning the whole budget; the crash model learns nothing of them.
+    import json
+
+    path = write_grid(tmp_path / "grid.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows[1:]:
+        if not row.get("default"):
+            row.update(state="failed", failure_kind="host_fault", metrics={},
+                       failure_reason="engine killed by SIGILL")
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    grid = Grid.load(path)
+    result = run_study(space, _url(tmp_path), trials=6, confirm_stage=False,
+                       log_dir=tmp_path / "logs", trial_runner=ReplayTrialRunner(space, grid))
+    assert result.run.host_problem is not None
+    assert result.run.host_problem.startswith("2 trials in a row failed with host_fault")
+    faults = [t for t in result.report.trials if t.failure_kind == "host_fault"]
+    assert len(faults) == 2 and result.run.trials_run == 3  # the defaults, then 2 faults
+    assert not any(t.failure_kind == "invalid_config" for t in result.report.trials)
+
+
 def test_a_space_path_is_loaded_and_checked(space: Space, tmp_path: Path) -> None:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(SPACE))
