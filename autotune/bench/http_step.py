@@ -342,7 +342,11 @@ _EXIT_LINE = re.compile(r"\[autotune-guard\] (engine (?:killed by signal|exited 
 def exited(engine: RunningEngine) -> EngineFailure:
     """The engine's death as a failure: its kind from its exit (as the guard reported it, else
     the engine's own account) and its log, and a reason that names the exit (signal or status)
-    and the log's deciding error."""
+    and the log's deciding error. Called once the guard reported the exit: it waits (up to
+    ``DEATH_WAIT_S``) for the guard to have torn the rest of the tree down and exited."""
+    deadline = time.monotonic() + DEATH_WAIT_S
+    while engine.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
     log = _log(engine)
     code = reported_exit(log)
     failure = classify(log, code) if code is not None else engine.failure()
