@@ -9,6 +9,7 @@ import threading
 from dataclasses import fields
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState as OptunaState
 
 from autotune.space import Configuration
@@ -52,6 +53,8 @@ class RdbCatalog:
         versions (a catalog only reads: the dashboard runs on it)."""
         with self._lock:
             if self._optuna is None:
+                if not _has_optuna_tables(self.url):  # autotune's tables alone: no study
+                    raise KeyError(f"no Optuna study {name!r} in {self.url}")
                 self._optuna = optuna.storages.RDBStorage(
                     self.url, skip_table_creation=True, skip_compatibility_check=True)
         return optuna.load_study(study_name=name, storage=self._optuna)
@@ -68,6 +71,14 @@ class RdbCatalog:
             return current_revision(self.url) != head_revision()
         except Exception:  # noqa: BLE001 - the storage cannot even be asked: say no more
             return False
+
+
+def _has_optuna_tables(url: str) -> bool:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        return sqlalchemy.inspect(engine).has_table("version_info")
+    finally:
+        engine.dispose()
 
 
 _STUDY_FIELDS = tuple(f.name for f in fields(StudyView))
