@@ -6,18 +6,23 @@ callback's limit) and, through ``autotune.store.db.repository``, autotune's tabl
 
 from __future__ import annotations
 
+import copy
 import json
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import optuna
+import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import fail_stale_trials
+from optuna.storages._rdb import models as optuna_models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState as OptunaState
 
 from autotune.space import Configuration, params_key
@@ -56,6 +61,13 @@ if TYPE_CHECKING:
 # Heartbeats, retries and grouped TPE are "experimental" in Optuna; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
+# Optuna system attribute of a trial the watchdog failed (its worker was lost), written in the
+# same transaction as the FAIL: a verdict its worker tells later is told stale by it, however
+# the two raced. Never copied to the trial's retry.
+LOST_ATTR = "autotune:lost"
+# What a trial's retry does not inherit: the verdict its lost worker may have begun to write.
+_VERDICT_ATTRS = (STATE_ATTR, FAILURE_ATTR, REUSED_FROM_ATTR)
+
 
 class RdbStudyStore:
     """The whole ``StudyStore`` contract in one class (over 200 lines, on purpose): nearly every
@@ -85,6 +97,11 @@ class RdbStudyStore:
         self._started: set[int] = set()  # ... and the ones whose row it wrote as running
         self._stale: list[int] = []
         self._lock = threading.RLock()
+        # The watchdog's view (see fail_stale): since when it has been in unbroken contact with
+        # the database, when it last was, and when it first saw each trial without heartbeat.
+        self._contact_since: float | None = None
+        self._last_contact: float | None = None
+        self._unbeaten: dict[int, float] = {}
 
     # -- the study ------------------------------------------------------------------------
 
@@ -147,6 +164,11 @@ class RdbStudyStore:
         from autotune.space import suggest_params
 
         trial = self.study.ask()
+        if self._storage.get_heartbeat_interval() is not None:
+            # A claim is alive from its first moment: were its worker to die (or its claim to
+            # be retried after a lost connection) before the trial's heartbeat starts, the
+            # watchdog fails it and queues it again after the grace period (see fail_stale).
+            self._storage.record_heartbeat(trial._trial_id)
         params = suggest_params(space, trial)
         trial.set_user_attr(CONFIG_ATTR, params_key(params))
         self._asked[trial.number] = trial
@@ -195,7 +217,7 @@ class RdbStudyStore:
         frozen = self._storage.get_trial(self._asked[number]._trial_id)
         if not frozen.state.is_finished():
             return False
-        ours = STATE_ATTR in frozen.user_attrs and (
+        ours = STATE_ATTR in frozen.user_attrs and LOST_ATTR not in frozen.system_attrs and (
             result is None
             or (frozen.state == OptunaState.COMPLETE) == (result.values is not None))
         if not ours:
@@ -209,9 +231,9 @@ class RdbStudyStore:
                 self._tell(trial, result)
             except (UpdateFinishedTrialError, ValueError):
                 # Failed by a watchdog between the check and the tell (Optuna refuses to
-                # update a finished trial): the same verdict as above, the race lost.
-                self._told(number, result)
-                raise
+                # update a finished trial): StaleTrial, as above, the race lost.
+                if not self._told(number, result):
+                    raise
         if number in self._started:
             repository.update_trial(
                 url=self.url, study_name=self.name, number=number, state=result.state.value,
@@ -238,7 +260,12 @@ class RdbStudyStore:
 
     def withdraw(self, number: int, reason: str) -> None:
         trial = self._asked[number]
-        if not self._told(number):
+        try:
+            told = self._told(number)
+        except StaleTrial:  # failed as lost and queued again by a watchdog: nothing to end
+            self._forget(number)
+            return
+        if not told:
             trial.set_user_attr(STATE_ATTR, TrialState.REUSED.value)
             self.study.tell(trial, state=OptunaState.FAIL)
         self._write_row(number, TrialState.REUSED, finished=True, feasible=False,
@@ -248,6 +275,9 @@ class RdbStudyStore:
     def interrupt(self, number: int, reason: str) -> None:
         trial = self._asked[number]
         frozen = self._storage.get_trial(trial._trial_id)
+        if LOST_ATTR in frozen.system_attrs:  # a watchdog failed it and queued it again
+            self._forget(number)
+            return
         if not frozen.state.is_finished():
             trial.set_user_attr(FAILURE_ATTR, FailureKind.INTERRUPTED.value)
             trial.set_user_attr(STATE_ATTR, TrialState.INTERRUPTED.value)
@@ -341,26 +371,133 @@ class RdbStudyStore:
                          number=number, notice=lambda text: self.notice(text))
 
     def fail_stale(self) -> list[int]:
+        """Optuna's stale check, with what it cannot see: a claim that never sent a heartbeat
+        (its worker died, or its claim was cut off, right after the ask) is silent from when
+        this watchdog first saw it; and silence is judged only after a grace period of unbroken
+        contact with the database (this process's first, and after every round that failed or
+        came more than a grace period after the last): heartbeats missed while the database
+        was out of reach are the outage's fault, not the workers'. A trial is failed in one
+        transaction with its lost mark (``LOST_ATTR``), then queued again; one trial's
+        bookkeeping failing does not keep the others from theirs."""
+        if self._storage.get_heartbeat_interval() is None:
+            return []
         with self._lock:
             self._stale = []
-            fail_stale_trials(self.study)
-            return list(self._stale)
+            try:
+                return self._watch_round()
+            except BaseException:
+                self._contact_since = self._last_contact = None
+                raise
+
+    def _watch_round(self) -> list[int]:
+        silent = self._silences()
+        now = time.monotonic()
+        grace = self.grace_period_s
+        if self._last_contact is None or now - self._last_contact > grace:
+            self._contact_since = now
+        self._last_contact = now
+        self._unbeaten = {trial_id: self._unbeaten.get(trial_id, now)
+                          for trial_id, age in silent if age is None}
+        assert self._contact_since is not None
+        judging = now - self._contact_since >= grace
+        lost = [trial_id for trial_id, age in silent if judging and (
+            now - self._unbeaten[trial_id] if age is None else age) > grace]
+        # Queueing a retry and checking that none is queued yet are one step across all
+        # watchdogs (the claim lock): a lost trial is queued again once, never twice.
+        if lost or self._unqueued_lost():
+            with self.claim_lock():
+                for trial_id in lost:
+                    trial = self._fail_lost(trial_id)
+                    if trial is not None:  # else finished meanwhile (its worker, a watchdog)
+                        self._after_lost(trial)
+                for trial in self._unqueued_lost():
+                    self._after_lost(copy.deepcopy(trial))
+        return list(self._stale)
+
+    def _after_lost(self, trial: optuna.trial.FrozenTrial) -> None:
+        try:
+            self._on_stale_trial(self.study, trial)
+        except Exception as exc:
+            if isinstance(exc, (sqlalchemy.exc.DBAPIError,
+                                optuna.exceptions.StorageInternalError)):
+                raise  # the next round queues it (``_unqueued_lost``)
+            # A bug in one trial's bookkeeping: the others must still be queued.
+            self.notice(f"trial {trial.number} lost its worker; recording it failed "
+                        f"({type(exc).__name__}: {exc})")
+
+    def _unqueued_lost(self) -> list[optuna.trial.FrozenTrial]:
+        """Lost trials whose retry is due but missing: the watchdog that failed them lost its
+        connection (or died) before queueing it."""
+        trials = self.study.get_trials(deepcopy=False)
+        queued = {t.system_attrs["retry_history"][-1] for t in trials
+                  if t.system_attrs.get("retry_history")}
+        return [t for t in trials
+                if t.state == OptunaState.FAIL and LOST_ATTR in t.system_attrs
+                and t.number not in queued
+                and len(t.system_attrs.get("retry_history", [])) < self.max_retries]
+
+    def _silences(self) -> list[tuple[int, float | None]]:
+        """Each running trial's id and seconds since its last heartbeat (by the database's
+        clock), None for a trial without one."""
+        models = optuna_models
+        study_id = self.study._study_id
+        with _create_scoped_session(self._storage.scoped_session) as session:
+            now = session.execute(sqlalchemy.func.now()).scalar_one().replace(tzinfo=None)
+            rows = (
+                session.query(models.TrialModel.trial_id, models.TrialHeartbeatModel.heartbeat)
+                .outerjoin(models.TrialHeartbeatModel,
+                           models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
+                .filter(models.TrialModel.study_id == study_id,
+                        models.TrialModel.state == OptunaState.RUNNING)
+                .order_by(models.TrialModel.trial_id)
+                .all()
+            )
+        return [(trial_id, None if beat is None else (now - beat).total_seconds())
+                for trial_id, beat in rows]
+
+    def _fail_lost(self, trial_id: int) -> optuna.trial.FrozenTrial | None:
+        """FAIL a running trial and mark it lost, at once; None when it is no longer running."""
+        models = optuna_models
+        with _create_scoped_session(self._storage.scoped_session) as session:
+            row = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            if row.state != OptunaState.RUNNING:
+                return None
+            row.state = OptunaState.FAIL
+            row.datetime_complete = datetime.now()
+            session.add(models.TrialSystemAttributeModel(
+                trial_id=trial_id, key=LOST_ATTR, value_json=json.dumps(self.host)))
+        return copy.deepcopy(self._storage.get_trial(trial_id))
 
     def _on_stale_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """A worker stopped sending heartbeats: record it, and queue its config again."""
-        self._retry(study, trial)
+        retry = copy.deepcopy(trial)
+        retry.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _VERDICT_ATTRS}
+        retry.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != LOST_ATTR}
+        self._retry(study, retry)
         retried = len(trial.system_attrs.get("retry_history", [])) < self.max_retries
         self._stale.append(trial.number)
-        repository.update_trial(
-            url=self.url, study_name=self.name, number=trial.number,
+        fields: dict[str, Any] = dict(
             state=TrialState.FAILED.value, failure_kind=FailureKind.WORKER_LOST.value,
             failure_reason=(
                 f"no heartbeat from its worker for {self.grace_period_s}s (noticed on "
                 f"{self.host}); " + ("its configuration was queued again" if retried
                                      else "retry limit reached")
             ),
-            finished=True,
         )
+        try:
+            repository.update_trial(url=self.url, study_name=self.name, number=trial.number,
+                                    finished=True, **fields)
+        except KeyError:
+            # Never started by its worker (a claim waiting for its twin, or cut off right
+            # after the ask): its row is written now, if it is known what it was to run.
+            config = trial.user_attrs.get(CONFIG_ATTR)
+            params = json.loads(config) if config else trial.system_attrs.get("fixed_params")
+            if params is not None:
+                repository.record_trial(
+                    url=self.url, study_name=self.name, number=trial.number,
+                    optuna_trial_id=trial._trial_id, params=params,
+                    is_default=bool(trial.user_attrs.get(DEFAULT_ATTR)), host="",
+                    retry_of=trial.system_attrs.get("failed_trial"), finished=True, **fields)
         self.notice(f"trial {trial.number} lost its worker; "
                     + ("retrying it" if retried else "retry limit reached"))
 

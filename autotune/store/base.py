@@ -184,7 +184,8 @@ class StudyStore(Protocol):
         ...
 
     def ask(self, space: Space) -> Suggestion:
-        """Start an Optuna trial (queued configuration first, else the sampler's pick)."""
+        """Start an Optuna trial (queued configuration first, else the sampler's pick); where
+        heartbeats are used, its first heartbeat is recorded at once."""
         ...
 
     def start(self, suggestion: Suggestion) -> None:
@@ -194,7 +195,8 @@ class StudyStore(Protocol):
     def finish(self, number: int, result: TrialResult) -> None:
         """Tell Optuna and write autotune's row, once. A trial Optuna already holds as
         finished (a database retry after a lost reply) is not told again; one failed as stale
-        by another worker (before or during this call) raises ``StaleTrial`` and keeps that
+        by another worker (before or during this call, whatever the verdict, whatever was
+        written of it before a lost connection) raises ``StaleTrial`` and keeps that
         verdict."""
         ...
 
@@ -231,8 +233,12 @@ class StudyStore(Protocol):
         ...
 
     def fail_stale(self) -> list[int]:
-        """Fail trials whose worker stopped sending heartbeats and queue their
-        configurations again (up to the retry limit); returns their numbers."""
+        """Fail trials whose worker stopped sending heartbeats (or never sent one: a claim
+        cut off right after ``ask``) and queue their configurations again, once, up to the
+        retry limit; returns their numbers. Silence is judged only after a grace period of
+        unbroken contact with the database (a database error here breaks it): an outage the
+        workers rode out is not blamed on them. One trial's bookkeeping failing does not keep
+        the others from being queued."""
         ...
 
     def quality_reference(self) -> tuple[Reference | None, bool]:

@@ -99,11 +99,22 @@ class Executor:
         return interrupted
 
     def _watch(self, action: Callable[[], object], interval_s: float) -> None:
+        """The watchdog never dies: without it, a dead worker's trial would stay running and
+        every other worker would wait for it forever. Database errors are the next round's
+        (the store judges no silence until it has been back in contact for a grace period);
+        anything else is said once per kind and tried again too."""
+        said: set[str] = set()
         while not self.stop.wait(interval_s):
             try:
                 action()
             except DB_ERRORS:
                 continue
+            except Exception as exc:  # noqa: BLE001 - a bug must not end the watchdog
+                if type(exc).__name__ not in said:
+                    said.add(type(exc).__name__)
+                    first_line = (str(exc).splitlines() or [""])[0][:200]
+                    self.notice(f"the stale-trial check failed ({type(exc).__name__}: "
+                                f"{first_line}); trying again every {interval_s:g}s")
 
     def with_db_retry(self, what: str, action: Callable[[], T]) -> T:
         """Run ``action``; while the database is unreachable (a lost connection, see
