@@ -14,6 +14,7 @@ serves.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import time
@@ -127,6 +128,15 @@ class TrialRunner:
         self.model_config = read_model_config(space.model.resolved_path)
         self.memory_calibration = memory_fit.Calibration()
         self._shapes: dict[str, ModelShape | None] = {}
+
+    def fresh(self, log_dir: Path) -> TrialRunner:
+        """A runner of this one's kind for engine starts of their own (the confirm stage's
+        fresh servers): its engine logs under ``log_dir``; the same launcher, devices,
+        measuring step and stop event; a memory calibration of its own."""
+        runner = copy.copy(self)
+        runner.log_dir = log_dir
+        runner.memory_calibration = memory_fit.Calibration()
+        return runner
 
     @property
     def quality(self) -> QualityProbe | None:

@@ -144,10 +144,6 @@ def study_start(
         trial_runner = connect(spec, ray_address,
                                (log_dir or Path(Settings().log_dir)) / study_name)
         pool = trial_runner.pool
-        if not no_confirm_stage and spec.search.confirm_stage.enabled:
-            no_confirm_stage = True
-            console.print("the confirm stage does not run on a Ray cluster yet: the search "
-                          "gets the whole budget")
     else:
         pool = device_pool(spec, devices, wanted)
     total = trials or spec.search.trials

@@ -115,6 +115,14 @@ class RayTrialRunner(TrialRunner):
         self._lock = threading.Lock()
         self._remote: Any = None
 
+    def fresh(self, log_dir: Path) -> RayTrialRunner:
+        """A runner on the same cluster for the confirm stage's fresh servers (each a Ray task
+        too), with its own log folder and its own record of where its trials ran."""
+        runner = cast(RayTrialRunner, super().fresh(log_dir.resolve()))
+        runner.running_on, runner.ran_on = {}, {}
+        runner._lock = threading.Lock()
+        return runner
+
     def run(
         self,
         number: int,
@@ -193,7 +201,8 @@ class RayTrialRunner(TrialRunner):
         task = self._remote.options(**self.cluster.request(needed), max_retries=0,
                                     num_returns="streaming", name=f"autotune-trial-{number}")
         stream = task.remote(self.space, number, dict(params), is_default, str(self.log_dir),
-                             front, reference, self.cluster.kind)
+                             front, reference, self.quality is not None, self.cluster.kind,
+                             self.launcher)
         where: dict[str, str] = {}
         try:
             while True:
@@ -287,9 +296,12 @@ def _tail(path: str) -> str:
 
 def _trial_on_node(space: Space, number: int, params: dict[str, Any], is_default: bool,
                    log_dir: str, front: list[list[float]] | None, reference: Reference | None,
-                   kind: str) -> Any:
+                   quality: bool, kind: str, launcher: EngineLauncher) -> Any:
     """The Ray task of one attempt (a streaming generator): ``("node", where)``, then
-    ``("phase", text)`` as the trial goes, then ``("outcome", outcome, log tail, found)``."""
+    ``("phase", text)`` as the trial goes, then ``("outcome", outcome, log tail, found)``.
+    ``quality`` False: no quality probe (the controller's step has none: the confirm stage).
+    ``launcher``: the controller's (``create(space.engine.kind)`` unless the runner was given
+    one), sent with the task."""
     import ray
 
     context = ray.get_runtime_context()
@@ -306,9 +318,11 @@ def _trial_on_node(space: Space, number: int, params: dict[str, Any], is_default
         outcome.failure = EngineFailure(FailureKind.HOST_FAULT, f"no devices on the node: {exc}")
         yield ("outcome", outcome, "", {})
         return
-    runner = TrialRunner(space, create(space.engine.kind), pool, Path(log_dir))
+    runner = TrialRunner(space, launcher, pool, Path(log_dir))
     runner.measuring.front = (lambda: front) if front is not None else None
-    if runner.quality is not None:
+    if not quality:
+        runner.measuring.quality = None
+    elif runner.quality is not None:
         runner.quality.reference = reference
     phases: queue.Queue[str | None] = queue.Queue()
     box: dict[str, Any] = {}

@@ -332,10 +332,9 @@ class StudyRunner:
                 record = start.record
                 self.reporter.confirm_started(spent + i, spent + len(starts), record.number,
                                               dict(record.params), start.why)
-                runner = TrialRunner(self.space, base.launcher, base.pool,
-                                     base.log_dir / f"confirm-stage-{budget}-{spent + i + 1}",
-                                     measuring=base.measuring)
-                runner.stop_event = self._stop
+                # a runner of the study's kind (a Ray study's fresh servers run on its cluster),
+                # its stop event the study's
+                runner = base.fresh(base.log_dir / f"confirm-stage-{budget}-{spent + i + 1}")
                 outcome = runner.run(record.number, dict(record.params),
                                      is_default=record.is_default,
                                      on_phase=self.reporter.phase)

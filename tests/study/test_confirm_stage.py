@@ -16,6 +16,7 @@ from autotune.store import open_catalog
 from autotune.study import run_study
 from autotune.study.confirm import STAGE_KEY, stage_reserve
 from autotune.testing.replay_grid import write_grid
+from autotune.trial import TrialRunner
 from autotune.trial_state import TrialState
 
 
@@ -114,3 +115,38 @@ def test_no_confirm_stage_gives_the_search_the_whole_budget(grid: Grid, tmp_path
     assert Space.model_validate({**off.model_dump(mode="json"), "search": {
         "confirm_stage": False}}).search.confirm_stage.enabled is False
     assert load_report(open_catalog(url), "tiny").servers == {}
+
+
+class FreshRecorder(ReplayTrialRunner):
+    """The replay runner, recording each runner the confirm stage asks it for."""
+
+    def __init__(self, space: Space, grid: Grid, log_dir: Path) -> None:
+        super().__init__(space, grid, log_dir=log_dir)
+        self.made: list[TrialRunner] = []
+
+    def fresh(self, log_dir: Path) -> TrialRunner:
+        runner = super().fresh(log_dir)
+        self.made.append(runner)
+        return runner
+
+
+def test_the_stage_starts_its_fresh_servers_through_the_study_runners_fresh(
+    grid: Grid, tmp_path: Path,
+) -> None:
+    """The stage's servers come from the study's own runner (``fresh``: a Ray study's run on
+    its cluster), each with a log folder of its own, its stop event and measuring step."""
+    space, url = _space(grid), f"sqlite:///{tmp_path / 's.db'}"
+    runner = FreshRecorder(space, grid, tmp_path / "logs")
+    result = run_study(space, url, trials=9, reporter=Recorder(), trial_runner=runner,
+                       log_dir=tmp_path / "logs")
+    assert result.run.confirm_starts >= 1
+    assert len(runner.made) == result.run.confirm_starts
+    folders = [made.log_dir for made in runner.made]
+    assert folders == [tmp_path / "logs" / f"confirm-stage-9-{i + 1}"
+                       for i in range(len(folders))]
+    for made in runner.made:
+        assert type(made) is FreshRecorder and made is not runner
+        assert made.stop_event is runner.stop_event and made.measuring is runner.measuring
+        assert made.launcher is runner.launcher and made.pool is runner.pool
+        assert made.memory_calibration is not runner.memory_calibration
+        assert any(made.log_dir.glob("trial-*.log"))  # the fresh servers' logs went there
