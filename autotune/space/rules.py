@@ -82,3 +82,9 @@ def check(ctx: RuleContext) -> str | None:
             return reason
     return None
 
+
+def known_before_devices(values: Mapping[str, Any], max_model_len: int) -> str | None:
+    """The rules that need neither the devices nor the model's config: what a search can
+    rule out before it proposes a configuration (the trial checks every rule again)."""
+    return check(RuleContext(values=values, max_model_len=max_model_len,
+                             devices_present=1 << 30, model_config={}))

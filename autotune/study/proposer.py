@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 
 from autotune.scoring import is_feasible, pareto_indices
-from autotune.space import Configuration, Space, suggest_params
+from autotune.space import Configuration, Space, rules, suggest_params
 from autotune.store.base import Suggestion, TrialSummary
 from autotune.study.feasibility import FeasibilityModel, Observation
 from autotune.study.search import (
@@ -208,7 +208,12 @@ class Proposer:
     def _startable(
         self, candidates: list[dict[str, Any]], history: History
     ) -> list[dict[str, Any]]:
-        """``candidates`` less those the crash model would skip."""
+        """``candidates`` less those the space's rules reject before launch (known invalid:
+        a proposal is never spent on them) and those the crash model would skip."""
+        fixed = {k.replace("-", "_"): v for k, v in self.space.engine.flags.items()}
+        limit = self.space.model.max_model_len
+        candidates = [c for c in candidates
+                      if rules.known_before_devices({**fixed, **c}, limit) is None]
         if not self.space.search.crash_learning:
             return candidates
         model = self._crash_model(history)

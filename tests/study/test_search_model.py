@@ -178,6 +178,33 @@ def test_the_proposer_never_proposes_a_known_configuration_and_ends_when_all_are
     assert screen_size(study, 100) == 1 + 3  # the centre, then three parameters
 
 
+def test_the_proposer_never_spends_a_proposal_on_a_configuration_the_rules_reject() -> None:
+    # Chunked prefill off with 256 batched tokens < max_model_len 512, or fewer batched
+    # tokens than sequences: vLLM refuses to start, known before any engine (space.rules).
+    study = space({"max_num_batched_tokens": {"choices": [256, 2048]},
+                   "max_num_seqs": {"choices": [128, 512]},
+                   "enable_chunked_prefill": {"choices": [True, False]}})
+    proposer = Proposer(study)
+    trials = [TrialSummary(0, Configuration(study.default_params(), True), running=False,
+                           state=TrialState.COMPLETE, values=(50.0, 200.0),
+                           constraints={"e2e_p95_ms": -0.5})]
+    proposed = []
+    for number in range(1, 9):
+        pick = proposer.before_asking(History.of(trials), budget=100, running_here=[],
+                                      shared=False)
+        if isinstance(pick, Done):
+            break
+        assert isinstance(pick, Configuration), pick
+        proposed.append(dict(pick.params))
+        seqs = pick.params["max_num_seqs"]
+        trials.append(_done(number, dict(pick.params), [float(seqs), 100.0 + seqs]))
+    assert proposed, "nothing was proposed"
+    for params in proposed:
+        assert not (params["enable_chunked_prefill"] is False
+                    and params["max_num_batched_tokens"] < 512), params
+        assert params["max_num_batched_tokens"] >= params["max_num_seqs"], params
+
+
 class _Quiet(SilentReporter):
     def notice(self, text: str) -> None:
         pass
