@@ -143,6 +143,15 @@ class TrialRunner:
         """The measuring step's quality probe (the study gives it the stored reference)."""
         return self.measuring.quality
 
+    def planned(
+        self, params: Mapping[str, Any], *, is_default: bool
+    ) -> tuple[EngineConfig, TrialOutcome]:
+        """The engine configuration of ``params`` and the outcome a run of it starts as
+        (running; its flags, model and command line)."""
+        config = self.launcher.engine_config(self.space, params, is_default=is_default)
+        return config, TrialOutcome(state="running", flags=dict(config.flags),
+                                    model=config.model, argv=self.launcher.argv(config))
+
     def rejection(self, params: Mapping[str, Any], config: EngineConfig) -> str | None:
         values = dict(config.flags)
         values.update({k: v for k, v in params.items() if k not in values})
@@ -194,13 +203,7 @@ class TrialRunner:
         is_default: bool,
         on_phase: PhaseCallback = lambda _: None,
     ) -> TrialOutcome:
-        config = self.launcher.engine_config(self.space, params, is_default=is_default)
-        outcome = TrialOutcome(
-            state="running",
-            flags=dict(config.flags),
-            model=config.model,
-            argv=self.launcher.argv(config),
-        )
+        config, outcome = self.planned(params, is_default=is_default)
         reason = None if is_default else self.rejection(params, config)
         if reason:
             outcome.state = "rejected"

@@ -131,9 +131,7 @@ class RayTrialRunner(TrialRunner):
         is_default: bool,
         on_phase: PhaseCallback = lambda _: None,
     ) -> TrialOutcome:
-        config = self.launcher.engine_config(self.space, params, is_default=is_default)
-        outcome = TrialOutcome(state="running", flags=dict(config.flags), model=config.model,
-                               argv=self.launcher.argv(config))
+        config, outcome = self.planned(params, is_default=is_default)
         needed = self.launcher.devices_needed(config)
         self.cluster.refresh(live_nodes())
         misfit = self.cluster.misfit(needed)
