@@ -109,8 +109,7 @@ def finish(result: StudyResult, started: float, resume_hint: str) -> None:
         from rich.markup import escape
 
         err_console.print(f"[bold red]error:[/] this machine stopped claiming trials of study "
-                          f"{escape(result.name)}: {escape(run.host_problem)}. Its failed "
-                          "trial was queued again for another worker; resume here with "
+                          f"{escape(result.name)}: {escape(run.host_problem)}. Resume here with "
                           f"`{escape(resume_hint)}` once this machine holds what the study "
                           "needs", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2)
