@@ -15,7 +15,6 @@ autotune did not send: transient). A request the engine never answered, in whate
 from __future__ import annotations
 
 import itertools
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
@@ -31,7 +30,13 @@ from autotune.bench.prompt_set import WorkloadError
 from autotune.bench.step import MeasureContext, Measured
 from autotune.devices.sampling import UtilisationSampler
 from autotune.engines.base import EngineConfig, RunningEngine
-from autotune.engines.failures import EngineFailure, classify, reported_exit, stalled
+from autotune.engines.failures import (
+    EngineFailure,
+    classify,
+    reported_exit,
+    reported_exit_text,
+    stalled,
+)
 from autotune.metrics import COST_METRIC
 from autotune.quality import QualityError, QualityProbe, QualityRequestLost
 from autotune.scoring import cost_per_1m_output_tokens, slos_hold
@@ -336,9 +341,6 @@ def stopped(engine: RunningEngine, wait_s: float = 0.0) -> bool:
     return True
 
 
-_EXIT_LINE = re.compile(r"\[autotune-guard\] (engine (?:killed by signal|exited with status) .*)")
-
-
 def exited(engine: RunningEngine) -> EngineFailure:
     """The engine's death as a failure: its kind from its exit (as the guard reported it, else
     the engine's own account) and its log, and a reason that names the exit (signal or status)
@@ -350,8 +352,7 @@ def exited(engine: RunningEngine) -> EngineFailure:
     log = _log(engine)
     code = reported_exit(log)
     failure = classify(log, code) if code is not None else engine.failure()
-    exits = _EXIT_LINE.findall(log)
-    how = exits[-1].strip() if exits else "engine exited"
+    how = reported_exit_text(log) or "engine exited"
     return EngineFailure(
         failure.kind, f"the engine process exited during the measurement ({how}): "
         f"{failure.reason}", failure.line,

@@ -137,8 +137,9 @@ def exit_words(returncode: int | None) -> str:
 
 
 # The guard's line on the engine's own exit (autotune/engines/guard.py, ``describe_exit``).
+# The guard's report of the engine's exit: the whole report, the signal, the status.
 _GUARD_EXIT = re.compile(
-    r"\[autotune-guard\] engine (?:killed by signal (\d+)|exited with status (-?\d+))")
+    r"\[autotune-guard\] (engine (?:killed by signal (\d+)|exited with status (-?\d+)).*)")
 
 
 def reported_exit(log_text: str) -> int | None:
@@ -149,8 +150,15 @@ def reported_exit(log_text: str) -> int | None:
     found = _GUARD_EXIT.findall(log_text)
     if not found:
         return None
-    signum, status = found[-1]
+    _, signum, status = found[-1]
     return -int(signum) if signum else int(status)
+
+
+def reported_exit_text(log_text: str) -> str | None:
+    """The guard's last report of the engine's exit, as written ("engine killed by signal 9
+    (SIGKILL)"), or None."""
+    found = _GUARD_EXIT.findall(log_text)
+    return found[-1][0].strip() if found else None
 
 
 # Requests lost on the way (refused or dropped connections, timeouts, streams with no token),
