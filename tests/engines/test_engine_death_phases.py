@@ -39,7 +39,10 @@ def test_an_engine_killed_in_any_phase_is_a_transient_fault_of_its_start(
 ) -> None:
     data = small_space(tmp_path, demo_model)
     data["workload"].update({"num_requests": 8, "warmup_requests": 2})
-    data["ladder"] = {"kind": "concurrency", "levels": [1, 2], "requests_per_level": 4}
+    # Two levels and no more: an extended ladder would climb to concurrency 4096 on this fast
+    # model (minutes of steady-state levels that this test does not need).
+    data["ladder"] = {"kind": "concurrency", "levels": [1, 2], "requests_per_level": 4,
+                      "extend": False}
     data["quality"] = {"prompts": "evals/demo-tasks.jsonl", "num_prompts": 4, "max_tokens": 4}
     # vLLM's own default, an engine core process beside the API server: when the API server is
     # killed, its guard reports the death at once but exits only once the engine core is gone,
