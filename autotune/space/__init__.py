@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from autotune.space.reading import line_of, parse, read_text
     from autotune.space.sections import ParameterSpec
     from autotune.space.starter import devices_of, starter_space, write_starter_space
-    from autotune.space.trust import UntrustedSpace, trusted_space
+    from autotune.space.trust import UntrustedSpace, space_changes, trusted_space
     from autotune.space.workload import (
         ChatJsonlPrompts,
         ConcurrencyLoad,
@@ -102,6 +102,7 @@ _HOMES = {
     "params_key": "autotune.space.configuration",
     "parse": "autotune.space.reading",
     "read_text": "autotune.space.reading",
+    "space_changes": "autotune.space.trust",
     "split_metric": "autotune.space.workload_mix",
     "starter_space": "autotune.space.starter",
     "suggest_params": "autotune.space.model",
@@ -154,6 +155,7 @@ __all__ = [
     "params_key",
     "parse",
     "read_text",
+    "space_changes",
     "split_metric",
     "starter_space",
     "suggest_params",

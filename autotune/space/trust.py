@@ -13,6 +13,7 @@ field but the study's name), or the SHA-256 of the stored text, pinned by the op
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,10 @@ from autotune.space.model import Space, load_space
 # What shapes the command line, listed first when the spaces differ.
 COMMAND_SECTIONS = ("engine", "model", "parameters")
 SHOWN = 6  # differences named in the refusal
+# Sections of a space that choose which configurations run and how many, not how one is
+# measured: changing them between runs of a study keeps its trials comparable
+# (docs/search-space.md, "Resuming a study").
+HARMLESS_SECTIONS = ("name", "search")
 
 
 class UntrustedSpace(AutotuneError):
@@ -92,3 +97,27 @@ def trusted_space(
                 + "; ".join(changed[:SHOWN]) + more + ". Refusing to run it: start the "
                 "worker with the study's own space file (or fix the study's).")
     return stored
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def space_changes(stored_yaml: str, space: Space) -> tuple[list[str], list[str]]:
+    """How ``space`` differs from the space stored with a study, as ``field: old → new``
+    lines (defaults filled in on both sides, so writing a default out changes nothing):
+    (changes that can alter a measurement, changes of the ``HARMLESS_SECTIONS``)."""
+    try:
+        stored = Space.model_validate(yaml.safe_load(stored_yaml))
+    except (yaml.YAMLError, ValidationError, TypeError) as exc:
+        first = str(exc).splitlines()[0]
+        return [f"the stored space does not validate with this autotune ({first})"], []
+    old = _flat(stored.model_dump(mode="json"))
+    new = _flat(space.model_dump(mode="json"))
+    missing = "(absent)"
+    lines = {k: f"{k}: {_shown(old[k]) if k in old else missing} → "
+                f"{_shown(new[k]) if k in new else missing}"
+             for k in sorted(set(old) | set(new)) if old.get(k, missing) != new.get(k, missing)}
+    harmless = [line for k, line in lines.items() if k.split(".")[0] in HARMLESS_SECTIONS]
+    return [line for k, line in lines.items() if k.split(".")[0] not in HARMLESS_SECTIONS], \
+        harmless

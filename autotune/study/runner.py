@@ -12,7 +12,6 @@ means over servers; the search gets the rest (docs/search.md, "Confirm stage").
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from autotune.bench import pareto_values
 from autotune.devices import DevicePool
@@ -28,7 +26,7 @@ from autotune.engines.base import EngineLauncher
 from autotune.errors import AutotuneError
 from autotune.results import configuration_key, measured_metrics
 from autotune.scoring import is_feasible
-from autotune.space import Configuration, Space
+from autotune.space import Configuration, Space, space_changes
 from autotune.space.sections import ConfirmStageSpec
 from autotune.store import Origin, StaleTrial, StudyFacts, StudyStore, Suggestion, open_store
 from autotune.store.base import FreshRun
@@ -41,10 +39,6 @@ from autotune.study.search import make_sampler
 from autotune.trial import TrialOutcome, TrialRunner
 from autotune.trial_state import FailureKind, TrialState
 
-# Sections of a space that choose which configurations run and how many, not how one is
-# measured: changing them between runs of a study keeps its trials comparable
-# (docs/search-space.md, "Resuming a study").
-HARMLESS_SECTIONS = ("name", "search")
 # Trials in a row failed by a fault of this machine (FailureKind.HOST_FAULT) after which this
 # process stops claiming: each says nothing of its configuration, and the study's other
 # workers may run them.
@@ -55,39 +49,6 @@ class SpaceChanged(AutotuneError):
     """A study resumed with a space whose measurements would not compare with its trials'."""
 
     exit_code = 2
-
-
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: value}
-
-
-def _shown(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def space_changes(stored_yaml: str, space: Space) -> tuple[list[str], list[str]]:
-    """How ``space`` differs from the space stored with a study, as ``field: old → new``
-    lines (defaults filled in on both sides, so writing a default out changes nothing):
-    (changes that can alter a measurement, changes of the ``HARMLESS_SECTIONS``)."""
-    try:
-        stored = Space.model_validate(yaml.safe_load(stored_yaml))
-    except (yaml.YAMLError, ValidationError, TypeError) as exc:
-        first = str(exc).splitlines()[0]
-        return [f"the stored space does not validate with this autotune ({first})"], []
-    old = _flat(stored.model_dump(mode="json"))
-    new = _flat(space.model_dump(mode="json"))
-    missing = "(absent)"
-    lines = {k: f"{k}: {_shown(old[k]) if k in old else missing} → "
-                f"{_shown(new[k]) if k in new else missing}"
-             for k in sorted(set(old) | set(new)) if old.get(k, missing) != new.get(k, missing)}
-    harmless = [line for k, line in lines.items() if k.split(".")[0] in HARMLESS_SECTIONS]
-    return [line for k, line in lines.items() if k.split(".")[0] not in HARMLESS_SECTIONS], \
-        harmless
 
 
 @dataclass

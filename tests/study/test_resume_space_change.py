@@ -60,7 +60,7 @@ def _stored(tmp_path: Path) -> str:
 
 
 def test_space_changes_names_each_field_and_sets_search_apart(raw: dict) -> None:
-    from autotune.study.runner import space_changes
+    from autotune.space import space_changes
 
     stored = yaml.safe_dump(raw)
     edited = yaml.safe_load(stored)
