@@ -21,15 +21,18 @@ def read_text(path: Path, what: str) -> str:
         raise WorkloadError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
-def jsonl_objects(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line of ``text``, a JSONL file's."""
+def jsonl_objects(
+    path: Path, text: str, error: type[Exception] = WorkloadError
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of ``text``, a JSONL file's; a line that
+    is not a JSON object raises ``error`` naming the file and line."""
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise WorkloadError(f"{path}:{number}: not JSON: {exc.msg}") from None
+            raise error(f"{path}:{number}: not JSON: {exc.msg}") from None
         if not isinstance(record, dict):
-            raise WorkloadError(f"{path}:{number}: expected a JSON object")
+            raise error(f"{path}:{number}: expected a JSON object")
         yield number, record

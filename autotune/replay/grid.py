@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autotune.bench.data_files import jsonl_objects
 from autotune.engines.failures import EngineFailure
 from autotune.space import Configuration, LadderSpec, ParameterSpec, Space, params_key
 from autotune.trial_state import FailureKind
@@ -194,14 +195,8 @@ class Grid:
             text = Path(path).read_text()
         except OSError as exc:
             raise GridError(f"cannot read grid {path}: {exc.strerror or exc}") from exc
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GridError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-            if isinstance(data, dict) and "meta" in data:
+        for number, data in jsonl_objects(Path(path), text, GridError):
+            if "meta" in data:
                 if not isinstance(data["meta"], dict):
                     raise GridError(f"{path}:{number}: meta must be an object")
                 meta.update(data["meta"])
