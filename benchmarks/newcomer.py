@@ -201,7 +201,8 @@ def report(started: float, ended: float, code: int, clone: Path, home: Path,
     installed = first_mtime(clone / ".venv", ".autotune-setup-*")
     model_dir = home / ".cache" / "autotune" / "demo-llama"
     built = first_mtime(model_dir, "autotune-demo.json")
-    front = next((t for t, line in lines if "trial(s) run here in" in line), None)
+    # the end-of-study summary ("N trial(s) run here[, and K fresh server(s) …] in S s")
+    front = next((t for t, line in lines if "trial(s) run here" in line), None)
     trials = trial_rows(clone)
     phases: list[tuple[str, float | None, str]] = []
     phases.append(("install (scripts/setup.sh)", installed and installed - started, ""))
