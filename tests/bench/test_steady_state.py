@@ -55,7 +55,9 @@ def test_a_closed_loop_level_measures_only_its_steady_window(server: MockOpenAI)
     assert window.closed < last_measured
     assert not [r for r in result.records if r.sent_at > window.closed]
     sent = [s for s in server.requests if s.path == "/v1/completions"]
-    assert len(sent) == sum(window.sent.values())
+    # Every ramp and measured request reached the server; a drain request cancelled at the end
+    # may not have (CI, 2026-12-05: 3 drain requests counted, none of them received).
+    assert window.sent[RAMP] + window.sent[MEASURED] <= len(sent) <= sum(window.sent.values())
     # Throughput: the requests that completed inside the window, over its length.
     inside = [r for r in window.records if window.opened <= r.done_at <= window.closed]
     assert m["request_throughput"] == pytest.approx(len(inside) / m["steady_window_s"])
