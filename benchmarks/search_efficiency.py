@@ -41,6 +41,7 @@ ladder grid there); with ``auto`` and ``random`` among the strategies a last tab
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import random
@@ -505,6 +506,16 @@ def replay_grid(
             "share of the full hypervolume reached by the best single configurations: "
             + ", ".join(f"{v:.0%}" for v in shares[:5])
         )
+    if full_hv > 0:
+        default_point = (objective_values(space, replayed[id(default_row)].metrics)
+                         if default_ok and default_row is not None else None)
+        others = [objective_values(space, outcome.metrics) for row, outcome, ok in scored
+                  if ok and row is not default_row]
+        fewest = [oracle_trials(others, default_point, space.directions, reference,
+                                level * full_hv) for level in LEVELS]
+        print("fewest trials to " + ", ".join(f"{level:.0%}: {n}" for level, n in
+                                             zip(LEVELS, fewest, strict=True))
+              + " (an oracle choosing the best configurations; trial 1 the default)")
     if full_hv <= 0:
         raise SystemExit(
             "no SLO-feasible configuration in the grid: nothing to search for "
@@ -657,6 +668,21 @@ def cost_table(
 def _fast_tmp() -> str | None:
     """A RAM-backed folder for the replayed studies' database, when the host has one."""
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def oracle_trials(points: Sequence[Sequence[float]], default: Sequence[float] | None,
+                  directions: Sequence[str], reference: Sequence[float], target: float) -> int:
+    """The fewest trials that hold ``target`` hypervolume: the default trial first (as in every
+    study), then the best choice of ``points`` (searched among the Pareto-optimal ones)."""
+    from autotune.scoring import pareto_indices
+
+    base = [list(default)] if default is not None else []
+    front = [list(points[i]) for i in pareto_indices(points, directions)]
+    for k in range(len(front) + 1):
+        if any(hypervolume(base + list(chosen), directions, reference) >= target - 1e-12
+               for chosen in itertools.combinations(front, k)):
+            return k + 1
+    return len(front) + 1
 
 
 def _pareto_size(points: Sequence[Sequence[float]], directions: Sequence[str]) -> int:

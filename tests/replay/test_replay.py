@@ -196,6 +196,20 @@ def _search_efficiency():
     return sys.modules[name]
 
 
+def test_the_oracle_counts_the_fewest_trials_default_first() -> None:
+    oracle = _search_efficiency().oracle_trials
+    up = ["maximize", "maximize"]
+    # Against (0, 0): the default (1, 1) holds 1; with (2, 1) 2; with (1, 2) too, 3 in all. The
+    # dominated (0.5, 0.5) never helps.
+    points = [[2.0, 1.0], [1.0, 2.0], [0.5, 0.5]]
+    assert oracle(points, [1.0, 1.0], up, [0.0, 0.0], 1.0) == 1
+    assert oracle(points, [1.0, 1.0], up, [0.0, 0.0], 2.0) == 2
+    assert oracle(points, [1.0, 1.0], up, [0.0, 0.0], 0.95 * 3.0) == 3
+    # An infeasible default is still trial 1, and holds nothing.
+    assert oracle(points, None, up, [0.0, 0.0], 2.0) == 2
+    assert oracle(points, None, up, [0.0, 0.0], 3.0) == 3
+
+
 def test_hypervolume_by_hand() -> None:
     hv = _search_efficiency().hypervolume
     directions = ["maximize", "minimize"]
