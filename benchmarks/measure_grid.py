@@ -13,7 +13,9 @@ flags (an ordinary grid point, when the axes hold those values).
 
 One JSON line per configuration is appended as soon as it is measured (format:
 docs/grid-format.md); a killed run resumes by skipping the configurations already in the file
-(the file must have been measured with the same space). Configurations are measured in slabs
+(the file must have been measured with the same space), except those measured while other
+processes competed for the host (``"disturbed": true``; the grid runs no repeat): they are moved
+to ``<out>.disturbed.jsonl`` and measured again. Configurations are measured in slabs
 (each slab completes a full product of the axes) and in a seeded random order inside a slab, so
 a run cut short still leaves a complete product, and slow drift of the host is not confounded
 with any one parameter.
@@ -204,6 +206,24 @@ def private_model_copy(source: str, target: Path) -> tuple[str, str]:
     return str(target), _digest(str(target))
 
 
+def set_aside_disturbed(path: Path) -> int:
+    """Move the rows measured while other processes competed for the host (``disturbed``:
+    the main measurement's CPU check; the grid runs no repeat) from ``path`` to
+    ``<path>.disturbed.jsonl``, so that a resumed run measures them again. Their count."""
+    if not path.exists():
+        return 0
+    kept, aside = [], []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            (aside if "meta" not in row and row.get("disturbed") else kept).append(line)
+    if aside:
+        with open(path.with_name(path.name + ".disturbed.jsonl"), "a") as out:
+            out.write("".join(f"{line}\n" for line in aside))
+        path.write_text("".join(f"{line}\n" for line in kept))
+    return len(aside)
+
+
 def done_keys(path: Path) -> set[str]:
     keys: set[str] = set()
     if not path.exists():
@@ -340,6 +360,10 @@ def prepare(args: argparse.Namespace) -> Plan:
     if not Path(source, "model.safetensors").exists():
         raise GridSetupError(f"{args.space}: model.path {source} holds no model.safetensors "
                              "(build the demo model first: autotune demo)")
+    aside = set_aside_disturbed(args.out)
+    if aside:
+        print(f"{aside} disturbed configuration(s) moved to {args.out}.disturbed.jsonl: "
+              "measured again", flush=True)
     already = done_keys(args.out)
     rng = random.Random(args.seed)
     todo: list[tuple[dict[str, Any], bool]] = [(space.default_params(), True)]

@@ -348,6 +348,27 @@ def test_measure_grid_rows_load_as_v2(grid: Grid, tmp_path: Path) -> None:
         [lv.benchmark_s for lv in row.levels], abs=1e-3)
 
 
+def test_measure_grid_measures_disturbed_rows_again(tmp_path: Path) -> None:
+    """A resumed run sets the rows measured under a competing load aside (kept in a file of
+    their own) and counts them as not measured; the others and the meta line stay."""
+    mg = _load_script("autotune_bench_measure_grid", ROOT / "benchmarks" / "measure_grid.py")
+    path = tmp_path / "grid.jsonl"
+    rows = [{"meta": {"space": {}}},
+            {"params": {"max_num_seqs": 4}, "state": "complete", "disturbed": False},
+            {"params": {"max_num_seqs": 8}, "state": "complete", "disturbed": True},
+            {"params": {"max_num_seqs": 16}, "default": True, "state": "complete"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert mg.set_aside_disturbed(path) == 1
+    kept = [json.loads(line) for line in path.read_text().splitlines()]
+    assert kept == [rows[0], rows[1], rows[3]]
+    aside = path.with_name("grid.jsonl.disturbed.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in aside] == [rows[2]]
+    assert mg.done_keys(path) == {mg.key_of(rows[1]["params"], False),
+                                  mg.key_of(rows[3]["params"], True)}
+    assert mg.set_aside_disturbed(path) == 0  # nothing left to move; the file unchanged
+    assert [json.loads(line) for line in path.read_text().splitlines()] == kept
+
+
 def test_measure_grid_refuses_a_bad_setup_before_writing(tmp_path: Path) -> None:
     script = ROOT / "benchmarks" / "measure_grid.py"
     space = ROOT / "search_spaces" / "quickstart-cpu.yaml"
