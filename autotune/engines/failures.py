@@ -136,8 +136,8 @@ def exit_words(returncode: int | None) -> str:
     return f"exit status {returncode}"
 
 
-# The guard's line on the engine's own exit (autotune/engines/guard.py, ``describe_exit``).
-# The guard's report of the engine's exit: the whole report, the signal, the status.
+# The guard's line on the engine's own exit (autotune/engines/guard.py, ``describe_exit``):
+# groups the whole report, the signal, the status.
 _GUARD_EXIT = re.compile(
     r"\[autotune-guard\] (engine (?:killed by signal (\d+)|exited with status (-?\d+)).*)")
 
