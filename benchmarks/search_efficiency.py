@@ -65,7 +65,7 @@ from autotune.scoring import (
 )
 from autotune.space.ladder import LadderSpec
 from autotune.space.model import Space
-from autotune.store.attrs import STATE_ATTR
+from autotune.store.attrs import DEFAULT_ATTR, STATE_ATTR
 from autotune.study import SilentReporter, StudyRunner
 
 STRATEGIES = ("grid", "random-plain", "random", "tpe-plain", "tpe", "gp", "nsga2", "auto",
@@ -138,6 +138,8 @@ class Run:
     best: list[float] = field(default_factory=list)  # best feasible first objective so far
     engine_s: list[float] = field(default_factory=list)  # engine-seconds spent, cumulative
     reused: int = 0  # suggestions answered with an earlier result (no engine)
+    # the counted trials' params, in order (None: the engine-default trial, no flag passed)
+    path: list[dict[str, Any] | None] = field(default_factory=list)
     skipped: int = 0  # suggestions the crash model rejected (no engine)
 
 
@@ -243,7 +245,21 @@ def replay_study(
         state = t.user_attrs.get(STATE_ATTR)
         tracker.run.reused += state == "reused"
         tracker.run.skipped += state == "skipped"
+        if state not in ("reused", "skipped"):
+            tracker.run.path.append(None if t.user_attrs.get(DEFAULT_ATTR) else dict(t.params))
     return tracker.run
+
+
+def trace(run: Run, space: Space, full_hv: float, title: str) -> str:
+    """One study trial by trial: where its hypervolume stood and what each trial changed."""
+    defaults = space.default_params()
+    lines = [f"trace of {title}:"]
+    for number, (params, hv) in enumerate(zip(run.path, run.hv, strict=False), start=1):
+        changed = "(the engine-default trial: no flag)" if params is None else " ".join(
+            f"{name}={value}" for name, value in params.items() if defaults.get(name) != value
+        ) or "(the defaults' nominal values as flags)"
+        lines.append(f"  {number:3d} {hv / full_hv:6.1%}  {changed}")
+    return "\n".join(lines)
 
 
 def trials_to(run: Run, level: float, full_hv: float) -> float:
@@ -363,6 +379,11 @@ def main() -> None:
         default=[],
         metavar="KEY=LIMIT",
         help="override one of the space's SLOs (e.g. e2e_p95_ms=8000)",
+    )
+    parser.add_argument(
+        "--trace", action="store_true",
+        help="print each strategy's first study trial by trial: its share of the full "
+             "hypervolume after each trial and what the trial changed from the defaults",
     )
     parser.add_argument(
         "--levels", default=None, metavar="L1,L2,...",
@@ -576,6 +597,8 @@ def replay_grid(
                         flush=True,
                     )
             results[(kind, mode)] = (runs, cap)
+            if args.trace:
+                print(trace(runs[0], space, full_hv, f"{kind} (early stop {mode}), seed 0"))
             per = (time.monotonic() - started) / seeds
             cells: list[str] = []
             for level in LEVELS:

@@ -411,9 +411,7 @@ class Surrogate:
         self.front = known[_nondominated(known)]
         self.reference = np.array(reference_point(space, raw)) * signs
         labels = np.array([1.0 if p.feasible and p.values is not None else 0.0 for p in points])
-        self.base_rate = float(labels.mean())  # the prior: the share that met the SLOs
-        self.feasibility = (self._fit(x_all, labels - self.base_rate)
-                            if 0 < labels.sum() < len(labels) else None)
+        self.feasibility = _SloChance(x_all, labels) if 0 < labels.sum() < len(labels) else None
 
     def _oriented(self, raw: np.ndarray, signs: np.ndarray) -> np.ndarray:
         """Values on the modelled scale (log where positive), every objective maximised."""
@@ -442,10 +440,31 @@ class Surrogate:
         samples = np.where(self.logs, np.exp(drawn * self.signs) * self.signs, drawn)
         gain = _hv_improvement(samples.reshape(-1, mu.shape[1]), self.front, self.reference)
         ehvi = gain.reshape(len(x), MC_SAMPLES).mean(axis=1)
-        chance = np.ones(len(x))
-        if self.feasibility is not None:
-            chance = np.clip(self.feasibility.predict(x)[0] + self.base_rate, 0.02, 1.0)
+        chance = np.ones(len(x)) if self.feasibility is None else self.feasibility.predict(x)
         return (ehvi + 1e-6 * sd.mean(axis=1)) * chance
+
+
+SLO_PRIOR_WEIGHT = 1.0  # pseudo-observations at the study's share of configurations that met
+SLO_LENGTH_SCALE = 0.4  # on features scaled to [0, 1]: one step of a 3-value scale weighs 0.39
+
+
+class _SloChance:
+    """The chance that a configuration meets the SLOs: the share of measured configurations
+    that met them, weighted by their kernel similarity to it, shrunk towards the study's
+    overall share by :data:`SLO_PRIOR_WEIGHT` pseudo-observations (a Beta-Bernoulli estimate
+    with kernel-weighted counts). One miss can lower its own configuration's chance to about
+    half of the overall share, never to zero: a single measurement that missed, among
+    neighbours that met the SLOs, is as likely a noisy run as a region to avoid; several misses
+    close together are."""
+
+    def __init__(self, x: np.ndarray, labels: np.ndarray) -> None:
+        self.x, self.labels = x, labels
+        self.prior = float(labels.mean())
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        weights = _matern52(x, self.x, SLO_LENGTH_SCALE)
+        met = weights @ self.labels + SLO_PRIOR_WEIGHT * self.prior
+        return np.clip(met / (weights.sum(axis=1) + SLO_PRIOR_WEIGHT), 0.02, 1.0)
 
 
 LENGTH_SCALES = (0.15, 0.25, 0.4, 0.6, 1.0, 1.6, 2.5)  # on features scaled to [0, 1]

@@ -319,6 +319,11 @@ def test_search_efficiency_tables_on_a_v1_grid(tmp_path: Path) -> None:
     assert run.engine_s[-1] == pytest.approx(6 * 20.0)
     table = se.cost_table({("grid", "n/a"): ([run], 20)}, ["n/a"], ["grid"], 1.0)
     assert "no ladder" in table and "engine-s 95%" in table
+    # --trace: one line per counted trial, the default trial named, the others by what changed
+    traced = se.trace(run, space, 1.0, "grid, seed 0").splitlines()
+    assert traced[0] == "trace of grid, seed 0:" and len(traced) == 1 + len(run.hv)
+    assert "the engine-default trial" in traced[1]
+    assert sum("=" in line for line in traced[2:]) >= len(run.hv) - 2  # at most the centre not
 
 
 # ---- the measuring script's writer --------------------------------------------------------------

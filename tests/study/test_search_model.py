@@ -147,6 +147,27 @@ def test_the_default_trial_is_on_the_front_but_no_evidence_for_its_twin() -> Non
     assert great.scores([twin])[0] < bad.scores([twin])[0]  # it has to beat the default
 
 
+def test_one_missed_slo_dents_its_region_and_several_close_it() -> None:
+    study = space({k: v for k, v in PARAMS.items() if k in ("max_num_seqs", "kv_cache_dtype")})
+    met = [Point({"max_num_seqs": s, "kv_cache_dtype": "auto"},
+                 _landscape({"max_num_seqs": s, "kv_cache_dtype": "auto"}), True)
+           for s in (4, 16, 64, 256)]
+    lone = {"max_num_seqs": 32, "kv_cache_dtype": "fp8"}
+    once = Surrogate(study, [*met, Point(lone, [500.0, 90.0], False)], 0)
+    assert once.feasibility is not None
+    chance = once.feasibility.predict(once._scaled(np.array([once.encoder.row(lone)])))[0]
+    assert 0.3 < chance < 0.8  # a single miss may be a noisy run: dented, not ruled out
+    misses = [Point({"max_num_seqs": s, "kv_cache_dtype": "fp8"}, [500.0, 90.0], False)
+              for s in (16, 32, 64, 128)]
+    many = Surrogate(study, [*met, *misses], 0)
+    assert many.feasibility is not None
+    near = {"max_num_seqs": 8, "kv_cache_dtype": "fp8"}
+    away = {"max_num_seqs": 8, "kv_cache_dtype": "auto"}
+    closed, open_ = many.feasibility.predict(
+        many._scaled(np.array([many.encoder.row(near), many.encoder.row(away)])))
+    assert closed < 0.35 < 0.7 < open_  # a region of misses is avoided, its twin side is not
+
+
 def _done(number: int, params: dict[str, Any], values: list[float]) -> TrialSummary:
     return TrialSummary(number, Configuration(params), running=False,
                         state=TrialState.COMPLETE, values=tuple(values),
