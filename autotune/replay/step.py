@@ -24,7 +24,8 @@ class GridMeasurement:
     derived from the levels, and with ``ladder.early_stop`` the ladder stops where a live one
     would (the first level missing an SLO; a bound the study's front dominates, the front read
     from ``front`` when the ladder starts, which the study runner sets as it does for the live
-    step). ``timings["ladder_s"]`` is then the recorded seconds of the levels that ran."""
+    step). ``timings["ladder_s"]`` is then the recorded seconds of the levels that ran
+    (:func:`ladder_seconds`)."""
 
     quality: QualityProbe | None = None
 
@@ -62,4 +63,17 @@ class GridMeasurement:
 
         # a grid holds the levels it measured: no extension above them
         ladder_into(found, trial, measure, self.front, extend=False)
-        found.timings["ladder_s"] = sum(level.benchmark_s for level in ran)
+        found.timings["ladder_s"] = ladder_seconds(row, ran)
+
+
+def ladder_seconds(row: GridRow, ran: Sequence[GridLevel]) -> float:
+    """The engine-seconds of the levels that ran: the row's recorded ``ladder_s`` (the whole
+    ladder as it ran: a steady-state level's ramp-up and drain included) shared among its
+    levels in proportion to their recorded seconds (a steady-state level records only its
+    window's); the levels' own seconds when the row records no ``ladder_s``."""
+    own = sum(level.benchmark_s for level in ran)
+    recorded = row.timings.get("ladder_s")
+    whole = sum(level.benchmark_s for level in row.levels)
+    if recorded is None or whole <= 0:
+        return own
+    return recorded * own / whole

@@ -208,13 +208,19 @@ def test_the_slo_stop_cuts_levels_and_engine_seconds_not_capacity(grid: Grid) ->
     assert stopped.metrics["ladder_stopped_early"] == 1
     assert stopped.metrics["capacity_rps"] == pytest.approx(full.metrics["capacity_rps"])
     assert any("missed the SLOs" in note for note in stopped.notes)
+    # The whole ladder costs what it cost live (its recorded ladder_s, pauses between levels
+    # and a steady level's ramp-up and drain included, beyond the levels' own seconds); a
+    # stopped one the share of the levels that ran.
     levels = [level.benchmark_s for level in row.levels]
-    assert full.timings["ladder_s"] == pytest.approx(sum(levels))
-    assert stopped.timings["ladder_s"] == pytest.approx(levels[0] + levels[1])
+    recorded = row.timings["ladder_s"]
+    assert recorded > sum(levels)
+    assert full.timings["ladder_s"] == pytest.approx(recorded)
+    assert stopped.timings["ladder_s"] == pytest.approx(
+        recorded * (levels[0] + levels[1]) / sum(levels))
     main = row.timings["startup_s"] + row.timings["warmup_s"] + row.timings["benchmark_s"] \
         + row.timings["teardown_s"]
-    assert full.timings[ENGINE_S] == pytest.approx(main + sum(levels))
-    assert stopped.timings[ENGINE_S] == pytest.approx(main + levels[0] + levels[1])
+    assert full.timings[ENGINE_S] == pytest.approx(main + recorded)
+    assert stopped.timings[ENGINE_S] == pytest.approx(main + stopped.timings["ladder_s"])
 
 
 def test_the_front_stop_reads_the_front_it_is_given(grid: Grid) -> None:
@@ -226,8 +232,10 @@ def test_the_front_stop_reads_the_front_it_is_given(grid: Grid) -> None:
     assert cut.metrics["ladder_levels_run"] == 1
     assert any("off the front after level 1" in note for note in cut.notes)
     assert cut.timings[ENGINE_S] < alone.timings[ENGINE_S]
-    assert cut.timings["ladder_s"] == pytest.approx(grid.by_params(FRONT_CUT).levels[0]
-                                                    .benchmark_s)
+    row = grid.by_params(FRONT_CUT)
+    assert cut.timings["ladder_s"] == pytest.approx(
+        row.timings["ladder_s"] * row.levels[0].benchmark_s
+        / sum(level.benchmark_s for level in row.levels))
     # The best configuration itself is never cut by a front it is on.
     best = runner.run(3, BEST, is_default=False)
     assert best.metrics["ladder_levels_run"] == 3
@@ -420,9 +428,12 @@ def test_replay_reproduces_the_live_ladders_curve_metrics() -> None:
         for key in curve:
             assert outcome.metrics[key] == pytest.approx(row.metrics.get(key, math.nan),
                                                          nan_ok=True), key
+        # every level replayed: the engine-seconds the live trial recorded, ladder included
+        # (its levels' own seconds leave out the pauses between them)
         assert outcome.timings[ENGINE_S] == pytest.approx(
-            sum(row.timings[k] for k in ("startup_s", "warmup_s", "benchmark_s", "teardown_s"))
-            + sum(level.benchmark_s for level in row.levels))
+            sum(row.timings[k] for k in ("startup_s", "warmup_s", "benchmark_s", "ladder_s",
+                                         "teardown_s")))
+        assert row.timings["ladder_s"] > sum(level.benchmark_s for level in row.levels)
     default = grid.default_row()
     assert default is not None and default.metrics["capacity_rps"] == 0.0
     stopped = ReplayTrialRunner(early(space, True), grid).run(1, default.params, is_default=True)
