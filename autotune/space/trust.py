@@ -52,15 +52,26 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
+ABSENT = "(absent)"
+
+
+def changed_fields(old: Space, new: Space, *, exclude: set[str] | None = None,
+                   ) -> dict[str, tuple[Any, Any]]:
+    """``{dotted field: (old value, new value)}`` for each field of the two spaces that
+    differs (defaults filled in on both sides, so writing a default out changes nothing;
+    :data:`ABSENT` where one side lacks the field), in field order."""
+    a = _flat(old.model_dump(mode="json", exclude=exclude))
+    b = _flat(new.model_dump(mode="json", exclude=exclude))
+    return {k: (a.get(k, ABSENT), b.get(k, ABSENT))
+            for k in sorted(set(a) | set(b)) if a.get(k, ABSENT) != b.get(k, ABSENT)}
+
+
 def differences(stored: Space, local: Space) -> list[str]:
     """``field: stored X, here Y`` for each field that differs (the study's name aside),
     the fields that shape the engine's command line first."""
-    a = _flat(stored.model_dump(mode="json", exclude={"name"}))
-    b = _flat(local.model_dump(mode="json", exclude={"name"}))
-    keys = sorted(set(a) | set(b),
-                  key=lambda k: (k.split(".")[0] not in COMMAND_SECTIONS, k))
-    return [f"{k}: stored {a.get(k, '(absent)')!r}, here {b.get(k, '(absent)')!r}"
-            for k in keys if a.get(k) != b.get(k)]
+    changed = changed_fields(stored, local, exclude={"name"})
+    keys = sorted(changed, key=lambda k: (k.split(".")[0] not in COMMAND_SECTIONS, k))
+    return [f"{k}: stored {changed[k][0]!r}, here {changed[k][1]!r}" for k in keys]
 
 
 def trusted_space(
@@ -112,12 +123,9 @@ def space_changes(stored_yaml: str, space: Space) -> tuple[list[str], list[str]]
     except (yaml.YAMLError, ValidationError, TypeError) as exc:
         first = str(exc).splitlines()[0]
         return [f"the stored space does not validate with this autotune ({first})"], []
-    old = _flat(stored.model_dump(mode="json"))
-    new = _flat(space.model_dump(mode="json"))
-    missing = "(absent)"
-    lines = {k: f"{k}: {_shown(old[k]) if k in old else missing} → "
-                f"{_shown(new[k]) if k in new else missing}"
-             for k in sorted(set(old) | set(new)) if old.get(k, missing) != new.get(k, missing)}
+    lines = {k: f"{k}: {ABSENT if old is ABSENT else _shown(old)} → "
+                f"{ABSENT if new is ABSENT else _shown(new)}"
+             for k, (old, new) in changed_fields(stored, space).items()}
     harmless = [line for k, line in lines.items() if k.split(".")[0] in HARMLESS_SECTIONS]
     return [line for k, line in lines.items() if k.split(".")[0] not in HARMLESS_SECTIONS], \
         harmless
