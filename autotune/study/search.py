@@ -453,9 +453,9 @@ class _SloChance:
     that met them, weighted by their kernel similarity to it, shrunk towards the study's
     overall share by :data:`SLO_PRIOR_WEIGHT` pseudo-observations (a Beta-Bernoulli estimate
     with kernel-weighted counts). One miss can lower its own configuration's chance to about
-    half of the overall share, never to zero: a single measurement that missed, among
-    neighbours that met the SLOs, is as likely a noisy run as a region to avoid; several misses
-    close together are."""
+    half of the overall share, never to zero (a single measurement that missed, among
+    neighbours that met the SLOs, may be a noisy run); several misses close together close
+    their region."""
 
     def __init__(self, x: np.ndarray, labels: np.ndarray) -> None:
         self.x, self.labels = x, labels
