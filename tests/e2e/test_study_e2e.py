@@ -1,5 +1,6 @@
-"""A real study on the CPU quickstart model: launches, measures and tears down real vLLM
-servers, one forced to fail (fp8_per_tensor is unsupported on the CPU build)."""
+"""A real study on the CPU quickstart model (the session's study "e2e", tests/e2e/conftest.py):
+launches, measures and tears down real vLLM servers, one forced to fail (fp8_per_tensor is
+unsupported on the CPU build), and the exported configuration of one is served by vLLM."""
 
 from __future__ import annotations
 
@@ -36,13 +37,13 @@ def test_study_runs_to_the_end(study: dict) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Pareto front" in run.stdout
     trials = study["report"]["trials"]
-    assert len(trials) == 3
+    assert len(trials) == 5
     assert trials[0]["is_default"] and trials[0]["state"] == "complete"
 
 
 def test_forced_failure_is_recorded_as_unsupported(study: dict) -> None:
-    fp8 = next(t for t in study["report"]["trials"]
-               if t["params"]["quantization"] == "fp8_tensor")
+    fp8 = study["trials"]["failure"]
+    assert fp8["params"]["quantization"] == "fp8_tensor"
     assert fp8["state"] == "failed"
     assert fp8["failure_kind"] == "unsupported"
     assert "static_scaled_fp8_quant" in fp8["failure_line"]
@@ -56,7 +57,7 @@ def test_forced_failure_is_recorded_as_unsupported(study: dict) -> None:
 
 def test_completed_trials_have_metrics_and_timings(study: dict) -> None:
     complete = [t for t in study["report"]["trials"] if t["state"] == "complete"]
-    assert len(complete) == 2  # the defaults and int8 + ngram
+    assert len(complete) == 4  # the defaults, ngram, int8 and fp8
     for t in complete:
         m = t["metrics"]
         # a steady window at concurrency 8: at least 4 x 8 requests (more than num_requests 24)
@@ -81,19 +82,16 @@ def test_no_engine_process_left(study: dict) -> None:
 
 
 def test_exported_yaml_is_served_by_vllm(study: dict) -> None:
-    int8 = next(
-        t
-        for t in study["report"]["trials"]
-        if t["params"]["quantization"] == "int8" and t["state"] == "complete"
-    )
+    ngram = study["trials"]["ngram"]
+    assert ngram["state"] == "complete", ngram["failure_reason"]
     out = study["tmp"] / "best.yaml"
     exported = run_cli(
-        "export", "e2e", "--storage", study["url"], "--trial", str(int8["number"]), "-o", str(out)
+        "export", "e2e", "--storage", study["url"], "--trial", str(ngram["number"]), "-o", str(out)
     )
     assert exported.returncode == 0, exported.stderr
     config = yaml.safe_load(out.read_text())
-    assert config["quantization"] == "int8_per_channel_weight_only"
-    assert config["speculative-config"]["num_speculative_tokens"] == 2
+    assert config["speculative-config"]["method"] == "ngram"
+    assert config["speculative-config"]["num_speculative_tokens"] == 3
     assert "# equivalent command line:" in out.read_text()
     port = free_port()
     argv = [
@@ -127,7 +125,7 @@ def test_exported_yaml_is_served_by_vllm(study: dict) -> None:
         )
         assert reply.status_code == 200
         assert reply.json()["usage"]["completion_tokens"] == 4
-        assert "int8_per_channel_weight_only" in server.read_log()
+        assert "method='ngram'" in server.read_log() and "num_spec_tokens=3" in server.read_log()
     finally:
         server.stop()
     assert engine_processes() == []

@@ -1,23 +1,19 @@
-"""The quality probe on real vLLM servers (CPU build) in a real study: the trained demo model's
-accuracy with the vLLM defaults, greedy ngram speculative decoding against the reference, and
-the accuracy and agreement of an int8 and an fp8 trial, stored with the study. Four engine
-starts, one at a time."""
+"""The quality probe on real vLLM servers (CPU build) in a real study (the session's study "e2e",
+tests/e2e/conftest.py): the trained demo model's accuracy with the vLLM defaults, greedy ngram
+speculative decoding against the reference, and the accuracy and agreement of an int8 and an
+fp8 trial, stored with the study."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import optuna
 import pytest
 
-from autotune.space.model import Space
 from autotune.store.attrs import REFERENCE_ATTR
-from autotune.testing.processes import engine_processes
-from autotune.testing.spaces import small_space, write_space
+from tests.e2e.conftest import QUALITY_PROMPTS
 
 pytestmark = pytest.mark.engine
 
@@ -25,7 +21,6 @@ AUTOTUNE = [sys.executable, "-m", "autotune.cli"]
 # The trained demo model answers at least this share of its held-out tasks correctly with the
 # vLLM-default configuration (its build measures 100% in float32 on the weights it saves).
 DEMO_ACCURACY_THRESHOLD = 0.95
-QUALITY_PROMPTS = 60
 
 
 def run_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -36,62 +31,9 @@ def run_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, demo_model: Path) -> dict:
-    tmp = tmp_path_factory.mktemp("quality")
-    data = small_space(tmp, demo_model)
-    # The probe is what is tested here: a short load (each trial still measures one).
-    data["workload"].update({"num_requests": 8, "warmup_requests": 0})
-    data["quality"] = {
-        "prompts": "evals/demo-tasks.jsonl",
-        "num_prompts": QUALITY_PROMPTS,
-        "max_tokens": 12,
-        "batch_size": 30,
-        "min": {"quality_accuracy_delta": -0.01},
-    }
-    data["model"]["quantization_variants"]["fp8ch"] = {"method": "fp8_per_channel"}
-    data["parameters"]["quantization"]["choices"].append("fp8ch")
-    path = write_space(tmp, data)
-    space = Space.model_validate(data)
-    # The same flags as the default trial's nominal values; only the variant under test differs.
-    base = {**space.default_params(), "speculative_method": "none", "quantization": "none"}
-    enqueued = {
-        "ngram": {**base, "speculative_method": "ngram", "num_speculative_tokens": 3},
-        "int8": {**base, "quantization": "int8"},
-        "fp8": {**base, "quantization": "fp8ch"},
-    }
-    url = f"sqlite:///{tmp / 'study.db'}"
-    name = "quality"
-    created = run_cli(
-        "study", "start", "--space", str(path), "--storage", url, "--name", name, "--no-run"
-    )
-    assert created.returncode == 0, created.stderr
-    handle = optuna.load_study(study_name=name, storage=url)
-    for params in enqueued.values():
-        handle.enqueue_trial(params)
-    ran = run_cli(
-        "study",
-        "start",
-        "--space",
-        str(path),
-        "--storage",
-        url,
-        "--name",
-        name,
-        "--trials",
-        str(1 + len(enqueued)),
-        "--log-dir",
-        str(tmp / "logs"),
-    )
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    shown = run_cli("study", "show", name, "--storage", url, "--format", "json")
-    assert shown.returncode == 0, shown.stderr
-    trials = json.loads(shown.stdout)["trials"]
-    by_variant = {"default": next(t for t in trials if t["is_default"])}
-    for variant, params in enqueued.items():
-        by_variant[variant] = next(t for t in trials if t["params"] == params)
-    for variant, t in by_variant.items():
-        print(variant, {k: v for k, v in t["metrics"].items() if k.startswith("quality")})
-    return {"url": url, "name": name, "trials": by_variant, "tmp": tmp}
+def study(e2e_study: dict) -> dict:
+    """The session's study "e2e" (tests/e2e/conftest.py): its trials by variant."""
+    return e2e_study
 
 
 def test_default_trial_is_the_accurate_reference(study: dict) -> None:
@@ -169,7 +111,4 @@ def test_study_show_and_export_carry_quality(study: dict) -> None:
     assert exported.returncode == 0, exported.stderr
     header = [line for line in exported.stdout.splitlines() if line.startswith("# quality")]
     assert header and "accuracy" in header[0] and "top-1 agree" in header[0]
-
-
-def test_no_engine_process_left(study: dict) -> None:
-    assert engine_processes() == []
+    assert "quantization: int8_per_channel_weight_only" in exported.stdout
