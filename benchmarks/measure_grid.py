@@ -38,7 +38,7 @@ import random
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,9 +99,13 @@ def params_of(point: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def parse_axes(items: list[str], base: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """``NAME=V1,V2`` (values read as YAML scalars: true, 128, fp8) replace ``base``'s axes."""
-    axes = {k: list(v) for k, v in base.items()}
+def parse_axes(items: list[str], base: dict[str, list[Any]],
+               parameters: Container[str] | None = None) -> dict[str, list[Any]]:
+    """``NAME=V1,V2`` (values read as YAML scalars: true, 128, fp8) replace ``base``'s axes;
+    a default axis for a parameter the space lacks (not in ``parameters``) is left out."""
+    axes = {k: list(v) for k, v in base.items()
+            if parameters is None or (k == "draft" and "speculative_method" in parameters)
+            or k in parameters}
     for item in items:
         name, sep, values = item.partition("=")
         if not sep or not name or not values:
@@ -342,7 +346,8 @@ def prepare(args: argparse.Namespace) -> Plan:
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
         raise GridSetupError(f"{args.space}: not a space file (no model section)")
     has_ladder = raw.get("ladder") is not None
-    axes = parse_axes(args.axis, LADDER_AXES if has_ladder else AXES)
+    parameters = raw.get("parameters") if isinstance(raw.get("parameters"), dict) else {}
+    axes = parse_axes(args.axis, LADDER_AXES if has_ladder else AXES, parameters)
     extra = (parse_slabs(args.extra_slab) if args.extra_slab is not None
              else ([] if has_ladder else EXTRA_SLABS))
     source = os.path.expanduser(raw["model"]["path"])

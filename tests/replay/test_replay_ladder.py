@@ -382,6 +382,17 @@ def test_measure_grid_measures_disturbed_rows_again(tmp_path: Path) -> None:
     assert [json.loads(line) for line in path.read_text().splitlines()] == kept
 
 
+def test_measure_grid_leaves_out_default_axes_the_space_lacks() -> None:
+    """A space without prefix caching as a parameter is measured without that default axis;
+    an axis named on the command line still has to be a parameter (checked later)."""
+    mg = _load_script("autotune_bench_measure_grid", ROOT / "benchmarks" / "measure_grid.py")
+    parameters = {"quantization": {}, "max_num_seqs": {}, "speculative_method": {}}
+    axes = mg.parse_axes(["max_num_seqs=8,32"], mg.LADDER_AXES, parameters)
+    assert axes == {"quantization": ["none", "fp8"], "max_num_seqs": [8, 32], "draft": [0]}
+    assert "enable_prefix_caching" in mg.parse_axes([], mg.LADDER_AXES)  # no space: all
+    assert mg.parse_axes(["nonsense=1"], mg.LADDER_AXES, parameters)["nonsense"] == [1]
+
+
 def test_measure_grid_refuses_a_bad_setup_before_writing(tmp_path: Path) -> None:
     script = ROOT / "benchmarks" / "measure_grid.py"
     space = ROOT / "search_spaces" / "quickstart-cpu.yaml"
