@@ -345,15 +345,14 @@ def prepare(args: argparse.Namespace) -> Plan:
         raise GridSetupError(f"cannot read {args.space}: {exc.strerror or exc}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
         raise GridSetupError(f"{args.space}: not a space file (no model section)")
-    has_ladder = raw.get("ladder") is not None
-    parameters = raw.get("parameters") if isinstance(raw.get("parameters"), dict) else {}
-    axes = parse_axes(args.axis, LADDER_AXES if has_ladder else AXES, parameters)
-    extra = (parse_slabs(args.extra_slab) if args.extra_slab is not None
-             else ([] if has_ladder else EXTRA_SLABS))
     source = os.path.expanduser(raw["model"]["path"])
     workload = {"num_requests": args.requests, "concurrency": args.concurrency,
                 "input_tokens": args.input_tokens, "output_tokens": args.output_tokens}
     space, data = grid_space(args.space, source, workload)  # validated before any copy
+    has_ladder = space.ladder is not None
+    axes = parse_axes(args.axis, LADDER_AXES if has_ladder else AXES, space.parameters)
+    extra = (parse_slabs(args.extra_slab) if args.extra_slab is not None
+             else ([] if has_ladder else EXTRA_SLABS))
     check_axes(space, axes, extra)
     stored = {k: v for k, v in data.items() if k != "model"} | {"model": {**data["model"]}}
     meta = file_meta(args.out)
